@@ -1,0 +1,45 @@
+# opsstack: `make up` starts the native stack on the demo platform; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up down status test test-unit deps deps-test venv dashboards rules clean bench
+
+up: deps venv
+	$(BIN)/opsstack up
+
+down:
+	@if [ -x $(BIN)/opsstack ]; then $(BIN)/opsstack down; else echo "nothing to stop"; fi
+
+status: venv
+	$(BIN)/opsstack status
+
+deps:
+	@scripts/install-deps.sh
+
+deps-test:
+	@scripts/install-deps.sh --test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+test: deps-test venv
+	$(BIN)/python -m pytest -q -ra
+
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+dashboards: venv
+	$(BIN)/opsstack dashboards generate
+
+rules: venv
+	$(BIN)/opsstack rules render
+
+clean: down
+	rm -rf .run

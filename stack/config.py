@@ -1,0 +1,273 @@
+"""Load and validate opsstack.yaml.
+
+The schema is declarative: each section lives in ``stack/schema/<section>.py`` as a
+``SECTION`` mapping of key -> Field (or nested mapping, or ListOf). ``load()`` returns
+plain nested dicts with every default filled in and every value converted (durations
+become float seconds). Any problem raises ConfigError whose ``str()`` is one line naming
+the key and the problem; the CLI prints it and exits with status 2.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+ENV_CONFIG = "OPSSTACK_CONFIG"
+DEFAULT_FILE = "opsstack.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration problem; str() is a single line naming the key."""
+
+    def __init__(self, key: str, problem: str, source: str | None = None):
+        self.key = key
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {problem}" if key else f"{where}{problem}")
+
+
+_MISSING = object()
+
+
+@dataclass
+class Field:
+    """One scalar setting.
+
+    kind: one of str, int, float, bool, duration, port, list, dict, any, url.
+    """
+
+    kind: str
+    default: Any = _MISSING
+    help: str = ""
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    nullable: bool = False
+    check: Callable[[Any], str | None] | None = None  # returns a problem or None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+@dataclass
+class ListOf:
+    """A list whose items follow a schema mapping (or a Field for scalar items)."""
+
+    item: Any
+    default: Any = field(default_factory=list)
+    min_items: int = 0
+    unique_key: str | None = None
+    help: str = ""
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '5m', '1h30m', '2d' or a number of seconds -> float seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m or 2h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str) or not _DURATION_RE.match(value.strip()):
+        raise ValueError(f"expected a duration like 30s, 5m or 2h, got {value!r}")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value.strip()))
+
+
+def format_duration(seconds: float) -> str:
+    """Float seconds -> the shortest Prometheus duration string ('5m', '90s', '1h30m')."""
+    if seconds < 1 and seconds > 0:
+        return f"{int(round(seconds * 1000))}ms"
+    total = int(round(seconds))
+    if total == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            n, total = divmod(total, size)
+            out.append(f"{n}{unit}")
+    return "".join(out)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
+            int: "a number", float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
+
+
+def _convert(f: Field, value: Any, key: str) -> Any:
+    if value is None:
+        if f.nullable:
+            return None
+        raise ConfigError(key, "must be set (got null)")
+    k = f.kind
+    try:
+        if k == "str":
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {_type_name(value)}")
+            if not value.strip():
+                raise ValueError("must not be empty")
+        elif k == "url":
+            if not isinstance(value, str) or not re.match(r"^[a-z][a-z0-9+.-]*://", value):
+                raise ValueError(f"expected a URL like http://host:port/path, got {value!r}")
+        elif k == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected a whole number, got {value!r}")
+        elif k == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"expected a number, got {value!r}")
+            value = float(value)
+        elif k == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+        elif k == "duration":
+            value = parse_duration(value)
+        elif k == "port":
+            if value == "auto":
+                return "auto"
+            if isinstance(value, bool) or not isinstance(value, int) or not (0 < value < 65536):
+                raise ValueError(f"expected a TCP port 1-65535 or 'auto', got {value!r}")
+        elif k == "list":
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list, got {_type_name(value)}")
+        elif k == "dict":
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a mapping, got {_type_name(value)}")
+        elif k == "any":
+            pass
+        else:  # pragma: no cover - schema bug
+            raise AssertionError(f"unknown field kind {k}")
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+    if f.choices is not None and value not in f.choices:
+        raise ConfigError(key, f"must be one of {', '.join(map(str, f.choices))}, got {value!r}")
+    if f.minimum is not None and isinstance(value, (int, float)) and value < f.minimum:
+        raise ConfigError(key, f"must be >= {f.minimum:g}, got {value!r}")
+    if f.maximum is not None and isinstance(value, (int, float)) and value > f.maximum:
+        raise ConfigError(key, f"must be <= {f.maximum:g}, got {value!r}")
+    if f.check is not None:
+        problem = f.check(value)
+        if problem:
+            raise ConfigError(key, problem)
+    return value
+
+
+def _default_of(spec: Any, key: str) -> Any:
+    if isinstance(spec, Field):
+        if spec.required:
+            raise ConfigError(key, "is required")
+        if spec.default is None:
+            return None
+        return _convert(spec, copy.deepcopy(spec.default), key)
+    if isinstance(spec, ListOf):
+        return validate(spec, copy.deepcopy(spec.default), key)
+    if isinstance(spec, dict):
+        return validate(spec, {}, key)
+    raise AssertionError(spec)
+
+
+def validate(spec: Any, value: Any, key: str = "") -> Any:
+    """Validate ``value`` against ``spec`` and return it converted with defaults filled."""
+    if isinstance(spec, Field):
+        return _convert(spec, value, key)
+    if isinstance(spec, ListOf):
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {_type_name(value)}")
+        if len(value) < spec.min_items:
+            raise ConfigError(key, f"needs at least {spec.min_items} item(s)")
+        out = [validate(spec.item, item, f"{key}[{i}]") for i, item in enumerate(value)]
+        if spec.unique_key:
+            seen: set = set()
+            for i, item in enumerate(out):
+                v = item.get(spec.unique_key)
+                if v in seen:
+                    raise ConfigError(f"{key}[{i}].{spec.unique_key}", f"duplicate value {v!r}")
+                seen.add(v)
+        return out
+    if isinstance(spec, dict):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {_type_name(value)}")
+        unknown = sorted(set(map(str, value)) - set(spec))
+        if unknown:
+            k = f"{key}.{unknown[0]}" if key else unknown[0]
+            near = ", ".join(sorted(spec))
+            raise ConfigError(k, f"unknown key (known here: {near})")
+        out = {}
+        for name, sub in spec.items():
+            k = f"{key}.{name}" if key else name
+            out[name] = validate(sub, value[name], k) if name in value else _default_of(sub, k)
+        return out
+    raise AssertionError(f"bad schema at {key}: {spec!r}")
+
+
+def schema() -> dict:
+    from stack.schema import SCHEMA  # local import: sections import Field from here
+
+    return SCHEMA
+
+
+def find_config_file(explicit: str | None = None) -> Path | None:
+    """--config, then $OPSSTACK_CONFIG, then ./opsstack.yaml; None means built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    p = Path(DEFAULT_FILE)
+    return p if p.exists() else None
+
+
+def load_data(data: Any, source: str | None = None) -> dict:
+    """Validate already-parsed YAML data (a mapping or None) and run cross-section checks."""
+    try:
+        cfg = validate(schema(), data if data is not None else {}, "")
+        from stack.schema import cross_checks
+
+        cross_checks(cfg)
+    except ConfigError as exc:
+        if source and not exc.source:
+            raise ConfigError(exc.key, exc.problem, source) from None
+        raise
+    return cfg
+
+
+def load(path: str | os.PathLike | None = None) -> dict:
+    """Load the config file (see find_config_file) and return the validated config."""
+    p = find_config_file(str(path) if path else None)
+    if p is None:
+        return load_data({}, None)
+    source = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", "file not found", source) from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror}", source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("", f"not valid YAML: {where}{problem}", source) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("", f"the top level must be a mapping, got {_type_name(data)}", source)
+    return load_data(data, source)
+
+
+def defaults() -> dict:
+    return load_data({}, None)

@@ -1,0 +1,209 @@
+"""An embedded PostgreSQL cluster: initdb from the installed server binaries into a folder.
+
+Used by `opsstack up` (supervised) and by the tests (started directly). As root the
+server runs as the `postgres` user, since PostgreSQL refuses to run as root.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+
+class PostgresUnavailable(RuntimeError):
+    pass
+
+
+def server_bindir() -> Path:
+    """The newest installed server's bin folder (Debian: /usr/lib/postgresql/<major>/bin)."""
+    env = os.environ.get("OPSSTACK_PG_BINDIR")
+    if env:
+        return Path(env)
+    cands = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if cands:
+        return Path(cands[-1]).parent
+    pg = shutil.which("postgres")
+    if pg:
+        return Path(pg).parent
+    raise PostgresUnavailable("no PostgreSQL server binaries found: `apt-get install postgresql` (or run `make up`)")
+
+
+def _run_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise PostgresUnavailable("running as root needs a 'postgres' system user (apt-get install postgresql)")
+    return "postgres"
+
+
+def _demote(user: str):
+    pw = pwd.getpwnam(user)
+
+    def fn():  # pragma: no cover - runs in the child
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return fn
+
+
+class Cluster:
+    def __init__(self, datadir: str | os.PathLike, port: int, host: str = "127.0.0.1",
+                 preload: tuple[str, ...] | list[str] = ("pg_stat_statements", "hypopg"),
+                 max_connections: int = 100, settings: dict | None = None):
+        self.datadir = Path(datadir).resolve()
+        self.port = int(port)
+        self.host = host
+        self.preload = [p for p in preload if self._extension_available(p)]
+        self.max_connections = max_connections
+        self.settings = settings or {}
+        self.user = _run_user()
+        self.bindir = server_bindir()
+        self.sockdir = self.datadir.parent / (self.datadir.name + ".sock")
+        self.logfile = self.datadir.parent / (self.datadir.name + ".log")
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def _extension_available(name: str) -> bool:
+        try:
+            libdir = subprocess.run([str(server_bindir() / "pg_config"), "--pkglibdir"],
+                                    capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            libdir = ""
+        if not libdir:
+            libdir = glob.glob(f"/usr/lib/postgresql/*/lib")[-1] if glob.glob("/usr/lib/postgresql/*/lib") else ""
+        ok = bool(libdir) and Path(libdir, f"{name}.so").exists()
+        if not ok:
+            log.warning("event=extension_missing extension=%s hint=%r", name,
+                        f"install postgresql-<major>-{name} to preload it")
+        return ok
+
+    def _chown(self, path: Path) -> None:
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def initialized(self) -> bool:
+        return (self.datadir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """initdb once; a second call is a no-op."""
+        self.sockdir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.sockdir)
+        if self.initialized():
+            return
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.datadir, 0o700)
+        self._chown(self.datadir)
+        if self.user:  # the server user must be able to reach its folder
+            for parent in self.datadir.parents:
+                try:
+                    mode = parent.stat().st_mode
+                    if not mode & 0o001:
+                        os.chmod(parent, mode | 0o001)
+                except OSError:
+                    break
+        cmd = [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+               "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+        res = subprocess.run(cmd, capture_output=True, text=True,
+                             preexec_fn=_demote(self.user) if self.user else None)
+        if res.returncode != 0:
+            raise PostgresUnavailable(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
+
+    def command(self) -> list[str]:
+        """The server's argv (foreground), for supervisor or Popen."""
+        opts = {
+            "listen_addresses": self.host,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.sockdir),
+            "max_connections": str(self.max_connections),
+            "shared_preload_libraries": ",".join(self.preload),
+            "pg_stat_statements.track": "all",
+            "track_io_timing": "on",
+            "fsync": "off",
+            "logging_collector": "off",
+        }
+        opts.update({k: str(v) for k, v in self.settings.items()})
+        cmd = [str(self.bindir / "postgres"), "-D", str(self.datadir)]
+        for k, v in opts.items():
+            cmd += ["-c", f"{k}={v}"]
+        return cmd
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def start(self, timeout: float = 30) -> None:
+        """Start in the background (tests); stop() ends it."""
+        self.init()
+        out = open(self.logfile, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     preexec_fn=_demote(self.user) if self.user else None,
+                                     start_new_session=True)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise PostgresUnavailable(f"postgres exited ({self.proc.returncode}); see {self.logfile}")
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2) as c:
+                    c.execute("select 1")
+                return
+            except psycopg.OperationalError as exc:
+                last = exc
+                time.sleep(0.2)
+        raise PostgresUnavailable(f"postgres on port {self.port} not ready after {timeout:.0f}s: {last}")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def ensure_database(url: str, name: str, timeout: float = 5) -> str:
+    """Create database `name` on the server of `url` when missing; return its URL.
+
+    Raises PostgresUnavailable with a clear message when no server answers.
+    """
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    admin = dict(info, dbname=info.get("dbname") or "postgres")
+    if admin["dbname"] == name:
+        admin["dbname"] = "postgres"
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(**admin), autocommit=True,
+                             connect_timeout=int(timeout)) as c:
+            exists = c.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+            if not exists:
+                c.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as exc:
+        host = info.get("host", "localhost")
+        port = info.get("port", "5432")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PostgresUnavailable(f"no PostgreSQL server answers at {host}:{port} ({first})") from None
+    return with_dbname(url, name)
+
+
+def with_dbname(url: str, name: str) -> str:
+    """The same server URL with another database name."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))

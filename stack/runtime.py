@@ -1,0 +1,143 @@
+"""Resolve a config into a concrete runtime: ports, URLs, database URL, token.
+
+`opsstack up` resolves once and writes <run_dir>/opsstack.resolved.yaml; every supervised
+program is started with `-c` pointing at it, so a program only reads its config and
+never chooses ports itself. 'auto' ports are chosen once and remembered in
+<run_dir>/ports.json so that running `up` again keeps the same URLs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+from pathlib import Path
+
+import yaml
+
+from stack.procs import free_port, port_open
+
+RESOLVED_NAME = "opsstack.resolved.yaml"
+ENV_DATABASE_URL = "OPSSTACK_DATABASE_URL"
+ENV_RECEIVER_TOKEN = "OPSSTACK_RECEIVER_TOKEN"
+
+
+def run_dir(cfg: dict) -> Path:
+    return Path(cfg["stack"]["run_dir"]).resolve()
+
+
+def demo_port_names(cfg: dict) -> list[tuple[str, str]]:
+    """(service, 'admin' | region) pairs that the demo platform listens on."""
+    out = []
+    for s in cfg["platform"]["services"]:
+        out.append((s["name"], "admin"))
+        out.extend((s["name"], r) for r in cfg["platform"]["regions"])
+    return out
+
+
+def _load_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def allocate_ports(cfg: dict, rdir: Path, persist: bool = True) -> dict:
+    """Concrete ports for every component; 'auto' ones picked free and remembered."""
+    host = cfg["stack"]["host"]
+    remembered = _load_json(rdir / "ports.json") if persist else {}
+    used: set[int] = set()
+
+    def pick(key: str, configured) -> int:
+        if configured != "auto":
+            used.add(configured)
+            return configured
+        prev = remembered.get(key)
+        if isinstance(prev, int) and prev not in used:
+            used.add(prev)
+            return prev
+        while True:
+            p = free_port(host)
+            if p not in used and not port_open(host, p):
+                used.add(p)
+                return p
+
+    ports = {name: pick(name, v) for name, v in cfg["stack"]["ports"].items()}
+    demo: dict[str, dict[str, int]] = {}
+    if cfg["demo"]["enabled"]:
+        for svc, slot in demo_port_names(cfg):
+            demo.setdefault(svc, {})[slot] = pick(f"demo/{svc}/{slot}", "auto")
+    ports["demo"] = demo
+    if persist:
+        flat = {k: v for k, v in ports.items() if k != "demo"}
+        flat.update({f"demo/{s}/{slot}": p for s, d in demo.items() for slot, p in d.items()})
+        rdir.mkdir(parents=True, exist_ok=True)
+        (rdir / "ports.json").write_text(json.dumps(flat, indent=1, sort_keys=True))
+    return ports
+
+
+def receiver_token(cfg: dict, rdir: Path) -> str:
+    tok = os.environ.get(ENV_RECEIVER_TOKEN) or cfg["receiver"]["token"]
+    if tok:
+        return tok
+    f = rdir / "receiver_token"
+    if f.exists():
+        return f.read_text().strip()
+    tok = secrets.token_urlsafe(32)
+    rdir.mkdir(parents=True, exist_ok=True)
+    f.write_text(tok)
+    os.chmod(f, 0o600)
+    return tok
+
+
+def resolve(cfg: dict, persist: bool = True) -> dict:
+    """A copy of cfg with ports, endpoints, token and (embedded) database URL filled in.
+
+    The result has an extra top-level key `runtime` with ports and URLs.
+    """
+    out = copy.deepcopy(cfg)
+    rdir = run_dir(cfg)
+    host = cfg["stack"]["host"]
+    ports = allocate_ports(cfg, rdir, persist=persist)
+    out["stack"]["run_dir"] = str(rdir)
+    out["stack"]["ports"] = {k: v for k, v in ports.items() if k != "demo"}
+    if cfg["demo"]["enabled"]:
+        for s in out["platform"]["services"]:
+            if not s["endpoints"]:
+                s["endpoints"] = {r: f"http://{host}:{ports['demo'][s['name']][r]}"
+                                  for r in cfg["platform"]["regions"]}
+    out["demo"]["ports"] = ports["demo"]
+    out["receiver"]["token"] = receiver_token(cfg, rdir)
+    db_url = os.environ.get(ENV_DATABASE_URL) or cfg["database"]["url"]
+    embedded = not db_url
+    if embedded:
+        db_url = f"postgresql://postgres@{host}:{ports['postgres']}/{cfg['database']['name']}"
+    out["database"]["url"] = db_url
+    urls = {
+        "prometheus": f"http://{host}:{ports['prometheus']}",
+        "alertmanager": f"http://{host}:{ports['alertmanager']}",
+        "node_exporter": f"http://{host}:{ports['node_exporter']}/metrics",
+        "receiver": f"http://{host}:{ports['receiver']}",
+        "exporter_app": f"http://{host}:{ports['exporter_app']}/metrics",
+        "supervisor": f"http://{host}:{ports['supervisor']}",
+    }
+    if cfg["demo"]["enabled"]:
+        for svc, d in ports["demo"].items():
+            urls[f"demo_{svc}"] = f"http://{host}:{d['admin']}"
+    out["runtime"] = {"ports": ports, "urls": urls, "embedded_database": embedded}
+    return out
+
+
+def write_resolved(resolved: dict) -> Path:
+    p = Path(resolved["stack"]["run_dir"]) / RESOLVED_NAME
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in resolved.items() if k != "runtime"}
+    p.write_text("# generated by `opsstack up`; edit opsstack.yaml instead\n" + yaml.safe_dump(data, sort_keys=False))
+    (p.parent / "runtime.json").write_text(json.dumps(resolved["runtime"], indent=1))
+    return p
+
+
+def load_runtime(cfg: dict) -> dict | None:
+    """The runtime.json of a stack started from this config, or None."""
+    p = run_dir(cfg) / "runtime.json"
+    return _load_json(p) or None

@@ -1,0 +1,13 @@
+"""`database:` where tickets, forecasts and the demo schema live."""
+from stack.config import Field
+
+SECTION = {
+    # A libpq URL. OPSSTACK_DATABASE_URL overrides it. null = the embedded cluster that
+    # `opsstack up` runs in <run_dir>/postgres (initdb from the installed server binaries).
+    "url": Field("url", None, nullable=True),
+    "name": Field("str", "opsstack", "database created when missing"),
+    "embedded": {
+        "preload": Field("list", ["pg_stat_statements", "hypopg"]),
+        "max_connections": Field("int", 100, minimum=10),
+    },
+}

@@ -1,0 +1,6 @@
+"""`forecast:` Prophet forecaster targets."""
+from stack.config import Field
+
+SECTION = {
+    "enabled": Field("bool", False),
+}

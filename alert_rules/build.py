@@ -19,6 +19,8 @@ HERE = Path(__file__).resolve().parent
 DOMAINS = [
     "meta",
     "platform",
+    "forecast",
+    "slo",
 ]
 
 

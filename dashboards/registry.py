@@ -5,4 +5,5 @@ with grafana-foundation-sdk). `opsstack dashboards generate` writes dashboards/j
 """
 DASHBOARDS = {
     "operations_overview": "Operations",
+    "predictive": "Predictive",
 }

@@ -16,7 +16,14 @@ SECTIONS = {
     "exporters": "exporters",
     "alerts": "alerts",
     "receiver": "receiver",
+    "oncall": "oncall",
+    "escalation": "escalation",
+    "notifications": "notifications",
+    "alertmanager": "alertmanager",
     "forecast": "forecast",
+    "remediation": "remediation",
+    "enrichment": "enrichment",
+    "itsm": "itsm",
 }
 
 _modules = {key: importlib.import_module(f"{__name__}.{mod}") for key, mod in SECTIONS.items()}

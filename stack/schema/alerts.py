@@ -1,8 +1,85 @@
-"""`alerts:` thresholds and `for:` durations of the alert rules (one place for them)."""
-from stack.config import Field
+"""`alerts:` thresholds, `for:` durations and selectors of the alert rules (one place for them).
+
+The rule modules in alert_rules/ and the dashboards read these values, so an alert and the
+panel that shows the same signal always use the same threshold. Ratios are 0..1, latencies
+seconds, rates requests per second (CONVENTIONS: base units). A duration of 0 means
+"at once" (the rule has no `for:`).
+"""
+from stack.config import ConfigError, Field
+
+
+def _ratio(default: float) -> Field:
+    return Field("float", default, minimum=0.0, maximum=1.0)
+
 
 SECTION = {
     "service_down_for": Field("duration", "1m", minimum=0),
-    "watchdog": Field("bool", True),
+    "watchdog": Field("bool", True, "an always-firing alert that proves the alert pipeline works"),
     "runbook_base_url": Field("str", "https://github.com/opsstack/opsstack/blob/main/docs/runbooks"),
+    # team label of the alerts that belong to no single service (Watchdog, hosts, regions)
+    "team": Field("str", "ops"),
+    # label matchers (PromQL, without braces) that pick the series the rules look at
+    "selectors": {
+        "platform": Field("str", 'job="platform"', "the monitored services' own /metrics"),
+        "node": Field("str", 'job="node"', "node_exporter"),
+        "filesystem": Field(
+            "str", 'fstype!~"tmpfs|ramfs|squashfs|overlay|nsfs|autofs|fuse.lxcfs",mountpoint!~"/(run|proc|sys|dev)($|/).*"',
+            "node_filesystem_* series that count as host disks"),
+    },
+    # node_exporter: the machine(s) the stack runs on
+    "host": {
+        "cpu_ratio": _ratio(0.80),
+        "cpu_for": Field("duration", "5m", minimum=0),
+        "memory_ratio": _ratio(0.85),
+        "memory_for": Field("duration", "0s", minimum=0),  # at once
+        "disk_ratio": _ratio(0.90),
+        "disk_for": Field("duration", "5m", minimum=0),
+    },
+    # each service process against its own configured limits (opsstack_service_*_limit_*)
+    "service": {
+        "cpu_ratio": _ratio(0.80),
+        "cpu_for": Field("duration", "5m", minimum=0),
+        "memory_ratio": _ratio(0.85),
+        "memory_for": Field("duration", "0s", minimum=0),  # at once
+        "disk_ratio": _ratio(0.90),
+        "disk_for": Field("duration", "5m", minimum=0),
+    },
+    "latency": {
+        "p95_seconds": Field("float", 0.2, minimum=0.001),
+        # region -> p95 threshold in seconds where it differs (e.g. far-away regions)
+        "p95_seconds_by_region": Field("dict", {}),
+        "for": Field("duration", "10m", minimum=0),
+    },
+    "errors": {
+        "ratio": _ratio(0.05),
+        "for": Field("duration", "5m", minimum=0),
+        # below this many requests/s a service-region is too quiet to judge
+        "min_request_rate": Field("float", 0.1, minimum=0.0),
+    },
+    "region_down": {
+        # the share of a region's service probes that must fail for the region to count as down
+        "down_ratio": Field("float", 0.75, minimum=0.01, maximum=1.0),
+        "for": Field("duration", "1m", minimum=0),
+    },
+    "slo": {
+        "availability": Field("float", 0.999, minimum=0.5, maximum=0.99999),
+        # minimum-traffic guard: no burn-rate alert for a service below this many requests/s (1h)
+        "min_request_rate": Field("float", 0.5, minimum=0.0),
+        "page_for": Field("duration", "5m", minimum=0),
+        "ticket_for": Field("duration", "30m", minimum=0),
+    },
 }
+
+
+def check(cfg):
+    a = cfg["alerts"]
+    regions = cfg["platform"]["regions"]
+    for region, value in a["latency"]["p95_seconds_by_region"].items():
+        key = f"alerts.latency.p95_seconds_by_region.{region}"
+        if region not in regions:
+            raise ConfigError(key, f"unknown region (regions: {', '.join(regions)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(key, f"expected a latency in seconds > 0, got {value!r}")
+    for name, value in a["selectors"].items():
+        if "{" in value or "}" in value:
+            raise ConfigError(f"alerts.selectors.{name}", "write the matchers without braces, e.g. job=\"node\"")

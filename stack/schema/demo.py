@@ -1,5 +1,18 @@
 """`demo:` the simulated Integrated Platform that `opsstack up` monitors by default."""
-from stack.config import Field
+from stack.config import ConfigError, Field
+
+
+def _mix(*names):
+    def check(v):
+        if set(v) != set(names):
+            return f"needs exactly the keys {', '.join(names)}"
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in v.values()):
+            return "shares must be numbers >= 0"
+        if abs(sum(v.values()) - 1.0) > 1e-6:
+            return f"shares must add up to 1, got {sum(v.values()):g}"
+        return None
+    return check
+
 
 SECTION = {
     "enabled": Field("bool", True, "run the demo platform and monitor it"),
@@ -8,4 +21,40 @@ SECTION = {
     "load": Field("bool", True, "run the built-in load generator"),
     # service -> {"admin": port, <region>: port}; filled in by `opsstack up` (leave empty)
     "ports": Field("dict", {}),
+    "timezone": Field("str", "Asia/Seoul", "local time of the diurnal curve (IANA name)"),
+    "home_region": Field("str", "seoul", "serves capital + provinces users; the other regions serve overseas"),
+    "requests_per_second": Field("float", 3.0, minimum=0, help="daily average of real requests/s per service"),
+    "peak_factor": Field("float", 3.0, minimum=1.0, help="load at the 14:00-16:00 peak / daily average"),
+    "peak_sessions": Field("int", 2450, minimum=0, help="active sessions across the platform at the peak"),
+    "home_latency": Field("duration", "95ms", minimum=0),
+    "overseas_latency": Field("duration", "180ms", minimum=0),
+    "client_mix": Field("dict", {"mobile": 0.78, "web": 0.22}, check=_mix("mobile", "web")),
+    "geo_mix": Field("dict", {"capital": 0.65, "provinces": 0.25, "overseas": 0.10},
+                     check=_mix("capital", "provinces", "overseas")),
+    "volume_capacity_bytes": Field("int", 256 * 1024 * 1024, minimum=1024 * 1024),
+    "faults": {
+        "max_duration": Field("duration", "1h", minimum=1, help="every fault heals itself after this"),
+        "memory_leak_max_bytes": Field("int", 1024 ** 3, minimum=1024 * 1024,
+                                       help="cap of retained memory (also <= the service's memory_limit_bytes)"),
+        "cpu_ramp_max_cores": Field("float", 0.95, minimum=0.01, maximum=1.0,
+                                    help="cap of the burn duty cycle (also <= the service's cpu_limit_cores)"),
+        "cpu_ramp_seconds": Field("duration", "2m", minimum=0, help="time from 10% to the cap"),
+        "max_latency": Field("duration", "5s", minimum=0, help="cap of latency-spike's added delay"),
+        "disk_fill_max_ratio": Field("float", 0.97, minimum=0.01, maximum=1.0),
+        "disk_min_free_bytes": Field("int", 1024 ** 3, minimum=0,
+                                     help="disk-fill never leaves the real filesystem with less free space"),
+    },
 }
+
+
+def check(cfg):
+    d = cfg["demo"]
+    regions = cfg["platform"]["regions"]
+    if d["home_region"] not in regions:
+        raise ConfigError("demo.home_region", f"unknown region (regions: {', '.join(regions)})")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(d["timezone"])
+    except Exception:
+        raise ConfigError("demo.timezone", f"unknown time zone {d['timezone']!r}") from None

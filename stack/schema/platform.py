@@ -23,6 +23,8 @@ SERVICE = {
     "health_path": Field("str", "/health"),
     "memory_limit_bytes": Field("int", 512 * 1024 * 1024, minimum=1),
     "cpu_limit_cores": Field("float", 1.0, minimum=0.01),
+    # share of the platform's users (sessions, demo traffic) relative to the other services
+    "traffic_weight": Field("float", 1.0, minimum=0),
 }
 
 DEFAULT_SERVICES = [

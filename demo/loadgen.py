@@ -1,0 +1,117 @@
+"""The built-in load generator of a demo service: real HTTP requests to its own regions.
+
+Arrivals are a Poisson process whose rate follows the diurnal curve of the simulated
+local time (demo.requests_per_second x traffic_weight x diurnal_factor). Each request
+comes from a simulated user: origin region by the geography mix (capital + provinces ->
+home region, overseas -> the other regions), client type by the client mix; the traffic
+router decides which region's listener it is sent to. Deterministic sequence for a seed.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from prometheus_client import Counter
+
+from demo import model
+
+log = logging.getLogger("opsstack.demo.load")
+
+ROUTE_MIX = {
+    ("GET", "/api/events"): 0.20,
+    ("GET", "/api/events/{id}"): 0.40,
+    ("GET", "/api/gates/{id}/status"): 0.15,
+    ("POST", "/api/sessions"): 0.10,
+    ("GET", "/api/me"): 0.15,
+}
+EVENT_IDS = 300  # popular events; ids drawn with a skew so the cache mostly hits
+MAX_IN_FLIGHT = 64
+WORKERS = 16
+
+
+class LoadGenerator:
+    def __init__(self, svc):
+        self.svc = svc
+        d = svc.demo
+        self.rng = random.Random(f"{d['seed']}:{svc.name}:load")
+        self.weight = svc.svc.get("traffic_weight", 1.0)
+        self.users = model.UserSampler(svc.regions, svc.home, d["geo_mix"], d["client_mix"])
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="load")
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
+        self.m_out = Counter("opsstack_demo_loadgen_requests", "Requests the built-in load generator sent, "
+                             "by outcome (2xx|4xx|5xx|error|dropped).", ["outcome"], registry=svc.registry)
+        for o in ("2xx", "4xx", "5xx", "error", "dropped"):
+            self.m_out.labels(o)
+
+    def rate(self, epoch: float) -> float:
+        """Requests per real second at simulated time ``epoch``."""
+        d = self.svc.demo
+        hour = model.local_hour(epoch, d["timezone"])
+        return d["requests_per_second"] * self.weight * model.diurnal_factor(hour, d["peak_factor"])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            lam = self.rate(self.svc.clock.now())
+            if lam <= 0:
+                self._stop.wait(1.0)
+                continue
+            gap = self.rng.expovariate(lam)
+            if gap > 1.0:  # memoryless: wait a second and draw again with the new rate
+                self._stop.wait(1.0)
+                continue
+            if self._stop.wait(gap):
+                break
+            self._fire()
+
+    def next_request(self) -> tuple[str, str, dict, str]:
+        """(method, path, headers, origin region) of the next simulated user request."""
+        rng = self.rng
+        origin, geo, client = self.users.draw(rng)
+        method, path = model.pick(rng, ROUTE_MIX)  # type: ignore[arg-type,misc]
+        ident = int(EVENT_IDS * rng.random() ** 3)  # skewed popularity
+        path = path.format(id=ident)
+        return method, path, {"X-Opsstack-Client": client, "X-Opsstack-Geo": geo}, origin
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._inflight >= MAX_IN_FLIGHT:
+                self.m_out.labels("dropped").inc()
+                return
+            self._inflight += 1
+        method, path, headers, origin = self.next_request()
+        region = self.svc.serving_region(origin)
+        try:
+            self._pool.submit(self._send, method, path, headers, self.svc.ports[region])
+        except RuntimeError:  # pool shut down
+            with self._lock:
+                self._inflight -= 1
+
+    def _send(self, method: str, path: str, headers: dict, port: int) -> None:
+        try:
+            conn = http.client.HTTPConnection(self.svc.host, port, timeout=15)
+            try:
+                conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            finally:
+                conn.close()
+            self.m_out.labels(f"{status // 100}xx" if status // 100 in (2, 4, 5) else "error").inc()
+        except (OSError, http.client.HTTPException):
+            self.m_out.labels("error").inc()
+        finally:
+            with self._lock:
+                self._inflight -= 1

@@ -1,0 +1,626 @@
+"""One demo service process: region instances, admin API, faults, metrics, load.
+
+``DemoService(cfg, name).start()`` listens on ``demo.ports[name]["admin"]`` (admin API,
+/health, /metrics for the whole process) and on ``demo.ports[name][region]`` for each
+region (the region instance: API routes + /health). The admin API is documented in
+docs/demo.md.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from demo import faults as F
+from demo import model
+from demo.http import Listener, Request, Response
+
+log = logging.getLogger("opsstack.demo")
+
+REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5,
+                   0.75, 1.0, 2.5, 5.0, 10.0)
+CACHE_TTL = 60.0
+CACHE_MAX_ENTRIES = 2000
+CACHE_MISS_PENALTY = 0.02  # seconds of "backend" time a cache miss costs
+VOLUME_NAME = "data"
+FILL_FILE_MAX = 64 * 1024 * 1024
+FILL_PREFIX = "fill-"
+TICK = 0.25
+
+# (method, path regex, route label, cache tags template or None)
+ROUTES = [
+    ("GET", re.compile(r"^/health$"), "/health", None),
+    ("GET", re.compile(r"^/api/events$"), "/api/events", ("events",)),
+    ("GET", re.compile(r"^/api/events/(\d{1,9})$"), "/api/events/:id", ("events", "event:{0}")),
+    ("GET", re.compile(r"^/api/gates/(\d{1,9})/status$"), "/api/gates/:id/status", None),
+    ("POST", re.compile(r"^/api/sessions$"), "/api/sessions", None),
+    ("GET", re.compile(r"^/api/me$"), "/api/me", None),
+]
+ROUTE_LABELS = [r[2] for r in ROUTES] + ["other"]
+
+
+def volume_dir(cfg: dict, service: str) -> Path:
+    from stack.runtime import run_dir
+
+    return run_dir(cfg) / "demo-volumes" / service
+
+
+class TagCache:
+    """A small LRU response cache whose entries carry tags (purge by tag)."""
+
+    def __init__(self, max_entries: int = CACHE_MAX_ENTRIES, ttl: float = CACHE_TTL):
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._d: OrderedDict[str, tuple[float, bytes, frozenset]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._d.get(key)
+            if item is None:
+                return None
+            if item[0] < time.monotonic():
+                del self._d[key]
+                return None
+            self._d.move_to_end(key)
+            return item[1]
+
+    def put(self, key: str, value: bytes, tags) -> None:
+        with self._lock:
+            self._d[key] = (time.monotonic() + self.ttl, value, frozenset(tags))
+            self._d.move_to_end(key)
+            while len(self._d) > self.max_entries:
+                self._d.popitem(last=False)
+
+    def purge(self, tags=None) -> int:
+        with self._lock:
+            if not tags:
+                n = len(self._d)
+                self._d.clear()
+                return n
+            tags = set(tags)
+            doomed = [k for k, (_, _, t) in self._d.items() if t & tags]
+            for k in doomed:
+                del self._d[k]
+            return len(doomed)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class Volume:
+    """The service's demo data volume: a folder with a configured capacity."""
+
+    def __init__(self, path: Path, capacity: int):
+        self.path = path
+        self.capacity = capacity
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def used(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.path):
+            for f in files:
+                try:
+                    total += os.stat(os.path.join(root, f)).st_size
+                except OSError:
+                    pass
+        return total
+
+    def fill_files(self) -> list[Path]:
+        return sorted(self.path.glob(f"{FILL_PREFIX}*.bin"))
+
+    def filled(self) -> int:
+        return sum(p.stat().st_size for p in self.fill_files() if p.exists())
+
+    def write(self, nbytes: int, chunk: bytes) -> int:
+        """Append ``nbytes`` of real data to the fill files; returns bytes written."""
+        done = 0
+        files = self.fill_files()
+        cur = files[-1] if files else None
+        while done < nbytes:
+            if cur is None or cur.stat().st_size >= FILL_FILE_MAX:
+                cur = self.path / f"{FILL_PREFIX}{len(self.fill_files()) + 1:05d}.bin"
+            room = FILL_FILE_MAX - (cur.stat().st_size if cur.exists() else 0)
+            n = min(nbytes - done, room, len(chunk))
+            with open(cur, "ab") as f:
+                f.write(chunk[:n])
+            done += n
+        return done
+
+    def cleanup(self) -> int:
+        freed = 0
+        for p in self.fill_files():
+            try:
+                freed += p.stat().st_size
+                p.unlink()
+            except OSError:
+                pass
+        return freed
+
+
+class DemoService:
+    def __init__(self, cfg: dict, name: str):
+        self.cfg = cfg
+        self.name = name
+        svc = next((s for s in cfg["platform"]["services"] if s["name"] == name), None)
+        if svc is None:
+            raise ValueError(f"unknown service {name!r} (services: "
+                             f"{', '.join(s['name'] for s in cfg['platform']['services'])})")
+        self.svc = svc
+        d = cfg["demo"]
+        self.demo = d
+        self.regions: list[str] = list(cfg["platform"]["regions"])
+        self.home = d["home_region"]
+        ports = d["ports"].get(name) or {}
+        missing = [k for k in ["admin", *self.regions] if not ports.get(k)]
+        if missing:
+            raise ValueError(f"demo.ports.{name} has no port for {', '.join(missing)} "
+                             "(run the demo through `opsstack up`, or set demo.ports)")
+        self.host = cfg["stack"]["host"]
+        self.ports = {k: int(v) for k, v in ports.items()}
+        self.limits = F.Limits.from_config(cfg, svc)
+        self.clock = model.SimClock(d["time_acceleration"])
+        self.rng = random.Random(f"{d['seed']}:{name}:server")
+        self._lock = threading.RLock()
+        self.faults: list[F.Fault] = []
+        self.healthy: set[str] = set(self.regions)  # traffic router
+        self.caches = {r: TagCache() for r in self.regions}
+        self.replacements = {r: 0 for r in self.regions}
+        self.volume = Volume(volume_dir(cfg, name), d["volume_capacity_bytes"])
+        self._leak: list[bytes] = []
+        self._leak_bytes = 0
+        self._cpu_duty = 0.0
+        self._burner: threading.Thread | None = None
+        self._fill_chunk = b"\xa5" * (1024 * 1024)
+        self._stop = threading.Event()
+        self._build_metrics()
+        self.listeners = {r: Listener(f"{name}/{r}", self.host, self.ports[r], self._region_app(r))
+                          for r in self.regions}
+        self.admin = Listener(f"{name}/admin", self.host, self.ports["admin"], self._admin_app)
+        self.loadgen = None
+
+    # ------------------------------------------------------------------ metrics
+    def _build_metrics(self) -> None:
+        reg = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=reg)
+        self.m_requests = Counter("opsstack_http_requests", "HTTP requests served by the region instances.",
+                                  ["region", "route", "code"], registry=reg)
+        self.m_duration = Histogram("opsstack_http_request_duration_seconds",
+                                    "Time to serve a request, as seen by the region instance.",
+                                    ["region", "route"], buckets=REQUEST_BUCKETS, registry=reg)
+        self.m_user = Counter("opsstack_user_requests", "Requests of (simulated) users by client type "
+                              "and user geography.", ["region", "client", "geo"], registry=reg)
+        self.m_cache = Counter("opsstack_cache_requests", "Response cache lookups by result (hit|miss).",
+                               ["region", "result"], registry=reg)
+        self.m_replace = Counter("opsstack_demo_instance_replacements",
+                                 "Times a region instance was replaced (POST /admin/replace).",
+                                 ["region"], registry=reg)
+        for r in self.regions:
+            for result in ("hit", "miss"):
+                self.m_cache.labels(r, result)
+            self.m_replace.labels(r)
+        reg.register(_StateCollector(self))
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, load: bool | None = None) -> "DemoService":
+        self.admin.open()
+        self._sync_listeners()
+        threading.Thread(target=self._ticker, name="demo-ticker", daemon=True).start()
+        if self.demo["load"] if load is None else load:
+            from demo.loadgen import LoadGenerator
+
+            self.loadgen = LoadGenerator(self)
+            self.loadgen.start()
+        log.info("event=service_started service=%s admin=%s:%d regions=%s", self.name, self.host,
+                 self.ports["admin"], ",".join(f"{r}:{self.ports[r]}" for r in self.regions))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.loadgen:
+            self.loadgen.stop()
+        for lst in self.listeners.values():
+            lst.close()
+        self.admin.close()
+        self._leak.clear()
+
+    # ------------------------------------------------------------------ faults
+    def active(self, kind: str, region: str | None = None) -> F.Fault | None:
+        for f in self.faults:
+            if f.kind == kind and (region is None or f.covers(region)):
+                return f
+        return None
+
+    def apply_fault(self, kind: str, region: str | None = None, rate=None, duration=None) -> F.Fault:
+        fault = F.make_fault(kind, region=region, rate=rate, duration=duration, limits=self.limits,
+                             regions=self.regions, home_region=self.home)
+        with self._lock:
+            # the same kind on the same scope replaces the previous one
+            self.faults = [f for f in self.faults if not (f.kind == fault.kind and f.region == fault.region)]
+            self.faults.append(fault)
+        if kind == "cache-miss-storm":
+            for r in self.regions:
+                if fault.covers(r):
+                    self.caches[r].purge()
+        if kind == "cpu-ramp":
+            self._ensure_burner()
+        self._sync_listeners()
+        log.info("event=fault_applied service=%s kind=%s region=%s rate=%g expires_in=%.0fs", self.name, kind,
+                 fault.region or "all", fault.rate, fault.expires - fault.started)
+        return fault
+
+    def heal(self, kind: str | None = None, region: str | None = None) -> list[F.Fault]:
+        with self._lock:
+            gone = [f for f in self.faults if (kind is None or f.kind == kind)
+                    and (region is None or f.region in (None, region))]
+            self.faults = [f for f in self.faults if f not in gone]
+        self._after_removal(gone)
+        return gone
+
+    def _after_removal(self, gone: list[F.Fault]) -> None:
+        kinds = {f.kind for f in gone}
+        if "memory-leak" in kinds and not self.active("memory-leak"):
+            self._leak.clear()
+            self._leak_bytes = 0
+            gc.collect()
+        if "disk-fill" in kinds and not self.active("disk-fill"):
+            self.volume.cleanup()
+        self._sync_listeners()
+        for f in gone:
+            log.info("event=fault_healed service=%s kind=%s region=%s", self.name, f.kind, f.region or "all")
+
+    def _sync_listeners(self) -> None:
+        if self._stop.is_set():
+            return
+        for r, lst in self.listeners.items():
+            down = self.active("service-down", r) is not None
+            try:
+                if down and lst.is_open:
+                    lst.close()
+                elif not down and not lst.is_open:
+                    lst.open()
+            except OSError as exc:  # port taken meanwhile: the ticker retries
+                log.warning("event=listener_error service=%s region=%s error=%r", self.name, r, str(exc))
+
+    def replace(self, region: str) -> None:
+        """Replace a region's instance: new listener, cold cache, instance faults gone."""
+        if region not in self.regions:
+            raise ValueError(f"unknown region {region!r} (regions: {', '.join(self.regions)})")
+        gone = []
+        with self._lock:
+            kept = []
+            for f in self.faults:
+                if f.kind not in F.REGION_KINDS or not f.covers(region):
+                    kept.append(f)
+                elif f.region == region:
+                    gone.append(f)
+                else:  # a service-wide instance fault keeps hitting the other regions
+                    for other in self.regions:
+                        if other != region:
+                            kept.append(F.Fault(f.kind, other, f.rate, f.started, f.expires))
+            self.faults = kept
+            self.replacements[region] += 1
+        self.listeners[region].close()
+        self.caches[region] = TagCache()
+        self.m_replace.labels(region).inc()
+        self._after_removal(gone)
+        self._sync_listeners()
+        log.info("event=instance_replaced service=%s region=%s", self.name, region)
+
+    def set_route(self, healthy: list[str] | None) -> set[str]:
+        if healthy is None:
+            new = set(self.regions)
+        else:
+            unknown = [r for r in healthy if r not in self.regions]
+            if unknown:
+                raise ValueError(f"unknown region {unknown[0]!r} (regions: {', '.join(self.regions)})")
+            if not healthy:
+                raise ValueError("at least one region must stay healthy")
+            new = set(healthy)
+        self.healthy = new
+        log.info("event=route_set service=%s healthy=%s", self.name, ",".join(sorted(new)))
+        return new
+
+    def serving_region(self, region: str) -> str:
+        """Where the traffic router sends a request that arrived at ``region``."""
+        if region in self.healthy or not self.healthy:
+            return region
+        return self.home if self.home in self.healthy else sorted(self.healthy)[0]
+
+    # ------------------------------------------------------------------ effects
+    def _ticker(self) -> None:
+        while not self._stop.wait(TICK):
+            try:
+                self._tick()
+            except Exception:
+                log.exception("event=tick_error service=%s", self.name)
+
+    def _tick(self) -> None:
+        now = time.time()
+        with self._lock:
+            expired = [f for f in self.faults if f.expires <= now]
+            self.faults = [f for f in self.faults if f not in expired]
+        if expired:
+            self._after_removal(expired)
+        self._sync_listeners()
+        leak = self.active("memory-leak")
+        if leak:
+            target = F.leak_target(leak, self.limits, now)
+            while self._leak_bytes < target:
+                n = min(target - self._leak_bytes, 4 * 1024 * 1024)
+                self._leak.append(b"\x5a" * n)  # filled, so every page is really resident
+                self._leak_bytes += n
+        fill = self.active("disk-fill")
+        if fill:
+            written = self.volume.filled()
+            used_other = self.volume.used() - written
+            free = shutil.disk_usage(self.volume.path).free
+            target = F.fill_target(fill, self.limits, now, used_other, free,
+                                   self.demo["faults"]["disk_min_free_bytes"], written)
+            if target > written:
+                self.volume.write(min(target - written, 32 * 1024 * 1024), self._fill_chunk)
+
+    def _ensure_burner(self) -> None:
+        if self._burner is None or not self._burner.is_alive():
+            self._burner = threading.Thread(target=self._burn, name="cpu-ramp", daemon=True)
+            self._burner.start()
+
+    def _burn(self) -> None:
+        """Burn CPU at the ramp's duty cycle in 100 ms periods (hashlib releases the GIL)."""
+        buf = b"\x00" * (256 * 1024)
+        period = 0.1
+        while not self._stop.is_set():
+            fault = self.active("cpu-ramp")
+            if fault is None:
+                break
+            duty = F.cpu_duty(fault, self.limits, time.time())
+            self._cpu_duty = duty
+            start_wall, start_cpu = time.monotonic(), time.thread_time()
+            while time.thread_time() - start_cpu < duty * period and time.monotonic() - start_wall < period:
+                hashlib.sha256(buf).digest()
+            rest = period - (time.monotonic() - start_wall)
+            if rest > 0:
+                time.sleep(rest)
+        self._cpu_duty = 0.0
+
+    # ------------------------------------------------------------------ region instance
+    def _region_app(self, region: str):
+        def app(req: Request) -> Response:
+            return self.handle(region, req)
+        return app
+
+    def latency_of(self, region: str) -> float:
+        return self.demo["home_latency"] if region == self.home else self.demo["overseas_latency"]
+
+    def handle(self, edge: str, req: Request) -> Response:
+        t0 = time.perf_counter()
+        region = self.serving_region(edge)
+        route, match, tags = "other", None, None
+        for method, rx, label, tg in ROUTES:
+            m = rx.match(req.path)
+            if m:
+                route, match, tags = label, m, tg
+                if req.method not in (method, "HEAD" if method == "GET" else method):
+                    route = "other"
+                break
+        status, body = self._serve(region, route, req, match, tags)
+        headers = {"X-Served-By": f"{self.name}/{region}"}
+        self.m_requests.labels(region, route, str(status)).inc()
+        self.m_duration.labels(region, route).observe(time.perf_counter() - t0)
+        client = req.headers.get("X-Opsstack-Client")
+        if client is not None:
+            geo = req.headers.get("X-Opsstack-Geo")
+            client = client if client in model.CLIENTS else "unknown"
+            geo = geo if geo in model.GEOS else "unknown"
+            self.m_user.labels(region, client, geo).inc()
+        return Response(status, body, headers=headers)
+
+    def _serve(self, region: str, route: str, req: Request, match, tags) -> tuple[int, dict]:
+        rng = self.rng
+        if self.active("region-outage", region):
+            time.sleep(0.005)
+            return 503, {"error": "instance unavailable", "region": region}
+        # network + processing time of the region, a little jitter
+        delay = self.latency_of(region) * max(0.5, rng.gauss(1.0, 0.05))
+        spike = self.active("latency-spike", region)
+        if spike:
+            delay += spike.rate
+        burst = self.active("error-burst", region)
+        if route == "other":
+            time.sleep(delay)
+            return 404, {"error": "not found"}
+        body: dict = {"service": self.name, "region": region}
+        if tags is not None and req.method in ("GET", "HEAD"):
+            key = req.path
+            storm = self.active("cache-miss-storm", region)
+            cache = self.caches[region]
+            cached = None if (storm and rng.random() < storm.rate) else cache.get(key)
+            if cached is not None:
+                self.m_cache.labels(region, "hit").inc()
+                body.update(json.loads(cached))
+            else:
+                self.m_cache.labels(region, "miss").inc()
+                delay += CACHE_MISS_PENALTY
+                data = self._backend(route, match)
+                cache.put(key, json.dumps(data).encode(), [t.format(*match.groups()) for t in tags])
+                body.update(data)
+        elif route != "/health":
+            body.update(self._backend(route, match))
+        else:
+            body["status"] = "ok"
+        time.sleep(delay)
+        if burst and route != "/health" and rng.random() < burst.rate:  # /health stays shallow
+            return (503 if rng.random() < 0.3 else 500), {"error": "internal error"}
+        return 200, body
+
+    def _backend(self, route: str, match) -> dict:
+        """The work behind a cache miss / an uncached route (small but real)."""
+        if route == "/api/events":
+            return {"events": [{"id": i, "name": f"event-{i}"} for i in range(20)]}
+        if route == "/api/events/:id":
+            i = int(match.group(1))
+            return {"id": i, "name": f"event-{i}", "seats": (i * 7919) % 5000,
+                    "digest": hashlib.sha256(str(i).encode()).hexdigest()}
+        if route == "/api/gates/:id/status":
+            return {"gate": int(match.group(1)), "open": True}
+        if route == "/api/sessions":
+            return {"session": hashlib.sha256(os.urandom(16)).hexdigest()[:16]}
+        return {"user": "me"}
+
+    # ------------------------------------------------------------------ admin API
+    def state(self) -> dict:
+        return {
+            "service": self.name,
+            "regions": {r: {"port": self.ports[r], "listening": self.listeners[r].is_open,
+                            "routed": r in self.healthy, "replacements": self.replacements[r],
+                            "cache_entries": len(self.caches[r])} for r in self.regions},
+            "faults": [f.as_dict() for f in self.faults],
+            "route": {"healthy": sorted(self.healthy)},
+            "memory_leak_bytes": self._leak_bytes,
+            "cpu_ramp_duty": self._cpu_duty,
+            "volume": {"path": str(self.volume.path), "used_bytes": self.volume.used(),
+                       "capacity_bytes": self.volume.capacity},
+            "limits": self.limits.__dict__,
+        }
+
+    def _admin_app(self, req: Request) -> Response:
+        p, m = req.path.rstrip("/") or "/", req.method
+        try:
+            if p == "/health":
+                return Response(200, {"status": "ok", "service": self.name})
+            if p == "/metrics":
+                return Response(200, self.metrics_text(), content_type=CONTENT_TYPE_LATEST)
+            if p in ("/admin", "/admin/state") and m == "GET":
+                return Response(200, self.state())
+            if p == "/admin/faults" and m == "GET":
+                return Response(200, {"active": [f.as_dict() for f in self.faults],
+                                      "kinds": {k: v[0] for k, v in F.KINDS.items()}})
+            if p == "/admin/faults" and m == "POST":
+                data = req.json()
+                if "kind" not in data:
+                    raise ValueError("missing 'kind'")
+                f = self.apply_fault(str(data["kind"]), data.get("region"), data.get("rate"), data.get("duration"))
+                return Response(201, {"fault": f.as_dict()})
+            if (p == "/admin/heal" and m == "POST") or (p == "/admin/faults" and m == "DELETE"):
+                data = req.json()
+                gone = self.heal(data.get("kind"), data.get("region"))
+                return Response(200, {"healed": [f.as_dict() for f in gone]})
+            if p == "/admin/route" and m == "GET":
+                return Response(200, {"healthy": sorted(self.healthy), "regions": self.regions})
+            if p == "/admin/route" and m == "POST":
+                data = req.json()
+                if "healthy" not in data:
+                    raise ValueError("missing 'healthy' (a list of regions, or null to restore)")
+                h = data["healthy"]
+                if h is not None and (not isinstance(h, list) or not all(isinstance(x, str) for x in h)):
+                    raise ValueError("'healthy' must be a list of region names or null")
+                return Response(200, {"healthy": sorted(self.set_route(h))})
+            if (p == "/admin/route/restore" and m == "POST") or (p == "/admin/route" and m == "DELETE"):
+                return Response(200, {"healthy": sorted(self.set_route(None))})
+            if p == "/admin/cache/purge" and m == "POST":
+                data = req.json()
+                tags = data.get("tags")
+                if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+                    raise ValueError("'tags' must be a list of strings")
+                regions = [data["region"]] if data.get("region") else self.regions
+                for r in regions:
+                    if r not in self.caches:
+                        raise ValueError(f"unknown region {r!r}")
+                n = sum(self.caches[r].purge(tags) for r in regions)
+                log.info("event=cache_purged service=%s tags=%s entries=%d", self.name, tags or "all", n)
+                return Response(200, {"purged": n})
+            if p == "/admin/replace" and m == "POST":
+                data = req.json()
+                regions = [data["region"]] if data.get("region") else list(self.regions)
+                for r in regions:
+                    self.replace(r)
+                return Response(200, {"replaced": regions})
+            if p == "/admin/volume/cleanup" and m == "POST":
+                freed = self.volume.filled()
+                self.heal("disk-fill")
+                self.volume.cleanup()
+                return Response(200, {"freed_bytes": freed})
+        except ValueError as exc:
+            return Response(400, {"error": str(exc)})
+        return Response(404, {"error": f"no {m} {p}; see docs/demo.md"})
+
+
+class _StateCollector:
+    """Gauges read from the service's state at scrape time."""
+
+    def __init__(self, svc: DemoService):
+        self.svc = svc
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        s = self.svc
+        d = s.demo
+        now = s.clock.now()
+        hour = model.local_hour(now, d["timezone"])
+        shares = model.reroute(model.region_shares(s.regions, s.home, d["geo_mix"]), s.healthy)
+        sess = model.sessions(peak_sessions=d["peak_sessions"], peak_factor=d["peak_factor"], hour=hour,
+                              svc_share=model.service_share(s.cfg["platform"]["services"], s.name),
+                              shares=shares, client_mix=d["client_mix"], seed=d["seed"], key=s.name, t=now)
+        g = GaugeMetricFamily("opsstack_active_sessions", "Active user sessions by region and client type.",
+                              labels=["region", "client"])
+        for (region, client), v in sorted(sess.items()):
+            g.add_metric([region, client], v)
+        yield g
+        yield GaugeMetricFamily("opsstack_service_memory_limit_bytes", "Memory the service may use.",
+                                value=s.svc["memory_limit_bytes"])
+        yield GaugeMetricFamily("opsstack_service_cpu_limit_cores", "CPU cores the service may use.",
+                                value=s.svc["cpu_limit_cores"])
+        used = GaugeMetricFamily("opsstack_volume_used_bytes", "Bytes used on the service's data volume.",
+                                 labels=["volume"])
+        used.add_metric([VOLUME_NAME], s.volume.used())
+        yield used
+        cap = GaugeMetricFamily("opsstack_volume_capacity_bytes", "Capacity of the service's data volume.",
+                                labels=["volume"])
+        cap.add_metric([VOLUME_NAME], s.volume.capacity)
+        yield cap
+        fa = GaugeMetricFamily("opsstack_demo_fault_active", "1 while an injected fault of this kind is "
+                               "active (region=all: every region of the service).", labels=["kind", "region"])
+        faults = list(s.faults)
+        for kind in F.KINDS:
+            scopes = ["all"] + (s.regions if kind in F.REGION_KINDS else [])
+            for scope in scopes:
+                on = any(f.kind == kind and (f.region or "all") == scope for f in faults)
+                fa.add_metric([kind, scope], 1.0 if on else 0.0)
+        yield fa
+        rt = GaugeMetricFamily("opsstack_demo_route_healthy", "1 when the traffic router sends the region "
+                               "its own traffic, 0 when it is routed elsewhere.", labels=["region"])
+        up = GaugeMetricFamily("opsstack_demo_listener_up", "1 when the region instance accepts connections.",
+                               labels=["region"])
+        ce = GaugeMetricFamily("opsstack_cache_entries", "Entries in the region's response cache.",
+                               labels=["region"])
+        for r in s.regions:
+            rt.add_metric([r], 1.0 if r in s.healthy else 0.0)
+            up.add_metric([r], 1.0 if s.listeners[r].is_open else 0.0)
+            ce.add_metric([r], len(s.caches[r]))
+        yield rt
+        yield up
+        yield ce
+        yield GaugeMetricFamily("opsstack_demo_memory_leak_bytes", "Bytes retained by the memory-leak fault.",
+                                value=s._leak_bytes)
+        yield GaugeMetricFamily("opsstack_demo_cpu_ramp_duty_ratio", "Duty cycle of the cpu-ramp burner "
+                                "thread (0..1 of a core).", value=s._cpu_duty)
+        yield GaugeMetricFamily("opsstack_demo_load_factor", "Diurnal load factor now (1 = daily average).",
+                                value=model.diurnal_factor(hour, d["peak_factor"]))

@@ -1,0 +1,33 @@
+"""`opsstack exporter app|db`: run one of opsstack's exporters in the foreground.
+
+- app: exporters.app.server.serve(cfg) — probes of every service x region endpoint,
+  /metrics on stack.host:stack.ports.exporter_app.
+- db: exporters.db.server.serve(cfg) — provided by the database exporter (imported lazily,
+  so `exporter app` works without it), /metrics on stack.host:stack.ports.exporter_db.
+"""
+from __future__ import annotations
+
+import sys
+
+EXPORTERS = {
+    "app": ("exporters.app.server", "synthetic HTTP(S) probes of every service x region endpoint"),
+    "db": ("exporters.db.server", "PostgreSQL: activity, locks, slow queries, table and index statistics"),
+}
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="exporter", required=True, metavar="exporter")
+    for name, (_, help_text) in EXPORTERS.items():
+        sub.add_parser(name, help=help_text)
+
+
+def run(args, cfg) -> int:
+    import importlib
+
+    module_name, _ = EXPORTERS[args.exporter]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"opsstack exporter: the {args.exporter} exporter is not available ({exc})", file=sys.stderr)
+        return 1
+    return int(module.serve(cfg) or 0)

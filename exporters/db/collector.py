@@ -1,0 +1,555 @@
+"""The PostgreSQL collector: reads every configured server at scrape time.
+
+Per target (a server): one connection per database, reused between scrapes (conn.py),
+every statement bounded by `statement_timeout`. Server-wide facts are read once on the
+target's first database; table, index and partition facts on every database. A server
+that does not answer gives `opsstack_db_up 0` and `opsstack_exporter_up{source} 0` with
+one log line, never an exception; the next scrape reconnects.
+
+Two parts are cached because they are expensive, with their age exported: old-row counts
+(`lifecycle.interval`) and the index advisor's suggestions (`advisor.interval`, computed
+in a background thread so a scrape never waits for it).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+
+import psycopg
+from psycopg import sql
+
+from exporters.common import ExporterCollector, Scrape
+from exporters.db import logic, queries
+from exporters.db.conn import DbHandle, redact, target_url, with_dbname
+from exporters.db.metrics import Families
+from stack.config import ConfigError
+
+log = logging.getLogger("opsstack.exporter.db")
+
+PGSS_HINT = ("add pg_stat_statements to shared_preload_libraries, restart PostgreSQL, "
+             "then run CREATE EXTENSION pg_stat_statements in the target database")
+
+
+def check_config(dbc: dict) -> None:
+    b = dbc["backup"]
+    if b["source"] == "file" and not b["path"]:
+        raise ConfigError("exporters.db.backup.path", "is required when backup.source is file")
+    if b["source"] == "query" and not b["query"]:
+        raise ConfigError("exporters.db.backup.query", "is required when backup.source is query")
+    for i, t in enumerate(dbc["targets"]):
+        for j, d in enumerate(t["databases"]):
+            if not isinstance(d, str) or not d:
+                raise ConfigError(f"exporters.db.targets[{i}].databases[{j}]", "must be a database name or '*'")
+
+
+class QueryFailed(Exception):
+    pass
+
+
+class Target:
+    """One server: its databases' handles and what is cached about it."""
+
+    def __init__(self, spec: dict, cfg: dict):
+        dbc = cfg["exporters"]["db"]
+        self.name = spec["name"]
+        self.spec = spec
+        self.url = target_url(spec, cfg)
+        self.connect_timeout = dbc["connect_timeout"]
+        self.statement_timeout = dbc["statement_timeout"]
+        self.handles: "OrderedDict[str, DbHandle]" = OrderedDict()
+        self.errors: dict[str, int] = {}
+        self.pgss_state: bool | None = None
+        self.pgss_texts: "OrderedDict[tuple, str]" = OrderedDict()
+        self.lifecycle_cache: dict[str, tuple[float, list]] = {}
+        self.lock = threading.Lock()
+        if self.url:
+            self.handle(None)
+
+    def handle(self, dbname: str | None) -> DbHandle:
+        url = self.url if dbname is None else with_dbname(self.url, dbname)
+        h = DbHandle(url, self.connect_timeout, self.statement_timeout)
+        return self.handles.setdefault(h.dbname, h)
+
+    def primary(self) -> DbHandle:
+        return next(iter(self.handles.values()))
+
+    def close(self) -> None:
+        for h in list(self.handles.values()):
+            h.close()
+
+
+class DbCollector(ExporterCollector):
+    exporter = "db"
+
+    def __init__(self, cfg: dict, advisor=None):
+        self.cfg = cfg
+        self.dbc = cfg["exporters"]["db"]
+        check_config(self.dbc)
+        self.targets = [Target(t, cfg) for t in self.dbc["targets"]]
+        self.advisor = advisor  # exporters.db.advisor.AdvisorCache or None
+
+    def close(self) -> None:
+        for t in self.targets:
+            t.close()
+
+    # ------------------------------------------------------------------ scrape
+    def collect_sources(self, scrape: Scrape):
+        fams = Families()
+        for t in self.targets:
+            with t.lock:
+                ok = self._collect_target(t, fams, scrape)
+            fams.add("opsstack_db_up", [t.name], 1 if ok else 0)
+            for q, n in sorted(t.errors.items()):
+                fams.add("opsstack_db_query_errors_total", [t.name, q], n)
+        if self.advisor is not None:
+            self.advisor.export(fams)
+        return fams.families()
+
+    def _collect_target(self, t: Target, fams: Families, scrape: Scrape) -> bool:
+        if not t.url:
+            scrape.set_up(t.name, False, "no URL: set exporters.db.targets[].url or database.url")
+            return False
+        prim = t.primary()
+        with prim.lock:
+            try:
+                conn = prim.get()
+                dbnames = self._server(t, conn, fams)
+                self._database(t, prim.dbname, conn, fams)
+            except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed) as exc:
+                prim.discard()
+                scrape.set_up(t.name, False, f"{redact(prim.url)}: {_first_line(exc)}")
+                return False
+        scrape.set_up(t.name, True)
+        wanted = self._databases(t, prim.dbname, dbnames)
+        for name in wanted:
+            h = t.handles.get(name) or t.handle(name)
+            with h.lock:
+                try:
+                    self._database(t, name, h.get(), fams)
+                except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed) as exc:
+                    h.discard()
+                    t.errors["connect"] = t.errors.get("connect", 0) + 1
+                    log.warning("event=database_failed server=%s datname=%s error=%r", t.name, name,
+                                _first_line(exc))
+        # forget databases that went away
+        for name in list(t.handles)[1:]:
+            if name not in wanted:
+                t.handles.pop(name).close()
+        return True
+
+    def _databases(self, t: Target, primary: str, existing: list[str]) -> list[str]:
+        names = t.spec["databases"]
+        if "*" in names:
+            return [d for d in existing if d != primary]
+        return [d for d in names if d != primary]
+
+    # ------------------------------------------------------------------ helpers
+    def _q(self, t: Target, conn, group: str, query, params=None) -> list | None:
+        """Run one query; on failure count it, log it and return None (the scrape goes on).
+
+        A failure that broke the connection raises QueryFailed: the server is down.
+        """
+        try:
+            return conn.execute(query, params).fetchall()
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise QueryFailed(_first_line(exc)) from None
+            t.errors[group] = t.errors.get(group, 0) + 1
+            log.warning("event=query_failed server=%s query=%s error=%r", t.name, group, _first_line(exc))
+            return None
+
+    # ------------------------------------------------------------------ server-wide
+    def _server(self, t: Target, conn, fams: Families) -> list[str]:
+        s = t.name
+        rows = self._q(t, conn, "server", queries.SERVER)
+        if rows is None:
+            raise QueryFailed("cannot read the server's state")
+        (vnum, version, start, recovery, backends, max_conn, _reserved, wal, archive_mode, now) = rows[0]
+        add = fams.add
+        add("opsstack_db_version_info", [s, version], 1)
+        add("opsstack_db_server_version_num", [s], vnum)
+        add("opsstack_db_start_time_seconds", [s], start)
+        add("opsstack_db_in_recovery", [s], 1 if recovery else 0)
+        add("opsstack_db_connections", [s], backends)
+        add("opsstack_db_max_connections", [s], max_conn)
+        add("opsstack_db_connections_used_ratio", [s], logic.ratio(backends, max_conn))
+        add("opsstack_db_wal_position_bytes", [s], wal)
+        add("opsstack_db_archiver_enabled", [s], 1 if archive_mode in ("on", "always") else 0)
+
+        for name, setting, unit, vartype in self._q(t, conn, "settings", queries.SETTINGS) or []:
+            v = logic.setting_value(setting, unit, vartype)
+            if v is not None:
+                kind, value = v
+                metric = {"": "opsstack_db_setting", "seconds": "opsstack_db_setting_seconds",
+                          "bytes": "opsstack_db_setting_bytes"}[kind]
+                add(metric, [s, name], value)
+
+        dbnames = []
+        for r in self._q(t, conn, "databases", queries.DATABASES) or []:
+            d = r[0]
+            if r[29]:
+                dbnames.append(d)
+            lab = [s, d]
+            add("opsstack_db_backends", lab, r[1])
+            for i, m in ((2, "xact_commit"), (3, "xact_rollback"), (4, "blocks_read"), (5, "blocks_hit"),
+                         (6, "tuples_returned"), (7, "tuples_fetched"), (8, "tuples_inserted"),
+                         (9, "tuples_updated"), (10, "tuples_deleted"), (11, "conflicts"),
+                         (12, "temp_files"), (13, "temp_bytes"), (14, "deadlocks"), (15, "checksum_failures"),
+                         (16, "block_read_seconds"), (17, "block_write_seconds"), (18, "session_seconds"),
+                         (19, "active_seconds"), (20, "idle_in_transaction_seconds"), (21, "sessions"),
+                         (22, "sessions_abandoned"), (23, "sessions_fatal"), (24, "sessions_killed")):
+                add(f"opsstack_db_{m}_total", lab, r[i])
+            add("opsstack_db_cache_hit_ratio", lab, logic.ratio(r[5] or 0, (r[4] or 0) + (r[5] or 0)))
+            add("opsstack_db_stats_reset_timestamp_seconds", lab, r[25])
+            add("opsstack_db_database_size_bytes", lab, r[26])
+            add("opsstack_db_database_xid_age", lab, r[27])
+            add("opsstack_db_database_connection_limit", lab, r[28])
+
+        for r in self._q(t, conn, "conflicts", queries.CONFLICTS) or []:
+            for i, reason in enumerate(("tablespace", "lock", "snapshot", "bufferpin", "deadlock"), start=1):
+                add("opsstack_db_recovery_conflicts_total", [s, r[0], reason], r[i])
+
+        slow = self.dbc["statements"]["slow_threshold"]
+        act: dict[str, list] = {}
+        for d, state, n, max_tx, max_q, lock_n, lock_max, slow_n in \
+                self._q(t, conn, "activity", queries.ACTIVITY, {"slow": slow}) or []:
+            add("opsstack_db_activity_connections", [s, d, state], n)
+            add("opsstack_db_activity_max_tx_duration_seconds", [s, d, state], max_tx)
+            a = act.setdefault(d, [0.0, 0, 0.0, 0])
+            a[0] = max(a[0], max_q)
+            a[1] += lock_n
+            a[2] = max(a[2], lock_max)
+            a[3] += slow_n
+        for d in dbnames:
+            a = act.get(d, [0.0, 0, 0.0, 0])
+            add("opsstack_db_activity_max_query_duration_seconds", [s, d], a[0])
+            add("opsstack_db_lock_waiting_connections", [s, d], a[1])
+            add("opsstack_db_lock_wait_max_seconds", [s, d], a[2])
+            add("opsstack_db_activity_slow_queries", [s, d], a[3])
+
+        for d, mode, granted, n in self._q(t, conn, "locks", queries.LOCKS) or []:
+            add("opsstack_db_locks", [s, d, mode, "true" if granted else "false"], n)
+
+        bg = self._q(t, conn, "bgwriter", queries.BGWRITER)
+        if bg:
+            r = bg[0]
+            for i, m in enumerate(("checkpoints_timed_total", "checkpoints_requested_total",
+                                   "checkpoint_write_seconds_total", "checkpoint_sync_seconds_total",
+                                   "buffers_checkpoint_total", "buffers_clean_total",
+                                   "bgwriter_maxwritten_clean_total", "buffers_backend_total",
+                                   "buffers_backend_fsync_total", "buffers_alloc_total",
+                                   "bgwriter_stats_reset_timestamp_seconds")):
+                add(f"opsstack_db_{m}", [s], r[i])
+
+        ar = self._q(t, conn, "archiver", queries.ARCHIVER)
+        if ar:
+            archived, failed, last_ok, last_fail = ar[0]
+            add("opsstack_db_archiver_archived_total", [s], archived)
+            add("opsstack_db_archiver_failed_total", [s], failed)
+            add("opsstack_db_archiver_last_archived_timestamp_seconds", [s], last_ok or 0)
+            add("opsstack_db_archiver_last_failed_timestamp_seconds", [s], last_fail or 0)
+
+        reps = self._q(t, conn, "replication", queries.REPLICATION) or [] if not recovery else []
+        add("opsstack_db_replicas", [s], len(reps))
+        for replica, _state, replay, write, flush, lag_bytes in reps:
+            add("opsstack_db_replication_lag_seconds", [s, replica], replay or 0.0)
+            add("opsstack_db_replication_write_lag_seconds", [s, replica], write or 0.0)
+            add("opsstack_db_replication_flush_lag_seconds", [s, replica], flush or 0.0)
+            add("opsstack_db_replication_lag_bytes", [s, replica], lag_bytes)
+        if recovery:
+            sb = self._q(t, conn, "standby", queries.STANDBY)
+            if sb:
+                add("opsstack_db_replication_lag_seconds", [s, "self"], sb[0][0])
+                add("opsstack_db_replication_lag_bytes", [s, "self"], sb[0][1])
+        for slot, stype, active, retained in self._q(t, conn, "slots", queries.SLOTS) or []:
+            add("opsstack_db_replication_slot_active", [s, slot, stype], 1 if active else 0)
+            add("opsstack_db_replication_slot_retained_bytes", [s, slot, stype], retained)
+
+        self._statements(t, conn, fams)
+        self._backup(t, conn, fams)
+        if t.spec.get("pgbouncer_url"):
+            self._pgbouncer(t, fams)
+        return dbnames
+
+    def _statements(self, t: Target, conn, fams: Families) -> None:
+        s = t.name
+        st = self.dbc["statements"]
+        fams.add("opsstack_db_statements_slow_threshold_seconds", [s], st["slow_threshold"])
+        rows = self._q(t, conn, "pg_stat_statements", queries.PGSS_SCHEMA)
+        available = False
+        problem = "extension not created in the database"
+        if rows:
+            ns = sql.Identifier(rows[0][0])
+            try:
+                totals = conn.execute(sql.SQL(queries.PGSS_TOTALS).format(ns=ns),
+                                      {"slow_ms": st["slow_threshold"] * 1000}).fetchall()
+                top = conn.execute(sql.SQL(queries.PGSS_TOP).format(ns=ns), {"top": st["top"]}).fetchall()
+                available = True
+            except psycopg.Error as exc:
+                if conn.broken:
+                    raise QueryFailed(_first_line(exc)) from None
+                problem = _first_line(exc)
+        if available != t.pgss_state:
+            if available:
+                log.info("event=pg_stat_statements_available server=%s", t.name)
+            else:
+                log.warning("event=pg_stat_statements_missing server=%s problem=%r hint=%r", t.name, problem,
+                            PGSS_HINT)
+            t.pgss_state = available
+        fams.add("opsstack_db_pg_stat_statements_available", [s], 1 if available else 0)
+        if not available:
+            return
+        for d, calls, exec_s, plan_s, nrows, n, slow_n, hit, read, temp in totals:
+            lab = [s, d]
+            fams.add("opsstack_db_statements_calls_total", lab, calls)
+            fams.add("opsstack_db_statements_exec_seconds_total", lab, exec_s)
+            fams.add("opsstack_db_statements_plan_seconds_total", lab, plan_s)
+            fams.add("opsstack_db_statements_rows_total", lab, nrows)
+            fams.add("opsstack_db_statements_shared_blocks_hit_total", lab, hit)
+            fams.add("opsstack_db_statements_shared_blocks_read_total", lab, read)
+            fams.add("opsstack_db_statements_temp_blocks_written_total", lab, temp)
+            fams.add("opsstack_db_statements_mean_exec_seconds", lab, logic.weighted_mean(exec_s or 0, calls or 0))
+            fams.add("opsstack_db_statements_tracked", lab, n)
+            fams.add("opsstack_db_statements_slow", lab, slow_n)
+        missing = [qid for d, qid, *_ in top if (d, qid) not in t.pgss_texts]
+        if missing:
+            ns = sql.Identifier(self._pgss_ns(conn))
+            for d, qid, text in self._q(t, conn, "pg_stat_statements_text",
+                                        sql.SQL(queries.PGSS_TEXT).format(ns=ns), {"ids": missing}) or []:
+                t.pgss_texts[(d, qid)] = logic.truncate(text or "", st["text_max_length"])
+            while len(t.pgss_texts) > max(200, 4 * st["top"]):
+                t.pgss_texts.popitem(last=False)
+        for d, qid, calls, exec_s, nrows, hit, read, temp, max_s in top:
+            lab = [s, d, qid]
+            fams.add("opsstack_db_statement_calls_total", lab, calls)
+            fams.add("opsstack_db_statement_exec_seconds_total", lab, exec_s)
+            fams.add("opsstack_db_statement_mean_exec_seconds", lab, logic.weighted_mean(exec_s or 0, calls or 0))
+            fams.add("opsstack_db_statement_max_exec_seconds", lab, max_s)
+            fams.add("opsstack_db_statement_rows_total", lab, nrows)
+            fams.add("opsstack_db_statement_shared_blocks_hit_total", lab, hit)
+            fams.add("opsstack_db_statement_shared_blocks_read_total", lab, read)
+            fams.add("opsstack_db_statement_temp_blocks_written_total", lab, temp)
+            text = t.pgss_texts.get((d, qid))
+            if text is not None:
+                fams.add("opsstack_db_statement_info", lab + [text], 1)
+
+    @staticmethod
+    def _pgss_ns(conn) -> str:
+        return conn.execute(queries.PGSS_SCHEMA).fetchone()[0]
+
+    def _backup(self, t: Target, conn, fams: Families) -> None:
+        b = self.dbc["backup"]
+        if b["source"] == "none":
+            return
+        ts = None
+        if b["source"] == "file":
+            paths = glob.glob(os.path.expanduser(b["path"]))
+            mtimes = []
+            for p in paths:
+                try:
+                    mtimes.append(os.stat(p).st_mtime)
+                except OSError:
+                    pass
+            ts = max(mtimes) if mtimes else 0.0
+        else:
+            rows = self._q(t, conn, "backup", b["query"])
+            if rows is not None:
+                v = rows[0][0] if rows and rows[0] else None
+                ts = v.timestamp() if isinstance(v, dt.datetime) else float(v or 0)
+        fams.add("opsstack_db_backup_last_success_timestamp_seconds", [t.name], ts)
+
+    def _pgbouncer(self, t: Target, fams: Families) -> None:
+        s = t.name
+        ok = 0
+        try:
+            with psycopg.connect(t.spec["pgbouncer_url"], autocommit=True,
+                                 connect_timeout=max(1, int(round(self.connect_timeout))),
+                                 cursor_factory=psycopg.ClientCursor, prepare_threshold=None) as pc:
+                cur = pc.cursor()
+                cur.execute("SHOW POOLS")
+                cols = [c.name for c in cur.description]
+                for row in cur.fetchall():
+                    r = dict(zip(cols, row))
+                    lab = [s, r.get("database"), r.get("user")]
+                    for st in ("active", "waiting"):
+                        fams.add("opsstack_db_pgbouncer_clients", lab + [st], r.get(f"cl_{st}"))
+                    for st in ("active", "idle", "used", "tested", "login"):
+                        fams.add("opsstack_db_pgbouncer_servers", lab + [st], r.get(f"sv_{st}"))
+                    wait = float(r.get("maxwait") or 0) + float(r.get("maxwait_us") or 0) / 1e6
+                    fams.add("opsstack_db_pgbouncer_max_wait_seconds", lab, wait)
+                cur.execute("SHOW DATABASES")
+                cols = [c.name for c in cur.description]
+                for row in cur.fetchall():
+                    r = dict(zip(cols, row))
+                    if r.get("pool_size") is not None:
+                        fams.add("opsstack_db_pgbouncer_pool_size", [s, r.get("name")], r["pool_size"])
+            ok = 1
+        except psycopg.Error as exc:
+            t.errors["pgbouncer"] = t.errors.get("pgbouncer", 0) + 1
+            log.warning("event=pgbouncer_failed server=%s error=%r", s, _first_line(exc))
+        fams.add("opsstack_db_pgbouncer_up", [s], ok)
+
+    # ------------------------------------------------------------------ per database
+    def _database(self, t: Target, dbname: str, conn, fams: Families) -> None:
+        s = t.name
+        add = fams.add
+        heavy_min = self.dbc["seq_scan_heavy_rows"]
+        tables = self._q(t, conn, "tables", queries.TABLES, {"max_tables": self.dbc["max_tables"]})
+        if tables is not None:
+            heavy = 0
+            add("opsstack_db_tables", [s, dbname], len(tables))
+            for r in tables:
+                lab = [s, dbname, r[0], r[1]]
+                add("opsstack_db_table_seq_scans_total", lab, r[2])
+                add("opsstack_db_table_seq_rows_read_total", lab, r[3])
+                add("opsstack_db_table_index_scans_total", lab, r[4])
+                add("opsstack_db_table_index_rows_fetched_total", lab, r[5])
+                add("opsstack_db_table_index_usage_ratio", lab, logic.index_usage_ratio(r[2], r[4]))
+                h = logic.heavy_seq_scan(r[2], r[3], r[4], heavy_min)
+                heavy += h
+                add("opsstack_db_table_heavy_seq_scan", lab, 1 if h else 0)
+                add("opsstack_db_table_rows_inserted_total", lab, r[6])
+                add("opsstack_db_table_rows_updated_total", lab, r[7])
+                add("opsstack_db_table_rows_deleted_total", lab, r[8])
+                add("opsstack_db_table_rows_hot_updated_total", lab, r[9])
+                add("opsstack_db_table_live_rows", lab, r[10])
+                add("opsstack_db_table_dead_rows", lab, r[11])
+                add("opsstack_db_table_modified_since_analyze_rows", lab, r[12])
+                add("opsstack_db_table_last_vacuum_timestamp_seconds", lab + ["manual"], r[13])
+                add("opsstack_db_table_last_vacuum_timestamp_seconds", lab + ["auto"], r[14])
+                add("opsstack_db_table_last_analyze_timestamp_seconds", lab + ["manual"], r[15])
+                add("opsstack_db_table_last_analyze_timestamp_seconds", lab + ["auto"], r[16])
+                add("opsstack_db_table_vacuums_total", lab + ["manual"], r[17])
+                add("opsstack_db_table_vacuums_total", lab + ["auto"], r[18])
+                add("opsstack_db_table_analyzes_total", lab + ["manual"], r[19])
+                add("opsstack_db_table_analyzes_total", lab + ["auto"], r[20])
+                add("opsstack_db_table_blocks_read_total", lab + ["heap"], r[21])
+                add("opsstack_db_table_blocks_hit_total", lab + ["heap"], r[22])
+                add("opsstack_db_table_blocks_read_total", lab + ["index"], r[23])
+                add("opsstack_db_table_blocks_hit_total", lab + ["index"], r[24])
+                add("opsstack_db_table_blocks_read_total", lab + ["toast"], r[25])
+                add("opsstack_db_table_blocks_hit_total", lab + ["toast"], r[26])
+                add("opsstack_db_table_size_bytes", lab, r[27])
+                add("opsstack_db_table_indexes_size_bytes", lab, r[28])
+                add("opsstack_db_table_xid_age", lab, r[29])
+            add("opsstack_db_heavy_seq_scan_tables", [s, dbname], heavy)
+
+        idx = self._q(t, conn, "indexes", queries.INDEXES, {"max_indexes": self.dbc["max_tables"] * 4})
+        if idx is not None:
+            unused = 0
+            unused_size = 0
+            for schema, rel, name, scans, tup_read, tup_fetch, size, constraint, blk_read, blk_hit in idx:
+                lab = [s, dbname, schema, rel, name]
+                add("opsstack_db_index_scans_total", lab, scans)
+                add("opsstack_db_index_rows_read_total", lab, tup_read)
+                add("opsstack_db_index_rows_fetched_total", lab, tup_fetch)
+                add("opsstack_db_index_size_bytes", lab, size)
+                is_unused = not scans and not constraint
+                add("opsstack_db_index_unused", lab, 1 if is_unused else 0)
+                if is_unused:
+                    unused += 1
+                    unused_size += size or 0
+            add("opsstack_db_unused_indexes", [s, dbname], unused)
+            add("opsstack_db_unused_indexes_size_bytes", [s, dbname], unused_size)
+
+        self._partitions(t, dbname, conn, fams)
+        self._retention(t, dbname, conn, fams)
+
+    def _partitions(self, t: Target, dbname: str, conn, fams: Families) -> None:
+        s = t.name
+        rows = self._q(t, conn, "partitions", queries.PARTITIONS)
+        if rows is None:
+            return
+        parts: dict[str, list] = {}
+        defaults: dict[str, bool] = {}
+        for schema, rel, bound in rows:
+            key = f"{schema}.{rel}"
+            lst = parts.setdefault(key, [])
+            defaults.setdefault(key, False)
+            if bound is None:
+                continue
+            if bound == "DEFAULT":
+                defaults[key] = True
+                lst.append(None)
+                continue
+            b = logic.parse_range_bound(bound)
+            lst.append(b if b is not None else ("?", "?"))
+        for key, lst in parts.items():
+            lab = [s, dbname, key]
+            fams.add("opsstack_db_partitions", lab, sum(1 for x in lst if x is not None) + defaults[key])
+            fams.add("opsstack_db_partition_default_present", lab, 1 if defaults[key] else 0)
+        for r in self._q(t, conn, "partition_sizes", queries.PARTITIONED_SIZES) or []:
+            fams.add("opsstack_db_partitioned_table_size_bytes", [s, dbname, f"{r[0]}.{r[1]}"], r[2])
+            fams.add("opsstack_db_partitioned_table_live_rows", [s, dbname, f"{r[0]}.{r[1]}"], r[3])
+        wanted = self.dbc["lifecycle"]["partitions"]
+        if not wanted:
+            return
+        now = conn.execute("select now()").fetchone()[0]
+        for w in wanted:
+            schema, rel = logic.split_table(w["table"])
+            key = f"{schema}.{rel}"
+            if key not in parts:
+                continue  # the table lives in another database (or not yet)
+            bounds = []
+            for b in parts[key]:
+                if not b or b == ("?", "?"):
+                    continue
+                lo, hi = (_to_dt(x, now.tzinfo) for x in b)
+                if (b[0] is not None and lo is None) or (b[1] is not None and hi is None):
+                    continue
+                bounds.append((lo, hi))
+            health = logic.partition_health(bounds, now, w["period"])
+            for period, ok in health.items():
+                fams.add("opsstack_db_partition_present", [s, dbname, key, period], 1 if ok else 0)
+            uppers = [hi for _, hi in bounds if hi is not None]
+            if uppers:
+                fams.add("opsstack_db_partition_newest_upper_bound_timestamp_seconds", [s, dbname, key],
+                         max(uppers).timestamp())
+
+    def _retention(self, t: Target, dbname: str, conn, fams: Families) -> None:
+        lc = self.dbc["lifecycle"]
+        if not lc["retention"]:
+            return
+        cached = t.lifecycle_cache.get(dbname)
+        now = time.time()
+        if cached is None or now - cached[0] >= lc["interval"]:
+            counts = []
+            for r in lc["retention"]:
+                schema, rel = logic.split_table(r["table"])
+                exists = self._q(t, conn, "retention", queries.REGCLASS, (f"{schema}.{rel}",))
+                if not exists or not exists[0][0]:
+                    continue
+                q = sql.SQL("select count(*) from {}.{} where {} < now() - make_interval(secs => %s)").format(
+                    sql.Identifier(schema), sql.Identifier(rel), sql.Identifier(r["column"]))
+                res = self._q(t, conn, "retention", q, (r["max_age"],))
+                if res is not None:
+                    counts.append((f"{schema}.{rel}", res[0][0], r["max_age"]))
+            cached = (now, counts)
+            t.lifecycle_cache[dbname] = cached
+        ts, counts = cached
+        for table, n, max_age in counts:
+            fams.add("opsstack_db_rows_older_than_retention", [t.name, dbname, table], n)
+            fams.add("opsstack_db_retention_max_age_seconds", [t.name, dbname, table], max_age)
+        fams.add("opsstack_db_lifecycle_cache_age_seconds", [t.name, dbname], now - ts)
+
+
+def _to_dt(v: str | None, tz) -> dt.datetime | None:
+    if v is None:
+        return None
+    try:
+        d = dt.datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=tz)
+    return d
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,183 @@
+"""The SQL the database exporter runs (PostgreSQL 14+). One statement per fact group.
+
+Server-wide groups run once per target on its first database; per-database groups run on
+every database of the target. Times come back in seconds, sizes in bytes.
+"""
+
+SERVER = """
+select current_setting('server_version_num')::int,
+       current_setting('server_version'),
+       extract(epoch from pg_postmaster_start_time())::float8,
+       pg_is_in_recovery(),
+       (select count(*) from pg_stat_activity where backend_type = 'client backend'),
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       case when pg_is_in_recovery() then null
+            else pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 end,
+       current_setting('archive_mode'),
+       now()
+"""
+
+SETTINGS = "select name, reset_val, unit, vartype from pg_settings"
+
+DATABASES = """
+select d.datname, d.numbackends, d.xact_commit, d.xact_rollback, d.blks_read, d.blks_hit,
+       d.tup_returned, d.tup_fetched, d.tup_inserted, d.tup_updated, d.tup_deleted,
+       d.conflicts, d.temp_files, d.temp_bytes, d.deadlocks, coalesce(d.checksum_failures, 0),
+       d.blk_read_time / 1000.0, d.blk_write_time / 1000.0,
+       d.session_time / 1000.0, d.active_time / 1000.0, d.idle_in_transaction_time / 1000.0,
+       d.sessions, d.sessions_abandoned, d.sessions_fatal, d.sessions_killed,
+       extract(epoch from d.stats_reset)::float8,
+       case when has_database_privilege(d.datid, 'CONNECT') then pg_database_size(d.datid) end,
+       age(db.datfrozenxid), db.datconnlimit, db.datallowconn
+from pg_stat_database d join pg_database db on db.oid = d.datid
+where d.datname is not null and not db.datistemplate
+"""
+
+CONFLICTS = """
+select c.datname, c.confl_tablespace, c.confl_lock, c.confl_snapshot, c.confl_bufferpin, c.confl_deadlock
+from pg_stat_database_conflicts c join pg_database db on db.oid = c.datid
+where not db.datistemplate
+"""
+
+ACTIVITY = """
+select coalesce(datname, ''), coalesce(state, 'unknown'), count(*),
+       coalesce(max(extract(epoch from now() - xact_start)), 0)::float8,
+       coalesce(max(extract(epoch from now() - query_start)) filter (where state = 'active'), 0)::float8,
+       count(*) filter (where wait_event_type = 'Lock'),
+       coalesce(max(extract(epoch from now() - state_change)) filter (where wait_event_type = 'Lock'), 0)::float8,
+       count(*) filter (where state = 'active' and now() - query_start > make_interval(secs => %(slow)s))
+from pg_stat_activity
+where backend_type = 'client backend' and pid <> pg_backend_pid()
+group by 1, 2
+"""
+
+LOCKS = """
+select coalesce(d.datname, ''), l.mode, l.granted, count(*)
+from pg_locks l left join pg_database d on d.oid = l.database
+group by 1, 2, 3
+"""
+
+BGWRITER = """
+select checkpoints_timed, checkpoints_req, checkpoint_write_time / 1000.0, checkpoint_sync_time / 1000.0,
+       buffers_checkpoint, buffers_clean, maxwritten_clean, buffers_backend, buffers_backend_fsync,
+       buffers_alloc, extract(epoch from stats_reset)::float8
+from pg_stat_bgwriter
+"""
+
+ARCHIVER = """
+select archived_count, failed_count,
+       extract(epoch from last_archived_time)::float8, extract(epoch from last_failed_time)::float8
+from pg_stat_archiver
+"""
+
+REPLICATION = """
+select coalesce(nullif(application_name, ''), host(client_addr), 'unknown'), coalesce(state, ''),
+       extract(epoch from replay_lag)::float8, extract(epoch from write_lag)::float8,
+       extract(epoch from flush_lag)::float8,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8
+from pg_stat_replication
+"""
+
+STANDBY = """
+select case when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0
+            else extract(epoch from now() - pg_last_xact_replay_timestamp()) end::float8,
+       coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8
+"""
+
+SLOTS = """
+select slot_name, slot_type, active,
+       pg_wal_lsn_diff(case when pg_is_in_recovery() then pg_last_wal_receive_lsn()
+                            else pg_current_wal_lsn() end, restart_lsn)::float8
+from pg_replication_slots
+"""
+
+PGSS_SCHEMA = """
+select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+where e.extname = 'pg_stat_statements'
+"""
+
+# {ns} is the extension's schema (quoted identifier)
+PGSS_TOTALS = """
+select d.datname, (sum(s.calls))::float8, (sum(s.total_exec_time) / 1000.0)::float8, (sum(s.total_plan_time) / 1000.0)::float8,
+       (sum(s.rows))::float8, count(*), count(*) filter (where s.mean_exec_time > %(slow_ms)s),
+       (sum(s.shared_blks_hit))::float8, (sum(s.shared_blks_read))::float8, (sum(s.temp_blks_written))::float8
+from {ns}.pg_stat_statements(false) s join pg_database d on d.oid = s.dbid
+group by d.datname
+"""
+
+PGSS_TOP = """
+select d.datname, s.queryid, (sum(s.calls))::float8, (sum(s.total_exec_time) / 1000.0)::float8, (sum(s.rows))::float8,
+       (sum(s.shared_blks_hit))::float8, (sum(s.shared_blks_read))::float8, (sum(s.temp_blks_written))::float8,
+       (max(s.max_exec_time) / 1000.0)::float8
+from {ns}.pg_stat_statements(false) s join pg_database d on d.oid = s.dbid
+where s.queryid is not null
+group by d.datname, s.queryid
+order by 4 desc
+limit %(top)s
+"""
+
+PGSS_TEXT = """
+select d.datname, s.queryid, min(s.query)
+from {ns}.pg_stat_statements(true) s join pg_database d on d.oid = s.dbid
+where s.queryid = any(%(ids)s)
+group by d.datname, s.queryid
+"""
+
+# ------------------------------------------------------------------ per database
+TABLES = """
+select s.schemaname, s.relname, s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan, 0),
+       coalesce(s.idx_tup_fetch, 0), s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_hot_upd,
+       s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
+       extract(epoch from s.last_vacuum)::float8, extract(epoch from s.last_autovacuum)::float8,
+       extract(epoch from s.last_analyze)::float8, extract(epoch from s.last_autoanalyze)::float8,
+       s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
+       coalesce(io.heap_blks_read, 0), coalesce(io.heap_blks_hit, 0),
+       coalesce(io.idx_blks_read, 0), coalesce(io.idx_blks_hit, 0),
+       coalesce(io.toast_blks_read, 0), coalesce(io.toast_blks_hit, 0),
+       pg_table_size(s.relid), pg_indexes_size(s.relid),
+       case when c.relkind in ('r', 'm', 't') then age(c.relfrozenxid) end
+from pg_stat_user_tables s
+join pg_class c on c.oid = s.relid
+left join pg_statio_user_tables io on io.relid = s.relid
+where c.relkind <> 'p'
+order by c.relpages desc, s.relid
+limit %(max_tables)s
+"""
+
+INDEXES = """
+select s.schemaname, s.relname, s.indexrelname, s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,
+       pg_relation_size(s.indexrelid),
+       (i.indisunique or i.indisprimary or i.indisexclusion
+        or exists (select 1 from pg_constraint k where k.conindid = s.indexrelid)),
+       coalesce(io.idx_blks_read, 0), coalesce(io.idx_blks_hit, 0)
+from pg_stat_user_indexes s
+join pg_index i on i.indexrelid = s.indexrelid
+join pg_class c on c.oid = s.indexrelid
+left join pg_statio_user_indexes io on io.indexrelid = s.indexrelid
+order by c.relpages desc, s.indexrelid
+limit %(max_indexes)s
+"""
+
+PARTITIONS = """
+select pn.nspname, pc.relname, pg_get_expr(c.relpartbound, c.oid)
+from pg_partitioned_table p
+join pg_class pc on pc.oid = p.partrelid
+join pg_namespace pn on pn.oid = pc.relnamespace
+left join pg_inherits i on i.inhparent = pc.oid
+left join pg_class c on c.oid = i.inhrelid
+where pn.nspname not in ('pg_catalog', 'information_schema')
+"""
+
+PARTITIONED_SIZES = """
+select pn.nspname, pc.relname, sum(pg_total_relation_size(t.relid))::float8, sum(coalesce(st.n_live_tup, 0))::float8
+from pg_partitioned_table p
+join pg_class pc on pc.oid = p.partrelid
+join pg_namespace pn on pn.oid = pc.relnamespace
+cross join lateral pg_partition_tree(pc.oid) t
+left join pg_stat_user_tables st on st.relid = t.relid
+where t.isleaf and pc.relispartition = false
+group by 1, 2
+"""
+
+REGCLASS = "select to_regclass(%s) is not null"

@@ -1,0 +1,77 @@
+"""The `exporters.db` config section (registered as the "db" key in stack/schema/exporters.py)."""
+from __future__ import annotations
+
+import re
+
+from stack.config import Field, ListOf
+
+SECTION = {
+    "enabled": Field("bool", True),
+    # Servers to watch; url null = database.url. databases: names on that server
+    # ([] = the URL's database, ["*"] = every database that accepts connections).
+    "targets": ListOf({
+        "name": Field("str", check=lambda v: None if re.match(r"^[a-z][a-z0-9_-]*$", v)
+                      else f"must be lowercase letters, digits, '-' or '_', got {v!r}"),
+        "url": Field("url", None, nullable=True),
+        "databases": Field("list", []),
+        "pgbouncer_url": Field("url", None, nullable=True, help="pgbouncer admin console: SHOW POOLS"),
+    }, default=[{"name": "main"}], min_items=1, unique_key="name"),
+    "connect_timeout": Field("duration", "3s", minimum=1),
+    "statement_timeout": Field("duration", "2s", minimum=0.01),
+    "max_tables": Field("int", 1000, minimum=1, help="per database, largest first"),
+    "seq_scan_heavy_rows": Field("int", 100000, minimum=1,
+                                 help="a table is a heavy seq-scan table above this many rows read by seq scans"),
+    "statements": {
+        "slow_threshold": Field("duration", "2s", minimum=0.001),
+        "top": Field("int", 20, minimum=1, maximum=500),
+        "text_max_length": Field("int", 160, minimum=16, maximum=4000),
+    },
+    "lifecycle": {
+        "interval": Field("duration", "5m", minimum=0, help="cache of old-row counts (exported age)"),
+        "partitions": ListOf({
+            "table": Field("str"),
+            "period": Field("str", choices=("day", "week", "month", "year")),
+        }, default=[{"table": "platform.events", "period": "month"},
+                    {"table": "platform.gate_logs", "period": "day"}]),
+        "retention": ListOf({
+            "table": Field("str"),
+            "column": Field("str"),
+            "max_age": Field("duration", minimum=1),
+        }, default=[{"table": "platform.events", "column": "starts_at", "max_age": "3y"},
+                    {"table": "platform.gate_logs", "column": "logged_at", "max_age": "182d"}]),
+    },
+    "backup": {
+        # where the last successful base backup time comes from: none, file (newest
+        # mtime of `path`, a glob) or query (SQL returning one timestamptz)
+        "source": Field("str", "none", choices=("none", "file", "query")),
+        "path": Field("str", None, nullable=True),
+        "query": Field("str", None, nullable=True),
+    },
+    "advisor": {
+        "enabled": Field("bool", True, help="run the index advisor in the exporter too"),
+        "interval": Field("duration", "10m", minimum=10),
+        "statements": Field("int", 25, minimum=1, maximum=500, help="slowest statements examined"),
+        "min_calls": Field("int", 2, minimum=1),
+        "min_cost_drop": Field("float", 0.5, minimum=0.01, maximum=0.99,
+                               help="suggest an index only when it cuts a plan's cost by this ratio"),
+        "max_suggestions": Field("int", 10, minimum=1, maximum=100),
+    },
+    # thresholds of alert_rules/db.yml
+    "alerts": {
+        "team": Field("str", "dba"),
+        "service": Field("str", "postgresql"),
+        "pool_use_ratio": Field("float", 0.8, minimum=0.01, maximum=1),
+        "pool_use_for": Field("duration", "10m", minimum=0),
+        "avg_query_time": Field("duration", "100ms", minimum=0.001),
+        "avg_query_for": Field("duration", "10m", minimum=0),
+        "slow_queries_for": Field("duration", "5m", minimum=0),
+        "cache_hit_ratio": Field("float", 0.9, minimum=0.01, maximum=1),
+        "cache_hit_for": Field("duration", "15m", minimum=0),
+        "replication_lag": Field("duration", "30s", minimum=0.1),
+        "replication_lag_for": Field("duration", "5m", minimum=0),
+        "wal_archive_rpo": Field("duration", "5m", minimum=1),
+        "backup_max_age": Field("duration", "26h", minimum=60),
+        "partition_missing_for": Field("duration", "10m", minimum=0),
+        "deadlocks_window": Field("duration", "10m", minimum=60),
+    },
+}

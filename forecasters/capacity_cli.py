@@ -1,0 +1,66 @@
+"""`opsstack capacity report`: capacity plan as Markdown and JSON.
+
+By default it reads the forecaster's latest results from PostgreSQL (forecast_* tables);
+with --run it forecasts every target now (range queries to Prometheus) instead.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+log = logging.getLogger("opsstack.capacity")
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("report", help="per target: now, growth/month, threshold dates, what to do")
+    r.add_argument("--run", action="store_true", help="forecast now instead of reading PostgreSQL")
+    r.add_argument("--markdown", help="write the Markdown report here (default: stdout)")
+    r.add_argument("--json", help="write the JSON report here")
+    r.add_argument("--target", action="append", help="only this target (repeatable)")
+
+
+def run(args, cfg) -> int:
+    from forecasters import capacity
+
+    now = time.time()
+    if args.run:
+        from forecasters.engine import Forecast
+        from forecasters.service import Forecaster
+        from forecasters.targets import build
+
+        targets = [t for t in build(cfg) if not args.target or t.name in args.target]
+        fc = Forecaster(cfg, targets=targets)
+        try:
+            results = fc.run_once(now)
+        finally:
+            fc.close()
+        rows = []
+        for t in targets:
+            res = results[t.name]
+            if isinstance(res, Forecast):
+                rows.append(capacity.row_from_forecast(t, res))
+            else:
+                log.warning("event=capacity_target_failed target=%s error=%r", t.name, str(res))
+    else:
+        from forecasters.storage import Store, database_url
+
+        url = database_url(cfg)
+        if not url:
+            print("opsstack capacity report: no database.url (or OPSSTACK_DATABASE_URL); use --run", file=sys.stderr)
+            return 2
+        store = Store(url)
+        store.migrate()
+        rows = [capacity.row_from_store(s) for s in store.summaries()
+                if not args.target or s["target"] in args.target]
+    md = capacity.to_markdown(rows, now)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    else:
+        sys.stdout.write(md)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(capacity.to_json(rows, now))
+    return 0

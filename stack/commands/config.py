@@ -1,0 +1,20 @@
+"""`opsstack config [--resolved]`: validate the config file and print it with defaults filled in."""
+from __future__ import annotations
+
+import yaml
+
+from stack import runtime
+
+
+def add_arguments(p):
+    p.add_argument("--resolved", action="store_true",
+                   help="also resolve ports, database URL and endpoints as `up` would (chooses free ports)")
+
+
+def run(args, cfg) -> int:
+    out = runtime.resolve(cfg, persist=False) if args.resolved else cfg
+    out = {k: v for k, v in out.items() if k != "runtime"}
+    if out.get("receiver", {}).get("token"):
+        out["receiver"]["token"] = "<hidden>"
+    print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 0

@@ -1,0 +1,124 @@
+"""Drive a native stack from outside: start it with a config, query it, stop it.
+
+Used by the e2e tests and by the benches (bench/e2e_latency.py, bench/fault_campaign.py),
+so both measure the same thing the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+import yaml
+
+from stack import runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
+    """A config with short intervals for tests and benches (seconds, not minutes)."""
+    cfg: dict = {
+        "stack": {"run_dir": str(run_dir), "scrape_interval": "1s", "scrape_timeout": "900ms",
+                  "evaluation_interval": "1s", "startup_timeout": "150s"},
+        "exporters": {"app": {"probe_timeout": "500ms"}},
+        "alerts": {"service_down_for": "3s"},
+    }
+    for key, value in overrides.items():
+        section, _, rest = key.partition("__")
+        node = cfg.setdefault(section, {})
+        parts = rest.split("__") if rest else []
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        if parts:
+            node[parts[-1]] = value
+        else:
+            cfg[section] = value
+    return cfg
+
+
+class StackHandle:
+    def __init__(self, cfg_data: dict, workdir: str | os.PathLike):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_file = self.workdir / "opsstack.yaml"
+        self.config_file.write_text(yaml.safe_dump(cfg_data, sort_keys=False))
+        self.resolved: dict = {}
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    # -------------------------------------------------------------- lifecycle
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        exe = Path(sys.executable).parent / "opsstack"
+        cmd = [str(exe) if exe.exists() else "opsstack", "-c", str(self.config_file), *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.workdir)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        return res
+
+    def up(self) -> "StackHandle":
+        self.cli("up")
+        from stack.config import load
+        cfg = load(self.config_file)
+        rdir = runtime.run_dir(cfg) if Path(cfg["stack"]["run_dir"]).is_absolute() else \
+            (self.workdir / cfg["stack"]["run_dir"]).resolve()
+        self.resolved = yaml.safe_load((rdir / runtime.RESOLVED_NAME).read_text())
+        self.resolved["runtime"] = json.loads((rdir / "runtime.json").read_text())
+        return self
+
+    def down(self) -> None:
+        self.cli("down", check=False, timeout=120)
+
+    # -------------------------------------------------------------- endpoints
+    @property
+    def host(self) -> str:
+        return self.resolved["stack"]["host"]
+
+    def url(self, component: str) -> str:
+        return f"http://{self.host}:{self.resolved['runtime']['ports'][component]}"
+
+    @property
+    def token(self) -> str:
+        return self.resolved["receiver"]["token"]
+
+    def prom_query(self, expr: str, at: float | None = None) -> list[dict]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = str(at)
+        r = requests.get(self.url("prometheus") + "/api/v1/query", params=params, timeout=10)
+        body = r.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {expr!r} failed: {body.get('error')}")
+        return body["data"]["result"]
+
+    def firing_alerts(self, alertname: str | None = None) -> list[dict]:
+        r = requests.get(self.url("prometheus") + "/api/v1/alerts", timeout=10).json()
+        alerts = [a for a in r["data"]["alerts"] if a["state"] == "firing"]
+        return [a for a in alerts if alertname is None or a["labels"].get("alertname") == alertname]
+
+    def tickets(self, status: str | None = None) -> list[dict]:
+        params = {"status": status} if status else {}
+        r = requests.get(self.url("receiver") + "/api/v1/tickets", params=params,
+                         headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+        r.raise_for_status()
+        body = r.json()
+        return body["tickets"] if isinstance(body, dict) else body
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, interval: float = 0.25, what: str = "condition") -> Any:
+    """Poll fn until it returns something truthy; return it, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as exc:  # the thing polled may be restarting
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met after {timeout:.0f}s" + (f" (last error: {last_exc})" if last_exc else ""))

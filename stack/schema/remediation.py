@@ -1,0 +1,180 @@
+"""`remediation:` automatic recovery playbooks run by the receiver.
+
+A playbook matches alerts by labels and names an ordered ladder of actions; after each
+action the runner checks through Prometheus whether the alert's condition cleared, and
+climbs to the next action when it did not. When the ladder is exhausted the ticket is
+handed to people. See docs/remediation.md.
+
+Playbooks come from three places, in this order: the shipped demo playbooks
+(webhook_receiver/remediation/playbooks/demo.yaml, when `demo_playbooks` is true and the
+demo platform is enabled), every file in `playbook_files`, and `playbooks` below. Names
+must be unique across all of them.
+"""
+from __future__ import annotations
+
+import re
+
+from stack.config import ConfigError, Field, ListOf
+
+BACKENDS = ("supervisor", "docker", "kubernetes", "http", "command")
+
+# backend -> operation -> required params (the runner checks the same table)
+OPERATIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "supervisor": {"restart": ("program",), "start": ("program",), "stop": ("program",),
+                   "signal": ("program", "signal"), "replace": ("program",)},
+    "docker": {"restart": ("container",), "start": ("container",), "stop": ("container",),
+               "replace": ("container",)},
+    "kubernetes": {"rollout_restart": ("name",), "scale": ("name", "replicas"),
+                   "delete_pod": ()},
+    "http": {"request": ("url",)},
+    "command": {"run": ("argv",)},
+}
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _name(v):
+    return None if _NAME.match(v) else f"must be lowercase letters, digits, '-', '_' or '.', got {v!r}"
+
+
+ACTION = {
+    "name": Field("str", check=_name),
+    "backend": Field("str", choices=BACKENDS),
+    # what the backend does; default: the backend's first operation (restart / request / run)
+    "operation": Field("str", None, nullable=True),
+    # backend parameters; strings may hold {label} / {label|default} placeholders
+    "params": Field("dict", {}),
+    "timeout": Field("duration", None, nullable=True, minimum=0.1),
+    # how long to wait for the condition to clear after this action (null = remediation.verify_window)
+    "verify_window": Field("duration", None, nullable=True, minimum=0),
+    # PromQL whose empty result means recovered (null = the playbook's verify, else the alert's expression)
+    "verify": Field("str", None, nullable=True),
+}
+
+PLAYBOOK = {
+    "name": Field("str", check=_name),
+    "description": Field("str", None, nullable=True),
+    "enabled": Field("bool", True),
+    # label -> value (exact) or "~regex" (full match); every key must match
+    "match": Field("dict"),
+    # what cooldowns, attempt limits and the lock are keyed on, e.g. "demo-{service}"
+    "target": Field("str", "{alertname}"),
+    "verify": Field("str", None, nullable=True),
+    # PromQL: when it returns any series the playbook stands aside (no action, no escalation),
+    # e.g. a service-down playbook while the whole region is down (the region playbook acts)
+    "skip_if": Field("str", None, nullable=True),
+    # PromQL: on_resolved actions wait until it returns no series (e.g. the region is healthy again)
+    "restore_after": Field("str", None, nullable=True),
+    "restore_timeout": Field("duration", "30m", minimum=0),
+    "cooldown": Field("duration", None, nullable=True, minimum=0),
+    "max_attempts": Field("int", None, nullable=True, minimum=1),
+    "attempt_window": Field("duration", None, nullable=True, minimum=1),
+    "dry_run": Field("bool", None, nullable=True),
+    "actions": ListOf(ACTION, min_items=1, unique_key="name"),
+    # run once when the alert resolves (e.g. restore routing); not verified, no ladder
+    "on_resolved": ListOf(ACTION, unique_key="name"),
+}
+
+SECTION = {
+    "enabled": Field("bool", True, "run playbooks on firing alerts"),
+    "dry_run": Field("bool", False, "plan and record every action, run none"),
+    "kill_switch": Field("bool", False, "stop all automatic actions (also switchable at run time)"),
+    # the shipped demo playbooks, when demo.enabled and the runtime is resolved (demo.ports set by `up`)
+    "demo_playbooks": Field("bool", True, "use the shipped demo playbooks when demo.enabled"),
+    "playbook_files": Field("list", []),
+    "playbooks": ListOf(PLAYBOOK, unique_key="name"),
+    "cooldown": Field("duration", "10m", minimum=0),
+    "max_attempts": Field("int", 3, minimum=1, help="actions per playbook+target per attempt_window"),
+    "attempt_window": Field("duration", "1h", minimum=1),
+    "action_timeout": Field("duration", "30s", minimum=0.1),
+    "verify_window": Field("duration", "2m", minimum=0),
+    "verify_interval": Field("duration", "5s", minimum=0.05),
+    # consecutive clear checks needed before an action counts as having worked
+    "verify_consecutive": Field("int", 2, minimum=1),
+    "escalate_on_failure": Field("bool", True, "hand the ticket to people when no action helped"),
+    # null = http://<stack.host>:<stack.ports.prometheus>
+    "prometheus_url": Field("url", None, nullable=True),
+    "workers": Field("int", 4, minimum=1, help="playbook runs at once per receiver process"),
+    "backends": {
+        "supervisor": {
+            # null = http://<stack.host>:<stack.ports.supervisor>/RPC2
+            "url": Field("url", None, nullable=True),
+            "username": Field("str", None, nullable=True),
+            "password": Field("str", None, nullable=True),
+        },
+        "docker": {
+            # unix:///var/run/docker.sock or http://host:2375
+            "url": Field("url", "unix:///var/run/docker.sock"),
+            "api_version": Field("str", "1.43"),
+            "stop_timeout": Field("int", 10, minimum=0),
+        },
+        "kubernetes": {
+            # null = in-cluster (https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)
+            "url": Field("url", None, nullable=True),
+            "namespace": Field("str", "default"),
+            "token": Field("str", None, nullable=True),
+            "token_file": Field("str", "/var/run/secrets/kubernetes.io/serviceaccount/token"),
+            "ca_file": Field("str", None, nullable=True),
+            "verify_tls": Field("bool", True),
+        },
+        "http": {
+            "headers": Field("dict", {}),
+        },
+        "command": {
+            "enabled": Field("bool", True, "allow the command backend at all"),
+            "cwd": Field("str", None, nullable=True),
+            "max_output_bytes": Field("int", 8192, minimum=256),
+        },
+    },
+}
+
+
+def check_playbook(pb: dict, key: str) -> None:
+    """Cross-key rules for one playbook (also used for playbook files)."""
+    for k, v in pb["match"].items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{key}.match.{k}", f"expected a string, got {v!r}")
+        if v.startswith("~"):
+            try:
+                re.compile(v[1:])
+            except re.error as exc:
+                raise ConfigError(f"{key}.match.{k}", f"bad regular expression: {exc}") from None
+    if not pb["match"]:
+        raise ConfigError(f"{key}.match", "needs at least one label")
+    for group in ("actions", "on_resolved"):
+        for i, a in enumerate(pb[group]):
+            akey = f"{key}.{group}[{i}]"
+            ops = OPERATIONS[a["backend"]]
+            if a["operation"] is None:
+                a["operation"] = next(iter(ops))
+            if a["operation"] not in ops:
+                raise ConfigError(f"{akey}.operation",
+                                  f"must be one of {', '.join(ops)} for backend {a['backend']}, "
+                                  f"got {a['operation']!r}")
+            for p in ops[a["operation"]]:
+                if p not in a["params"]:
+                    raise ConfigError(f"{akey}.params.{p}", f"is required for {a['backend']} {a['operation']}")
+            if a["backend"] == "command":
+                argv = a["params"]["argv"]
+                if not isinstance(argv, list) or not argv or not all(isinstance(x, str) for x in argv):
+                    raise ConfigError(f"{akey}.params.argv", "expected a non-empty list of strings")
+            if a["backend"] == "kubernetes" and a["operation"] == "delete_pod":
+                if not ("pod" in a["params"] or "selector" in a["params"]):
+                    raise ConfigError(f"{akey}.params", "delete_pod needs `pod` or `selector`")
+
+
+def check(cfg):
+    r = cfg["remediation"]
+    for i, pb in enumerate(r["playbooks"]):
+        check_playbook(pb, f"remediation.playbooks[{i}]")
+    names = {pb["name"]: "remediation.playbooks" for pb in r["playbooks"]}
+    for i, f in enumerate(r["playbook_files"]):
+        if not isinstance(f, str) or not f.strip():
+            raise ConfigError(f"remediation.playbook_files[{i}]", "expected a file path")
+        from webhook_receiver.remediation.model import parse_file  # validates with this schema
+
+        for pb in parse_file(f):
+            if pb["name"] in names:
+                raise ConfigError(f"remediation.playbook_files[{i}]",
+                                  f"playbook {pb['name']!r} is also defined in {names[pb['name']]}")
+            names[pb["name"]] = f

@@ -1,0 +1,292 @@
+"""The database exporter and index advisor against a real PostgreSQL cluster of our own.
+
+The cluster (pg_cluster fixture: initdb from the installed binaries, free port,
+pg_stat_statements and hypopg preloaded) gets the demo schema at a small scale, with
+its three deliberately missing indexes, and some workload.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+import urllib.request
+import uuid
+
+import psycopg
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.common import registry_for
+from exporters.db.advisor import Advisor, advise_url
+from exporters.db.collector import DbCollector
+from stack.config import load_data
+from stack.pgcluster import Cluster, with_dbname
+from stack.procs import binary, free_port
+
+pytestmark = pytest.mark.integration
+
+SCALE = 0.2
+
+
+def _create_db(admin_url: str) -> tuple[str, str]:
+    name = f"opsstack_dbx_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(f'create database "{name}"')
+    return name, with_dbname(admin_url, name)
+
+
+def _drop_db(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def demo_db(pg_cluster):
+    """A database with the demo schema (scale 0.2), its extensions and some workload."""
+    from demo.db.seed import seed
+    from demo.db.workload import Workload
+
+    admin = pg_cluster.url()
+    name, url = _create_db(admin)
+    seed(url, scale=SCALE)
+    Workload(url, seed=7).run_calls(600)
+    yield url
+    _drop_db(admin, name)
+
+
+def _cfg(url: str, **db) -> dict:
+    base = {"targets": [{"name": "main", "url": url}], "advisor": {"enabled": False},
+            "statement_timeout": "2s"}
+    base.update(db)
+    return load_data({"exporters": {"db": base}})
+
+
+def _scrape(collector) -> tuple[str, dict]:
+    text = generate_latest(registry_for(collector)).decode()
+    samples: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+    return text, samples
+
+
+def _value(samples, metric, **labels):
+    vals = [v for lab, v in samples.get(metric, []) if all(lab.get(k) == str(x) for k, x in labels.items())]
+    assert vals, f"{metric}{labels} not exported"
+    return vals[0]
+
+
+def test_exporter_reads_every_fact_group(demo_db):
+    col = DbCollector(_cfg(demo_db))
+    try:
+        _scrape(col)  # first scrape fills the statement text cache
+        text, s = _scrape(col)
+    finally:
+        col.close()
+    db = demo_db.rsplit("/", 1)[1]
+    assert _value(s, "opsstack_db_up", server="main") == 1
+    assert _value(s, "opsstack_exporter_up", exporter="db", source="main") == 1
+    assert _value(s, "opsstack_db_pg_stat_statements_available", server="main") == 1
+    assert _value(s, "opsstack_db_statements_calls_total", datname=db) >= 600
+    assert _value(s, "opsstack_db_statements_mean_exec_seconds", datname=db) > 0
+    info = [lab for lab, _ in s["opsstack_db_statement_info"]]
+    assert info and all(len(lab["query"]) <= 160 and lab["queryid"] for lab in info)
+    assert len(s["opsstack_db_statement_calls_total"]) <= 20
+    # index usage, sizes, dead tuples, vacuum age
+    part = dict(datname=db, schemaname="platform", relname="participants")
+    assert _value(s, "opsstack_db_table_seq_scans_total", **part) > 0
+    assert 0 <= _value(s, "opsstack_db_table_index_usage_ratio", **part) <= 1
+    assert _value(s, "opsstack_db_table_size_bytes", **part) > 0
+    assert _value(s, "opsstack_db_table_dead_rows", **part) >= 0
+    assert _value(s, "opsstack_db_database_xid_age", datname=db) > 0
+    assert _value(s, "opsstack_db_index_unused", datname=db, indexrelname="registrations_participant_idx") in (0, 1)
+    # pool use, cache hit ratio, settings in base units
+    assert 0 < _value(s, "opsstack_db_connections_used_ratio", server="main") < 1
+    assert 0 < _value(s, "opsstack_db_cache_hit_ratio", datname=db) <= 1
+    assert _value(s, "opsstack_db_setting_bytes", name="shared_buffers") >= 128 * 1024
+    assert _value(s, "opsstack_db_setting_seconds", name="statement_timeout") == 0
+    # lifecycle: partitions of this period and the next exist, old rows are counted
+    for table in ("platform.events", "platform.gate_logs"):
+        for period in ("current", "next"):
+            assert _value(s, "opsstack_db_partition_present", datname=db, table=table, period=period) == 1
+    assert _value(s, "opsstack_db_partitions", datname=db, table="platform.events") >= 40
+    assert _value(s, "opsstack_db_rows_older_than_retention", datname=db, table="platform.events") > 0
+    assert _value(s, "opsstack_db_rows_older_than_retention", datname=db, table="platform.gate_logs") == 5000 * SCALE
+    assert _value(s, "opsstack_db_archiver_enabled", server="main") == 0
+    assert _value(s, "opsstack_db_replicas", server="main") == 0
+    # and the whole output passes promtool's lint
+    res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_missing_partition_and_slow_statements(pg_cluster):
+    from demo.db.seed import apply_schema
+
+    name, url = _create_db(pg_cluster.url())
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            apply_schema(c)
+            c.execute("select platform.ensure_partitions(0, 0, 0, 0)")  # this month/day only
+            c.execute("select pg_sleep(0.25)")
+            c.execute("select pg_sleep(0.25)")
+        col = DbCollector(_cfg(url, statements={"slow_threshold": "200ms"}))
+        try:
+            _, s = _scrape(col)
+        finally:
+            col.close()
+        assert _value(s, "opsstack_db_partition_present", datname=name, table="platform.gate_logs", period="current") == 1
+        assert _value(s, "opsstack_db_partition_present", datname=name, table="platform.gate_logs", period="next") == 0
+        assert _value(s, "opsstack_db_partition_present", datname=name, table="platform.events", period="next") == 0
+        assert _value(s, "opsstack_db_statements_slow", datname=name) >= 1
+    finally:
+        _drop_db(pg_cluster.url(), name)
+
+
+def test_several_databases_and_missing_pg_stat_statements(pg_cluster, demo_db, caplog):
+    name, url = _create_db(pg_cluster.url())  # no extension created here
+    try:
+        cfg = load_data({"exporters": {"db": {
+            "advisor": {"enabled": False},
+            "targets": [{"name": "bare", "url": url},
+                        {"name": "main", "url": demo_db, "databases": [name]}]}}})
+        col = DbCollector(cfg)
+        try:
+            with caplog.at_level(logging.WARNING, logger="opsstack.exporter.db"):
+                _, s = _scrape(col)
+        finally:
+            col.close()
+        assert _value(s, "opsstack_db_pg_stat_statements_available", server="bare") == 0
+        assert _value(s, "opsstack_db_pg_stat_statements_available", server="main") == 1
+        assert any("pg_stat_statements_missing" in r.getMessage() and "shared_preload_libraries" in r.getMessage()
+                   for r in caplog.records)
+        dbs = {lab["datname"] for lab, _ in s["opsstack_db_tables"] if lab["server"] == "main"}
+        assert dbs == {demo_db.rsplit("/", 1)[1], name}
+    finally:
+        _drop_db(pg_cluster.url(), name)
+
+
+def test_a_locked_table_does_not_hang_the_scrape(demo_db):
+    locker = psycopg.connect(demo_db)
+    try:
+        locker.execute("lock table platform.participants in access exclusive mode")
+        col = DbCollector(_cfg(demo_db, statement_timeout="300ms"))
+        try:
+            _, s = _scrape(col)
+        finally:
+            col.close()
+    finally:
+        locker.rollback()
+        locker.close()
+    assert _value(s, "opsstack_db_up", server="main") == 1
+    assert _value(s, "opsstack_db_query_errors_total", server="main", query="tables") >= 1
+
+
+def test_exporter_answers_while_the_database_is_down_and_recovers(tmp_path):
+    cluster = Cluster(tmp_path / "data", port=free_port(), preload=())
+    cluster.start()
+    col = DbCollector(_cfg(cluster.url()))
+    try:
+        _, s = _scrape(col)
+        assert _value(s, "opsstack_db_up", server="main") == 1
+        cluster.stop()
+        _, s = _scrape(col)  # no exception, a complete answer
+        assert _value(s, "opsstack_db_up", server="main") == 0
+        assert _value(s, "opsstack_exporter_up", exporter="db", source="main") == 0
+        assert "opsstack_exporter_scrape_duration_seconds" in s
+        cluster.start()
+        _, s = _scrape(col)
+        assert _value(s, "opsstack_db_up", server="main") == 1
+        assert _value(s, "opsstack_db_pg_stat_statements_available", server="main") == 0
+    finally:
+        col.close()
+        cluster.stop()
+
+
+def test_server_serves_metrics(demo_db):
+    from exporters.db.server import serve
+
+    cfg = _cfg(demo_db)
+    port = free_port()
+    stop = threading.Event()
+    th = threading.Thread(target=serve, args=(cfg,), kwargs={"stop": stop, "port": port}, daemon=True)
+    th.start()
+    try:
+        from stack.procs import wait_http
+
+        wait_http(f"http://127.0.0.1:{port}/metrics", timeout=20)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'opsstack_db_up{server="main"} 1.0' in body
+    finally:
+        stop.set()
+        th.join(10)
+
+
+# ------------------------------------------------------------------------ advisor
+def _indexes(url: str) -> list:
+    with psycopg.connect(url) as c:
+        return c.execute("select indexrelid::regclass::text from pg_index order by 1").fetchall()
+
+
+def test_advisor_proves_the_missing_indexes_and_creating_one_lowers_the_cost(demo_db):
+    settings = load_data({})["exporters"]["db"]["advisor"]
+    before_idx = _indexes(demo_db)
+    rep = advise_url(demo_db, settings)
+    assert _indexes(demo_db) == before_idx, "the advisor must never create an index"
+    assert rep.hypopg and rep.problem is None and rep.examined > 0
+    found = {(s.table, tuple(s.columns)): s for s in rep.suggestions}
+    assert ("platform.participants", ("email",)) in found
+    assert ("platform.registrations", ("event_id", "status")) in found
+    assert ("platform.events", ("created_at",)) in found
+    ev = found[("platform.events", ("created_at",))]
+    assert ev.partitioned and ev.ddl[0].startswith("CREATE INDEX IF NOT EXISTS events_created_at_idx ON ONLY")
+    assert any("ATTACH PARTITION" in d for d in ev.ddl)
+    for s in rep.suggestions:
+        assert all(h.cost_drop_ratio >= settings["min_cost_drop"] for h in s.statements)
+        assert all(d.startswith(("CREATE INDEX", "ALTER INDEX")) for d in s.ddl)
+
+    # create the suggested index for real: the statement's plan gets cheaper
+    sug = found[("platform.participants", ("email",))]
+    stmt = sug.statements[0]
+    assert "CONCURRENTLY" in sug.ddl[0]
+    with psycopg.connect(demo_db, autocommit=True) as c:
+        adv = Advisor(c, settings)
+        c.execute("set plan_cache_mode = force_generic_plan")
+        cost_before = adv.cost(stmt.query)
+        c.execute(sug.ddl[0])
+        try:
+            cost_after = adv.cost(stmt.query)
+        finally:
+            c.execute("drop index platform.participants_email_idx")
+    assert cost_after < cost_before * (1 - settings["min_cost_drop"])
+    assert cost_after == pytest.approx(stmt.cost_after, rel=0.5)
+
+
+def test_advisor_cli_json_and_metrics(demo_db, capsys):
+    from exporters.db.advisor import AdvisorCache
+    from stack.cli import main
+
+    assert main(["db", "advise", "--url", demo_db, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["database"] == demo_db.rsplit("/", 1)[1]
+    cols = {(s["table"], ",".join(s["columns"])) for s in out[0]["suggestions"]}
+    assert ("platform.participants", "email") in cols
+
+    assert main(["db", "advise", "--url", demo_db]) == 0
+    human = capsys.readouterr().out
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS participants_email_idx" in human
+
+    cfg = _cfg(demo_db)
+    cache = AdvisorCache(cfg)
+    cache.run_once()
+    col = DbCollector(cfg, advisor=cache)
+    try:
+        _, s = _scrape(col)
+    finally:
+        col.close()
+    db = demo_db.rsplit("/", 1)[1]
+    assert _value(s, "opsstack_db_advisor_suggestions", datname=db) >= 3
+    assert _value(s, "opsstack_db_advisor_suggestion_cost_drop_ratio", datname=db,
+                  table="platform.participants", columns="email") >= 0.5
+    assert _value(s, "opsstack_db_advisor_available", datname=db) == 1

@@ -1,0 +1,159 @@
+"""`opsstack exporter app` against real demo instances, a hanging target, a dead one and TLS."""
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from demo.testing import REGIONS, AppExporterProcess, DemoProcess
+from stack.procs import binary, free_port
+
+pytestmark = pytest.mark.integration
+PROBE_TIMEOUT = 1.0
+SCRAPE_TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = DemoProcess(tmp_path_factory.mktemp("demo-exp"), service="user-app", load=False)
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def hanging_port():
+    """Accepts TCP connections (kernel backlog) but never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    d = tmp_path_factory.mktemp("tls")
+    key, crt = d / "k.pem", d / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "42", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    end = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-enddate"], check=True,
+                         capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    not_after = datetime.strptime(end, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=timezone.utc).timestamp()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(crt), str(key))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"https://127.0.0.1:{srv.server_address[1]}", str(crt), not_after
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory, demo, hanging_port, tls_server):
+    url, ca, _ = tls_server
+    services = [
+        {"name": "user-app", "endpoints": demo.endpoints},
+        {"name": "gate-management", "endpoints": {"seoul": f"http://127.0.0.1:{hanging_port}",
+                                                  "tokyo": f"http://127.0.0.1:{free_port()}"}},
+        {"name": "event-management", "endpoints": {"seoul": url}},
+    ]
+    e = AppExporterProcess(tmp_path_factory.mktemp("exp"), services, probe_timeout=f"{PROBE_TIMEOUT}s",
+                           scrape_timeout=f"{SCRAPE_TIMEOUT}s", tls_ca_file=ca)
+    e.start()
+    yield e
+    e.stop()
+
+
+def parse(text: str) -> dict[tuple, float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def v(s, name, **labels):
+    return s.get((name, tuple(sorted(labels.items()))))
+
+
+def test_probes_every_endpoint_and_a_hanging_one_does_not_hold_the_scrape(exporter):
+    # the scrape must finish within the scrape timeout although one target never answers
+    text = exporter.scrape(timeout=SCRAPE_TIMEOUT)
+    s = parse(text)
+    for r in REGIONS:
+        assert v(s, "opsstack_probe_up", service="user-app", region=r) == 1
+        assert v(s, "opsstack_probe_http_status_code", service="user-app", region=r) == 200
+        for phase in ("dns", "connect", "tls", "first_byte", "total"):
+            assert v(s, "opsstack_probe_duration_seconds", service="user-app", region=r, phase=phase) is not None
+        assert v(s, "opsstack_probe_latency_seconds_count", service="user-app", region=r) >= 1
+    assert v(s, "opsstack_probe_up", service="gate-management", region="seoul") == 0  # hangs
+    assert v(s, "opsstack_probe_http_status_code", service="gate-management", region="seoul") == 0
+    assert v(s, "opsstack_probe_duration_seconds", service="gate-management", region="seoul",
+             phase="total") >= PROBE_TIMEOUT * 0.99
+    assert v(s, "opsstack_probe_duration_seconds", service="gate-management", region="seoul",
+             phase="first_byte") is None
+    assert v(s, "opsstack_probe_up", service="gate-management", region="tokyo") == 0  # refused
+    assert v(s, "opsstack_exporter_up", exporter="app", source="probes") == 1
+    assert v(s, "opsstack_exporter_scrape_duration_seconds", exporter="app") is not None
+
+
+def test_https_target_reports_tls_phase_and_certificate_expiry(exporter, tls_server):
+    _, _, not_after = tls_server
+    s = parse(exporter.scrape(timeout=SCRAPE_TIMEOUT))
+    assert v(s, "opsstack_probe_up", service="event-management", region="seoul") == 1
+    assert v(s, "opsstack_probe_tls_cert_expiry_timestamp_seconds", service="event-management",
+             region="seoul") == not_after
+    assert v(s, "opsstack_probe_duration_seconds", service="event-management", region="seoul", phase="tls") > 0
+
+
+def test_promtool_check_metrics_passes(exporter):
+    text = exporter.scrape(timeout=SCRAPE_TIMEOUT)
+    res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_demo_faults_show_in_the_probes(exporter, demo):
+    assert demo.admin("POST", "/admin/faults", {"kind": "service-down", "region": "tokyo"})[0] == 201
+    assert demo.admin("POST", "/admin/faults", {"kind": "region-outage", "region": "singapore"})[0] == 201
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            s = parse(exporter.scrape(timeout=SCRAPE_TIMEOUT))
+            if v(s, "opsstack_probe_up", service="user-app", region="tokyo") == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert v(s, "opsstack_probe_up", service="user-app", region="tokyo") == 0
+        assert v(s, "opsstack_probe_http_status_code", service="user-app", region="tokyo") == 0
+        assert v(s, "opsstack_probe_up", service="user-app", region="singapore") == 0
+        assert v(s, "opsstack_probe_http_status_code", service="user-app", region="singapore") == 503
+        assert v(s, "opsstack_probe_up", service="user-app", region="seoul") == 1
+    finally:
+        demo.admin("POST", "/admin/heal", {})
+    s = parse(exporter.scrape(timeout=SCRAPE_TIMEOUT))
+    assert all(v(s, "opsstack_probe_up", service="user-app", region=r) == 1 for r in REGIONS)

@@ -1,0 +1,75 @@
+"""What `opsstack up` generates, checked without starting anything."""
+from __future__ import annotations
+
+import configparser
+
+from stack import prometheus_config, runtime
+from stack.config import load_data
+from stack.launcher import Stack
+
+
+def _resolved(tmp_path, **over):
+    data = {"stack": {"run_dir": str(tmp_path / ".run")}}
+    data.update(over)
+    cfg = load_data(data)
+    return cfg, runtime.resolve(cfg)
+
+
+def test_resolve_allocates_distinct_ports_and_remembers_them(tmp_path):
+    cfg, r = _resolved(tmp_path)
+    ports = r["runtime"]["ports"]
+    flat = [v for k, v in ports.items() if k != "demo"] + \
+        [p for d in ports["demo"].values() for p in d.values()]
+    assert len(flat) == len(set(flat))
+    again = runtime.resolve(cfg)
+    assert again["runtime"]["ports"] == ports
+    # endpoints of the demo platform are filled in per service and region
+    svc = r["platform"]["services"][0]
+    assert set(svc["endpoints"]) == {"seoul", "singapore", "tokyo"}
+    assert r["database"]["url"].endswith(f":{ports['postgres']}/opsstack")
+    assert r["runtime"]["embedded_database"] is True
+    assert len(r["receiver"]["token"]) >= 32
+
+
+def test_database_url_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPSSTACK_DATABASE_URL", "postgresql://u@db.example:5433/x")
+    _, r = _resolved(tmp_path)
+    assert r["database"]["url"] == "postgresql://u@db.example:5433/x"
+    assert r["runtime"]["embedded_database"] is False
+
+
+def test_fixed_ports_are_kept(tmp_path):
+    _, r = _resolved(tmp_path, stack={"run_dir": str(tmp_path / ".run"), "ports": {"prometheus": 19090}})
+    assert r["runtime"]["ports"]["prometheus"] == 19090
+
+
+def test_supervisord_conf_has_every_program_with_its_log(tmp_path):
+    _, r = _resolved(tmp_path)
+    st = Stack(r)
+    progs = st.programs(r)
+    text = st.supervisord_conf(r, progs)
+    cp = configparser.RawConfigParser()
+    cp.read_string(text)
+    names = {s.split(":", 1)[1] for s in cp.sections() if s.startswith("program:")}
+    assert {"postgres", "prometheus", "alertmanager", "node_exporter", "receiver", "exporter-app",
+            "demo-user-app", "demo-gate-management"} <= names
+    for n in names:
+        sec = cp[f"program:{n}"]
+        assert sec["stdout_logfile"].endswith(f"logs/{n}.log")
+        assert sec["autostart"] == "false"  # the launcher starts them in order
+    port = r["runtime"]["ports"]["supervisor"]
+    assert cp["inet_http_server"]["port"] == f"127.0.0.1:{port}"
+
+
+def test_prometheus_config_scrapes_every_component(tmp_path):
+    _, r = _resolved(tmp_path)
+    conf = prometheus_config.build(r, "native")
+    jobs = {j["job_name"]: j for j in conf["scrape_configs"]}
+    assert {"prometheus", "alertmanager", "node", "opsstack_app", "opsstack_receiver", "platform"} <= set(jobs)
+    services = {sc["labels"]["service"] for sc in jobs["platform"]["static_configs"]}
+    assert services == {s["name"] for s in r["platform"]["services"]}
+    assert conf["rule_files"] == [f"{r['stack']['run_dir']}/rules/*.yml"]
+    docker = prometheus_config.build(r, "docker")
+    assert docker["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert all("127.0.0.1" not in t for j in docker["scrape_configs"] for sc in j["static_configs"]
+               for t in sc["targets"])

@@ -1,0 +1,239 @@
+"""REST API under /api/v1 (described by /api/v1/openapi.json).
+
+Reads are anonymous when receiver.api.anonymous_read (the default); otherwise, and for
+every write, send ``Authorization: Bearer <token>`` with a token from receiver.api.tokens
+(scope read / write). A console session (logged-in user) may read as well.
+"""
+from __future__ import annotations
+
+import psycopg
+from flask import Blueprint, current_app, g, jsonify, request, session
+from psycopg_pool import PoolTimeout
+
+from webhook_receiver import auth, escalation, tickets
+from webhook_receiver.openapi import spec
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_TEXT = 4000
+SEVERITIES = ("critical", "warning", "info")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str):
+        self.status, self.error, self.message = status, error, message
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    resp = jsonify(error=exc.error, message=exc.message)
+    resp.status_code = exc.status
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-api"'
+    return resp
+
+
+@bp.errorhandler(psycopg.Error)
+@bp.errorhandler(PoolTimeout)
+def _db_error(exc):
+    return jsonify(error="database_unavailable", message="the ticket database is not reachable"), 503
+
+
+def _st():
+    from webhook_receiver.app import state
+
+    return state(current_app)
+
+
+def _require(scope: str) -> str:
+    """The actor name for the request, or ApiError 401/403."""
+    st = _st()
+    tok = auth.bearer(request.headers.get("Authorization"))
+    if tok:
+        client = st.api_tokens.client(tok)
+        if client is None:
+            raise ApiError(401, "unauthorized", "unknown API token")
+        if scope not in client.scopes:
+            raise ApiError(403, "forbidden", f"the token lacks the {scope!r} scope")
+        return f"api:{client.name}"
+    if scope == "read":
+        if session.get("user"):
+            return session["user"]
+        if st.cfg["receiver"]["api"]["anonymous_read"]:
+            return "anonymous"
+    raise ApiError(401, "unauthorized", "send Authorization: Bearer <API token>")
+
+
+def _ticket_id(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ApiError(404, "not_found", "no such ticket") from None
+    if not 0 < n < 2**63:
+        raise ApiError(404, "not_found", "no such ticket")
+    return n
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    v = request.args.get(name)
+    if v is None:
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a whole number") from None
+    if not lo <= n <= hi:
+        raise ApiError(400, "bad_request", f"{name} must be between {lo} and {hi}")
+    return n
+
+
+def _multi(name: str, allowed: tuple) -> list[str] | None:
+    vals = [v for raw in request.args.getlist(name) for v in raw.split(",") if v]
+    for v in vals:
+        if v not in allowed:
+            raise ApiError(400, "bad_request", f"{name} must be one of {', '.join(allowed)}")
+    return vals or None
+
+
+def _str_arg(name: str) -> str | None:
+    v = request.args.get(name)
+    if v is not None and (len(v) > 200 or "\x00" in v):
+        raise ApiError(400, "bad_request", f"{name} is too long or has a NUL character")
+    return v
+
+
+def _body() -> dict:
+    if not request.content_length and not request.data:
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return data
+
+
+def _text(data: dict, key: str, required: bool = False) -> str:
+    v = data.get(key)
+    if v is None:
+        if required:
+            raise ApiError(400, "bad_request", f"{key} is required")
+        return ""
+    if not isinstance(v, str) or "\x00" in v:
+        raise ApiError(400, "bad_request", f"{key} must be a string")
+    v = v.strip()
+    if required and not v:
+        raise ApiError(400, "bad_request", f"{key} must not be empty")
+    if len(v) > MAX_TEXT:
+        raise ApiError(400, "bad_request", f"{key} is longer than {MAX_TEXT} characters")
+    return v
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(spec())
+
+
+@bp.get("/tickets")
+def list_tickets():
+    """A JSON list of ticket objects, newest first."""
+    _require("read")
+    status = _multi("status", tickets.STATUSES)
+    severity = _multi("severity", SEVERITIES)
+    group_id = request.args.get("group_id")
+    if group_id is not None:
+        try:
+            group_id = int(group_id)
+            if not 0 < group_id < 2**63:
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, "bad_request", "group_id must be a positive whole number") from None
+    with _st().db.connection() as conn:
+        rows = tickets.list_tickets(conn, status=status, severity=severity, service=_str_arg("service"),
+                                    alertname=_str_arg("alertname"), fingerprint=_str_arg("fingerprint"),
+                                    group_id=group_id, limit=_int_arg("limit", 100, 1, 1000),
+                                    offset=_int_arg("offset", 0, 0, 10**9))
+    return jsonify([tickets.public(r) for r in rows])
+
+
+def _full(conn, t: dict) -> dict:
+    out = tickets.public(t)
+    out["events"] = [{**e, "at": e["at"].isoformat()} for e in tickets.events(conn, t["id"])]
+    out["alerts"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in a.items()}
+                     for a in tickets.alerts(conn, t["id"])]
+    return out
+
+
+@bp.get("/tickets/<tid>")
+def get_ticket(tid: str):
+    _require("read")
+    n = _ticket_id(tid)
+    with _st().db.connection() as conn:
+        t = tickets.get_ticket(conn, n)
+        if t is None:
+            raise ApiError(404, "not_found", "no such ticket")
+        return jsonify(_full(conn, t))
+
+
+def _action(tid: str, fn):
+    actor = _require("write")
+    n = _ticket_id(tid)
+    data = _body()
+    st = _st()
+    with st.db.connection() as conn:
+        try:
+            t = fn(st.ctx, conn, n, actor, data)
+        except tickets.NotFound:
+            raise ApiError(404, "not_found", "no such ticket") from None
+        except tickets.Conflict as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        return jsonify(_full(conn, t))
+
+
+@bp.post("/tickets/<tid>/acknowledge")
+def acknowledge(tid: str):
+    return _action(tid, lambda ctx, conn, n, actor, d: tickets.acknowledge(ctx, conn, n, actor, _text(d, "note")))
+
+
+@bp.post("/tickets/<tid>/resolve")
+def resolve(tid: str):
+    return _action(tid, lambda ctx, conn, n, actor, d: tickets.resolve(ctx, conn, n, actor, _text(d, "note")))
+
+
+@bp.post("/tickets/<tid>/comment")
+def comment(tid: str):
+    return _action(tid, lambda ctx, conn, n, actor, d: tickets.comment(ctx, conn, n, actor, _text(d, "text", True)))
+
+
+@bp.post("/tickets/<tid>/reassign")
+def reassign(tid: str):
+    def fn(ctx, conn, n, actor, d):
+        who = _text(d, "assignee", True)
+        if who not in ctx.directory.people:
+            raise ApiError(400, "bad_request", f"unknown person {who[:80]!r} (see oncall.people)")
+        return tickets.reassign(ctx, conn, n, actor, who, _text(d, "note"))
+    return _action(tid, fn)
+
+
+@bp.post("/tickets/<tid>/escalate")
+def escalate(tid: str):
+    def fn(ctx, conn, n, actor, d):
+        t = escalation.escalate_now(conn, n, _text(d, "reason") or "escalated by hand", actor, ctx=ctx)
+        if t is None:
+            if tickets.get_ticket(conn, n) is None:
+                raise tickets.NotFound(n)
+            raise tickets.Conflict("the ticket is resolved")
+        return t
+    return _action(tid, fn)
+
+
+@bp.get("/oncall")
+def oncall_now():
+    _require("read")
+    st = _st()
+    now = escalation.utcnow()
+    from webhook_receiver import oncall
+
+    out = []
+    for name, s in st.ctx.directory.schedules.items():
+        out.append({"schedule": name, "person": oncall.on_call(s, now),
+                    "next_handover": oncall.next_handover(s, now).isoformat()})
+    return jsonify(out)

@@ -1,0 +1,389 @@
+"""Automation around tickets: enrichment, remediation playbooks, ITSM forwarding.
+
+`create_app(cfg)` calls ``init_app(app, cfg)``. It applies the automation migrations, registers
+the ``automation`` blueprint and subscribes to the receiver's ticket hooks:
+
+| hook            | enrichment      | remediation                          | ITSM               |
+|-----------------|-----------------|--------------------------------------|--------------------|
+| ticket_opened   | attach graph... | run the matching playbook            | create issue       |
+| ticket_reopened | attach again    | run it again (new episode: cooldown) | reopen             |
+| ticket_updated  |                 |                                      | comment            |
+| ticket_resolved |                 | on_resolved actions (restore)        | resolve/transition |
+
+Hooks fire in the request thread after commit; the work runs in this process's thread pools
+(created lazily, so after gunicorn forks). Hooks are process-wide: the last app initialised
+in a process owns the subscriptions.
+
+Endpoints (blueprint ``automation``):
+- GET  /api/v1/tickets/<id>/attachments            list (name, kind, content_type, size, url)
+- GET  /api/v1/tickets/<id>/attachments/<name>     the content (PNG, JSON, text)
+- GET  /api/v1/tickets/<id>/remediation            runs and attempts (the audit rows)
+- GET  /api/v1/tickets/<id>/itsm                   JIRA/ServiceNow links and deliveries
+- GET  /api/v1/remediation/runs?limit=N            latest runs with their attempts
+- GET  /api/v1/remediation/playbooks               the loaded playbooks
+- GET|PUT /api/v1/remediation/kill-switch          {"enabled": bool} (PUT needs the write scope)
+- POST /api/v1/itsm/deliveries/<id>/retry          a failed delivery goes back to pending (write)
+- GET  /metrics/automation                         automation metrics (also on /metrics when the
+                                                   receiver's exposition includes EXTRA_COLLECTORS)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+log = logging.getLogger(__name__)
+
+EXT = "opsstack.automation"
+bp = Blueprint("automation", __name__)
+
+
+class Automation:
+    """Per-app automation state: playbooks, runner, forwarder, thread pools (per process)."""
+
+    def __init__(self, cfg: dict):
+        from webhook_receiver.remediation import load_playbooks
+
+        self.cfg = cfg
+        self.db_url = cfg["database"]["url"]
+        self.playbooks = load_playbooks(cfg)
+        self._runner = None
+        self._forwarder = None
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self.migrated = False
+
+    # ------------------------------------------------------------------ lazily made parts
+    def ensure_migrated(self) -> None:
+        if not self.migrated:
+            from webhook_receiver.remediation import store
+
+            store.migrate_url(self.db_url)
+            self.migrated = True
+
+    @property
+    def runner(self):
+        with self._lock:
+            if self._runner is None:
+                from webhook_receiver.remediation import Runner
+
+                self._runner = Runner(self.cfg, self.db_url, playbooks=self.playbooks)
+            return self._runner
+
+    @property
+    def forwarder(self):
+        with self._lock:
+            if self._forwarder is None:
+                from webhook_receiver.itsm import Forwarder
+
+                self._forwarder = Forwarder(self.cfg, self.db_url)
+            return self._forwarder
+
+    def pool(self, name: str, workers: int) -> ThreadPoolExecutor:
+        with self._lock:
+            if os.getpid() != self._pid:  # forked: the parent's threads do not exist here
+                self._pools, self._pid = {}, os.getpid()
+            if name not in self._pools:
+                self._pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"automation-{name}")
+            return self._pools[name]
+
+    def submit(self, name: str, workers: int, fn, *args):
+        def job():
+            try:
+                self.ensure_migrated()
+                return fn(*args)
+            except Exception:  # noqa: BLE001 - logged; the ticket itself is unaffected
+                log.exception("event=automation_job_failed job=%s args=%r", name, args)
+        return self.pool(name, workers).submit(job)
+
+    def shutdown(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.stop()
+        for p in self._pools.values():
+            p.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ hook handlers
+    def on_opened(self, event: str, ticket_id: int, **payload) -> None:
+        self._enrich(ticket_id)
+        self._remediate(ticket_id)
+        self._forward(event, ticket_id, payload)
+
+    def on_reopened(self, event: str, ticket_id: int, **payload) -> None:
+        self._enrich(ticket_id)
+        self._remediate(ticket_id)
+        self._forward(event, ticket_id, payload)
+
+    def on_updated(self, event: str, ticket_id: int, **payload) -> None:
+        self._forward(event, ticket_id, payload)
+
+    def on_resolved(self, event: str, ticket_id: int, **payload) -> None:
+        r = self.cfg["remediation"]
+        if r["enabled"] and any(p.on_resolved for p in self.playbooks):
+            self.submit("remediation", r["workers"], lambda tid: self.runner.restore(tid), ticket_id)
+        self._forward(event, ticket_id, payload)
+
+    def _enrich(self, ticket_id: int) -> None:
+        from webhook_receiver.remediation.verify import prometheus_url
+
+        e = self.cfg["enrichment"]
+        if e["enabled"] and (prometheus_url(self.cfg, e["prometheus_url"]) or e["logs"]["source"] != "none"):
+            from webhook_receiver import enrichment
+
+            self.submit("enrichment", e["workers"], enrichment.enrich, self.cfg, self.db_url, ticket_id)
+
+    def _remediate(self, ticket_id: int) -> None:
+        r = self.cfg["remediation"]
+        if r["enabled"] and self.playbooks:
+            self.submit("remediation", r["workers"], lambda tid: self.runner.handle_ticket(tid), ticket_id)
+
+    def _forward(self, event: str, ticket_id: int, payload: dict) -> None:
+        from webhook_receiver import itsm
+
+        if itsm.systems(self.cfg):
+            self.ensure_migrated()
+            self.forwarder.enqueue(event, ticket_id, payload)
+            self.forwarder.start()
+
+
+_active: dict = {}
+
+
+def init_app(app, cfg: dict) -> Automation:
+    """Wire enrichment, remediation and ITSM forwarding into the receiver app."""
+    from webhook_receiver import hooks, itsm
+
+    auto = Automation(cfg)
+    app.extensions[EXT] = auto
+    try:
+        auto.ensure_migrated()
+    except Exception as exc:  # noqa: BLE001 - the database may come later
+        log.warning("event=automation_migrate_deferred error=%r", str(exc).splitlines()[0] if str(exc) else repr(exc))
+    if "automation" not in app.blueprints:
+        app.register_blueprint(bp)
+    # hooks are per process: the newest app owns them
+    for event, fn in _active.items():
+        hooks.unsubscribe(event, fn)
+    _active.clear()
+    for event, fn in (("ticket_opened", auto.on_opened), ("ticket_reopened", auto.on_reopened),
+                      ("ticket_updated", auto.on_updated), ("ticket_resolved", auto.on_resolved)):
+        hooks.subscribe(event, fn)
+        _active[event] = fn
+    try:  # the receiver's /metrics includes these when it offers the hook
+        from webhook_receiver import metrics as receiver_metrics
+        from webhook_receiver.remediation.metrics import AutomationCollector
+
+        extra = getattr(receiver_metrics, "EXTRA_COLLECTORS", None)
+        if isinstance(extra, list):
+            extra[:] = [f for f in extra if getattr(f, "__name__", "") != "_automation_collector"]
+
+            def _automation_collector(db=None, _cfg=cfg):
+                return AutomationCollector(_cfg, _cfg["database"]["url"])
+            extra.append(_automation_collector)
+    except ImportError:
+        pass
+    if itsm.systems(cfg) and auto.migrated:
+        auto.forwarder.start()  # pending deliveries from before a restart
+    log.info("event=automation_ready playbooks=%d remediation=%s dry_run=%s enrichment=%s itsm=%s",
+             len(auto.playbooks), cfg["remediation"]["enabled"], cfg["remediation"]["dry_run"],
+             cfg["enrichment"]["enabled"], ",".join(itsm.systems(cfg)) or "none")
+    return auto
+
+
+# ====================================================================== HTTP API
+def _auto() -> Automation:
+    return current_app.extensions[EXT]
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str):
+        self.status, self.error, self.message = status, error, message
+
+
+@bp.errorhandler(_ApiError)
+def _api_error(exc: _ApiError):
+    resp = jsonify(error=exc.error, message=exc.message)
+    resp.status_code = exc.status
+    return resp
+
+
+def _require(scope: str) -> str:
+    """The receiver's API auth (tokens with scopes, console session, anonymous read)."""
+    from webhook_receiver import api
+
+    try:
+        return api._require(scope)
+    except api.ApiError as exc:
+        raise _ApiError(exc.status, exc.error, exc.message) from None
+
+
+def _tid(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise _ApiError(404, "not_found", "no such ticket") from None
+    if not 0 < n < 2**63:
+        raise _ApiError(404, "not_found", "no such ticket")
+    return n
+
+
+def _conn():
+    from webhook_receiver.remediation import store
+
+    auto = _auto()
+    try:
+        auto.ensure_migrated()
+        return store.connect(auto.db_url, autocommit=True)
+    except Exception:  # noqa: BLE001
+        raise _ApiError(503, "database_unavailable", "the ticket database is not reachable") from None
+
+
+def _ticket_exists(conn, tid: int) -> None:
+    if conn.execute("select 1 from tickets where id = %s", (tid,)).fetchone() is None:
+        raise _ApiError(404, "not_found", "no such ticket")
+
+
+def _iso(row: dict) -> dict:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+@bp.get("/api/v1/tickets/<tid>/attachments")
+def attachments(tid):
+    from webhook_receiver import enrichment
+
+    _require("read")
+    tid = _tid(tid)
+    with _conn() as conn:
+        _ticket_exists(conn, tid)
+        rows = enrichment.list_attachments(conn, tid)
+    for r in rows:
+        r["url"] = f"/api/v1/tickets/{tid}/attachments/{r['name']}"
+    return jsonify(ticket_id=tid, attachments=rows)
+
+
+@bp.get("/api/v1/tickets/<tid>/attachments/<name>")
+def attachment(tid, name):
+    from webhook_receiver import enrichment
+
+    _require("read")
+    tid = _tid(tid)
+    with _conn() as conn:
+        row = enrichment.get_attachment(conn, tid, name)
+    if row is None:
+        raise _ApiError(404, "not_found", "no such attachment")
+    return Response(bytes(row["body"]), mimetype=row["content_type"].split(";")[0],
+                    headers={"Content-Type": row["content_type"], "Cache-Control": "no-store",
+                             "X-Content-Type-Options": "nosniff"})
+
+
+def _runs(conn, where: str, args: tuple, limit: int) -> list[dict]:
+    runs = conn.execute(f"select * from remediation_runs where {where} order by id desc limit %s",
+                        (*args, limit)).fetchall()
+    ids = [r["id"] for r in runs]
+    atts = conn.execute("select * from remediation_attempts where run_id = any(%s) order by run_id, phase, step",
+                        (ids,)).fetchall() if ids else []
+    by: dict[int, list] = {}
+    for a in atts:
+        by.setdefault(a["run_id"], []).append(_iso(a))
+    return [{**_iso(r), "attempts": by.get(r["id"], [])} for r in runs]
+
+
+@bp.get("/api/v1/tickets/<tid>/remediation")
+def ticket_remediation(tid):
+    _require("read")
+    tid = _tid(tid)
+    with _conn() as conn:
+        _ticket_exists(conn, tid)
+        return jsonify(ticket_id=tid, runs=_runs(conn, "ticket_id = %s", (tid,), 100))
+
+
+@bp.get("/api/v1/remediation/runs")
+def remediation_runs():
+    _require("read")
+    try:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        raise _ApiError(400, "bad_request", "limit must be a whole number") from None
+    if not 1 <= limit <= 500:
+        raise _ApiError(400, "bad_request", "limit must be between 1 and 500")
+    with _conn() as conn:
+        return jsonify(runs=_runs(conn, "true", (), limit))
+
+
+@bp.get("/api/v1/remediation/playbooks")
+def playbooks():
+    _require("read")
+    out = [{"name": p.name, "description": p.description, "source": p.source, "match": p.match,
+            "target": p.target, "cooldown": p.cooldown, "max_attempts": p.max_attempts,
+            "attempt_window": p.attempt_window, "dry_run": p.dry_run or _auto().cfg["remediation"]["dry_run"],
+            "actions": [{"name": a.name, "backend": a.backend, "operation": a.operation} for a in p.actions],
+            "on_resolved": [{"name": a.name, "backend": a.backend, "operation": a.operation} for a in p.on_resolved]}
+           for p in _auto().playbooks]
+    return jsonify(playbooks=out)
+
+
+@bp.route("/api/v1/remediation/kill-switch", methods=["GET", "PUT", "POST"])
+def kill_switch():
+    from webhook_receiver.remediation import store
+
+    cfg_on = bool(_auto().cfg["remediation"]["kill_switch"])
+    if request.method == "GET":
+        _require("read")
+        with _conn() as conn:
+            ks = store.kill_switch(conn)
+    else:
+        actor = _require("write")
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict) or not isinstance(data.get("enabled"), bool):
+            raise _ApiError(400, "bad_request", 'send {"enabled": true} or {"enabled": false}')
+        with _conn() as conn:
+            store.set_setting(conn, "kill_switch", data["enabled"], actor)
+            ks = store.kill_switch(conn)
+        log.warning("event=kill_switch_set enabled=%s actor=%s", data["enabled"], actor)
+    return jsonify(enabled=bool(ks["enabled"]) or cfg_on, runtime=bool(ks["enabled"]), config=cfg_on,
+                   updated_by=ks["updated_by"],
+                   updated_at=ks["updated_at"].isoformat() if ks["updated_at"] else None)
+
+
+@bp.get("/api/v1/tickets/<tid>/itsm")
+def ticket_itsm(tid):
+    from webhook_receiver import itsm
+
+    _require("read")
+    tid = _tid(tid)
+    with _conn() as conn:
+        _ticket_exists(conn, tid)
+        return jsonify(ticket_id=tid, **itsm.status(conn, tid))
+
+
+@bp.post("/api/v1/itsm/deliveries/<did>/retry")
+def itsm_retry(did):
+    _require("write")
+    try:
+        did = int(did)
+    except ValueError:
+        raise _ApiError(404, "not_found", "no such delivery") from None
+    with _conn() as conn:
+        row = conn.execute("""update ticket_itsm_outbox set status = 'pending', next_attempt_at = now(), attempts = 0
+                              where id = %s and status = 'failed' returning id""", (did,)).fetchone()
+    if row is None:
+        raise _ApiError(404, "not_found", "no failed delivery with this id")
+    auto = _auto()
+    auto.forwarder.start()
+    auto.forwarder._wake.set()
+    return jsonify(id=did, status="pending")
+
+
+@bp.get("/metrics/automation")
+def automation_metrics():
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from webhook_receiver.remediation.metrics import AutomationCollector
+
+    auto = _auto()
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(AutomationCollector(auto.cfg, auto.db_url))
+    return Response(generate_latest(reg), mimetype=CONTENT_TYPE_LATEST)

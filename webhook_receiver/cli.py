@@ -1,0 +1,125 @@
+"""`opsstack receiver serve|migrate|hash-password`.
+
+serve: gunicorn (gthread workers) bound to stack.host:stack.ports.receiver, with
+receiver.workers workers; each worker runs the scheduler loop (escalations, outbox,
+heartbeats) in a thread — safe with any number of workers/replicas (row locks).
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import sys
+import tempfile
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("serve", help="run the receiver under gunicorn")
+    s.add_argument("--bind", help="host:port (default: stack.host:stack.ports.receiver)")
+    s.add_argument("--workers", type=int, help="default: receiver.workers")
+    s.add_argument("--no-scheduler", action="store_true", help="do not run the escalation/outbox loop here")
+    sub.add_parser("migrate", help="apply the database migrations and exit")
+    h = sub.add_parser("hash-password", help="print a password hash for receiver.console.users")
+    h.add_argument("--password", help="default: prompt (or one line on stdin)")
+
+
+def _db_url(cfg: dict) -> str:
+    url = os.environ.get("OPSSTACK_DATABASE_URL") or cfg["database"]["url"]
+    if not url:
+        from stack.config import ConfigError
+
+        raise ConfigError("database.url", "is not set (start through `opsstack up` or set OPSSTACK_DATABASE_URL)")
+    return url
+
+
+def _token(cfg: dict) -> str | None:
+    return os.environ.get("OPSSTACK_RECEIVER_TOKEN") or cfg["receiver"]["token"]
+
+
+def run(args, cfg) -> int:
+    if args.action == "hash-password":
+        from webhook_receiver.auth import hash_password
+
+        pw = args.password
+        if pw is None:
+            pw = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        if not pw:
+            print("opsstack: empty password", file=sys.stderr)
+            return 2
+        print(hash_password(pw))
+        return 0
+    cfg = dict(cfg, database=dict(cfg["database"], url=_db_url(cfg)), receiver=dict(cfg["receiver"], token=_token(cfg)))
+    if args.action == "migrate":
+        from webhook_receiver.db import connect, migrate
+
+        try:
+            with connect(cfg["database"]["url"]) as conn:
+                v = migrate(conn)
+        except Exception as exc:  # noqa: BLE001
+            print(f"opsstack: receiver migrate failed: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            return 1
+        print(f"receiver schema at version {v}")
+        return 0
+    if not cfg["receiver"]["token"]:
+        log.warning("event=no_token hint='set receiver.token or OPSSTACK_RECEIVER_TOKEN: every webhook gets 401'")
+    port = cfg["stack"]["ports"]["receiver"]
+    bind = args.bind or f"{cfg['stack']['host']}:{port}"
+    if not args.bind and port == "auto":
+        from stack.config import ConfigError
+
+        raise ConfigError("stack.ports.receiver", "is 'auto': run through `opsstack up` or pass --bind")
+    return serve(cfg, bind, args.workers or cfg["receiver"]["workers"], scheduler=not args.no_scheduler)
+
+
+def gunicorn_app(factory, options: dict):
+    """A gunicorn application around ``factory()`` (also used by bench/receiver_bench.py)."""
+    from gunicorn.app.base import BaseApplication
+
+    class _App(BaseApplication):
+        def load_config(self):
+            for k, v in options.items():
+                self.cfg.set(k, v)
+
+        def load(self):
+            return factory()
+
+    return _App()
+
+
+def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
+    # multiprocess metrics need the folder before prometheus_client is imported anywhere
+    mdir = tempfile.mkdtemp(prefix="opsstack-receiver-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = mdir
+    from webhook_receiver.db import connect, migrate
+
+    try:  # migrate once before the workers start (they would serialise on the lock anyway)
+        with connect(cfg["database"]["url"]) as conn:
+            migrate(conn)
+    except Exception as exc:  # noqa: BLE001 - workers retry; /readyz stays 503 meanwhile
+        log.warning("event=migrate_deferred error=%r", (str(exc).strip().splitlines() or [""])[0])
+
+    def factory():
+        from webhook_receiver.app import create_app, start_scheduler
+
+        app = create_app(cfg)
+        if scheduler:
+            start_scheduler(app)
+        return app
+
+    def child_exit(server, worker):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+    options = {
+        "bind": bind, "workers": workers, "worker_class": "gthread", "threads": cfg["receiver"]["threads"],
+        "timeout": 60, "graceful_timeout": 10, "keepalive": 5, "accesslog": None, "errorlog": "-",
+        "loglevel": "info", "proc_name": "opsstack-receiver", "child_exit": child_exit,
+        "limit_request_line": 8190, "control_socket_disable": True,
+    }
+    log.info("event=receiver_serving bind=%s workers=%s", bind, workers)
+    gunicorn_app(factory, options).run()
+    return 0

@@ -1,0 +1,210 @@
+"""The incident console: server-rendered HTML, no build step.
+
+Login with a user from receiver.console.users (werkzeug password hashes); a signed session
+cookie keeps it. Pages: the open tickets by severity and age (linked by Alertmanager group),
+and one ticket with its alerts, owner, level, time left before the next escalation, the
+timeline, and buttons to acknowledge, resolve, comment and reassign. Forms carry a CSRF token.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from functools import wraps
+
+import psycopg
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
+                   url_for)
+from psycopg_pool import PoolTimeout
+
+from webhook_receiver import escalation, tickets
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+
+SEV_ORDER = ("critical", "warning", "info")
+
+
+def _st():
+    from webhook_receiver.app import state
+
+    return state(current_app)
+
+
+def _csrf() -> str:
+    tok = session.get("csrf")
+    if not tok:
+        tok = session["csrf"] = secrets.token_urlsafe(24)
+    return tok
+
+
+def login_required(fn):
+    @wraps(fn)
+    def wrapper(*a, **kw):
+        if not session.get("user"):
+            return redirect(url_for("console.login", next=request.full_path if request.query_string else request.path))
+        if request.method == "POST":
+            given = request.form.get("csrf", "")
+            if not secrets.compare_digest(given, session.get("csrf", "")):
+                abort(400, "bad or missing CSRF token; reload the page")
+        return fn(*a, **kw)
+    return wrapper
+
+
+def human(seconds: float | None) -> str:
+    """1h 5m, 4m 12s, 9s (pure)."""
+    if seconds is None:
+        return "—"
+    s = int(round(abs(seconds)))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d" if d else "", f"{h}h" if h else "", f"{m}m" if m and not d else "", f"{s}s" if not (d or h) else ""]
+    out = " ".join(p for p in parts if p) or "0s"
+    return ("-" if seconds < 0 else "") + out
+
+
+@bp.app_template_filter("ago")
+def _ago(t: datetime | None) -> str:
+    return human((escalation.utcnow() - t).total_seconds()) if t else "—"
+
+
+@bp.app_template_filter("until")
+def _until(t: datetime | None) -> str:
+    if t is None:
+        return "—"
+    left = (t - escalation.utcnow()).total_seconds()
+    return "due now" if left <= 0 else "in " + human(left)
+
+
+@bp.app_template_filter("ts")
+def _ts(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "—"
+
+
+@bp.app_context_processor
+def _globals():
+    st = _st()
+    return {"title": st.cfg["receiver"]["console"]["title"], "user": session.get("user"), "csrf": _csrf}
+
+
+@bp.errorhandler(psycopg.Error)
+@bp.errorhandler(PoolTimeout)
+def _db_down(exc):
+    return render_template("console_error.html", message="The ticket database is not reachable; retry shortly."), 503
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    st = _st()
+    error = None
+    if request.method == "POST":
+        name = request.form.get("username", "")
+        user = st.users.check(name, request.form.get("password", ""))
+        if user:
+            session.clear()
+            session["user"] = user["name"]
+            session["display"] = user.get("display_name") or user["name"]
+            _csrf()
+            nxt = request.args.get("next", "")
+            return redirect(nxt if nxt.startswith("/console") else url_for("console.index"))
+        error = "Wrong user name or password."
+    no_users = not st.cfg["receiver"]["console"]["users"]
+    return render_template("console_login.html", error=error, no_users=no_users), (401 if error else 200)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    session.clear()
+    return redirect(url_for("console.login"))
+
+
+@bp.get("/")
+@login_required
+def index():
+    st = _st()
+    group = request.args.get("group", type=int)
+    with st.db.connection() as conn:
+        open_rows = tickets.list_tickets(conn, status=["open", "acknowledged"], group_id=group, limit=500)
+        recent = tickets.list_tickets(conn, status=["resolved"], group_id=group, limit=20)
+        counts = {r["ticket_id"]: r["n"] for r in conn.execute(
+            "select ticket_id, count(*) n from ticket_alerts where ticket_id = any(%s) group by 1",
+            ([t["id"] for t in open_rows],)).fetchall()}
+        gsize = {r["group_id"]: r["n"] for r in conn.execute(
+            "select group_id, count(*) n from tickets where status <> 'resolved' and group_id is not null "
+            "group by 1").fetchall()}
+    by_sev: dict[str, list] = {}
+    for t in sorted(open_rows, key=lambda t: (t["group_id"] or 0, t["opened_at"])):
+        by_sev.setdefault(t["severity"] if t["severity"] in SEV_ORDER else "other", []).append(t)
+    sections = [(s, by_sev[s]) for s in (*SEV_ORDER, "other") if s in by_sev]
+    levels = {name: p for name, p in st.ctx.policies.items()}
+    return render_template("console_index.html", sections=sections, recent=recent, counts=counts, gsize=gsize,
+                           group=group, levels=levels)
+
+
+@bp.get("/tickets/<int:tid>")
+@login_required
+def ticket(tid: int):
+    st = _st()
+    with st.db.connection() as conn:
+        t = tickets.get_ticket(conn, tid)
+        if t is None:
+            abort(404)
+        events = tickets.events(conn, tid)
+        alerts = tickets.alerts(conn, tid)
+        siblings = tickets.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
+    pol = st.ctx.policy(t["policy"])
+    return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
+                           siblings=[s for s in siblings if s["id"] != tid], level_name=pol.level(t["level"]).name,
+                           people=sorted(st.ctx.directory.people))
+
+
+def _do(tid: int, fn, done: str):
+    st = _st()
+    actor = session["user"]
+    with st.db.connection() as conn:
+        try:
+            fn(st.ctx, conn, tid, actor)
+            flash(done)
+        except tickets.NotFound:
+            abort(404)
+        except tickets.Conflict as exc:
+            flash(f"Not done: {exc}.")
+    return redirect(url_for("console.ticket", tid=tid))
+
+
+def _form_text(name: str, required: bool = False) -> str:
+    v = (request.form.get(name) or "").strip()
+    if required and not v:
+        abort(400, f"{name} is required")
+    if len(v) > 4000 or "\x00" in v:
+        abort(400, f"{name} is too long")
+    return v
+
+
+@bp.post("/tickets/<int:tid>/acknowledge")
+@login_required
+def acknowledge(tid: int):
+    return _do(tid, lambda ctx, conn, n, actor: tickets.acknowledge(ctx, conn, n, actor), "Acknowledged.")
+
+
+@bp.post("/tickets/<int:tid>/resolve")
+@login_required
+def resolve(tid: int):
+    note = _form_text("note")
+    return _do(tid, lambda ctx, conn, n, actor: tickets.resolve(ctx, conn, n, actor, note), "Resolved.")
+
+
+@bp.post("/tickets/<int:tid>/comment")
+@login_required
+def comment(tid: int):
+    text = _form_text("text", required=True)
+    return _do(tid, lambda ctx, conn, n, actor: tickets.comment(ctx, conn, n, actor, text), "Comment added.")
+
+
+@bp.post("/tickets/<int:tid>/reassign")
+@login_required
+def reassign(tid: int):
+    who = _form_text("assignee", required=True)
+    if who not in _st().ctx.directory.people:
+        abort(400, "unknown person")
+    return _do(tid, lambda ctx, conn, n, actor: tickets.reassign(ctx, conn, n, actor, who), f"Given to {who}.")

@@ -1,0 +1,221 @@
+"""PostgreSQL access for the receiver: a connection pool and the migrations (in code).
+
+Migrations are a list of SQL steps applied in order under an advisory lock, each recorded
+in ``ticket_schema_versions``; running them twice, or from two processes at once, is safe.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key for migrations: hashtext('opsstack.receiver.migrate') is stable,
+# but a literal keeps it obvious.
+MIGRATE_LOCK = 7_215_001
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+    create table if not exists ticket_payloads (
+        id bigserial primary key,
+        received_at timestamptz not null default now(),
+        group_key text,
+        receiver text,
+        status text,
+        alert_count int not null default 0,
+        body jsonb not null,
+        error text
+    );
+    create index if not exists ticket_payloads_received_at on ticket_payloads (received_at);
+
+    create table if not exists ticket_groups (
+        id bigserial primary key,
+        group_key text not null unique,
+        receiver text,
+        group_labels jsonb not null default '{}',
+        first_seen timestamptz not null default now(),
+        last_seen timestamptz not null default now()
+    );
+
+    create table if not exists tickets (
+        id bigserial primary key,
+        fingerprint text not null,
+        status text not null check (status in ('open', 'acknowledged', 'resolved')),
+        alertname text not null,
+        service text not null default '',
+        severity text not null default '',
+        tier int not null default 1,
+        team text not null default '',
+        labels jsonb not null default '{}',
+        annotations jsonb not null default '{}',
+        summary text not null default '',
+        generator_url text not null default '',
+        group_id bigint references ticket_groups (id),
+        starts_at timestamptz not null,
+        opened_at timestamptz not null default now(),
+        acknowledged_at timestamptz,
+        acknowledged_by text,
+        resolved_at timestamptz,
+        resolved_by text,
+        reopened_count int not null default 0,
+        last_reopened_at timestamptz,
+        policy text not null default 'default',
+        entry_level int not null default 1,
+        level int not null default 1,
+        level_since timestamptz not null default now(),
+        repeats int not null default 0,
+        next_escalation_at timestamptz,
+        assignee text,
+        updated_at timestamptz not null default now()
+    );
+    -- at most one unresolved ticket per alert fingerprint
+    create unique index if not exists tickets_one_active on tickets (fingerprint)
+        where status <> 'resolved';
+    create index if not exists tickets_status on tickets (status, opened_at);
+    create index if not exists tickets_due on tickets (next_escalation_at)
+        where status = 'open' and next_escalation_at is not null;
+    create index if not exists tickets_fingerprint on tickets (fingerprint, resolved_at);
+
+    -- one row per firing episode (fingerprint + startsAt): the idempotency key
+    create table if not exists ticket_alerts (
+        id bigserial primary key,
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        fingerprint text not null,
+        starts_at timestamptz not null,
+        ends_at timestamptz,
+        status text not null,
+        labels jsonb not null default '{}',
+        annotations jsonb not null default '{}',
+        group_id bigint references ticket_groups (id),
+        first_seen timestamptz not null default now(),
+        last_seen timestamptz not null default now(),
+        unique (fingerprint, starts_at)
+    );
+    create index if not exists ticket_alerts_ticket on ticket_alerts (ticket_id);
+
+    create table if not exists ticket_events (
+        id bigserial primary key,
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        at timestamptz not null default now(),
+        kind text not null,
+        actor text not null,
+        details jsonb not null default '{}'
+    );
+    create index if not exists ticket_events_ticket on ticket_events (ticket_id, at);
+    create index if not exists ticket_events_kind on ticket_events (kind, at);
+
+    create table if not exists ticket_notifications (
+        id bigserial primary key,
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        channel text not null,
+        kind text not null,
+        dedup_key text not null unique,
+        recipient text,
+        payload jsonb not null default '{}',
+        status text not null default 'pending' check (status in ('pending', 'sent', 'failed')),
+        attempts int not null default 0,
+        next_attempt_at timestamptz not null default now(),
+        last_error text,
+        created_at timestamptz not null default now(),
+        sent_at timestamptz
+    );
+    create index if not exists ticket_notifications_due on ticket_notifications (next_attempt_at)
+        where status = 'pending';
+
+    -- per ticket and channel: the thread id (Slack ts, e-mail Message-ID) replies go to
+    create table if not exists ticket_threads (
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        channel text not null,
+        thread_ref text not null,
+        primary key (ticket_id, channel)
+    );
+
+    create table if not exists ticket_heartbeats (
+        alertname text primary key,
+        last_seen timestamptz not null,
+        alarm_ticket_id bigint
+    );
+    """),
+]
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Apply pending migrations; returns the schema version. Safe to run concurrently."""
+    latest = max(v for v, _ in MIGRATIONS)
+    cur = conn.cursor(row_factory=tuple_row)
+    with conn.transaction():  # fast path, and no DDL privileges needed when up to date
+        if cur.execute("select to_regclass('ticket_schema_versions') is not null").fetchone()[0]:
+            row = cur.execute("select max(version) from ticket_schema_versions").fetchone()
+            if row and row[0] is not None and row[0] >= latest:
+                return row[0]
+    with conn.transaction():
+        cur.execute("select pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        cur.execute("""create table if not exists ticket_schema_versions (
+                            version int primary key, applied_at timestamptz not null default now())""")
+        done = {r[0] for r in cur.execute("select version from ticket_schema_versions").fetchall()}
+        for version, ddl in MIGRATIONS:
+            if version in done:
+                continue
+            cur.execute(ddl)
+            cur.execute("insert into ticket_schema_versions (version) values (%s)", (version,))
+            log.info("event=migration_applied component=receiver version=%s", version)
+    return latest
+
+
+def connect(url: str, timeout: float = 5.0) -> psycopg.Connection:
+    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), row_factory=dict_row)
+
+
+class Database:
+    """A lazily opened pool per process (gunicorn workers fork before opening it)."""
+
+    def __init__(self, url: str, size: int = 4, timeout: float = 5.0):
+        self.url = url
+        self.size = size
+        self.timeout = timeout
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self.migrated = False
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute("set statement_timeout = %s" % int(self.timeout * 1000))
+
+    @property
+    def pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=self.size, open=True, timeout=self.timeout,
+                    kwargs={"row_factory": dict_row, "autocommit": True,
+                            "connect_timeout": max(1, int(self.timeout))},
+                    configure=self._configure, check=ConnectionPool.check_connection, name="receiver")
+            return self._pool
+
+    def connection(self):
+        """Context manager yielding a pooled connection (transaction committed on exit)."""
+        return self.pool.connection(timeout=self.timeout)
+
+    def ensure_migrated(self) -> None:
+        if self.migrated:
+            return
+        with connect(self.url, self.timeout) as conn:
+            migrate(conn)
+        self.migrated = True
+
+    def ping(self) -> bool:
+        try:
+            with self.connection() as conn:
+                conn.execute("select 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None

@@ -1,0 +1,65 @@
+"""In-process ticket hooks: other parts of the receiver subscribe to ticket changes.
+
+    from webhook_receiver import hooks
+    hooks.subscribe("ticket_opened", fn)   # fn(event="ticket_opened", ticket_id=..., db_url=..., ...)
+
+Events: ticket_opened, ticket_updated, ticket_resolved, ticket_reopened. ticket_updated carries
+``change`` = acknowledged | escalated | comment | reassigned | alert_attached. They are emitted after the database commit, in the process that made the
+change, with keyword arguments ``event``, ``ticket_id``, ``db_url`` (a libpq URL the
+subscriber may connect to), ``actor`` and event-specific extras (``alertname``, ``service``,
+``severity``, ``level``...). A subscriber that raises is logged and ignored: it never breaks
+ticket handling. Subscribers run synchronously in the request thread, so slow work belongs in
+a thread or queue of the subscriber's own.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("ticket_opened", "ticket_updated", "ticket_resolved", "ticket_reopened")
+
+_subscribers: dict[str, list[Callable[..., object]]] = {}
+_lock = threading.Lock()
+
+
+def subscribe(event_name: str, fn: Callable[..., object]) -> Callable[..., object]:
+    """Call ``fn(**payload)`` after every ``event_name``; returns fn (usable as a decorator)."""
+    if event_name not in EVENTS:
+        raise ValueError(f"unknown ticket event {event_name!r} (known: {', '.join(EVENTS)})")
+    with _lock:
+        lst = _subscribers.setdefault(event_name, [])
+        if fn not in lst:
+            lst.append(fn)
+    return fn
+
+
+def unsubscribe(event_name: str, fn: Callable[..., object]) -> None:
+    with _lock:
+        try:
+            _subscribers.get(event_name, []).remove(fn)
+        except ValueError:
+            pass
+
+
+def clear() -> None:
+    """Forget every subscriber (tests)."""
+    with _lock:
+        _subscribers.clear()
+
+
+def emit(event_name: str, **payload) -> int:
+    """Call the subscribers of ``event_name``; returns how many succeeded."""
+    with _lock:
+        subs = list(_subscribers.get(event_name, ()))
+    ok = 0
+    for fn in subs:
+        try:
+            fn(event=event_name, **payload)
+            ok += 1
+        except Exception:  # noqa: BLE001 - a subscriber never breaks ticket handling
+            log.exception("event=hook_failed hook=%s subscriber=%s ticket_id=%s", event_name,
+                          getattr(fn, "__qualname__", repr(fn)), payload.get("ticket_id"))
+    return ok

@@ -1,0 +1,188 @@
+"""Forwarding tickets to JIRA and ServiceNow through an outbox in PostgreSQL.
+
+Ticket hooks enqueue a row per enabled system (``ticket_itsm_outbox``): create when a ticket
+opens, comment on each change, resolve, reopen. ``Forwarder.deliver_due()`` (run by a daemon
+thread every ``itsm.poll_interval``) takes due rows with ``for update skip locked`` (several
+receiver processes share the work, none delivers a row twice at once), in order per ticket and
+system. A failed delivery is retried with exponential backoff up to ``itsm.max_attempts``, then
+marked failed; every error is kept on its row (``GET /api/v1/tickets/<id>/itsm``) and counted in
+``opsstack_itsm_outbox{system,status}``. Every operation is idempotent on retries (see
+jira.py / servicenow.py): a delivery whose answer was lost is not made twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+from psycopg.types.json import Jsonb
+
+from webhook_receiver.remediation import store
+
+from .base import DeliveryError, Link
+
+log = logging.getLogger(__name__)
+
+
+def systems(cfg: dict) -> list[str]:
+    it = cfg["itsm"]
+    return [s for s in ("jira", "servicenow") if it[s]["enabled"]]
+
+
+def connector(cfg: dict, system: str):
+    it = cfg["itsm"]
+    if system == "jira":
+        from .jira import Jira
+
+        return Jira(it["jira"], it["timeout"])
+    from .servicenow import ServiceNow
+
+    return ServiceNow(it["servicenow"], it["timeout"])
+
+
+def change_text(event: str, payload: dict) -> str:
+    actor = payload.get("actor") or "opsstack"
+    if event == "ticket_resolved":
+        return f"Resolved by {actor} in opsstack."
+    if event == "ticket_reopened":
+        return f"The alert fired again: reopened in opsstack (by {actor})."
+    change = payload.get("change") or "updated"
+    parts = [f"opsstack: {change} by {actor}"]
+    for k in ("level", "assignee", "reason", "text", "comment"):
+        if payload.get(k) not in (None, ""):
+            parts.append(f"{k}: {payload[k]}")
+    return ". ".join(str(p) for p in parts) + "."
+
+
+class Forwarder:
+    def __init__(self, cfg: dict, db_url: str):
+        self.cfg = cfg
+        self.it = cfg["itsm"]
+        self.db_url = db_url
+        self.systems = systems(cfg)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._connectors: dict[str, object] = {}
+
+    # ---------------------------------------------------------------- enqueue (hooks)
+    def enqueue(self, event: str, ticket_id: int, payload: dict | None = None) -> int:
+        payload = {k: v for k, v in (payload or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}
+        op = {"ticket_opened": "create", "ticket_updated": "comment", "ticket_resolved": "resolve",
+              "ticket_reopened": "reopen"}[event]
+        text = change_text(event, payload)
+        n = 0
+        with store.connect(self.db_url, autocommit=True) as conn:
+            for system in self.systems:
+                key = f"{system}:{ticket_id}:create" if op == "create" else f"{system}:{ticket_id}:{op}:{uuid.uuid4().hex}"
+                row = conn.execute("""insert into ticket_itsm_outbox (ticket_id, system, op, dedup_key, payload)
+                                      values (%s, %s, %s, %s, %s) on conflict (dedup_key) do nothing returning id""",
+                                   (ticket_id, system, op, key, Jsonb({"text": text, **payload}))).fetchone()
+                n += row is not None
+        if n:
+            self._wake.set()
+        return n
+
+    # ---------------------------------------------------------------- delivery
+    def _conn_for(self, system: str):
+        if system not in self._connectors:
+            self._connectors[system] = connector(self.cfg, system)
+        return self._connectors[system]
+
+    def deliver_due(self, limit: int = 20) -> int:
+        """Deliver what is due now; returns how many rows were handled (done or retried)."""
+        handled = 0
+        with store.connect(self.db_url) as conn:
+            while handled < limit:
+                with conn.transaction():
+                    row = conn.execute(
+                        """select o.* from ticket_itsm_outbox o
+                           where o.status = 'pending' and o.next_attempt_at <= now()
+                             and not exists (select 1 from ticket_itsm_outbox p
+                                             where p.ticket_id = o.ticket_id and p.system = o.system
+                                               and p.status = 'pending' and p.id < o.id)
+                           order by o.id limit 1 for update skip locked""").fetchone()
+                    if row is None:
+                        break
+                    self._deliver(conn, row)
+                handled += 1
+        return handled
+
+    def _deliver(self, conn, row: dict) -> None:
+        system = row["system"]
+        try:
+            c = self._conn_for(system)
+            ticket = conn.execute("select * from tickets where id = %s", (row["ticket_id"],)).fetchone()
+            if ticket is None:
+                raise DeliveryError("ticket is gone", retryable=False)
+            link = self._link(conn, row["ticket_id"], system)
+            if link is None:
+                link = c.create(ticket)
+                conn.execute("""insert into ticket_itsm_links (ticket_id, system, external_id, external_key, url)
+                                values (%s, %s, %s, %s, %s)
+                                on conflict (ticket_id, system) do update set external_id = excluded.external_id,
+                                    external_key = excluded.external_key, url = excluded.url, updated_at = now()""",
+                             (row["ticket_id"], system, link.external_id, link.external_key, link.url))
+                log.info("event=itsm_linked system=%s ticket_id=%s key=%s", system, row["ticket_id"], link.external_key)
+            if row["op"] != "create":
+                marker = f"[opsstack:{row['dedup_key'].rsplit(':', 1)[-1][:12]}-{row['id']}]"
+                getattr(c, row["op"])(link, row["payload"].get("text", ""), marker, row["attempts"] > 0)
+            conn.execute("update ticket_itsm_outbox set status = 'done', done_at = now(), attempts = attempts + 1, "
+                         "last_error = null where id = %s", (row["id"],))
+            log.info("event=itsm_delivered system=%s ticket_id=%s op=%s key=%s", system, row["ticket_id"],
+                     row["op"], link.external_key)
+        except DeliveryError as exc:
+            self._failed(conn, row, str(exc), exc.retryable)
+        except Exception as exc:  # noqa: BLE001 - a bug or odd answer must not stop the queue
+            self._failed(conn, row, f"{exc.__class__.__name__}: {exc}", True)
+
+    def _failed(self, conn, row: dict, error: str, retryable: bool) -> None:
+        attempts = row["attempts"] + 1
+        final = (not retryable) or attempts >= self.it["max_attempts"]
+        delay = min(self.it["max_retry_interval"], self.it["retry_interval"] * (2 ** (attempts - 1)))
+        conn.execute("""update ticket_itsm_outbox set attempts = %s, last_error = %s,
+                            status = %s, next_attempt_at = now() + %s where id = %s""",
+                     (attempts, error[:2000], "failed" if final else "pending", timedelta(seconds=delay), row["id"]))
+        log.warning("event=itsm_delivery_failed system=%s ticket_id=%s op=%s attempts=%s final=%s error=%r",
+                    row["system"], row["ticket_id"], row["op"], attempts, final, error[:300])
+
+    @staticmethod
+    def _link(conn, ticket_id: int, system: str) -> Link | None:
+        r = conn.execute("select external_id, external_key, url from ticket_itsm_links where ticket_id = %s "
+                         "and system = %s", (ticket_id, system)).fetchone()
+        return Link(r["external_id"], r["external_key"], r["url"]) if r else None
+
+    # ---------------------------------------------------------------- thread
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="itsm-forwarder", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while self.deliver_due() and not self._stop.is_set():
+                    pass
+            except Exception as exc:  # noqa: BLE001 - database away: try again next round
+                log.warning("event=itsm_loop_error error=%r", str(exc).splitlines()[0] if str(exc) else repr(exc))
+            self._wake.wait(self.it["poll_interval"])
+            self._wake.clear()
+
+
+def status(conn, ticket_id: int) -> dict:
+    links = conn.execute("select system, external_id, external_key, url, created_at from ticket_itsm_links "
+                         "where ticket_id = %s order by system", (ticket_id,)).fetchall()
+    rows = conn.execute("""select id, system, op, status, attempts, last_error, next_attempt_at, created_at, done_at
+                           from ticket_itsm_outbox where ticket_id = %s order by id""", (ticket_id,)).fetchall()
+
+    def iso(r):
+        return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+    return {"links": [iso(r) for r in links], "deliveries": [iso(r) for r in rows]}

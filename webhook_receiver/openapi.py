@@ -1,0 +1,126 @@
+"""The OpenAPI 3.0 document of the receiver's API, served at /api/v1/openapi.json."""
+from __future__ import annotations
+
+_TS = {"type": "string", "format": "date-time"}
+_TS_NULL = {"type": "string", "format": "date-time", "nullable": True}
+
+
+def _err(desc: str) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ok(ref: str, desc: str = "OK") -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_TID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+_ACTION_ERRORS = {"400": _err("Bad input"), "401": _err("No or unknown token"), "403": _err("Token lacks write"),
+                  "404": _err("No such ticket"), "503": _err("Database unavailable")}
+
+
+def _action(summary: str, body: dict | None, conflict: bool = False) -> dict:
+    op = {"summary": summary, "tags": ["tickets"], "parameters": [_TID], "security": [{"bearer": []}],
+          "responses": {"200": _ok("TicketDetail", "The ticket after the change"), **_ACTION_ERRORS}}
+    if conflict:
+        op["responses"]["409"] = _err("Not possible in the ticket's state (e.g. resolved)")
+    if body is not None:
+        op["requestBody"] = {"required": bool(body.get("required")),
+                             "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def spec() -> dict:
+    ticket_props = {
+        "id": {"type": "integer"}, "status": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
+        "alertname": {"type": "string"}, "service": {"type": "string"}, "severity": {"type": "string"},
+        "tier": {"type": "integer", "minimum": 1, "maximum": 3}, "team": {"type": "string"},
+        "fingerprint": {"type": "string"}, "summary": {"type": "string"},
+        "opened_at": _TS, "acknowledged_at": _TS_NULL, "acknowledged_by": {"type": "string", "nullable": True},
+        "resolved_at": _TS_NULL, "resolved_by": {"type": "string", "nullable": True}, "starts_at": _TS,
+        "reopened_count": {"type": "integer"}, "policy": {"type": "string"},
+        "level": {"type": "integer", "description": "current escalation level (1-based)"},
+        "assignee": {"type": "string", "nullable": True},
+        "next_escalation_at": {**_TS_NULL, "description": "when the next level is paged unless acknowledged"},
+        "group_id": {"type": "integer", "nullable": True, "description": "Alertmanager group the alert came in"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "generator_url": {"type": "string"}, "updated_at": _TS,
+    }
+    text = {"type": "string", "maxLength": 4000}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "opsstack receiver API", "version": "1.0.0",
+                 "description": "Tickets made from Alertmanager alerts: list, read, acknowledge, resolve, "
+                                "comment, reassign, escalate. Reads may be anonymous (receiver.api.anonymous_read); "
+                                "writes need an API token (receiver.api.tokens) as a bearer token."},
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/api/v1/tickets": {"get": {
+                "summary": "List tickets, newest first", "tags": ["tickets"],
+                "parameters": [
+                    {"name": "status", "in": "query", "required": False, "description": "comma-separated",
+                     "schema": {"type": "string", "enum": ["open", "acknowledged", "resolved"]}},
+                    {"name": "severity", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["critical", "warning", "info"]}},
+                    {"name": "service", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+                    {"name": "alertname", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+                    {"name": "fingerprint", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+                    {"name": "group_id", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "offset", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                ],
+                "responses": {"200": {"description": "A JSON list of tickets", "content": {"application/json": {
+                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}}}}},
+                    "400": _err("Bad filter"), "401": _err("Token required"), "503": _err("Database unavailable")}}},
+            "/api/v1/tickets/{id}": {"get": {
+                "summary": "One ticket with its alerts and event timeline", "tags": ["tickets"], "parameters": [_TID],
+                "responses": {"200": _ok("TicketDetail"), "401": _err("Token required"), "404": _err("No such ticket"),
+                              "503": _err("Database unavailable")}}},
+            "/api/v1/tickets/{id}/acknowledge": {"post": _action(
+                "Acknowledge: stops the escalation", {"type": "object", "properties": {"note": text}}, conflict=True)},
+            "/api/v1/tickets/{id}/resolve": {"post": _action(
+                "Resolve by hand", {"type": "object", "properties": {"note": text}})},
+            "/api/v1/tickets/{id}/comment": {"post": _action(
+                "Add a comment to the timeline",
+                {"type": "object", "required": ["text"], "properties": {"text": {**text, "minLength": 1}}})},
+            "/api/v1/tickets/{id}/reassign": {"post": _action(
+                "Give the ticket to someone (a name from oncall.people)",
+                {"type": "object", "required": ["assignee"],
+                 "properties": {"assignee": {"type": "string", "minLength": 1, "maxLength": 200}, "note": text}})},
+            "/api/v1/tickets/{id}/escalate": {"post": _action(
+                "Page the next escalation level now", {"type": "object", "properties": {"reason": text}},
+                conflict=True)},
+            "/api/v1/oncall": {"get": {
+                "summary": "Who is on call now, per schedule", "tags": ["oncall"],
+                "responses": {"200": {"description": "Schedules", "content": {"application/json": {"schema": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "schedule": {"type": "string"}, "person": {"type": "string"}, "next_handover": _TS}}}}}},
+                    "401": _err("Token required")}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"],
+                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+                "Ticket": {"type": "object", "required": ["id", "status", "alertname", "service", "severity", "tier",
+                                                          "fingerprint", "opened_at", "acknowledged_at", "resolved_at"],
+                           "properties": ticket_props},
+                "Event": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "at": _TS, "actor": {"type": "string"},
+                    "kind": {"type": "string", "description": "opened, notified, escalated, acknowledged, reassigned, "
+                                                              "resolved, reopened, comment, alert_attached, "
+                                                              "notification_failed"},
+                    "details": {"type": "object"}}},
+                "Alert": {"type": "object", "properties": {
+                    "fingerprint": {"type": "string"}, "starts_at": _TS, "ends_at": _TS_NULL,
+                    "status": {"type": "string"}, "labels": {"type": "object"}, "annotations": {"type": "object"},
+                    "group_id": {"type": "integer", "nullable": True}, "first_seen": _TS, "last_seen": _TS}},
+                "TicketDetail": {"allOf": [{"$ref": "#/components/schemas/Ticket"}, {"type": "object", "properties": {
+                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}}]},
+            },
+        },
+    }

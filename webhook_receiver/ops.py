@@ -1,0 +1,51 @@
+"""/healthz (the process answers), /readyz (database reachable and migrated), /metrics."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from webhook_receiver import metrics
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.before_app_request
+def _start_timer():
+    g._t0 = time.perf_counter()
+
+
+@bp.after_app_request
+def _observe(resp):
+    t0 = getattr(g, "_t0", None)
+    if t0 is not None and request.url_rule is not None:
+        metrics.REQUEST_SECONDS.labels(request.url_rule.rule).observe(time.perf_counter() - t0)
+    return resp
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    from webhook_receiver.app import state
+
+    st = state(current_app)
+    try:
+        st.db.ensure_migrated()
+        ok = st.db.ping()
+    except Exception:  # noqa: BLE001
+        ok = False
+    if not ok:
+        return jsonify(status="unavailable", database=False), 503
+    return jsonify(status="ok", database=True)
+
+
+@bp.get("/metrics")
+def metrics_view():
+    from webhook_receiver.app import state
+
+    return Response(metrics.exposition(state(current_app).db), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,118 @@
+"""kubernetes: rollout restart, scale, delete pod through the Kubernetes API.
+
+- rollout_restart (params: name, kind deployments|statefulsets|daemonsets, namespace):
+  PATCH /apis/apps/v1/namespaces/{ns}/{kind}/{name} with
+  Content-Type application/strategic-merge-patch+json and
+  {"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt": <RFC 3339>}}}}}
+  (what `kubectl rollout restart` sends).
+- scale (params: name, replicas, kind): PATCH .../{kind}/{name}/scale with
+  Content-Type application/merge-patch+json and {"spec":{"replicas": N}}.
+- delete_pod (params: pod, or selector = a label selector): DELETE /api/v1/namespaces/{ns}/pods/{pod};
+  with a selector: GET /api/v1/namespaces/{ns}/pods?labelSelector=... and delete each
+  (or only the first `limit`).
+
+Auth: a bearer token (settings.token, else settings.token_file as in-cluster) and the
+cluster CA (settings.ca_file) for TLS.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+from . import Backend, BackendError, BackendTimeout, Result, truncate
+
+KINDS = ("deployments", "statefulsets", "daemonsets")
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+
+    def _base(self) -> str:
+        url = self.settings.get("url")
+        if url:
+            return url.rstrip("/")
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise BackendError("kubernetes url not set and not running in a cluster")
+        return f"https://{host}:{port}"
+
+    def _session(self) -> requests.Session:
+        s = requests.Session()
+        tok = self.settings.get("token")
+        if not tok and self.settings.get("token_file") and Path(self.settings["token_file"]).exists():
+            tok = Path(self.settings["token_file"]).read_text().strip()
+        if tok:
+            s.headers["Authorization"] = f"Bearer {tok}"
+        s.headers["Accept"] = "application/json"
+        if self.settings.get("ca_file"):
+            s.verify = self.settings["ca_file"]
+        elif not self.settings.get("verify_tls", True):
+            s.verify = False
+        return s
+
+    def describe(self, operation, params):
+        return {"backend": "kubernetes", "operation": operation,
+                "namespace": params.get("namespace", self.settings.get("namespace", "default")),
+                **{k: params[k] for k in ("name", "kind", "replicas", "pod", "selector") if k in params}}
+
+    def _call(self, s, method, url, timeout, **kw):
+        try:
+            r = s.request(method, url, timeout=timeout, **kw)
+        except requests.Timeout:
+            raise BackendTimeout(f"kubernetes {method} {url}: timed out after {timeout:g}s") from None
+        except requests.RequestException as exc:
+            raise BackendError(f"kubernetes {method} {url}: {exc}") from None
+        if r.status_code >= 300:
+            try:
+                msg = r.json().get("message", r.text)
+            except ValueError:
+                msg = r.text
+            raise BackendError(f"kubernetes {method} {url} -> {r.status_code}: {truncate(msg, 500)}")
+        return r.json() if r.content else {}
+
+    def run(self, operation, params, timeout):
+        ns = quote(str(params.get("namespace", self.settings.get("namespace", "default"))), safe="")
+        kind = str(params.get("kind", "deployments"))
+        if kind not in KINDS:
+            raise BackendError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        base = self._base()
+        s = self._session()
+        if operation == "rollout_restart":
+            name = quote(str(params["name"]), safe="")
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            body = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}}
+            obj = self._call(s, "PATCH", f"{base}/apis/apps/v1/namespaces/{ns}/{kind}/{name}", timeout, json=body,
+                             headers={"Content-Type": "application/strategic-merge-patch+json"})
+            gen = (obj.get("metadata") or {}).get("generation")
+            return Result(True, f"rollout restart of {kind}/{params['name']} at {now} (generation {gen})",
+                          {"restartedAt": now})
+        if operation == "scale":
+            name = quote(str(params["name"]), safe="")
+            try:
+                replicas = int(params["replicas"])
+            except (TypeError, ValueError):
+                raise BackendError(f"replicas must be a whole number, got {params['replicas']!r}") from None
+            obj = self._call(s, "PATCH", f"{base}/apis/apps/v1/namespaces/{ns}/{kind}/{name}/scale", timeout,
+                             json={"spec": {"replicas": replicas}},
+                             headers={"Content-Type": "application/merge-patch+json"})
+            return Result(True, f"scaled {kind}/{params['name']} to {replicas} "
+                          f"(spec {obj.get('spec', {}).get('replicas')})", {"replicas": replicas})
+        if operation == "delete_pod":
+            if "pod" in params:
+                pods = [str(params["pod"])]
+            else:
+                lst = self._call(s, "GET", f"{base}/api/v1/namespaces/{ns}/pods", timeout,
+                                 params={"labelSelector": str(params["selector"])})
+                pods = [i["metadata"]["name"] for i in lst.get("items", [])]
+                if "limit" in params:
+                    pods = pods[: int(params["limit"])]
+                if not pods:
+                    return Result(False, f"no pod matches {params['selector']!r}")
+            for p in pods:
+                self._call(s, "DELETE", f"{base}/api/v1/namespaces/{ns}/pods/{quote(p, safe='')}", timeout)
+            return Result(True, f"deleted pod(s) {', '.join(pods)}", {"pods": pods})
+        raise BackendError(f"kubernetes has no operation {operation!r}")

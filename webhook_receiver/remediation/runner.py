@@ -1,0 +1,456 @@
+"""The playbook runner: safety gates, the action ladder, verification, audit, hand-over.
+
+For one firing alert (usually: the alert of a ticket that just opened) the runner
+
+1. finds the first playbook whose ``match`` selects the alert's labels and renders its target;
+2. claims the episode: a row in ``remediation_runs`` unique on (playbook, target, fingerprint,
+   startsAt). A second delivery, or a second receiver replica, finds the row and stops;
+3. stops if the kill switch is on (config or run-time), then takes a PostgreSQL advisory lock
+   on (playbook, target) so no two runs act on one target at once;
+4. refuses when the target is in its cooldown (an action ran on it less than ``cooldown`` ago)
+   or when ``max_attempts`` actions already ran on it within ``attempt_window``;
+5. climbs the ladder: each action runs through its backend with a timeout and gets an audit row;
+   then the runner waits up to the action's verify window for the condition to clear in
+   Prometheus (or for the alert to resolve). Cleared -> recovered; else the next action;
+6. when nothing helped (or a gate refused) the ticket is escalated to people at once, with what
+   was tried in the reason.
+
+In dry-run mode every action is rendered and recorded, none runs, nothing is verified.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from . import store
+from .backends import Backend, BackendError, BackendTimeout, Result, make, truncate
+from .model import Action, Playbook, context, find, load_playbooks
+from .template import TemplateError, render
+from .verify import Prometheus, PrometheusError, any_series, check, expr_from_generator_url, prometheus_url
+
+log = logging.getLogger(__name__)
+
+ACTOR = "remediation"
+
+
+@dataclass
+class Alert:
+    labels: dict
+    fingerprint: str
+    starts_at: datetime
+    status: str = "firing"
+    generator_url: str = ""
+    annotations: dict = field(default_factory=dict)
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+@dataclass
+class Outcome:
+    status: str            # recovered | exhausted | skipped | dry_run | duplicate | no_playbook | not_firing
+    reason: str = ""
+    run_id: int | None = None
+    playbook: str | None = None
+    target: str | None = None
+    attempts: list[dict] = field(default_factory=list)
+    escalated: bool = False
+
+
+def replica_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def receiver_escalate(db_url: str, ticket_id: int, reason: str) -> bool:
+    """Hand a ticket to people through the receiver's escalation (next level, paged now)."""
+    from webhook_receiver import db as receiver_db
+    from webhook_receiver.escalation import escalate_now
+
+    with receiver_db.connect(db_url) as conn:
+        return escalate_now(conn, ticket_id, reason, ACTOR) is not None
+
+
+class Runner:
+    def __init__(self, cfg: dict, db_url: str, playbooks: list[Playbook] | None = None,
+                 escalate: Callable[[int, str], object] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 replica: str | None = None):
+        self.cfg = cfg
+        self.r = cfg["remediation"]
+        self.db_url = db_url
+        self.playbooks = load_playbooks(cfg) if playbooks is None else playbooks
+        self._escalate = escalate or (lambda tid, reason: receiver_escalate(db_url, tid, reason))
+        self.sleep = sleep
+        self.replica = replica or replica_name()
+        url = prometheus_url(cfg, self.r["prometheus_url"])
+        self.prom = Prometheus(url, timeout=min(10.0, max(1.0, self.r["verify_interval"] * 2))) if url else None
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def backend(self, name: str) -> Backend:
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = make(name, self.cfg)
+            return self._backends[name]
+
+    def _conn(self) -> psycopg.Connection:
+        return store.connect(self.db_url, autocommit=True)
+
+    def kill_switch_on(self, conn) -> bool:
+        return bool(self.r["kill_switch"]) or store.kill_switch(conn)["enabled"]
+
+    def dry_run(self, pb: Playbook) -> bool:
+        return bool(self.r["dry_run"] or pb.dry_run)
+
+    @staticmethod
+    def alert_of_ticket(conn, ticket_id: int) -> tuple[Alert | None, str | None]:
+        """(the ticket's current alert episode, ticket status)."""
+        t = conn.execute("select status, labels, annotations, fingerprint, starts_at, generator_url "
+                         "from tickets where id = %s", (ticket_id,)).fetchone()
+        if t is None:
+            return None, None
+        a = conn.execute("select status, labels, annotations, fingerprint, starts_at from ticket_alerts "
+                         "where ticket_id = %s order by starts_at desc, id desc limit 1", (ticket_id,)).fetchone()
+        src = a or t
+        status = (a["status"] if a else ("resolved" if t["status"] == "resolved" else "firing"))
+        return Alert(labels=dict(src["labels"] or t["labels"] or {}), fingerprint=src["fingerprint"],
+                     starts_at=src["starts_at"], status=status, generator_url=t["generator_url"] or "",
+                     annotations=dict(src["annotations"] or {})), t["status"]
+
+    def _ticket_resolved(self, conn, ticket_id: int | None) -> bool:
+        if ticket_id is None:
+            return False
+        row = conn.execute("select status from tickets where id = %s", (ticket_id,)).fetchone()
+        return row is not None and row["status"] == "resolved"
+
+    @staticmethod
+    def _ticket_event(conn, ticket_id: int | None, details: dict) -> None:
+        if ticket_id is None:
+            return
+        try:
+            conn.execute("insert into ticket_events (ticket_id, kind, actor, details) values (%s, 'remediation', %s, %s)",
+                         (ticket_id, ACTOR, Jsonb(details)))
+        except psycopg.Error as exc:  # the audit rows in remediation_* are the record; this is the timeline
+            log.warning("event=ticket_event_failed ticket_id=%s error=%s", ticket_id, exc)
+
+    # ------------------------------------------------------------------ entry points
+    def handle_ticket(self, ticket_id: int) -> Outcome:
+        """Run the matching playbook for a ticket that opened or reopened."""
+        with self._conn() as conn:
+            alert, status = self.alert_of_ticket(conn, ticket_id)
+        if alert is None:
+            return Outcome("no_playbook", f"ticket {ticket_id} not found")
+        if status == "resolved":
+            return Outcome("not_firing", "ticket already resolved")
+        return self.run_alert(alert, ticket_id)
+
+    def run_alert(self, alert: Alert, ticket_id: int | None = None) -> Outcome:
+        if not self.r["enabled"]:
+            return Outcome("skipped", "remediation disabled")
+        pb = find(self.playbooks, alert.labels)
+        if pb is None:
+            return Outcome("no_playbook", f"no playbook matches {alert.alertname}")
+        return self.run(pb, alert, ticket_id)
+
+    def run(self, pb: Playbook, alert: Alert, ticket_id: int | None = None) -> Outcome:
+        if alert.status != "firing":
+            return Outcome("not_firing", f"alert is {alert.status}: remediation acts on firing alerts only",
+                           playbook=pb.name)
+        ctx = context(self.cfg, alert.labels)
+        try:
+            target = str(render(pb.target, ctx))
+        except TemplateError as exc:
+            return Outcome("skipped", f"target: {exc}", playbook=pb.name)
+        ctx["target"] = target
+        dry = self.dry_run(pb)
+        with self._conn() as conn:
+            row = conn.execute(
+                """insert into remediation_runs (ticket_id, playbook, target, alertname, fingerprint, alert_starts_at,
+                                                 labels, dry_run, replica)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   on conflict (playbook, target, fingerprint, alert_starts_at) do nothing returning id""",
+                (ticket_id, pb.name, target, alert.alertname, alert.fingerprint, alert.starts_at,
+                 Jsonb(alert.labels), dry, self.replica)).fetchone()
+            if row is None:
+                return Outcome("duplicate", "this alert episode is already handled", playbook=pb.name, target=target)
+            run_id = row["id"]
+            log.info("event=remediation_run_claimed run_id=%s playbook=%s target=%s ticket_id=%s dry_run=%s",
+                     run_id, pb.name, target, ticket_id, dry)
+            if pb.skip_if:
+                hit, detail = self._guard(pb.skip_if, ctx)
+                if hit:
+                    return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                        f"skip_if matched ({detail}): left to another playbook", escalate=False)
+            if self.kill_switch_on(conn):
+                return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                    "kill switch is on: no automatic action", escalate=True)
+            lock = self._conn()
+            try:
+                got = lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok",
+                                   (store.RUN_LOCK_CLASS, f"{pb.name}|{target}")).fetchone()["ok"]
+                if not got:
+                    return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                        "another run is acting on this target right now", escalate=False)
+                try:
+                    return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
+                finally:
+                    lock.execute("select pg_advisory_unlock(%s, hashtext(%s))",
+                                 (store.RUN_LOCK_CLASS, f"{pb.name}|{target}"))
+            finally:
+                lock.close()
+
+    # ------------------------------------------------------------------ the ladder
+    def _ladder(self, conn, run_id, pb: Playbook, alert: Alert, target: str, ctx: dict,
+                ticket_id: int | None, dry: bool) -> Outcome:
+        if not dry:
+            last = conn.execute(
+                """select max(coalesce(a.finished_at, a.started_at)) as at from remediation_attempts a
+                   where a.playbook = %s and a.target = %s and a.phase = 'ladder' and not a.dry_run
+                     and a.status <> 'dry_run' and a.run_id <> %s""", (pb.name, target, run_id)).fetchone()["at"]
+            if last is not None and (store.utcnow() - last).total_seconds() < pb.cooldown:
+                left = pb.cooldown - (store.utcnow() - last).total_seconds()
+                return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                    f"cooldown: an action ran on {target} {int((store.utcnow() - last).total_seconds())}s "
+                                    f"ago ({int(left)}s of cooldown left)", escalate=True)
+        conn.execute("update remediation_runs set status = 'running', started_at = now() where id = %s", (run_id,))
+        tried: list[dict] = []
+        expr_alert = expr_from_generator_url(alert.generator_url)
+        for step, action in enumerate(pb.actions, start=1):
+            if not dry:
+                if self.kill_switch_on(conn):
+                    return self._finish(conn, run_id, pb, target, ticket_id, "exhausted",
+                                        "kill switch turned on during the run", escalate=True, tried=tried)
+                n = conn.execute(
+                    """select count(*) as n from remediation_attempts where playbook = %s and target = %s
+                       and phase = 'ladder' and not dry_run and status in ('ok', 'failed', 'timeout', 'running')
+                       and started_at > now() - make_interval(secs => %s)""",
+                    (pb.name, target, pb.attempt_window)).fetchone()["n"]
+                if n >= pb.max_attempts:
+                    return self._finish(conn, run_id, pb, target, ticket_id, "exhausted",
+                                        f"max attempts: {n} actions on {target} within "
+                                        f"{int(pb.attempt_window)}s (limit {pb.max_attempts})",
+                                        escalate=True, tried=tried)
+                if step > 1 and self._ticket_resolved(conn, ticket_id):
+                    return self._finish(conn, run_id, pb, target, ticket_id, "recovered",
+                                        "alert resolved", escalate=False, tried=tried)
+            a = self._attempt(conn, run_id, pb, action, step, "ladder", ctx, dry)
+            tried.append(a)
+            self._ticket_event(conn, ticket_id, {"playbook": pb.name, "target": target, "action": action.name,
+                                                 "status": a["status"], "dry_run": dry, "output": a["output"][:500]})
+            if dry:
+                continue
+            expr = self._verify_expr(action, pb, ctx, expr_alert)
+            if a["status"] == "ok":
+                ok, detail = self._verify(conn, expr, alert, ticket_id, action.verify_window)
+            else:
+                ok, detail = False, f"action {a['status']}"
+            conn.execute("update remediation_attempts set verified = %s, verify_detail = %s, verify_expr = %s, "
+                         "verified_at = now() where id = %s", (ok, truncate(detail, 2000), expr, a["id"]))
+            a.update(verified=ok, verify_detail=detail)
+            log.info("event=remediation_verified run_id=%s playbook=%s action=%s verified=%s detail=%r",
+                     run_id, pb.name, action.name, ok, detail[:200])
+            if ok:
+                self._ticket_event(conn, ticket_id, {"playbook": pb.name, "target": target, "action": action.name,
+                                                     "verified": True, "detail": detail[:500]})
+                return self._finish(conn, run_id, pb, target, ticket_id, "recovered",
+                                    f"{action.name} worked: {detail}", escalate=False, tried=tried)
+        if dry:
+            return self._finish(conn, run_id, pb, target, ticket_id, "dry_run",
+                                f"dry run: planned {len(tried)} action(s), ran none", escalate=False, tried=tried)
+        return self._finish(conn, run_id, pb, target, ticket_id, "exhausted",
+                            "no action cleared the condition", escalate=True, tried=tried)
+
+    def _guard(self, raw: str, ctx: dict) -> tuple[bool, str]:
+        """Does the guard expression return any series? (False when it cannot be asked.)"""
+        if self.prom is None:
+            return False, "no Prometheus configured"
+        try:
+            return any_series(self.prom, str(render(raw, ctx)))
+        except (PrometheusError, TemplateError) as exc:
+            log.warning("event=remediation_guard_failed error=%s", exc)
+            return False, str(exc)
+
+    def _verify_expr(self, action: Action, pb: Playbook, ctx: dict, expr_alert: str | None) -> str | None:
+        raw = action.verify or pb.verify
+        if raw:
+            try:
+                return str(render(raw, ctx))
+            except TemplateError as exc:
+                log.warning("event=verify_template_failed playbook=%s error=%s", pb.name, exc)
+                return None
+        return expr_alert
+
+    def _verify(self, conn, expr: str | None, alert: Alert, ticket_id: int | None, window: float) -> tuple[bool, str]:
+        """Wait up to window for the condition to clear (or the alert to resolve)."""
+        deadline = time.monotonic() + window
+        need = int(self.r["verify_consecutive"])
+        streak = 0
+        last = "no verify expression and the alert did not resolve" if (not expr or not self.prom) else ""
+        while True:
+            if self._ticket_resolved(conn, ticket_id):
+                return True, "alert resolved"
+            if expr and self.prom is not None:
+                try:
+                    c = check(self.prom, expr, alert.labels)
+                    last = c.detail
+                    streak = streak + 1 if c.cleared else 0
+                    if streak >= need:
+                        return True, f"cleared in Prometheus: {c.detail}"
+                except PrometheusError as exc:
+                    streak = 0
+                    last = str(exc)
+            if time.monotonic() >= deadline:
+                return False, f"not cleared within {window:g}s: {last}"
+            self.sleep(self.r["verify_interval"])
+
+    def _attempt(self, conn, run_id, pb: Playbook, action: Action, step: int, phase: str, ctx: dict,
+                 dry: bool) -> dict:
+        try:
+            params = render(action.params, ctx)
+        except TemplateError as exc:
+            params, err = None, f"params: {exc}"
+        else:
+            err = None
+        try:
+            be = self.backend(action.backend)
+            plan = be.describe(action.operation, params) if params is not None else {}
+        except BackendError as exc:
+            be, plan, err = None, {}, err or str(exc)
+        row = conn.execute(
+            """insert into remediation_attempts (run_id, playbook, target, phase, step, action, backend, operation,
+                                                 command, dry_run, status)
+               values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning id, started_at""",
+            (run_id, pb.name, ctx["target"], phase, step, action.name, action.backend, action.operation,
+             Jsonb(plan), dry, "dry_run" if dry else "running")).fetchone()
+        a = {"id": row["id"], "step": step, "action": action.name, "backend": action.backend,
+             "operation": action.operation, "command": plan}
+        if dry:
+            out = "dry run: not executed" + (f" ({err})" if err else "")
+            conn.execute("update remediation_attempts set output = %s, finished_at = now(), duration_seconds = 0 "
+                         "where id = %s", (out, row["id"]))
+            log.info("event=remediation_dry_run playbook=%s action=%s plan=%s", pb.name, action.name, plan)
+            return {**a, "status": "dry_run", "output": out}
+        t0 = time.monotonic()
+        if err is not None or be is None:
+            status, out = "failed", err or "no backend"
+        else:
+            status, out = self._execute(be, action, params)
+        dur = time.monotonic() - t0
+        conn.execute("update remediation_attempts set status = %s, output = %s, finished_at = now(), "
+                     "duration_seconds = %s where id = %s", (status, truncate(out, 8000), dur, row["id"]))
+        log.info("event=remediation_action playbook=%s target=%s action=%s backend=%s status=%s duration=%.3f",
+                 pb.name, ctx["target"], action.name, action.backend, status, dur)
+        return {**a, "status": status, "output": out, "duration_seconds": dur}
+
+    @staticmethod
+    def _execute(be: Backend, action: Action, params: dict) -> tuple[str, str]:
+        """Run with the backend's own timeout plus an outer guard (a stuck call is abandoned)."""
+        box: dict = {}
+
+        def work():
+            try:
+                box["res"] = be.run(action.operation, params, action.timeout)
+            except BaseException as exc:  # noqa: BLE001 - reported in the audit row
+                box["exc"] = exc
+
+        th = threading.Thread(target=work, name=f"remediation-{action.name}", daemon=True)
+        th.start()
+        th.join(action.timeout + 5.0)
+        if th.is_alive():
+            return "timeout", f"no answer within {action.timeout:g}s (abandoned)"
+        exc = box.get("exc")
+        if isinstance(exc, BackendTimeout):
+            return "timeout", str(exc)
+        if isinstance(exc, BackendError):
+            return "failed", str(exc)
+        if exc is not None:
+            return "failed", f"{exc.__class__.__name__}: {exc}"
+        res: Result = box["res"]
+        return ("ok" if res.ok else "failed"), res.output
+
+    def _finish(self, conn, run_id, pb: Playbook, target: str, ticket_id: int | None, status: str, reason: str,
+                escalate: bool, tried: list[dict] | None = None) -> Outcome:
+        tried = tried or []
+        conn.execute("update remediation_runs set status = %s, reason = %s, finished_at = now() where id = %s",
+                     (status, truncate(reason, 2000), run_id))
+        log.info("event=remediation_run_finished run_id=%s playbook=%s target=%s status=%s reason=%r",
+                 run_id, pb.name, target, status, reason[:300])
+        escalated = False
+        if escalate and ticket_id is not None and self.r["escalate_on_failure"]:
+            steps = "; ".join(f"{a['action']} ({a['backend']} {a['operation']}): {a['status']}"
+                              + ("" if a.get("verified") is None else
+                                 (", recovered" if a.get("verified") else ", not recovered"))
+                              for a in tried) or "nothing"
+            text = f"automatic remediation {pb.name} on {target} did not recover it: {reason}. Tried: {steps}."
+            try:
+                escalated = bool(self._escalate(ticket_id, text))
+            except Exception:  # noqa: BLE001 - escalation timers still run; never lose the audit
+                log.exception("event=remediation_escalate_failed ticket_id=%s", ticket_id)
+            conn.execute("update remediation_runs set escalated = %s where id = %s", (escalated, run_id))
+        return Outcome(status, reason, run_id, pb.name, target, tried, escalated)
+
+    # ------------------------------------------------------------------ resolved: restore
+    def restore(self, ticket_id: int, wait_lock: float = 60.0) -> list[Outcome]:
+        """Run the on_resolved actions of the ticket's runs that acted (e.g. restore routing)."""
+        out = []
+        by_name = {p.name: p for p in self.playbooks}
+        with self._conn() as conn:
+            runs = conn.execute(
+                """update remediation_runs r set restored_at = now()
+                   where r.ticket_id = %s and r.restored_at is null
+                     and exists (select 1 from remediation_attempts a where a.run_id = r.id and a.phase = 'ladder')
+                   returning r.id, r.playbook, r.target, r.labels, r.dry_run""", (ticket_id,)).fetchall()
+            for run in runs:
+                pb = by_name.get(run["playbook"])
+                if pb is None or not pb.on_resolved:
+                    continue
+                dry = self.dry_run(pb) or run["dry_run"]
+                if not dry and self.kill_switch_on(conn):
+                    out.append(Outcome("skipped", "kill switch is on", run["id"], pb.name, run["target"]))
+                    continue
+                ctx = context(self.cfg, run["labels"], {"target": run["target"]})
+                if pb.restore_after and not dry:
+                    deadline = time.monotonic() + pb.restore_timeout
+                    while True:
+                        hit, detail = self._guard(pb.restore_after, ctx)
+                        if not hit or time.monotonic() > deadline:
+                            break
+                        self.sleep(self.r["verify_interval"])
+                    if hit:
+                        out.append(Outcome("skipped", f"restore_after still true after "
+                                           f"{pb.restore_timeout:g}s: {detail}", run["id"], pb.name, run["target"]))
+                        continue
+                lock = self._conn()
+                try:
+                    key = (store.RUN_LOCK_CLASS, f"{pb.name}|{run['target']}")
+                    deadline = time.monotonic() + wait_lock
+                    while not lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok", key).fetchone()["ok"]:
+                        if time.monotonic() > deadline:
+                            break
+                        self.sleep(0.5)
+                    else:
+                        try:
+                            tried = [self._attempt(conn, run["id"], pb, a, i, "on_resolved", ctx, dry)
+                                     for i, a in enumerate(pb.on_resolved, start=1)]
+                        finally:
+                            lock.execute("select pg_advisory_unlock(%s, hashtext(%s))", key)
+                        for a in tried:
+                            self._ticket_event(conn, ticket_id, {"playbook": pb.name, "target": run["target"],
+                                                                 "action": a["action"], "phase": "on_resolved",
+                                                                 "status": a["status"], "output": a["output"][:500]})
+                        out.append(Outcome("restored", "", run["id"], pb.name, run["target"], tried))
+                        continue
+                    out.append(Outcome("skipped", "target busy: restore not run", run["id"], pb.name, run["target"]))
+                finally:
+                    lock.close()
+        return out

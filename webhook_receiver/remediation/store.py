@@ -1,0 +1,184 @@
+"""PostgreSQL tables of the automation parts, migrations in code.
+
+remediation_runs      one row per (playbook, target, alert episode): the idempotency key
+                      that makes two receiver replicas (or two deliveries) run a playbook once
+remediation_attempts  one audit row per action: what ran, output, duration, verified outcome
+remediation_settings  run-time switches shared by every replica (the kill switch)
+ticket_attachments    enrichment (graph PNG, current values, related alerts, log excerpt)
+ticket_itsm_links     ticket -> JIRA issue / ServiceNow incident
+ticket_itsm_outbox    changes waiting to be forwarded (retried with backoff, failures kept)
+
+Applied after the receiver's own migrations (the tables reference ``tickets``), under an
+advisory lock, each step recorded in ``remediation_schema_versions``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg.rows import dict_row
+
+log = logging.getLogger(__name__)
+
+MIGRATE_LOCK = 7_215_061
+# pg_try_advisory_lock(RUN_LOCK_CLASS, hashtext(playbook || '|' || target))
+RUN_LOCK_CLASS = 7_215_062
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+    create table if not exists remediation_runs (
+        id bigserial primary key,
+        ticket_id bigint references tickets (id) on delete set null,
+        playbook text not null,
+        target text not null,
+        alertname text not null default '',
+        fingerprint text not null,
+        alert_starts_at timestamptz not null,
+        labels jsonb not null default '{}',
+        status text not null default 'pending'
+            check (status in ('pending', 'running', 'recovered', 'exhausted', 'skipped', 'dry_run', 'failed')),
+        reason text not null default '',
+        dry_run boolean not null default false,
+        escalated boolean not null default false,
+        created_at timestamptz not null default now(),
+        started_at timestamptz,
+        finished_at timestamptz,
+        restored_at timestamptz,
+        replica text not null default '',
+        unique (playbook, target, fingerprint, alert_starts_at)
+    );
+    create index if not exists remediation_runs_target on remediation_runs (playbook, target, created_at);
+    create index if not exists remediation_runs_ticket on remediation_runs (ticket_id);
+
+    create table if not exists remediation_attempts (
+        id bigserial primary key,
+        run_id bigint not null references remediation_runs (id) on delete cascade,
+        playbook text not null,
+        target text not null,
+        phase text not null default 'ladder' check (phase in ('ladder', 'on_resolved')),
+        step int not null,
+        action text not null,
+        backend text not null,
+        operation text not null,
+        command jsonb not null default '{}',
+        dry_run boolean not null default false,
+        status text not null default 'running'
+            check (status in ('running', 'ok', 'failed', 'timeout', 'dry_run')),
+        output text not null default '',
+        started_at timestamptz not null default now(),
+        finished_at timestamptz,
+        duration_seconds double precision,
+        verify_expr text,
+        verified boolean,
+        verify_detail text not null default '',
+        verified_at timestamptz
+    );
+    create index if not exists remediation_attempts_target on remediation_attempts (playbook, target, started_at);
+    create index if not exists remediation_attempts_run on remediation_attempts (run_id, step);
+
+    create table if not exists remediation_settings (
+        key text primary key,
+        value jsonb not null,
+        updated_at timestamptz not null default now(),
+        updated_by text not null default ''
+    );
+
+    create table if not exists ticket_attachments (
+        id bigserial primary key,
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        kind text not null check (kind in ('graph', 'values', 'related', 'logs', 'error')),
+        name text not null,
+        content_type text not null,
+        body bytea not null,
+        meta jsonb not null default '{}',
+        created_at timestamptz not null default now(),
+        unique (ticket_id, name)
+    );
+
+    create table if not exists ticket_itsm_links (
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        system text not null check (system in ('jira', 'servicenow')),
+        external_id text not null,
+        external_key text not null,
+        url text not null default '',
+        created_at timestamptz not null default now(),
+        updated_at timestamptz not null default now(),
+        primary key (ticket_id, system)
+    );
+
+    create table if not exists ticket_itsm_outbox (
+        id bigserial primary key,
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        system text not null check (system in ('jira', 'servicenow')),
+        op text not null check (op in ('create', 'comment', 'resolve', 'reopen')),
+        dedup_key text not null unique,
+        payload jsonb not null default '{}',
+        status text not null default 'pending' check (status in ('pending', 'done', 'failed')),
+        attempts int not null default 0,
+        next_attempt_at timestamptz not null default now(),
+        last_error text,
+        created_at timestamptz not null default now(),
+        done_at timestamptz
+    );
+    create index if not exists ticket_itsm_outbox_due on ticket_itsm_outbox (next_attempt_at)
+        where status = 'pending';
+    create index if not exists ticket_itsm_outbox_ticket on ticket_itsm_outbox (ticket_id, system, id);
+    """),
+]
+
+
+def connect(url: str, autocommit: bool = False, timeout: float = 5.0) -> psycopg.Connection:
+    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), row_factory=dict_row, autocommit=autocommit)
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Apply the receiver's migrations, then ours. Safe to run concurrently and twice."""
+    from webhook_receiver import db as receiver_db
+
+    receiver_db.migrate(conn)
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        conn.execute("""create table if not exists remediation_schema_versions (
+                            version int primary key, applied_at timestamptz not null default now())""")
+        done = {r["version"] if isinstance(r, dict) else r[0]
+                for r in conn.execute("select version from remediation_schema_versions").fetchall()}
+        for version, ddl in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(ddl)
+            conn.execute("insert into remediation_schema_versions (version) values (%s)", (version,))
+            log.info("event=migration_applied component=automation version=%s", version)
+    return max(v for v, _ in MIGRATIONS)
+
+
+def migrate_url(url: str) -> int:
+    with connect(url) as conn:
+        return migrate(conn)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ----------------------------------------------------------------- settings (kill switch)
+def get_setting(conn, key: str, default=None):
+    row = conn.execute("select value from remediation_settings where key = %s", (key,)).fetchone()
+    return default if row is None else row["value"]
+
+
+def set_setting(conn, key: str, value, actor: str) -> None:
+    conn.execute("""insert into remediation_settings (key, value, updated_at, updated_by)
+                    values (%s, %s, now(), %s)
+                    on conflict (key) do update set value = excluded.value, updated_at = now(),
+                                                    updated_by = excluded.updated_by""",
+                 (key, json.dumps(value), actor))
+
+
+def kill_switch(conn) -> dict:
+    row = conn.execute("select value, updated_at, updated_by from remediation_settings where key = 'kill_switch'"
+                       ).fetchone()
+    if row is None:
+        return {"enabled": False, "updated_at": None, "updated_by": None}
+    return {"enabled": bool(row["value"]), "updated_at": row["updated_at"], "updated_by": row["updated_by"]}

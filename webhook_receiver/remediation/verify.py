@@ -1,0 +1,112 @@
+"""Did the alert's condition clear? Asked of Prometheus.
+
+The expression is the action's ``verify``, else the playbook's, else the alert's own
+expression taken from its generatorURL (``g0.expr``). The condition counts as cleared
+when no series of the instant query result belongs to the alert: a series belongs when
+each of its labels has the same value on the alert (the rule only adds labels).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+
+def expr_from_generator_url(url: str | None) -> str | None:
+    """The PromQL expression Prometheus put in an alert's generatorURL (g0.expr)."""
+    if not url:
+        return None
+    q = parse_qs(urlsplit(url).query)
+    vals = q.get("g0.expr")
+    return vals[0] if vals and vals[0].strip() else None
+
+
+def prometheus_url(cfg: dict, explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit.rstrip("/")
+    port = cfg["stack"]["ports"].get("prometheus")
+    if port in (None, "auto"):
+        return None
+    return f"http://{cfg['stack']['host']}:{port}"
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+@dataclass
+class Check:
+    cleared: bool
+    detail: str
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float = 5.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, params: dict) -> dict:
+        try:
+            r = requests.get(self.url + path, params=params, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise PrometheusError(f"prometheus unreachable: {exc}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            raise PrometheusError(f"prometheus answered {r.status_code} without JSON") from None
+        if body.get("status") != "success":
+            raise PrometheusError(f"prometheus {body.get('errorType', r.status_code)}: {body.get('error', '')}")
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> dict:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        return self._get("/api/v1/query", params)
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> dict:
+        return self._get("/api/v1/query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                                 "step": f"{max(step, 0.001):.3f}"})
+
+    def alerts(self) -> list[dict]:
+        return self._get("/api/v1/alerts", {}).get("alerts", [])
+
+
+def belongs(series_labels: dict, alert_labels: dict) -> bool:
+    return all(alert_labels.get(k) == v for k, v in series_labels.items() if k != "__name__")
+
+
+def check(prom: Prometheus, expr: str, alert_labels: dict) -> Check:
+    data = prom.query(expr)
+    rtype = data.get("resultType")
+    result = data.get("result")
+    if rtype == "scalar":
+        v = float(result[1])
+        return Check(v == 0, f"scalar {v:g}")
+    if rtype != "vector":
+        raise PrometheusError(f"verify expression must return an instant vector, got {rtype}")
+    mine = [s for s in result if belongs(s.get("metric", {}), alert_labels)]
+    if not mine:
+        return Check(True, f"no series of the alert ({len(result)} other)")
+    shown = ", ".join(f"{_fmt(s['metric'])}={s['value'][1]}" for s in mine[:3])
+    return Check(False, f"{len(mine)} series still match: {shown}")
+
+
+def any_series(prom: Prometheus, expr: str) -> tuple[bool, str]:
+    """(the expression returns at least one series / a non-zero scalar, detail)."""
+    data = prom.query(expr)
+    if data.get("resultType") == "scalar":
+        v = float(data["result"][1])
+        return v != 0, f"scalar {v:g}"
+    res = data.get("result") or []
+    if not res:
+        return False, "no series"
+    return True, ", ".join(f"{_fmt(s['metric'])}={s['value'][1]}" for s in res[:3])
+
+
+def _fmt(labels: dict) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__") + "}"

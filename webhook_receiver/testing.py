@@ -1,0 +1,82 @@
+"""Helpers for tests and benches: Alertmanager-shaped payloads and a receiver config."""
+from __future__ import annotations
+
+import copy
+import hashlib
+from datetime import datetime, timezone
+
+TOKEN = "test-receiver-token"
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def fingerprint(labels: dict) -> str:
+    return hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
+
+
+def alert(alertname: str = "ServiceDown", status: str = "firing", starts_at: datetime | str | None = None,
+          ends_at: datetime | None = None, fp: str | None = None, **labels) -> dict:
+    labels = {"alertname": alertname, "severity": "critical", "tier": "1", "service": "user-app",
+              "team": "ops", **labels}
+    starts = starts_at or datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": f"{alertname} fired.", "description": f"{alertname} on {labels.get('service')}",
+                        "runbook_url": f"https://example.invalid/runbooks/{alertname}.md"},
+        "startsAt": starts if isinstance(starts, str) else rfc3339(starts),
+        "endsAt": rfc3339(ends_at) if ends_at else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=up",
+        "fingerprint": fp or fingerprint(labels),
+    }
+
+
+def payload(alerts: list[dict], status: str | None = None, group_key: str | None = None,
+            receiver: str = "opsstack-critical") -> dict:
+    status = status or ("firing" if any(a["status"] == "firing" for a in alerts) else "resolved")
+    common = dict(alerts[0]["labels"]) if alerts else {}
+    for a in alerts[1:]:
+        common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
+    return {
+        "version": "4",
+        "groupKey": group_key or '{}/{severity="critical"}:{alertname="%s"}' % common.get("alertname", ""),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": receiver,
+        "groupLabels": {k: common[k] for k in ("alertname", "service") if k in common},
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": alerts,
+    }
+
+
+def resolved(a: dict, ends_at: datetime | None = None) -> dict:
+    out = copy.deepcopy(a)
+    out["status"] = "resolved"
+    out["endsAt"] = rfc3339(ends_at or datetime.now(timezone.utc))
+    return out
+
+
+def config(db_url: str, **sections) -> dict:
+    """A validated config for a receiver on ``db_url`` (sections deep-merged over defaults)."""
+    from stack.config import load_data
+
+    data = {"database": {"url": db_url}, "receiver": {"token": TOKEN, "db_timeout": "2s",
+                                                       "scheduler": {"enabled": False}}}
+    for k, v in sections.items():
+        data[k] = _merge(data.get(k, {}), v)
+    return load_data(data)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def auth(token: str = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,414 @@
+"""Tickets in PostgreSQL: ingesting Alertmanager notifications and the human actions.
+
+A ticket is one firing episode of one alert (fingerprint + startsAt); the episode rows in
+``ticket_alerts`` carry the unique key that makes retries and clustered Alertmanagers
+idempotent. Work on one fingerprint is serialised by a transaction-level advisory lock.
+Every change writes a ``ticket_events`` row (the audit trail) and, where it matters,
+notification rows (the durable outbox); hooks fire after the commit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from psycopg.types.json import Jsonb
+
+from webhook_receiver import escalation, heartbeat, hooks, notify, oncall
+from webhook_receiver.payload import Alert, Notification
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock(FINGERPRINT_LOCK, hashtext(fingerprint))
+FINGERPRINT_LOCK = 7_215_002
+STATUSES = ("open", "acknowledged", "resolved")
+SYSTEM_ACTOR = "alertmanager"
+
+PUBLIC_FIELDS = ("id", "status", "alertname", "service", "severity", "tier", "team", "fingerprint",
+                 "summary", "opened_at", "acknowledged_at", "acknowledged_by", "resolved_at",
+                 "resolved_by", "starts_at", "reopened_count", "policy", "level", "assignee",
+                 "next_escalation_at", "group_id", "labels", "annotations", "generator_url", "updated_at")
+
+
+class Context:
+    """What ticket handling needs from the config, built once per app."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.policies = escalation.policies(cfg)
+        self.default_policy = cfg["escalation"]["default_policy"]
+        self.directory = oncall.Directory(cfg["oncall"])
+        self.reopen_window = float(cfg["receiver"]["reopen_window"])
+        self.heartbeats = set(cfg["receiver"]["heartbeat_alerts"])
+        self.db_url = cfg["database"]["url"]
+
+    def policy(self, name: str) -> escalation.Policy:
+        return self.policies.get(name) or self.policies[self.default_policy]
+
+    def schedule_for(self, policy: escalation.Policy, level: int, team: str) -> str:
+        lv = policy.level(level)
+        if lv.use_alert_team and team and team in self.directory.schedules:
+            return team
+        return lv.schedule
+
+    def assignee_for(self, policy: escalation.Policy, level: int, team: str, at: datetime) -> str | None:
+        return self.directory.who(self.schedule_for(policy, level, team), at)
+
+
+_current: Context | None = None
+
+
+def set_current_context(ctx: Context) -> None:
+    global _current
+    _current = ctx
+
+
+def current_context() -> Context:
+    if _current is None:
+        raise RuntimeError("no receiver context: create_app(cfg) sets it (or pass ctx=)")
+    return _current
+
+
+@dataclass
+class Emits:
+    """Hook calls collected during a transaction and fired after it commits."""
+
+    calls: list = field(default_factory=list)
+
+    def add(self, event: str, **payload) -> None:
+        self.calls.append((event, payload))
+
+    def fire(self) -> None:
+        calls, self.calls = self.calls, []
+        for event, payload in calls:
+            hooks.emit(event, **payload)
+
+
+def public(t: dict | None) -> dict | None:
+    if t is None:
+        return None
+    out = {k: t.get(k) for k in PUBLIC_FIELDS}
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat()
+    return out
+
+
+def add_event(conn, ticket_id: int, kind: str, actor: str, details: dict | None = None,
+              at: datetime | None = None) -> int:
+    row = conn.execute("insert into ticket_events (ticket_id, kind, actor, details, at) "
+                       "values (%s, %s, %s, %s, coalesce(%s, now())) returning id",
+                       (ticket_id, kind, actor, Jsonb(details or {}), at)).fetchone()
+    return row["id"]
+
+
+def lock_ticket(conn, ticket_id: int) -> dict | None:
+    return conn.execute("select * from tickets where id = %s for update", (ticket_id,)).fetchone()
+
+
+def _hook_payload(ctx: Context, t: dict, actor: str, **extra) -> dict:
+    return dict(ticket_id=t["id"], db_url=ctx.db_url, actor=actor, alertname=t["alertname"],
+                service=t["service"], severity=t["severity"], fingerprint=t["fingerprint"],
+                status=t["status"], level=t["level"], **extra)
+
+
+# --- ingest ---------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    payload_id: int = 0
+    opened: list = field(default_factory=list)
+    reopened: list = field(default_factory=list)
+    resolved: list = field(default_factory=list)
+    attached: list = field(default_factory=list)
+    duplicates: int = 0
+    heartbeats: int = 0
+
+    def as_dict(self) -> dict:
+        return {"payload_id": self.payload_id, "opened": self.opened, "reopened": self.reopened,
+                "resolved": self.resolved, "attached": self.attached, "duplicates": self.duplicates,
+                "heartbeats": self.heartbeats}
+
+
+def store_payload(conn, note: Notification | None, body: dict) -> int:
+    return conn.execute(
+        "insert into ticket_payloads (group_key, receiver, status, alert_count, body) "
+        "values (%s, %s, %s, %s, %s) returning id",
+        (note.group_key if note else None, note.receiver if note else None, note.status if note else None,
+         len(note.alerts) if note else 0, Jsonb(body))).fetchone()["id"]
+
+
+def _upsert_group(conn, note: Notification) -> int | None:
+    if not note.group_key:
+        return None
+    return conn.execute(
+        """insert into ticket_groups (group_key, receiver, group_labels) values (%s, %s, %s)
+           on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver
+           returning id""", (note.group_key, note.receiver, Jsonb(note.group_labels))).fetchone()["id"]
+
+
+def ingest(ctx: Context, conn, note: Notification, body: dict, now: datetime | None = None) -> IngestResult:
+    """Store the raw payload and apply every alert; one transaction; hooks after commit."""
+    now = now or escalation.utcnow()
+    res = IngestResult()
+    emits = Emits()
+    with conn.transaction():
+        res.payload_id = store_payload(conn, note, body)
+        group_id = _upsert_group(conn, note)
+        # a stable order of advisory locks: no deadlocks between concurrent deliveries
+        for alert in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
+            if alert.alertname in ctx.heartbeats:
+                if alert.status == "firing":
+                    heartbeat.seen(ctx, conn, alert.alertname, now, emits)
+                res.heartbeats += 1
+                continue
+            conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (FINGERPRINT_LOCK, alert.fingerprint))
+            _apply_alert(ctx, conn, alert, group_id, now, res, emits)
+    emits.fire()
+    return res
+
+
+def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits) -> None:
+    ep = conn.execute("select * from ticket_alerts where fingerprint = %s and starts_at = %s",
+                      (a.fingerprint, a.starts_at)).fetchone()
+    if ep is not None:
+        if ep["status"] == "resolved" or a.status == "firing":
+            # a retry, the other cluster member, a repeat, or a stale firing after the end
+            conn.execute("update ticket_alerts set last_seen = %s where id = %s", (now, ep["id"]))
+            res.duplicates += 1
+            return
+        conn.execute("update ticket_alerts set status = 'resolved', ends_at = %s, last_seen = %s where id = %s",
+                     (a.ends_at, now, ep["id"]))
+        t = lock_ticket(conn, ep["ticket_id"])
+        if t["status"] != "resolved":
+            _resolve(ctx, conn, t, SYSTEM_ACTOR, "the alert resolved", now, emits)
+            res.resolved.append(t["id"])
+        return
+
+    active = conn.execute("select * from tickets where fingerprint = %s and status <> 'resolved' for update",
+                          (a.fingerprint,)).fetchone()
+    if a.status == "resolved":
+        if active is None:  # never saw it fire (or it was resolved by hand): nothing to do
+            res.duplicates += 1
+            return
+        _insert_episode(conn, active["id"], a, group_id, now)
+        _resolve(ctx, conn, active, SYSTEM_ACTOR, "the alert resolved", now, emits)
+        res.resolved.append(active["id"])
+        return
+
+    if active is not None:  # a new episode while the ticket is still open: same incident
+        _insert_episode(conn, active["id"], a, group_id, now)
+        add_event(conn, active["id"], "alert_attached", SYSTEM_ACTOR, {"starts_at": a.starts_at.isoformat()})
+        res.attached.append(active["id"])
+        emits.add("ticket_updated", **_hook_payload(ctx, active, SYSTEM_ACTOR, change="alert_attached"))
+        return
+
+    recent = None
+    if ctx.reopen_window > 0:
+        recent = conn.execute(
+            """select * from tickets where fingerprint = %s and status = 'resolved' and resolved_at >= %s
+               order by resolved_at desc limit 1 for update""",
+            (a.fingerprint, now - timedelta(seconds=ctx.reopen_window))).fetchone()
+    if recent is not None:
+        t = _reopen(ctx, conn, recent, a, group_id, now, emits)
+        _insert_episode(conn, t["id"], a, group_id, now)
+        res.reopened.append(t["id"])
+        return
+    t = _open(ctx, conn, a, group_id, now, emits)
+    _insert_episode(conn, t["id"], a, group_id, now)
+    res.opened.append(t["id"])
+
+
+def _insert_episode(conn, ticket_id: int, a: Alert, group_id, now: datetime) -> None:
+    conn.execute(
+        """insert into ticket_alerts (ticket_id, fingerprint, starts_at, ends_at, status, labels, annotations,
+                                      group_id, first_seen, last_seen)
+           values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict (fingerprint, starts_at) do nothing""",
+        (ticket_id, a.fingerprint, a.starts_at, a.ends_at if a.status == "resolved" else None, a.status,
+         Jsonb(a.labels), Jsonb(a.annotations), group_id, now, now))
+
+
+def _open(ctx: Context, conn, a: Alert, group_id, now: datetime, emits: Emits) -> dict:
+    pname = escalation.policy_name_for(ctx.cfg, a.team)
+    pol = ctx.policy(pname)
+    state, due = escalation.initial_state(a.tier, pol, now)
+    assignee = ctx.assignee_for(pol, state.level, a.team, now)
+    t = conn.execute(
+        """insert into tickets (fingerprint, status, alertname, service, severity, tier, team, labels, annotations,
+                                summary, generator_url, group_id, starts_at, opened_at, policy, entry_level, level,
+                                level_since, repeats, next_escalation_at, assignee, updated_at)
+           values (%s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s)
+           returning *""",
+        (a.fingerprint, a.alertname, a.service, a.severity, a.tier, a.team, Jsonb(a.labels), Jsonb(a.annotations),
+         a.summary, a.generator_url, group_id, a.starts_at, now, pol.name, state.level, state.level,
+         now, due, assignee, now)).fetchone()
+    add_event(conn, t["id"], "opened", SYSTEM_ACTOR,
+              {"level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
+               "starts_at": a.starts_at.isoformat()}, at=now)
+    notify.enqueue(ctx, conn, t, "opened")
+    emits.add("ticket_opened", **_hook_payload(ctx, t, SYSTEM_ACTOR))
+    return t
+
+
+def _reopen(ctx: Context, conn, t: dict, a: Alert, group_id, now: datetime, emits: Emits) -> dict:
+    pol = ctx.policy(t["policy"])
+    state, due = escalation.initial_state(a.tier, pol, now)
+    assignee = ctx.assignee_for(pol, state.level, t["team"], now)
+    t = conn.execute(
+        """update tickets set status = 'open', acknowledged_at = null, acknowledged_by = null,
+               resolved_at = null, resolved_by = null, reopened_count = reopened_count + 1,
+               last_reopened_at = %s, level = %s, level_since = %s, repeats = 0, next_escalation_at = %s,
+               assignee = %s, labels = %s, annotations = %s, group_id = coalesce(%s, group_id), updated_at = %s
+           where id = %s returning *""",
+        (now, state.level, now, due, assignee, Jsonb(a.labels), Jsonb(a.annotations), group_id, now,
+         t["id"])).fetchone()
+    add_event(conn, t["id"], "reopened", SYSTEM_ACTOR,
+              {"starts_at": a.starts_at.isoformat(), "level": t["level"], "assignee": assignee}, at=now)
+    notify.enqueue(ctx, conn, t, "reopened")
+    emits.add("ticket_reopened", **_hook_payload(ctx, t, SYSTEM_ACTOR))
+    return t
+
+
+def _resolve(ctx: Context, conn, t: dict, actor: str, reason: str, now: datetime, emits: Emits) -> dict:
+    t = conn.execute(
+        """update tickets set status = 'resolved', resolved_at = %s, resolved_by = %s,
+               next_escalation_at = null, updated_at = %s where id = %s returning *""",
+        (now, actor, now, t["id"])).fetchone()
+    add_event(conn, t["id"], "resolved", actor, {"reason": reason}, at=now)
+    notify.enqueue(ctx, conn, t, "resolved")
+    emits.add("ticket_resolved", **_hook_payload(ctx, t, actor, reason=reason))
+    return t
+
+
+# --- escalation -----------------------------------------------------------------------------
+
+
+def apply_escalation(ctx: Context, conn, t: dict, d: escalation.Decision, actor: str, reason: str,
+                     emits: Emits, now: datetime, forced: bool = False) -> dict:
+    pol = ctx.policy(t["policy"])
+    s = d.state
+    assignee = ctx.assignee_for(pol, s.level, t["team"], now)
+    old_level = t["level"]
+    t = conn.execute(
+        """update tickets set status = 'open', level = %s, level_since = %s, repeats = %s,
+               next_escalation_at = %s, assignee = coalesce(%s, assignee), updated_at = %s
+           where id = %s returning *""",
+        (s.level, s.level_since, s.repeats, d.next_at, assignee, now, t["id"])).fetchone()
+    add_event(conn, t["id"], "escalated", actor,
+              {"from_level": old_level, "level": s.level, "level_name": pol.level(s.level).name,
+               "repeat": s.repeats, "assignee": t["assignee"], "reason": reason, "forced": forced}, at=now)
+    notify.enqueue(ctx, conn, t, "escalated", reason=reason)
+    emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="escalated", reason=reason))
+    log.info("event=ticket_escalated ticket_id=%s level=%s repeat=%s actor=%s", t["id"], s.level, s.repeats, actor)
+    return t
+
+
+# --- human actions --------------------------------------------------------------------------
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(ValueError):
+    pass
+
+
+def _act(ctx: Context, conn, ticket_id: int, fn) -> dict:
+    emits = Emits()
+    with conn.transaction():
+        t = lock_ticket(conn, ticket_id)
+        if t is None:
+            raise NotFound(f"no ticket {ticket_id}")
+        t = fn(t, emits)
+    emits.fire()
+    return t
+
+
+def acknowledge(ctx: Context, conn, ticket_id: int, actor: str, note: str = "") -> dict:
+    def fn(t, emits):
+        if t["status"] == "resolved":
+            raise Conflict("the ticket is resolved")
+        if t["status"] == "acknowledged":
+            return t
+        now = escalation.utcnow()
+        t = conn.execute("""update tickets set status = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s,
+                                next_escalation_at = null, updated_at = %s where id = %s returning *""",
+                         (now, actor, now, t["id"])).fetchone()
+        add_event(conn, t["id"], "acknowledged", actor, {"note": note} if note else {}, at=now)
+        notify.enqueue(ctx, conn, t, "acknowledged", actor=actor)
+        emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="acknowledged"))
+        return t
+    return _act(ctx, conn, ticket_id, fn)
+
+
+def resolve(ctx: Context, conn, ticket_id: int, actor: str, note: str = "") -> dict:
+    def fn(t, emits):
+        if t["status"] == "resolved":
+            return t
+        return _resolve(ctx, conn, t, actor, note or "resolved by hand", escalation.utcnow(), emits)
+    return _act(ctx, conn, ticket_id, fn)
+
+
+def comment(ctx: Context, conn, ticket_id: int, actor: str, text: str) -> dict:
+    def fn(t, emits):
+        add_event(conn, t["id"], "comment", actor, {"text": text})
+        t = conn.execute("update tickets set updated_at = now() where id = %s returning *", (t["id"],)).fetchone()
+        emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="comment"))
+        return t
+    return _act(ctx, conn, ticket_id, fn)
+
+
+def reassign(ctx: Context, conn, ticket_id: int, actor: str, assignee: str, note: str = "") -> dict:
+    def fn(t, emits):
+        if t["assignee"] == assignee:
+            return t
+        old = t["assignee"]
+        t = conn.execute("update tickets set assignee = %s, updated_at = now() where id = %s returning *",
+                         (assignee, t["id"])).fetchone()
+        ev = add_event(conn, t["id"], "reassigned", actor, {"from": old, "to": assignee, **({"note": note} if note else {})})
+        notify.enqueue(ctx, conn, t, "reassigned", actor=actor, event_id=ev)
+        emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="reassigned", assignee=assignee))
+        return t
+    return _act(ctx, conn, ticket_id, fn)
+
+
+# --- queries --------------------------------------------------------------------------------
+
+
+def list_tickets(conn, status: list[str] | None = None, severity: list[str] | None = None,
+                 service: str | None = None, alertname: str | None = None, fingerprint: str | None = None,
+                 group_id: int | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+    where, args = [], []
+    if status:
+        where.append("status = any(%s)")
+        args.append(list(status))
+    if severity:
+        where.append("severity = any(%s)")
+        args.append(list(severity))
+    for col, val in (("service", service), ("alertname", alertname), ("fingerprint", fingerprint),
+                     ("group_id", group_id)):
+        if val is not None:
+            where.append(f"{col} = %s")
+            args.append(val)
+    sql = "select * from tickets"
+    if where:
+        sql += " where " + " and ".join(where)
+    sql += " order by opened_at desc, id desc limit %s offset %s"
+    return conn.execute(sql, (*args, limit, offset)).fetchall()
+
+
+def get_ticket(conn, ticket_id: int) -> dict | None:
+    return conn.execute("select * from tickets where id = %s", (ticket_id,)).fetchone()
+
+
+def events(conn, ticket_id: int) -> list[dict]:
+    return conn.execute("select id, at, kind, actor, details from ticket_events where ticket_id = %s "
+                        "order by at, id", (ticket_id,)).fetchall()
+
+
+def alerts(conn, ticket_id: int) -> list[dict]:
+    return conn.execute("select fingerprint, starts_at, ends_at, status, labels, annotations, group_id, "
+                        "first_seen, last_seen from ticket_alerts where ticket_id = %s order by starts_at",
+                        (ticket_id,)).fetchall()

@@ -1,0 +1,63 @@
+"""POST /webhook/alertmanager: Alertmanager webhook payload version 4 -> tickets.
+
+Answers: 200 stored; 400 bad JSON / not v4 / invalid (nothing written); 401 bad or missing
+bearer token; 413 too large; 503 the database could not be written (Alertmanager retries).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import psycopg
+from flask import Blueprint, current_app, jsonify, request
+from psycopg_pool import PoolTimeout
+
+from webhook_receiver import auth, metrics
+from webhook_receiver.payload import PayloadError, parse_obj
+from webhook_receiver.tickets import ingest
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+
+def _err(status: int, error: str, message: str, **extra):
+    resp = jsonify(error=error, message=message, **extra)
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-receiver"'
+    return resp
+
+
+@bp.post("/webhook/alertmanager")
+def alertmanager():
+    from webhook_receiver.app import state
+
+    st = state(current_app)
+    if not auth.token_matches(auth.bearer(request.headers.get("Authorization")), st.token):
+        metrics.WEBHOOK.labels("unauthorized").inc()
+        return _err(401, "unauthorized", "missing or wrong bearer token")
+    body = request.get_data(cache=False)  # 413 above max_body_bytes (MAX_CONTENT_LENGTH)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(400, "invalid_json", f"malformed JSON: {exc}")
+    try:
+        note = parse_obj(data)
+    except PayloadError as exc:
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(400, "invalid_payload", exc.message, field=exc.where)
+    try:
+        st.db.ensure_migrated()
+        with st.db.connection() as conn:
+            res = ingest(st.ctx, conn, note, data)
+    except (psycopg.Error, PoolTimeout) as exc:
+        metrics.WEBHOOK.labels("db_error").inc()
+        log.error("event=webhook_db_error group_key=%r error=%r", note.group_key,
+                  (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        return _err(503, "database_unavailable", "could not store the notification; retry later", retry=True)
+    metrics.WEBHOOK.labels("stored").inc()
+    log.info("event=notification_stored payload_id=%s group_key=%r status=%s alerts=%s opened=%s resolved=%s "
+             "reopened=%s duplicates=%s", res.payload_id, note.group_key, note.status, len(note.alerts),
+             len(res.opened), len(res.resolved), len(res.reopened), res.duplicates)
+    return jsonify(status="ok", **res.as_dict())

@@ -21,6 +21,7 @@ DOMAINS = [
     "platform",
     "forecast",
     "slo",
+    "db",
 ]
 
 

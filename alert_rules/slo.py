@@ -7,11 +7,13 @@ services' own ``opsstack_http_requests_total``. Objective: ``alerts.slo.availabi
 Burn rate = error ratio / (1 - objective). As CONVENTIONS say:
 - page  (SloErrorBudgetBurnFast, critical): 14.4x over 1h and 5m, or 6x over 6h and 30m;
 - ticket (SloErrorBudgetBurnSlow, warning): 3x over 1d and 2h, or 1x over 3d and 6h;
-each only while the service has at least ``alerts.slo.min_request_rate`` requests/s over the
-last hour (a quiet service where one failed request is 10% of the traffic does not page).
+each only while the service served at least ``alerts.slo.min_requests_per_hour`` requests in
+the last hour (a quiet service where one failed request is 10% of the traffic does not page).
+The guard counts requests (``increase``), so a service whose counters are younger than an hour
+is judged on what it really served, not on a rate diluted over the whole hour.
 
 Recording rules: ``service:opsstack_http_requests:rate5m``, ``service:opsstack_http_errors:rate5m``,
-``service:opsstack_http_requests:rate1h``, ``service:opsstack_slo_error_ratio:rate<W>``
+``service:opsstack_http_requests:increase1h``, ``service:opsstack_slo_error_ratio:rate<W>``
 (W = 5m 30m 1h 2h 6h 1d 3d 30d) and ``service:opsstack_slo_error_budget_remaining:ratio30d``
 (1 = untouched, 0 = spent, negative = overspent). This file does not depend on platform.yml.
 """
@@ -22,7 +24,7 @@ from alert_rules.platform import ERR, REQ, error_ratio_expr
 
 REQUESTS_5M = "service:opsstack_http_requests:rate5m"
 ERRORS_5M = "service:opsstack_http_errors:rate5m"
-REQUESTS_1H = "service:opsstack_http_requests:rate1h"
+REQUESTS_1H = "service:opsstack_http_requests:increase1h"
 BUDGET_REMAINING = "service:opsstack_slo_error_budget_remaining:ratio30d"
 SHORT_WINDOWS = ("30m", "1h", "2h", "6h")
 LONG_WINDOWS = ("1d", "3d", "30d")
@@ -45,7 +47,7 @@ def recording_groups(cfg: dict) -> list[dict]:
     short = [
         record(REQUESTS_5M, f"sum by (service) (rate({REQ}{selector(p)}[5m]))"),
         record(ERRORS_5M, f"sum by (service) (rate({REQ}{selector(p, ERR)}[5m]))\nor\n0 * {REQUESTS_5M}"),
-        record(REQUESTS_1H, f"sum by (service) (rate({REQ}{selector(p)}[1h]))"),
+        record(REQUESTS_1H, f"sum by (service) (increase({REQ}{selector(p)}[1h]))"),
         record(error_ratio("5m"), f"{ERRORS_5M}\n/\n{REQUESTS_5M}"),
         *[record(error_ratio(w), error_ratio_expr("service", p, w)) for w in SHORT_WINDOWS],
     ]
@@ -60,7 +62,7 @@ def recording_groups(cfg: dict) -> list[dict]:
 
 def burn_expr(cfg: dict, windows, scope: str) -> str:
     b = fmt(budget(cfg))
-    guard = fmt(cfg["alerts"]["slo"]["min_request_rate"])
+    guard = fmt(cfg["alerts"]["slo"]["min_requests_per_hour"])
     sel = selector(scope)
     pairs = [f"  (\n    {error_ratio(long)}{sel} > ({fmt(factor)} * {b})\n  and\n"
              f"    {error_ratio(short)}{sel} > ({fmt(factor)} * {b})\n  )"

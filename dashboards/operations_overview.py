@@ -165,13 +165,13 @@ def realtime_performance(cfg: dict) -> list:
               "the highest value of the last 24 hours.",
               "short",
               [prom(f"sum(opsstack_active_sessions{{{SERVICE_REGION}}})", "active sessions"),
-               prom(f"max_over_time(sum(opsstack_active_sessions{{{SERVICE_REGION}}})[1d:5m])", "24h peak")],
+               prom(f"max_over_time(sum(opsstack_active_sessions{{{SERVICE_REGION}}})[1d:1m])", "24h peak")],
               min_value=0, w=16 if cfg["exporters"].get("db", {}).get("enabled") else 12, h=8),
         panel(_stat(), "Load vs 24h peak",
               "Active sessions now as a share of the 24-hour peak.",
               "percentunit",
               [prom(f"sum(opsstack_active_sessions{{{SERVICE_REGION}}})\n/\n"
-                    f"max_over_time(sum(opsstack_active_sessions{{{SERVICE_REGION}}})[1d:5m])", "load", instant=True)],
+                    f"max_over_time(sum(opsstack_active_sessions{{{SERVICE_REGION}}})[1d:1m])", "load", instant=True)],
               thresholds=steps([(None, GREEN), (0.9, YELLOW)]), w=8, h=8),
     ]
     return out
@@ -241,7 +241,7 @@ def user_activity(cfg: dict) -> list:
               "reqpm",
               [prom(f"sum(rate(opsstack_http_requests_total{{{SERVICE_REGION}}}[$__rate_interval])) * 60",
                     "requests/min"),
-               prom(f"max_over_time(sum({rules.REQUESTS_5M}{{{SERVICE_REGION}}})[1d:5m]) * 60", "24h peak")],
+               prom(f"max_over_time(sum({rules.REQUESTS_5M}{{{SERVICE_REGION}}})[1d:1m]) * 60", "24h peak")],
               min_value=0, w=24, h=8),
     ]
 

@@ -6,4 +6,6 @@ with grafana-foundation-sdk). `opsstack dashboards generate` writes dashboards/j
 DASHBOARDS = {
     "operations_overview": "Operations",
     "predictive": "Predictive",
+    "database": "Database",
+    "incidents": "Incidents",
 }

@@ -161,14 +161,14 @@ def leak_target(fault: Fault, limits: Limits, now: float) -> int:
     return int(min(limits.memory_leak_max_bytes, fault.rate * max(0.0, now - fault.started)))
 
 
-def fill_target(fault: Fault, limits: Limits, now: float, used_other: int, fs_free: int,
-                min_free: int, written: int) -> int:
-    """Bytes a disk-fill fault should have written ``now``.
+def fill_step(fault: Fault, limits: Limits, dt: float, used: int, fs_free: int, min_free: int) -> int:
+    """Bytes a disk-fill fault writes in the next ``dt`` seconds.
 
-    Capped by the volume cap (counting what else is on the volume) and by the real
-    filesystem: never leaves it with less than ``min_free`` bytes free.
+    A writer at ``rate`` bytes/s until the volume holds the cap (counting every file on it)
+    and never leaving the real filesystem with less than ``min_free`` bytes free. Files
+    deleted from outside are not rewritten at once: the writer just keeps its pace.
     """
-    want = int(fault.rate * max(0.0, now - fault.started))
-    cap = max(0, limits.disk_fill_max_bytes - used_other)
+    want = int(fault.rate * max(0.0, dt))
+    room = max(0, limits.disk_fill_max_bytes - used)
     fs_room = max(0, fs_free - min_free)
-    return max(0, min(want, cap, written + fs_room))
+    return max(0, min(want, room, fs_room))

@@ -7,10 +7,10 @@ docs/demo.md.
 """
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
+import mmap
 import os
 import random
 import re
@@ -34,7 +34,10 @@ REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25,
                    0.75, 1.0, 2.5, 5.0, 10.0)
 CACHE_TTL = 60.0
 CACHE_MAX_ENTRIES = 2000
-CACHE_MISS_PENALTY = 0.02  # seconds of "backend" time a cache miss costs
+JITTER = 0.04  # relative standard deviation of an instance's latency
+# Extra seconds a lookup that bypasses the cache (cache-miss-storm) costs: the origin is
+# suddenly loaded. Ordinary misses are part of the region's mean latency.
+CACHE_BYPASS_PENALTY = 0.05
 VOLUME_NAME = "data"
 FILL_FILE_MAX = 64 * 1024 * 1024
 FILL_PREFIX = "fill-"
@@ -151,6 +154,15 @@ class Volume:
         return freed
 
 
+def _resident_block(n: int, pattern: bytes) -> mmap.mmap:
+    """An anonymous mapping of ``n`` bytes, written through so every page is resident."""
+    block = mmap.mmap(-1, n)
+    for off in range(0, n, len(pattern)):
+        k = min(len(pattern), n - off)
+        block[off:off + k] = pattern[:k]
+    return block
+
+
 class DemoService:
     def __init__(self, cfg: dict, name: str):
         self.cfg = cfg
@@ -174,18 +186,20 @@ class DemoService:
         self.limits = F.Limits.from_config(cfg, svc)
         self.clock = model.SimClock(d["time_acceleration"])
         self.rng = random.Random(f"{d['seed']}:{name}:server")
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the fault list
+        self._effects = threading.Lock()  # memory held and files written by faults
         self.faults: list[F.Fault] = []
         self.healthy: set[str] = set(self.regions)  # traffic router
         self.caches = {r: TagCache() for r in self.regions}
         self.replacements = {r: 0 for r in self.regions}
         self.volume = Volume(volume_dir(cfg, name), d["volume_capacity_bytes"])
-        self._leak: list[bytes] = []
+        self._leak: list[mmap.mmap] = []
         self._leak_bytes = 0
         self._cpu_duty = 0.0
         self._burner: threading.Thread | None = None
         self._fill_chunk = b"\xa5" * (1024 * 1024)
         self._stop = threading.Event()
+        self._last_tick = time.time()
         self._build_metrics()
         self.listeners = {r: Listener(f"{name}/{r}", self.host, self.ports[r], self._region_app(r))
                           for r in self.regions}
@@ -238,7 +252,8 @@ class DemoService:
         for lst in self.listeners.values():
             lst.close()
         self.admin.close()
-        self._leak.clear()
+        with self._effects:
+            self._free_leak()
 
     # ------------------------------------------------------------------ faults
     def active(self, kind: str, region: str | None = None) -> F.Fault | None:
@@ -275,15 +290,20 @@ class DemoService:
 
     def _after_removal(self, gone: list[F.Fault]) -> None:
         kinds = {f.kind for f in gone}
-        if "memory-leak" in kinds and not self.active("memory-leak"):
-            self._leak.clear()
-            self._leak_bytes = 0
-            gc.collect()
-        if "disk-fill" in kinds and not self.active("disk-fill"):
-            self.volume.cleanup()
+        with self._effects:
+            if "memory-leak" in kinds and not self.active("memory-leak"):
+                self._free_leak()
+            if "disk-fill" in kinds and not self.active("disk-fill"):
+                self.volume.cleanup()
         self._sync_listeners()
         for f in gone:
             log.info("event=fault_healed service=%s kind=%s region=%s", self.name, f.kind, f.region or "all")
+
+    def _free_leak(self) -> None:
+        leak, self._leak = self._leak, []
+        self._leak_bytes = 0
+        for block in leak:
+            block.close()  # munmap: the memory goes back to the system at once
 
     def _sync_listeners(self) -> None:
         if self._stop.is_set():
@@ -359,22 +379,22 @@ class DemoService:
         if expired:
             self._after_removal(expired)
         self._sync_listeners()
-        leak = self.active("memory-leak")
-        if leak:
-            target = F.leak_target(leak, self.limits, now)
-            while self._leak_bytes < target:
-                n = min(target - self._leak_bytes, 4 * 1024 * 1024)
-                self._leak.append(b"\x5a" * n)  # filled, so every page is really resident
-                self._leak_bytes += n
-        fill = self.active("disk-fill")
-        if fill:
-            written = self.volume.filled()
-            used_other = self.volume.used() - written
-            free = shutil.disk_usage(self.volume.path).free
-            target = F.fill_target(fill, self.limits, now, used_other, free,
-                                   self.demo["faults"]["disk_min_free_bytes"], written)
-            if target > written:
-                self.volume.write(min(target - written, 32 * 1024 * 1024), self._fill_chunk)
+        dt, self._last_tick = now - self._last_tick, now
+        with self._effects:  # heal frees under the same lock: nothing grows back after it
+            leak = self.active("memory-leak")
+            if leak:
+                target = F.leak_target(leak, self.limits, now)
+                while self._leak_bytes < target:
+                    n = min(target - self._leak_bytes, 4 * 1024 * 1024)
+                    self._leak.append(_resident_block(n, self._fill_chunk))
+                    self._leak_bytes += n
+            fill = self.active("disk-fill")
+            if fill:
+                dt = min(dt, now - fill.started, 2.0)
+                n = F.fill_step(fill, self.limits, dt, self.volume.used(),
+                                shutil.disk_usage(self.volume.path).free, self.demo["faults"]["disk_min_free_bytes"])
+                if n > 0:
+                    self.volume.write(n, self._fill_chunk)
 
     def _ensure_burner(self) -> None:
         if self._burner is None or not self._burner.is_alive():
@@ -437,7 +457,7 @@ class DemoService:
             time.sleep(0.005)
             return 503, {"error": "instance unavailable", "region": region}
         # network + processing time of the region, a little jitter
-        delay = self.latency_of(region) * max(0.5, rng.gauss(1.0, 0.05))
+        delay = self.latency_of(region) * max(0.5, rng.gauss(1.0, JITTER))
         spike = self.active("latency-spike", region)
         if spike:
             delay += spike.rate
@@ -450,13 +470,15 @@ class DemoService:
             key = req.path
             storm = self.active("cache-miss-storm", region)
             cache = self.caches[region]
-            cached = None if (storm and rng.random() < storm.rate) else cache.get(key)
+            bypass = storm is not None and rng.random() < storm.rate
+            cached = None if bypass else cache.get(key)
             if cached is not None:
                 self.m_cache.labels(region, "hit").inc()
                 body.update(json.loads(cached))
             else:
                 self.m_cache.labels(region, "miss").inc()
-                delay += CACHE_MISS_PENALTY
+                if bypass:
+                    delay += CACHE_BYPASS_PENALTY
                 data = self._backend(route, match)
                 cache.put(key, json.dumps(data).encode(), [t.format(*match.groups()) for t in tags])
                 body.update(data)
@@ -554,7 +576,8 @@ class DemoService:
             if p == "/admin/volume/cleanup" and m == "POST":
                 freed = self.volume.filled()
                 self.heal("disk-fill")
-                self.volume.cleanup()
+                with self._effects:
+                    self.volume.cleanup()
                 return Response(200, {"freed_bytes": freed})
         except ValueError as exc:
             return Response(400, {"error": str(exc)})

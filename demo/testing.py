@@ -12,13 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from stack.procs import free_port, tail, wait_http
+from stack.procs import free_port, port_open, tail, wait_http
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 
@@ -41,13 +42,23 @@ class _Process:
     def write(self, cfg: dict) -> None:
         self.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    def spawn(self, args: list[str], ready_url: str, timeout: float = 30) -> None:
+    def spawn(self, args: list[str], ready_url: str | None, timeout: float = 30,
+              ready_port: int | None = None) -> None:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(opsstack_argv() + ["-c", str(self.config_file), *args], stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
-            wait_http(ready_url, timeout=timeout, proc=self.proc)
+            if ready_url:
+                wait_http(ready_url, timeout=timeout, proc=self.proc)
+            else:
+                deadline = time.monotonic() + timeout
+                while not port_open("127.0.0.1" if self.host == "0.0.0.0" else self.host, ready_port):
+                    if self.proc.poll() is not None:
+                        raise RuntimeError(f"process exited with {self.proc.returncode}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"port {ready_port} not open after {timeout:.0f}s")
+                    time.sleep(0.1)
         except Exception as exc:
             self.stop()
             raise RuntimeError(f"{self.name} did not start: {exc}\n{tail(self.log)}") from None
@@ -145,7 +156,8 @@ class AppExporterProcess(_Process):
         return f"http://{self.host}:{self.port}/metrics"
 
     def start(self, timeout: float = 30) -> "AppExporterProcess":
-        self.spawn(["exporter", "app"], self.url, timeout)
+        # readiness = the port accepts: a scrape may take up to probe_timeout
+        self.spawn(["exporter", "app"], None, timeout, ready_port=self.port)
         return self
 
     def scrape(self, timeout: float = 30) -> str:

@@ -25,6 +25,8 @@ Usage in a custom collector (reads its source at scrape time)::
 
 Metrics yielded inside a failing ``with scrape.source(...)`` block before the error are
 kept; nothing after the error in that block runs. The self-metrics always come last.
+Register one ExporterCollector per registry (each yields the self-metric families; two in
+one registry would repeat them).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from forecasters.models import FitContext, make_model
 log = logging.getLogger(__name__)
 
 # Simpler first: ties (within 1%) go to the simpler model.
-SIMPLICITY = ["naive", "recent_mean", "seasonal_naive", "seasonal_mean", "linear_trend",
+SIMPLICITY = ["naive", "recent_mean", "ses", "seasonal_naive", "seasonal_mean", "seasonal_ses", "linear_trend",
               "long_trend", "prophet_flat", "prophet"]
 
 
@@ -34,13 +34,32 @@ class BacktestResult:
     truth: np.ndarray                              # (folds, H), NaN past the end
     fits: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    scale: float = 1.0
 
     def residuals(self, model: str) -> np.ndarray:
         return self.truth - self.forecasts[model]
 
+    def ensemble(self, k: int, within: float = 1.2) -> str:
+        """The median of the (at most k) best models whose backtest score is within `within` times
+        the best one: 'median:a+b+c'. On a clear signal (a leak) only the models that see it
+        qualify; on noise, where many models are as good, the median averages their errors away."""
+        ranked = sorted((m for m in self.scores if "+" not in m and np.isfinite(self.scores[m])),
+                        key=lambda m: (self.scores[m], _simplicity(m)))[:k]
+        if ranked:
+            best = self.scores[ranked[0]]
+            ranked = [m for m in ranked if self.scores[m] <= best * within + 1e-12]
+        if len(ranked) < 2:
+            return ranked[0] if ranked else "naive"
+        # members in a fixed order: the label value does not change when only their ranks do
+        name = "median:" + "+".join(sorted(ranked, key=_simplicity))
+        if name not in self.forecasts:
+            self.forecasts[name] = np.median([self.forecasts[m] for m in ranked], axis=0)
+            self.scores[name] = _score(self.truth, self.forecasts[name], self.scale)
+        return name
+
     def best(self) -> str:
         def rank(name):
-            parts = name.split("+")
+            parts = name.split(":")[-1].split("+")
             return (self.scores[name], max(SIMPLICITY.index(p) if p in SIMPLICITY else 99 for p in parts))
 
         finite = {k: v for k, v in self.scores.items() if np.isfinite(v)}
@@ -67,7 +86,7 @@ def plan_origins(n: int, horizon: int, folds: int, min_train: int) -> list[int]:
 
 
 def run(t: np.ndarray, y: np.ndarray, ctx: FitContext, candidates: tuple[str, ...], horizon: int,
-        folds: int = 4, min_train: int | None = None, combine: bool = True) -> BacktestResult | None:
+        folds: int = 4, min_train: int | None = None, combine: bool = False) -> BacktestResult | None:
     """Backtest every candidate; None when the history is too short for even one fold."""
     n = len(y)
     if min_train is None:
@@ -102,7 +121,7 @@ def run(t: np.ndarray, y: np.ndarray, ctx: FitContext, candidates: tuple[str, ..
         forecasts[name] = out
         scores[name] = _score(truth, out, scale)
     res = BacktestResult(horizon=horizon, origins=origins, scores=scores, forecasts=forecasts,
-                         truth=truth, fits=fits, failed=failed)
+                         truth=truth, fits=fits, failed=failed, scale=scale)
     if combine and len(scores) >= 2:
         top = sorted((k for k in scores if np.isfinite(scores[k])), key=scores.get)[:3]
         for a, b in itertools.combinations(top, 2):

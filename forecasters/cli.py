@@ -179,7 +179,7 @@ def _csv(args, cfg) -> int:
     f = cfg["forecast"]
     spec = Spec(step=step, horizons=(args.horizon * step,), lower=args.min, upper=args.max,
                 level=args.level, model=args.model, candidates=tuple(f["models"]),
-                folds=f["backtest"]["folds"],
+                folds=f["backtest"]["folds"], ensemble=f["ensemble"], ensemble_within=f["ensemble_within"],
                 seasonalities=tuple(_SEASONS[s] for s in f["seasonality"]))
     fc = forecast_series(t, y, spec, horizon_rows=args.horizon)
     numeric = pd.api.types.is_numeric_dtype(pd.read_csv(args.input, nrows=5).iloc[:, 0])

@@ -38,6 +38,8 @@ class Spec:
     seasonalities: tuple[float, ...] = (DAY, WEEK)
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
     folds: int = 4
+    ensemble: int = 5                               # median of the k best models (1 = the best alone)
+    ensemble_within: float = 1.2                    # ... among those within this factor of the best score
     backtest_horizon: float | None = None           # seconds; None = from the history length
     level: float = 0.8
     samples: int = 400
@@ -91,19 +93,27 @@ class Forecast:
 
 
 class _Combo:
-    """Mean of two fitted models (chosen when the pair backtests best)."""
+    """Mean ('a+b') or median ('median:a+b+c') of fitted models, pointwise."""
 
-    def __init__(self, models):
+    def __init__(self, models, how: str = "mean"):
         self.models = models
+        self.how = how
         self.error_growth = "trend" if any(m.error_growth == "trend" for m in models) else "level"
 
     def predict(self, offsets):
-        return np.mean([m.predict(offsets) for m in self.models], axis=0)
+        preds = [m.predict(offsets) for m in self.models]
+        return np.median(preds, axis=0) if self.how == "median" else np.mean(preds, axis=0)
+
+
+def model_parts(name: str) -> list[str]:
+    return name.split(":")[-1].split("+")
 
 
 def _fit(name: str, ctx: FitContext, t, y):
-    if "+" in name:
-        return _Combo([make_model(p, ctx).fit(t, y) for p in name.split("+")])
+    parts = model_parts(name)
+    if len(parts) > 1:
+        how = "median" if name.startswith("median:") else "mean"
+        return _Combo([make_model(p, ctx).fit(t, y) for p in parts], how)
     return make_model(name, ctx).fit(t, y)
 
 
@@ -153,7 +163,12 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
     fits = 0
     if spec.model is None:
         bt = backtest.run(t, y, ctx, spec.candidates, H, folds=spec.folds)
-        chosen = bt.best() if bt else ("linear_trend" if "linear_trend" in spec.candidates else spec.candidates[0])
+        if bt is None:
+            chosen = "linear_trend" if "linear_trend" in spec.candidates else spec.candidates[0]
+        elif spec.ensemble > 1:
+            chosen = bt.ensemble(spec.ensemble, spec.ensemble_within)
+        else:
+            chosen = bt.best()
         fits += bt.fits if bt else 0
     else:
         chosen = spec.model
@@ -161,7 +176,7 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
             bt = backtest.run(t, y, ctx, (chosen,), H, folds=spec.folds, combine=False)
             fits += bt.fits if bt else 0
     model = _fit(chosen, ctx, t, y)
-    fits += len(chosen.split("+"))
+    fits += len(model_parts(chosen))
     growth_exp = 1.0 if model.error_growth == "trend" else 0.5
     if bt is not None and chosen in bt.forecasts:
         band = band_from_residuals(bt.residuals(chosen), step, spec.level, growth_exp, spec.widen)
@@ -219,7 +234,7 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
     if a >= 1 and bt is not None:
         try:
             m2 = _fit(chosen, ctx, t[:-a], y[:-a])
-            fits += len(chosen.split("+"))
+            fits += len(model_parts(chosen))
             offs = t[-a:] - t[-a - 1]
             pred = clip(m2.predict(offs), spec.lower, spec.upper)
             lo2, hi2 = band.at(offs)

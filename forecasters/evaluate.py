@@ -194,9 +194,10 @@ def summarize(results: list[TaskResult]) -> dict:
             s[m]["coverage"].append(r.results[m]["coverage"])
     per_series = {s: {m: {k: float(np.nanmean(v)) for k, v in d.items()} for m, d in ms.items()}
                   for s, ms in per_series.items()}
-    chosen: dict[str, int] = {}
+    chosen: dict[str, int] = {}   # how often each model is (a member of) the chosen forecast
     for r in results:
-        chosen[r.chosen] = chosen.get(r.chosen, 0) + 1
+        for part in r.chosen.split(":")[-1].split("+"):
+            chosen[part] = chosen.get(part, 0) + 1
     return {"overall": overall, "per_series": per_series, "chosen": chosen,
             "tasks": len(results), "fits": sum(r.fits for r in results)}
 
@@ -217,7 +218,7 @@ def format_table(summary: dict) -> str:
         ours = o["opsstack"]["mase"]
         lines.append(f"{'MASE ratio ours/x':<{w}}  " + "  ".join(
             f"{ours / o[m]['mase']:>15.3f}" if o[m]["mase"] else f"{'-':>15}" for m in methods))
-    lines.append("models chosen: " + ", ".join(f"{k} x{v}" for k, v in sorted(summary["chosen"].items(), key=lambda kv: -kv[1])))
+    lines.append("models in the chosen forecasts (median ensembles count each member): " + ", ".join(f"{k} x{v}" for k, v in sorted(summary["chosen"].items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
 
 

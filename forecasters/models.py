@@ -137,6 +137,70 @@ class RecentMean(Model):
         return np.full(len(offsets), self.level)
 
 
+_ALPHAS = np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
+
+
+def ses_level(y: np.ndarray, max_rows: int = 2016) -> tuple[float, float]:
+    """Simple exponential smoothing: (final level, alpha) with alpha minimising the in-sample
+    one-step absolute error over a grid (all alphas run at once, vectorised)."""
+    y = np.asarray(y, float)[-max_rows:]
+    level = np.full(len(_ALPHAS), y[0])
+    err = np.zeros(len(_ALPHAS))
+    for v in y[1:]:
+        e = v - level
+        err += np.abs(e)
+        level = level + _ALPHAS * e
+    i = int(np.argmin(err))
+    return float(level[i]), float(_ALPHAS[i])
+
+
+class SimpleExpSmoothing(Model):
+    """Exponentially weighted level (alpha from the data): follows a level shift, ignores noise."""
+
+    name = "ses"
+
+    def fit(self, t, y):
+        self.level, self.alpha = ses_level(y)
+        return self
+
+    def predict(self, offsets):
+        return np.full(len(offsets), self.level)
+
+
+class SeasonalSES(Model):
+    """Seasonal profile (median of the last seasons) + an exponentially smoothed level.
+
+    The deseasonalised series is smoothed like `ses`, so a level shift moves the whole
+    profile within a few steps instead of a season later.
+    """
+
+    name = "seasonal_ses"
+    seasons = 4
+
+    def fit(self, t, y):
+        y = np.asarray(y, float)
+        m = self.ctx.period_rows(len(y))
+        if m is None:
+            self.m, self.profile = 1, np.zeros(1)
+            self.level, _ = ses_level(y)
+            self.phase0 = 0
+            return self
+        k = min(self.seasons, len(y) // m)
+        block = y[len(y) - k * m:].reshape(k, m)
+        profile = np.median(block, axis=0)
+        profile = profile - profile.mean()
+        # phase of row i (counted from the end): row n-1 has phase m-1 of the profile
+        n = len(y)
+        phases = (np.arange(n) - (n - k * m)) % m
+        self.level, _ = ses_level(y - profile[phases])
+        self.m, self.profile = m, profile
+        return self
+
+    def predict(self, offsets):
+        k = self._rows(offsets)
+        return self.level + self.profile[(k - 1) % self.m]
+
+
 class LinearTrend(Model):
     """Least squares over the recent window, extrapolated (what PromQL predict_linear does)."""
 
@@ -281,12 +345,12 @@ class ProphetFlat(ProphetModel):
 
 
 MODELS: dict[str, type[Model]] = {
-    m.name: m for m in (Naive, SeasonalNaive, SeasonalMean, RecentMean, LinearTrend, LongTrend,
-                        ProphetModel, ProphetFlat)
+    m.name: m for m in (Naive, SeasonalNaive, SeasonalMean, RecentMean, SimpleExpSmoothing, SeasonalSES,
+                        LinearTrend, LongTrend, ProphetModel, ProphetFlat)
 }
 BASELINES = ("naive", "seasonal_naive", "linear_trend")
-DEFAULT_CANDIDATES = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "linear_trend",
-                      "long_trend", "prophet", "prophet_flat")
+DEFAULT_CANDIDATES = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "ses", "seasonal_ses",
+                      "linear_trend", "long_trend", "prophet", "prophet_flat")
 
 
 def make_model(name: str, ctx: FitContext) -> Model:

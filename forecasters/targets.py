@@ -50,7 +50,8 @@ def build(cfg: dict) -> list[Target]:
         spec = Spec(
             step=step, horizons=horizons, thresholds=tuple(float(x) for x in t["thresholds"]),
             direction=t["direction"], lower=t["min"], upper=t["max"], seasonalities=seasons,
-            candidates=tuple(f["models"]), folds=f["backtest"]["folds"],
+            candidates=tuple(f["models"]), folds=f["backtest"]["folds"], ensemble=f["ensemble"],
+            ensemble_within=f["ensemble_within"],
             backtest_horizon=f["backtest"]["horizon"], level=f["level"], samples=f["samples"],
             curve_points=f["curve_points"], prophet=tuple(sorted(prophet.items())), model=t["model"],
         )

@@ -88,7 +88,10 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _multi(name: str, allowed: tuple) -> list[str] | None:
-    vals = [v for raw in request.args.getlist(name) for v in raw.split(",") if v]
+    raws = request.args.getlist(name)
+    vals = [v for raw in raws for v in raw.split(",")]
+    if raws and not vals or "" in vals:
+        raise ApiError(400, "bad_request", f"{name} must be one of {', '.join(allowed)} (comma-separated)")
     for v in vals:
         if v not in allowed:
             raise ApiError(400, "bad_request", f"{name} must be one of {', '.join(allowed)}")
@@ -97,9 +100,9 @@ def _multi(name: str, allowed: tuple) -> list[str] | None:
 
 def _str_arg(name: str) -> str | None:
     v = request.args.get(name)
-    if v is not None and (len(v) > 200 or "\x00" in v):
-        raise ApiError(400, "bad_request", f"{name} is too long or has a NUL character")
-    return v
+    if v is not None and len(v) > 200:
+        raise ApiError(400, "bad_request", f"{name} is longer than 200 characters")
+    return v.replace("\x00", "") if v is not None else None  # PostgreSQL text has no NUL
 
 
 def _body() -> dict:
@@ -117,9 +120,9 @@ def _text(data: dict, key: str, required: bool = False) -> str:
         if required:
             raise ApiError(400, "bad_request", f"{key} is required")
         return ""
-    if not isinstance(v, str) or "\x00" in v:
+    if not isinstance(v, str):
         raise ApiError(400, "bad_request", f"{key} must be a string")
-    v = v.strip()
+    v = v.replace("\x00", "\ufffd").strip()  # PostgreSQL text has no NUL
     if required and not v:
         raise ApiError(400, "bad_request", f"{key} must not be empty")
     if len(v) > MAX_TEXT:
@@ -129,7 +132,7 @@ def _text(data: dict, key: str, required: bool = False) -> str:
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(spec())
+    return jsonify(spec(sorted(_st().ctx.directory.people)))
 
 
 @bp.get("/tickets")

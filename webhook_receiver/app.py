@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -40,6 +41,8 @@ class State:
         self.api_tokens = auth.ApiTokens(r["api"]["tokens"])
         self.users = auth.Users(r["console"]["users"])
         self.scheduler = None
+        self.processor = None
+        self.wakeup = threading.Event()  # set when this process queued a payload
 
 
 def state(app) -> State:
@@ -78,7 +81,12 @@ def create_app(cfg: dict) -> Flask:
 
         if request.path.startswith("/console") and exc.code not in (413,):
             return exc
-        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
+        resp = jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description)
+        resp.status_code = exc.code
+        for k, v in exc.get_headers():  # e.g. Allow on 405
+            if k.lower() not in ("content-type", "content-length"):
+                resp.headers[k] = v
+        return resp
 
     try:
         st.db.ensure_migrated()
@@ -91,19 +99,25 @@ def create_app(cfg: dict) -> Flask:
     return app
 
 
-def start_scheduler(app) -> None:
-    """Run the escalation/outbox/heartbeat loop in a daemon thread of this process."""
-    from webhook_receiver.scheduler import Scheduler
+def start_scheduler(app, scheduler: bool = True) -> None:
+    """Start this process's background threads: the payload processor (queued processing)
+    and, unless disabled, the escalation/outbox/heartbeat loop."""
+    from webhook_receiver.scheduler import Processor, Scheduler
 
     st = state(app)
-    if st.scheduler is None and st.cfg["receiver"]["scheduler"]["enabled"]:
+    if st.processor is None and st.cfg["receiver"]["processing"] == "queued":
+        st.processor = Processor(st)
+        st.processor.start()
+    if scheduler and st.scheduler is None and st.cfg["receiver"]["scheduler"]["enabled"]:
         st.scheduler = Scheduler(st)
         st.scheduler.start()
 
 
 def close_app(app) -> None:
     st = state(app)
-    if st.scheduler is not None:
-        st.scheduler.stop()
-        st.scheduler = None
+    for name in ("processor", "scheduler"):
+        th = getattr(st, name)
+        if th is not None:
+            th.stop()
+            setattr(st, name, None)
     st.db.close()

@@ -105,8 +105,7 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
         from webhook_receiver.app import create_app, start_scheduler
 
         app = create_app(cfg)
-        if scheduler:
-            start_scheduler(app)
+        start_scheduler(app, scheduler=scheduler)
         return app
 
     def child_exit(server, worker):

@@ -75,6 +75,11 @@ def _until(t: datetime | None) -> str:
     return "due now" if left <= 0 else "in " + human(left)
 
 
+def level_label(level: int, name: str) -> str:
+    """'L2 IT manager' (the level number is added when the name lacks it)."""
+    return name if name.split(" ", 1)[0] == f"L{level}" else f"L{level} {name}"
+
+
 @bp.app_template_filter("ts")
 def _ts(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "—"
@@ -136,9 +141,9 @@ def index():
     for t in sorted(open_rows, key=lambda t: (t["group_id"] or 0, t["opened_at"])):
         by_sev.setdefault(t["severity"] if t["severity"] in SEV_ORDER else "other", []).append(t)
     sections = [(s, by_sev[s]) for s in (*SEV_ORDER, "other") if s in by_sev]
-    levels = {name: p for name, p in st.ctx.policies.items()}
+    labels = {t["id"]: level_label(t["level"], st.ctx.policy(t["policy"]).level(t["level"]).name) for t in open_rows}
     return render_template("console_index.html", sections=sections, recent=recent, counts=counts, gsize=gsize,
-                           group=group, levels=levels)
+                           group=group, labels=labels)
 
 
 @bp.get("/tickets/<int:tid>")
@@ -154,7 +159,8 @@ def ticket(tid: int):
         siblings = tickets.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
     pol = st.ctx.policy(t["policy"])
     return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
-                           siblings=[s for s in siblings if s["id"] != tid], level_name=pol.level(t["level"]).name,
+                           siblings=[s for s in siblings if s["id"] != tid],
+                           level_name=level_label(t["level"], pol.level(t["level"]).name),
                            people=sorted(st.ctx.directory.people))
 
 

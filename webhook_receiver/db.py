@@ -140,6 +140,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         alarm_ticket_id bigint
     );
     """),
+    (2, """
+    -- queued processing: the webhook stores the payload, workers apply it (process_next)
+    alter table ticket_payloads add column if not exists processed_at timestamptz;
+    alter table ticket_payloads add column if not exists attempts int not null default 0;
+    alter table ticket_payloads add column if not exists result jsonb;
+    update ticket_payloads set processed_at = received_at where processed_at is null;  -- v1 was inline
+    create index if not exists ticket_payloads_pending on ticket_payloads (group_key, id)
+        where processed_at is null;
+    """),
 ]
 
 

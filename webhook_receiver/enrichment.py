@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import logging
 import time
 from collections import deque
@@ -67,7 +68,26 @@ def _label_str(labels: dict, skip=("__name__",)) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
 
 
-def draw_png(series: list[dict], title: str, expr: str, starts_at: datetime, width_px: int, height_px: int) -> bytes:
+_CMP = re.compile(r"^(?P<left>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?:bool\s+)?(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$",
+                  re.S)
+
+
+def split_threshold(expr: str) -> tuple[str, float | None]:
+    """'<left> > 0.85' -> ('<left>', 0.85), so the graph shows the whole curve and the threshold.
+
+    Only for a single comparison with a number at the end (no and/or/unless): anything else is
+    graphed as it is.
+    """
+    if re.search(r"\b(and|or|unless)\b", expr):
+        return expr, None
+    m = _CMP.match(expr.strip())
+    if not m or m.group("left").count("(") != m.group("left").count(")"):
+        return expr, None
+    return m.group("left").strip(), float(m.group("num"))
+
+
+def draw_png(series: list[dict], title: str, expr: str, starts_at: datetime, width_px: int, height_px: int,
+             threshold: float | None = None) -> bytes:
     """A PNG of matrix series (Prometheus query_range result) with a line at startsAt."""
     import matplotlib
 
@@ -83,6 +103,8 @@ def draw_png(series: list[dict], title: str, expr: str, starts_at: datetime, wid
         ys = [float(v) for _, v in s["values"]]
         ax.plot(xs, ys, linewidth=1.4, label=_label_str(s.get("metric", {}))[:80] or "value")
     ax.axvline(starts_at, color="#d62728", linestyle="--", linewidth=1, label="alert startsAt")
+    if threshold is not None:
+        ax.axhline(threshold, color="#ff7f0e", linestyle=":", linewidth=1.2, label=f"threshold {threshold:g}")
     ax.set_title(title[:100], fontsize=10)
     ax.set_xlabel("UTC")
     ax.set_ylabel((expr.replace("\n", " ")[:60] + ("..." if len(expr) > 60 else "")), fontsize=7)
@@ -142,7 +164,7 @@ def related_alerts(cfg: dict, labels: dict, fingerprint: str, timeout: float) ->
         raise SourceError(str(exc)) from None
     for a in alerts:
         al = a.get("labels", {})
-        if a.get("state") != "firing" or al == labels:
+        if a.get("state") != "firing" or (al.get("alertname") == labels.get("alertname") and belongs(al, labels)):
             continue
         if service and al.get("service") != service:
             continue
@@ -245,14 +267,17 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
                                                          f"{t['alertname']}"
         else:
             start, end = window(t["starts_at"], now, e["graph_range"])
+            graph_expr, threshold = split_threshold(expr)
             try:
-                data = prom.query_range(expr, start, end, step_for(start, end))
+                data = prom.query_range(graph_expr, start, end, step_for(start, end))
                 series = data.get("result", []) if data.get("resultType") == "matrix" else []
                 mine = [s for s in series if belongs(s.get("metric", {}), labels)]
                 shown = (mine or series)[: e["max_series"]]
                 title = f"{t['alertname']} {_label_str({k: v for k, v in labels.items() if k in ('service', 'region', 'instance')})}"
-                png = draw_png(shown, title, expr, t["starts_at"], e["graph_width_px"], e["graph_height_px"])
-                save(conn, ticket_id, "graph.png", png, {"expr": expr, "expr_source": source, "start": start,
+                png = draw_png(shown, title, graph_expr, t["starts_at"], e["graph_width_px"], e["graph_height_px"],
+                               threshold)
+                save(conn, ticket_id, "graph.png", png, {"expr": expr, "graph_expr": graph_expr,
+                                                         "threshold": threshold, "expr_source": source, "start": start,
                                                          "end": end, "series": len(shown)})
                 result["graph.png"] = "ok"
             except (PrometheusError, ValueError) as exc:

@@ -53,9 +53,8 @@ def check(ctx, conn, now: datetime, timeout: float) -> list[int]:
                                for update skip locked""", (now - timedelta(seconds=timeout),)).fetchall()
         for r in rows:
             a = _alert(r["alertname"], "firing", r["last_seen"] + timedelta(seconds=timeout), None)
-            conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (tickets.FINGERPRINT_LOCK, a.fingerprint))
             res = tickets.IngestResult()
-            tickets._apply_alert(ctx, conn, a, None, now, res, emits)
+            tickets.apply_alerts(ctx, conn, [a], None, now, res, emits)
             tid = (res.opened or res.reopened or res.attached or [None])[0]
             if tid is None:
                 active = conn.execute("select id from tickets where fingerprint = %s and status <> 'resolved'",

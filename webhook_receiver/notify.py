@@ -54,7 +54,7 @@ def channels_for(ncfg: dict, severity: str, level: int) -> list[str]:
 
 def enqueue(ctx, conn, t: dict, kind: str, reason: str | None = None, actor: str | None = None,
             event_id: int | None = None) -> int:
-    """Queue the messages for a ticket change; returns how many rows were added."""
+    """Queue the messages for a ticket change; returns how many were offered (duplicates are dropped)."""
     ncfg = ctx.cfg["notifications"]
     if not ncfg["enabled"] or not ncfg["channels"]:
         return 0
@@ -78,11 +78,11 @@ def enqueue(ctx, conn, t: dict, kind: str, reason: str | None = None, actor: str
     for ch in chans:
         if ch not in known:
             continue
-        cur = conn.execute(
+        conn.execute(
             """insert into ticket_notifications (ticket_id, channel, kind, dedup_key, recipient, payload)
                values (%s, %s, %s, %s, %s, %s) on conflict (dedup_key) do nothing""",
             (t["id"], ch, kind, _dedup_key(t, kind, ch, event_id), t["assignee"], Jsonb(payload)))
-        n += cur.rowcount
+        n += 1
     return n
 
 

@@ -13,7 +13,7 @@ def _ok(ref: str, desc: str = "OK") -> dict:
     return {"description": desc, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
-_TID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_TID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 
 _ACTION_ERRORS = {"400": _err("Bad input"), "401": _err("No or unknown token"), "403": _err("Token lacks write"),
                   "404": _err("No such ticket"), "503": _err("Database unavailable")}
@@ -30,7 +30,8 @@ def _action(summary: str, body: dict | None, conflict: bool = False) -> dict:
     return op
 
 
-def spec() -> dict:
+def spec(people: list[str] | None = None) -> dict:
+    """The document; ``people`` (oncall.people names) are the values reassign accepts."""
     ticket_props = {
         "id": {"type": "integer"}, "status": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
         "alertname": {"type": "string"}, "service": {"type": "string"}, "severity": {"type": "string"},
@@ -47,7 +48,10 @@ def spec() -> dict:
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
         "generator_url": {"type": "string"}, "updated_at": _TS,
     }
-    text = {"type": "string", "maxLength": 4000}
+    text = {"type": "string", "maxLength": 4000, "nullable": True}
+    assignee = {"type": "string", "minLength": 1, "maxLength": 200}
+    if people:
+        assignee["enum"] = sorted(people)
     return {
         "openapi": "3.0.3",
         "info": {"title": "opsstack receiver API", "version": "1.0.0",
@@ -59,18 +63,22 @@ def spec() -> dict:
             "/api/v1/tickets": {"get": {
                 "summary": "List tickets, newest first", "tags": ["tickets"],
                 "parameters": [
-                    {"name": "status", "in": "query", "required": False, "description": "comma-separated",
-                     "schema": {"type": "string", "enum": ["open", "acknowledged", "resolved"]}},
-                    {"name": "severity", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": ["critical", "warning", "info"]}},
+                    {"name": "status", "in": "query", "required": False, "style": "form", "explode": False,
+                     "description": "one or more, comma-separated (or repeated)",
+                     "schema": {"type": "array", "minItems": 1,
+                                "items": {"type": "string", "enum": ["open", "acknowledged", "resolved"]}}},
+                    {"name": "severity", "in": "query", "required": False, "style": "form", "explode": False,
+                     "schema": {"type": "array", "minItems": 1,
+                                "items": {"type": "string", "enum": ["critical", "warning", "info"]}}},
                     {"name": "service", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
                     {"name": "alertname", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
                     {"name": "fingerprint", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
-                    {"name": "group_id", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "group_id", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
                     {"name": "offset", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}},
                 ],
                 "responses": {"200": {"description": "A JSON list of tickets", "content": {"application/json": {
                     "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}}}}},
@@ -85,11 +93,12 @@ def spec() -> dict:
                 "Resolve by hand", {"type": "object", "properties": {"note": text}})},
             "/api/v1/tickets/{id}/comment": {"post": _action(
                 "Add a comment to the timeline",
-                {"type": "object", "required": ["text"], "properties": {"text": {**text, "minLength": 1}}})},
+                {"type": "object", "required": ["text"], "properties": {"text": {
+                    "type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S"}}})},
             "/api/v1/tickets/{id}/reassign": {"post": _action(
                 "Give the ticket to someone (a name from oncall.people)",
                 {"type": "object", "required": ["assignee"],
-                 "properties": {"assignee": {"type": "string", "minLength": 1, "maxLength": 200}, "note": text}})},
+                 "properties": {"assignee": assignee, "note": text}})},
             "/api/v1/tickets/{id}/escalate": {"post": _action(
                 "Page the next escalation level now", {"type": "object", "properties": {"reason": text}},
                 conflict=True)},

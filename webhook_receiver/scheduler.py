@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import timedelta
 
-from webhook_receiver import escalation, heartbeat, notify
+from webhook_receiver import escalation, heartbeat, notify, tickets
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,20 @@ PRUNE_EVERY = 3600.0
 PRUNE_LOCK = 7_215_003
 
 
+def process_pending(st, limit: int = 1000) -> int:
+    """Apply queued payloads until none is left (or limit); returns how many."""
+    n = 0
+    with st.db.connection() as conn:
+        while n < limit and tickets.process_next(st.ctx, conn) is not None:
+            n += 1
+    return n
+
+
 def tick(st, now=None) -> dict:
     """One pass of every job (also what tests call instead of waiting for the thread)."""
     cfg = st.cfg
     batch = cfg["receiver"]["scheduler"]["batch"]
-    out = {}
+    out = {"payloads": process_pending(st)}
     with st.db.connection() as conn:
         out["escalated"] = escalation.run_due(st.ctx, conn, now=now, batch=batch)
         out["heartbeat_alarms"] = heartbeat.check(st.ctx, conn, now or escalation.utcnow(),
@@ -74,3 +83,37 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - keep the loop alive; the DB may come back
                 log.warning("event=scheduler_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
             self._stop.wait(self.interval)
+
+
+class Processor:
+    """Applies queued payloads as soon as this process stored one (and every interval, for
+    payloads other processes left behind, e.g. after a crash)."""
+
+    def __init__(self, st):
+        self.st = st
+        self.interval = st.cfg["receiver"]["scheduler"]["interval"]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="receiver-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self.st.wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.st.wakeup.wait(self.interval)
+            self.st.wakeup.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.st.db.ensure_migrated()
+                process_pending(self.st)
+            except Exception as exc:  # noqa: BLE001 - the database may come back; payloads wait
+                log.warning("event=processor_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                self._stop.wait(min(self.interval, 1.0))

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from webhook_receiver import escalation, heartbeat, hooks, notify, oncall
@@ -95,11 +96,11 @@ def public(t: dict | None) -> dict | None:
 
 
 def add_event(conn, ticket_id: int, kind: str, actor: str, details: dict | None = None,
-              at: datetime | None = None) -> int:
-    row = conn.execute("insert into ticket_events (ticket_id, kind, actor, details, at) "
-                       "values (%s, %s, %s, %s, coalesce(%s, now())) returning id",
-                       (ticket_id, kind, actor, Jsonb(details or {}), at)).fetchone()
-    return row["id"]
+              at: datetime | None = None, returning: bool = False) -> int | None:
+    sql = ("insert into ticket_events (ticket_id, kind, actor, details, at) "
+           "values (%s, %s, %s, %s, coalesce(%s, now()))")
+    cur = conn.execute(sql + (" returning id" if returning else ""), (ticket_id, kind, actor, Jsonb(details or {}), at))
+    return cur.fetchone()["id"] if returning else None
 
 
 def lock_ticket(conn, ticket_id: int) -> dict | None:
@@ -131,12 +132,11 @@ class IngestResult:
                 "heartbeats": self.heartbeats}
 
 
-def store_payload(conn, note: Notification | None, body: dict) -> int:
+def store_payload(conn, note: Notification, body: dict, processed: bool) -> int:
     return conn.execute(
-        "insert into ticket_payloads (group_key, receiver, status, alert_count, body) "
-        "values (%s, %s, %s, %s, %s) returning id",
-        (note.group_key if note else None, note.receiver if note else None, note.status if note else None,
-         len(note.alerts) if note else 0, Jsonb(body))).fetchone()["id"]
+        "insert into ticket_payloads (group_key, receiver, status, alert_count, body, processed_at) "
+        "values (%s, %s, %s, %s, %s, case when %s then now() end) returning id",
+        (note.group_key, note.receiver, note.status, len(note.alerts), Jsonb(body), processed)).fetchone()["id"]
 
 
 def _upsert_group(conn, note: Notification) -> int | None:
@@ -149,29 +149,120 @@ def _upsert_group(conn, note: Notification) -> int | None:
 
 
 def ingest(ctx: Context, conn, note: Notification, body: dict, now: datetime | None = None) -> IngestResult:
-    """Store the raw payload and apply every alert; one transaction; hooks after commit."""
+    """Inline processing: store the raw payload and apply every alert in one transaction."""
     now = now or escalation.utcnow()
     res = IngestResult()
     emits = Emits()
     with conn.transaction():
-        res.payload_id = store_payload(conn, note, body)
-        group_id = _upsert_group(conn, note)
-        # a stable order of advisory locks: no deadlocks between concurrent deliveries
-        for alert in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
-            if alert.alertname in ctx.heartbeats:
-                if alert.status == "firing":
-                    heartbeat.seen(ctx, conn, alert.alertname, now, emits)
-                res.heartbeats += 1
-                continue
-            conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (FINGERPRINT_LOCK, alert.fingerprint))
-            _apply_alert(ctx, conn, alert, group_id, now, res, emits)
+        res.payload_id = store_payload(conn, note, body, processed=True)
+        apply_notification(ctx, conn, note, now, res, emits)
     emits.fire()
     return res
 
 
-def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits) -> None:
-    ep = conn.execute("select * from ticket_alerts where fingerprint = %s and starts_at = %s",
-                      (a.fingerprint, a.starts_at)).fetchone()
+def enqueue_payload(conn, note: Notification, body: dict) -> int:
+    """Queued processing: store the raw payload (committed: durable) for process_next()."""
+    with conn.transaction():
+        return store_payload(conn, note, body, processed=False)
+
+
+MAX_PROCESS_ATTEMPTS = 5
+
+
+def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResult | None:
+    """Apply the oldest stored payload whose group has no older pending one; None when idle.
+
+    Payloads of one Alertmanager group are applied in arrival order (a resolved never
+    overtakes its firing); different groups run in parallel across workers and replicas
+    (FOR UPDATE SKIP LOCKED). A payload that keeps failing for a reason other than the
+    database is set aside after MAX_PROCESS_ATTEMPTS with its error (it stays in the table).
+    """
+    from webhook_receiver.payload import PayloadError, parse_obj
+
+    emits = Emits()
+    res = IngestResult()
+    failed = None
+    with conn.transaction():
+        row = conn.execute(
+            """select id, body, attempts from ticket_payloads p where processed_at is null
+               and not exists (select 1 from ticket_payloads q where q.processed_at is null
+                               and q.group_key = p.group_key and q.id < p.id)
+               order by id limit 1 for update skip locked""").fetchone()
+        if row is None:
+            return None
+        res.payload_id = row["id"]
+        try:
+            with conn.transaction():  # savepoint: a bug in applying leaves the claim intact
+                apply_notification(ctx, conn, parse_obj(row["body"]), now or escalation.utcnow(), res, emits)
+        except (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
+            failed = f"{type(exc).__name__}: {exc}"
+            emits.calls.clear()
+            give_up = row["attempts"] + 1 >= MAX_PROCESS_ATTEMPTS
+            conn.execute("update ticket_payloads set attempts = attempts + 1, error = %s, "
+                         "processed_at = case when %s then now() end where id = %s", (failed[:1000], give_up, row["id"]))
+            log.error("event=payload_failed payload_id=%s attempt=%s gave_up=%s error=%r", row["id"],
+                      row["attempts"] + 1, give_up, failed)
+        else:
+            conn.execute("update ticket_payloads set processed_at = now(), attempts = attempts + 1, result = %s "
+                         "where id = %s", (Jsonb(res.as_dict()), row["id"]))
+    emits.fire()
+    return res
+
+
+def apply_notification(ctx: Context, conn, note: Notification, now: datetime, res: IngestResult,
+                       emits: Emits) -> None:
+    group_id = _upsert_group(conn, note)
+    alerts = []
+    for a in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
+        if a.alertname in ctx.heartbeats:
+            if a.status == "firing":
+                heartbeat.seen(ctx, conn, a.alertname, now, emits)
+            res.heartbeats += 1
+        else:
+            alerts.append(a)
+    apply_alerts(ctx, conn, alerts, group_id, now, res, emits)
+
+
+@dataclass
+class _Known:
+    episodes: dict
+    active: dict
+    recent: dict
+
+
+def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, res: IngestResult,
+                 emits: Emits) -> None:
+    """Apply alerts (sorted by fingerprint) with a few set-based reads and pipelined writes."""
+    if not alerts:
+        return
+    fps = sorted({a.fingerprint for a in alerts})
+    # one advisory lock per fingerprint, taken in a stable order (no deadlocks between deliveries)
+    conn.execute("select count(pg_advisory_xact_lock(%s, hashtext(f))) from "
+                 "(select f from unnest(%s::text[]) f order by f) s", (FINGERPRINT_LOCK, fps))
+    known = _Known(
+        episodes={(r["fingerprint"], r["starts_at"]): r for r in conn.execute(
+            "select * from ticket_alerts where (fingerprint, starts_at) in "
+            "(select * from unnest(%s::text[], %s::timestamptz[]))",
+            ([a.fingerprint for a in alerts], [a.starts_at for a in alerts])).fetchall()},
+        active={r["fingerprint"]: r for r in conn.execute(
+            "select * from tickets where fingerprint = any(%s) and status <> 'resolved' for update",
+            (fps,)).fetchall()},
+        recent={})
+    need_recent = [a.fingerprint for a in alerts if a.status == "firing" and a.fingerprint not in known.active
+                   and (a.fingerprint, a.starts_at) not in known.episodes]
+    if need_recent and ctx.reopen_window > 0:
+        known.recent = {r["fingerprint"]: r for r in conn.execute(
+            """select distinct on (fingerprint) * from tickets where fingerprint = any(%s) and status = 'resolved'
+               and resolved_at >= %s order by fingerprint, resolved_at desc""",
+            (sorted(set(need_recent)), now - timedelta(seconds=ctx.reopen_window))).fetchall()}
+    with conn.pipeline():  # writes go out without waiting for each answer
+        for a in alerts:
+            _apply_alert(ctx, conn, a, group_id, now, res, emits, known)
+
+
+def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits,
+                 known: _Known) -> None:
+    ep = known.episodes.get((a.fingerprint, a.starts_at))
     if ep is not None:
         if ep["status"] == "resolved" or a.status == "firing":
             # a retry, the other cluster member, a repeat, or a stale firing after the end
@@ -180,14 +271,15 @@ def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: Ing
             return
         conn.execute("update ticket_alerts set status = 'resolved', ends_at = %s, last_seen = %s where id = %s",
                      (a.ends_at, now, ep["id"]))
+        known.episodes[(a.fingerprint, a.starts_at)] = {**ep, "status": "resolved"}
         t = lock_ticket(conn, ep["ticket_id"])
         if t["status"] != "resolved":
             _resolve(ctx, conn, t, SYSTEM_ACTOR, "the alert resolved", now, emits)
             res.resolved.append(t["id"])
+            known.active.pop(a.fingerprint, None)
         return
 
-    active = conn.execute("select * from tickets where fingerprint = %s and status <> 'resolved' for update",
-                          (a.fingerprint,)).fetchone()
+    active = known.active.get(a.fingerprint)
     if a.status == "resolved":
         if active is None:  # never saw it fire (or it was resolved by hand): nothing to do
             res.duplicates += 1
@@ -195,6 +287,8 @@ def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: Ing
         _insert_episode(conn, active["id"], a, group_id, now)
         _resolve(ctx, conn, active, SYSTEM_ACTOR, "the alert resolved", now, emits)
         res.resolved.append(active["id"])
+        known.active.pop(a.fingerprint, None)
+        known.episodes[(a.fingerprint, a.starts_at)] = {"status": "resolved", "ticket_id": active["id"], "id": None}
         return
 
     if active is not None:  # a new episode while the ticket is still open: same incident
@@ -204,20 +298,15 @@ def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: Ing
         emits.add("ticket_updated", **_hook_payload(ctx, active, SYSTEM_ACTOR, change="alert_attached"))
         return
 
-    recent = None
-    if ctx.reopen_window > 0:
-        recent = conn.execute(
-            """select * from tickets where fingerprint = %s and status = 'resolved' and resolved_at >= %s
-               order by resolved_at desc limit 1 for update""",
-            (a.fingerprint, now - timedelta(seconds=ctx.reopen_window))).fetchone()
+    recent = known.recent.pop(a.fingerprint, None)
     if recent is not None:
         t = _reopen(ctx, conn, recent, a, group_id, now, emits)
-        _insert_episode(conn, t["id"], a, group_id, now)
         res.reopened.append(t["id"])
-        return
-    t = _open(ctx, conn, a, group_id, now, emits)
+    else:
+        t = _open(ctx, conn, a, group_id, now, emits)
+        res.opened.append(t["id"])
     _insert_episode(conn, t["id"], a, group_id, now)
-    res.opened.append(t["id"])
+    known.active[a.fingerprint] = t
 
 
 def _insert_episode(conn, ticket_id: int, a: Alert, group_id, now: datetime) -> None:
@@ -367,7 +456,8 @@ def reassign(ctx: Context, conn, ticket_id: int, actor: str, assignee: str, note
         old = t["assignee"]
         t = conn.execute("update tickets set assignee = %s, updated_at = now() where id = %s returning *",
                          (assignee, t["id"])).fetchone()
-        ev = add_event(conn, t["id"], "reassigned", actor, {"from": old, "to": assignee, **({"note": note} if note else {})})
+        ev = add_event(conn, t["id"], "reassigned", actor, {"from": old, "to": assignee, **({"note": note} if note else {})},
+                       returning=True)
         notify.enqueue(ctx, conn, t, "reassigned", actor=actor, event_id=ev)
         emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="reassigned", assignee=assignee))
         return t

@@ -14,7 +14,7 @@ from psycopg_pool import PoolTimeout
 
 from webhook_receiver import auth, metrics
 from webhook_receiver.payload import PayloadError, parse_obj
-from webhook_receiver.tickets import ingest
+from webhook_receiver.tickets import enqueue_payload, ingest
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -37,6 +37,9 @@ def alertmanager():
         metrics.WEBHOOK.labels("unauthorized").inc()
         return _err(401, "unauthorized", "missing or wrong bearer token")
     body = request.get_data(cache=False)  # 413 above max_body_bytes (MAX_CONTENT_LENGTH)
+    if b"\\u0000" in body:  # PostgreSQL cannot store NUL in text/jsonb: bad input, not a retry case
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(400, "invalid_payload", "NUL characters (\\u0000) are not accepted")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -47,16 +50,23 @@ def alertmanager():
     except PayloadError as exc:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_payload", exc.message, field=exc.where)
+    queued = st.cfg["receiver"]["processing"] == "queued"
     try:
         st.db.ensure_migrated()
         with st.db.connection() as conn:
-            res = ingest(st.ctx, conn, note, data)
+            if queued:
+                payload_id = enqueue_payload(conn, note, data)
+            else:
+                res = ingest(st.ctx, conn, note, data)
     except (psycopg.Error, PoolTimeout) as exc:
         metrics.WEBHOOK.labels("db_error").inc()
         log.error("event=webhook_db_error group_key=%r error=%r", note.group_key,
                   (str(exc).strip().splitlines() or [type(exc).__name__])[0])
         return _err(503, "database_unavailable", "could not store the notification; retry later", retry=True)
     metrics.WEBHOOK.labels("stored").inc()
+    if queued:
+        st.wakeup.set()  # this worker's processor applies it now; any worker may
+        return jsonify(status="accepted", payload_id=payload_id)
     log.info("event=notification_stored payload_id=%s group_key=%r status=%s alerts=%s opened=%s resolved=%s "
              "reopened=%s duplicates=%s", res.payload_id, note.group_key, note.status, len(note.alerts),
              len(res.opened), len(res.resolved), len(res.reopened), res.duplicates)

@@ -84,8 +84,9 @@ class AppProbeCollector(ExporterCollector):
         self.tls: ssl.SSLContext | None = None
         if any(t.url.startswith("https://") for t in self.targets):
             self.tls = tls_context(app["tls_ca_file"], app["tls_insecure_skip_verify"])
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(app["max_concurrency"], len(self.targets) or 1)),
-                                        thread_name_prefix="probe")
+        # threads start lazily, so a large pool costs nothing until probes hang: then the
+        # spare workers keep a concurrent scrape from queueing behind the hanging probes
+        self._pool = ThreadPoolExecutor(max_workers=app["max_concurrency"], thread_name_prefix="probe")
         self._lock = threading.Lock()
         self._hist = {(t.service, t.region): _Histogram(self.buckets) for t in self.targets}
 

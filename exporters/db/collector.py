@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg import sql
@@ -26,7 +27,7 @@ from psycopg import sql
 from exporters.common import ExporterCollector, Scrape
 from exporters.db import logic, queries
 from exporters.db.conn import DbHandle, redact, target_url, with_dbname
-from exporters.db.metrics import Families
+from exporters.db.metrics import Families, render_families
 from stack.config import ConfigError
 
 log = logging.getLogger("opsstack.exporter.db")
@@ -52,7 +53,7 @@ class QueryFailed(Exception):
 
 
 class Target:
-    """One server: its databases' handles and what is cached about it."""
+    """One server: a connection for server-wide facts, one per database, and its caches."""
 
     def __init__(self, spec: dict, cfg: dict):
         dbc = cfg["exporters"]["db"]
@@ -61,24 +62,36 @@ class Target:
         self.url = target_url(spec, cfg)
         self.connect_timeout = dbc["connect_timeout"]
         self.statement_timeout = dbc["statement_timeout"]
+        self.server_handle = DbHandle(self.url, self.connect_timeout, self.statement_timeout) if self.url else None
+        self.primary_db = self.server_handle.dbname if self.server_handle else ""
+        # pg_stat_statements is read on its own connection, next to the other server-wide facts
+        self.stats_handle = DbHandle(self.url, self.connect_timeout, self.statement_timeout) if self.url else None
         self.handles: "OrderedDict[str, DbHandle]" = OrderedDict()
         self.errors: dict[str, int] = {}
+        self._err_lock = threading.Lock()
         self.pgss_state: bool | None = None
         self.pgss_texts: "OrderedDict[tuple, str]" = OrderedDict()
         self.lifecycle_cache: dict[str, tuple[float, list]] = {}
+        # sizes: (when read, values); refreshed every sizes_interval
+        self.db_sizes: tuple[float, dict] = (0.0, {})
+        self.rel_sizes: dict[str, tuple[float, dict, dict]] = {}
         self.lock = threading.Lock()
-        if self.url:
-            self.handle(None)
 
-    def handle(self, dbname: str | None) -> DbHandle:
-        url = self.url if dbname is None else with_dbname(self.url, dbname)
-        h = DbHandle(url, self.connect_timeout, self.statement_timeout)
-        return self.handles.setdefault(h.dbname, h)
+    def db_handle(self, dbname: str) -> DbHandle:
+        h = self.handles.get(dbname)
+        if h is None:
+            h = self.handles[dbname] = DbHandle(with_dbname(self.url, dbname), self.connect_timeout,
+                                                self.statement_timeout)
+        return h
 
-    def primary(self) -> DbHandle:
-        return next(iter(self.handles.values()))
+    def count_error(self, group: str) -> None:
+        with self._err_lock:
+            self.errors[group] = self.errors.get(group, 0) + 1
 
     def close(self) -> None:
+        for h in (self.server_handle, self.stats_handle):
+            if h is not None:
+                h.close()
         for h in list(self.handles.values()):
             h.close()
 
@@ -92,13 +105,20 @@ class DbCollector(ExporterCollector):
         check_config(self.dbc)
         self.targets = [Target(t, cfg) for t in self.dbc["targets"]]
         self.advisor = advisor  # exporters.db.advisor.AdvisorCache or None
+        # per-database collection runs next to the server-wide one: a small pool of threads,
+        # one connection each (psycopg releases the GIL while the server works)
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db-scrape")
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         for t in self.targets:
             t.close()
 
     # ------------------------------------------------------------------ scrape
     def collect_sources(self, scrape: Scrape):
+        return self._collect(scrape).families()
+
+    def _collect(self, scrape: Scrape) -> Families:
         fams = Families()
         for t in self.targets:
             with t.lock:
@@ -108,39 +128,69 @@ class DbCollector(ExporterCollector):
                 fams.add("opsstack_db_query_errors_total", [t.name, q], n)
         if self.advisor is not None:
             self.advisor.export(fams)
-        return fams.families()
+        return fams
+
+    def scrape_text(self) -> str:
+        """One scrape in the text format (what /metrics serves): fast path of collect()."""
+        scrape = Scrape(self.exporter)
+        try:
+            body = self._collect(scrape).render()
+        except Exception as exc:  # like ExporterCollector.collect: never fail the scrape
+            scrape.set_up(self.exporter, False, f"{type(exc).__name__}: {exc}")
+            body = ""
+        return body + render_families(scrape.metrics())
 
     def _collect_target(self, t: Target, fams: Families, scrape: Scrape) -> bool:
         if not t.url:
             scrape.set_up(t.name, False, "no URL: set exporters.db.targets[].url or database.url")
             return False
-        prim = t.primary()
-        with prim.lock:
+        stats = self._pool.submit(self._stats_job, t)
+        first = self._pool.submit(self._db_job, t, t.primary_db, t.db_handle(t.primary_db))
+        srv = t.server_handle
+        with srv.lock:
             try:
-                conn = prim.get()
-                dbnames = self._server(t, conn, fams)
-                self._database(t, prim.dbname, conn, fams)
+                dbnames = self._server(t, srv.get(), fams)
             except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed) as exc:
-                prim.discard()
-                scrape.set_up(t.name, False, f"{redact(prim.url)}: {_first_line(exc)}")
+                srv.discard()
+                scrape.set_up(t.name, False, f"{redact(srv.url)}: {_first_line(exc)}")
+                stats.result()  # the server is down: what the other jobs read is dropped
+                first.result()
                 return False
         scrape.set_up(t.name, True)
-        wanted = self._databases(t, prim.dbname, dbnames)
-        for name in wanted:
-            h = t.handles.get(name) or t.handle(name)
-            with h.lock:
-                try:
-                    self._database(t, name, h.get(), fams)
-                except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed) as exc:
-                    h.discard()
-                    t.errors["connect"] = t.errors.get("connect", 0) + 1
-                    log.warning("event=database_failed server=%s datname=%s error=%r", t.name, name,
-                                _first_line(exc))
+        wanted = self._databases(t, t.primary_db, dbnames)
+        jobs = [stats, first] + [self._pool.submit(self._db_job, t, name, t.db_handle(name)) for name in wanted]
+        for j in jobs:
+            fams.merge(j.result())
         # forget databases that went away
-        for name in list(t.handles)[1:]:
-            if name not in wanted:
+        for name in list(t.handles):
+            if name != t.primary_db and name not in wanted:
                 t.handles.pop(name).close()
         return True
+
+    def _stats_job(self, t: Target) -> Families:
+        local = Families()
+        h = t.stats_handle
+        with h.lock:
+            try:
+                self._statements(t, h.get(), local)
+            except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed):
+                h.discard()  # the server-wide part reports the server down
+                return Families()
+        return local
+
+    def _db_job(self, t: Target, name: str, h: DbHandle) -> Families:
+        local = Families()
+        with h.lock:
+            try:
+                self._database(t, name, h.get(), local)
+            except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed) as exc:
+                h.discard()
+                if name != t.primary_db:  # the primary database's failure is the server's
+                    t.count_error("connect")
+                    log.warning("event=database_failed server=%s datname=%s error=%r", t.name, name,
+                                _first_line(exc))
+                return Families()
+        return local
 
     def _databases(self, t: Target, primary: str, existing: list[str]) -> list[str]:
         names = t.spec["databases"]
@@ -159,7 +209,7 @@ class DbCollector(ExporterCollector):
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
                 raise QueryFailed(_first_line(exc)) from None
-            t.errors[group] = t.errors.get(group, 0) + 1
+            t.count_error(group)
             log.warning("event=query_failed server=%s query=%s error=%r", t.name, group, _first_line(exc))
             return None
 
@@ -189,8 +239,13 @@ class DbCollector(ExporterCollector):
                           "bytes": "opsstack_db_setting_bytes"}[kind]
                 add(metric, [s, name], value)
 
+        now = time.time()
+        sizes = now - t.db_sizes[0] >= self.dbc["sizes_interval"]
         dbnames = []
-        for r in self._q(t, conn, "databases", queries.DATABASES) or []:
+        rows = self._q(t, conn, "databases", queries.DATABASES, {"sizes": sizes}) or []
+        if sizes and rows:
+            t.db_sizes = (now, {r[0]: r[26] for r in rows})
+        for r in rows:
             d = r[0]
             if r[29]:
                 dbnames.append(d)
@@ -206,7 +261,7 @@ class DbCollector(ExporterCollector):
                 add(f"opsstack_db_{m}_total", lab, r[i])
             add("opsstack_db_cache_hit_ratio", lab, logic.ratio(r[5] or 0, (r[4] or 0) + (r[5] or 0)))
             add("opsstack_db_stats_reset_timestamp_seconds", lab, r[25])
-            add("opsstack_db_database_size_bytes", lab, r[26])
+            add("opsstack_db_database_size_bytes", lab, r[26] if sizes else t.db_sizes[1].get(d))
             add("opsstack_db_database_xid_age", lab, r[27])
             add("opsstack_db_database_connection_limit", lab, r[28])
 
@@ -270,7 +325,6 @@ class DbCollector(ExporterCollector):
             add("opsstack_db_replication_slot_active", [s, slot, stype], 1 if active else 0)
             add("opsstack_db_replication_slot_retained_bytes", [s, slot, stype], retained)
 
-        self._statements(t, conn, fams)
         self._backup(t, conn, fams)
         if t.spec.get("pgbouncer_url"):
             self._pgbouncer(t, fams)
@@ -286,9 +340,8 @@ class DbCollector(ExporterCollector):
         if rows:
             ns = sql.Identifier(rows[0][0])
             try:
-                totals = conn.execute(sql.SQL(queries.PGSS_TOTALS).format(ns=ns),
-                                      {"slow_ms": st["slow_threshold"] * 1000}).fetchall()
-                top = conn.execute(sql.SQL(queries.PGSS_TOP).format(ns=ns), {"top": st["top"]}).fetchall()
+                result = conn.execute(sql.SQL(queries.PGSS).format(ns=ns),
+                                      {"slow_ms": st["slow_threshold"] * 1000, "top": st["top"] * 3}).fetchall()
                 available = True
             except psycopg.Error as exc:
                 if conn.broken:
@@ -304,7 +357,11 @@ class DbCollector(ExporterCollector):
         fams.add("opsstack_db_pg_stat_statements_available", [s], 1 if available else 0)
         if not available:
             return
-        for d, calls, exec_s, plan_s, nrows, n, slow_n, hit, read, temp in totals:
+        top = []
+        for kind, _dbid, qid, calls, exec_s, plan_s, nrows, hit, read, temp, n, x, d in result:
+            if kind == "q":
+                top.append((d, qid, calls, exec_s, nrows, hit, read, temp, x))
+                continue
             lab = [s, d]
             fams.add("opsstack_db_statements_calls_total", lab, calls)
             fams.add("opsstack_db_statements_exec_seconds_total", lab, exec_s)
@@ -315,10 +372,21 @@ class DbCollector(ExporterCollector):
             fams.add("opsstack_db_statements_temp_blocks_written_total", lab, temp)
             fams.add("opsstack_db_statements_mean_exec_seconds", lab, logic.weighted_mean(exec_s or 0, calls or 0))
             fams.add("opsstack_db_statements_tracked", lab, n)
-            fams.add("opsstack_db_statements_slow", lab, slow_n)
+            fams.add("opsstack_db_statements_slow", lab, x)
+        # the query returns the top rows per (user, database, query, toplevel) entry: merge
+        # the entries of one statement, then keep the top N
+        merged: dict[tuple, list] = {}
+        for d, qid, calls, exec_s, nrows, hit, read, temp, mx in top:
+            m = merged.get((d, qid))
+            if m is None:
+                merged[(d, qid)] = [d, qid, calls, exec_s, nrows, hit, read, temp, mx]
+            else:
+                for i, v in ((2, calls), (3, exec_s), (4, nrows), (5, hit), (6, read), (7, temp)):
+                    m[i] = (m[i] or 0) + (v or 0)
+                m[8] = max(m[8] or 0, mx or 0)
+        top = sorted(merged.values(), key=lambda r: -(r[3] or 0))[: st["top"]]
         missing = [qid for d, qid, *_ in top if (d, qid) not in t.pgss_texts]
         if missing:
-            ns = sql.Identifier(self._pgss_ns(conn))
             for d, qid, text in self._q(t, conn, "pg_stat_statements_text",
                                         sql.SQL(queries.PGSS_TEXT).format(ns=ns), {"ids": missing}) or []:
                 t.pgss_texts[(d, qid)] = logic.truncate(text or "", st["text_max_length"])
@@ -337,10 +405,6 @@ class DbCollector(ExporterCollector):
             text = t.pgss_texts.get((d, qid))
             if text is not None:
                 fams.add("opsstack_db_statement_info", lab + [text], 1)
-
-    @staticmethod
-    def _pgss_ns(conn) -> str:
-        return conn.execute(queries.PGSS_SCHEMA).fetchone()[0]
 
     def _backup(self, t: Target, conn, fams: Families) -> None:
         b = self.dbc["backup"]
@@ -390,7 +454,7 @@ class DbCollector(ExporterCollector):
                         fams.add("opsstack_db_pgbouncer_pool_size", [s, r.get("name")], r["pool_size"])
             ok = 1
         except psycopg.Error as exc:
-            t.errors["pgbouncer"] = t.errors.get("pgbouncer", 0) + 1
+            t.count_error("pgbouncer")
             log.warning("event=pgbouncer_failed server=%s error=%r", s, _first_line(exc))
         fams.add("opsstack_db_pgbouncer_up", [s], ok)
 
@@ -399,7 +463,43 @@ class DbCollector(ExporterCollector):
         s = t.name
         add = fams.add
         heavy_min = self.dbc["seq_scan_heavy_rows"]
-        tables = self._q(t, conn, "tables", queries.TABLES, {"max_tables": self.dbc["max_tables"]})
+        now = time.time()
+        cached = t.rel_sizes.get(dbname)
+        sizes = cached is None or now - cached[0] >= self.dbc["sizes_interval"]
+        idx = self._q(t, conn, "indexes", queries.INDEXES,
+                      {"max_indexes": self.dbc["max_tables"] * 4, "sizes": sizes})
+        tables = self._q(t, conn, "tables", queries.TABLES, {"max_tables": self.dbc["max_tables"], "sizes": sizes})
+        if sizes and idx is not None and tables is not None:
+            cached = (now, {(r[0], r[1]): r[25] for r in tables}, {(r[0], r[1], r[2]): r[6] for r in idx})
+            t.rel_sizes[dbname] = cached
+        tsize = cached[1] if cached else {}
+        isize = cached[2] if cached else {}
+        if cached:
+            add("opsstack_db_sizes_cache_age_seconds", [s, dbname], now - cached[0])
+        idx_size: dict[tuple, float] = {}
+        if idx is not None:
+            unused = 0
+            unused_size = 0
+            for schema, rel, name, scans, tup_read, tup_fetch, size, constraint, blk_read, blk_hit in idx:
+                lab = [s, dbname, schema, rel, name]
+                if size is None:
+                    size = isize.get((schema, rel, name))
+                add("opsstack_db_index_scans_total", lab, scans)
+                add("opsstack_db_index_rows_read_total", lab, tup_read)
+                add("opsstack_db_index_rows_fetched_total", lab, tup_fetch)
+                add("opsstack_db_index_size_bytes", lab, size)
+                add("opsstack_db_index_blocks_read_total", lab, blk_read)
+                add("opsstack_db_index_blocks_hit_total", lab, blk_hit)
+                key = (schema, rel)
+                idx_size[key] = idx_size.get(key, 0) + (size or 0)
+                is_unused = not scans and not constraint
+                add("opsstack_db_index_unused", lab, 1 if is_unused else 0)
+                if is_unused:
+                    unused += 1
+                    unused_size += size or 0
+            add("opsstack_db_unused_indexes", [s, dbname], unused)
+            add("opsstack_db_unused_indexes_size_bytes", [s, dbname], unused_size)
+
         if tables is not None:
             heavy = 0
             add("opsstack_db_tables", [s, dbname], len(tables))
@@ -430,32 +530,12 @@ class DbCollector(ExporterCollector):
                 add("opsstack_db_table_analyzes_total", lab + ["auto"], r[20])
                 add("opsstack_db_table_blocks_read_total", lab + ["heap"], r[21])
                 add("opsstack_db_table_blocks_hit_total", lab + ["heap"], r[22])
-                add("opsstack_db_table_blocks_read_total", lab + ["index"], r[23])
-                add("opsstack_db_table_blocks_hit_total", lab + ["index"], r[24])
-                add("opsstack_db_table_blocks_read_total", lab + ["toast"], r[25])
-                add("opsstack_db_table_blocks_hit_total", lab + ["toast"], r[26])
-                add("opsstack_db_table_size_bytes", lab, r[27])
-                add("opsstack_db_table_indexes_size_bytes", lab, r[28])
-                add("opsstack_db_table_xid_age", lab, r[29])
+                add("opsstack_db_table_blocks_read_total", lab + ["toast"], r[23])
+                add("opsstack_db_table_blocks_hit_total", lab + ["toast"], r[24])
+                add("opsstack_db_table_size_bytes", lab, r[25] if r[25] is not None else tsize.get((r[0], r[1])))
+                add("opsstack_db_table_indexes_size_bytes", lab, idx_size.get((r[0], r[1]), 0))
+                add("opsstack_db_table_xid_age", lab, r[26])
             add("opsstack_db_heavy_seq_scan_tables", [s, dbname], heavy)
-
-        idx = self._q(t, conn, "indexes", queries.INDEXES, {"max_indexes": self.dbc["max_tables"] * 4})
-        if idx is not None:
-            unused = 0
-            unused_size = 0
-            for schema, rel, name, scans, tup_read, tup_fetch, size, constraint, blk_read, blk_hit in idx:
-                lab = [s, dbname, schema, rel, name]
-                add("opsstack_db_index_scans_total", lab, scans)
-                add("opsstack_db_index_rows_read_total", lab, tup_read)
-                add("opsstack_db_index_rows_fetched_total", lab, tup_fetch)
-                add("opsstack_db_index_size_bytes", lab, size)
-                is_unused = not scans and not constraint
-                add("opsstack_db_index_unused", lab, 1 if is_unused else 0)
-                if is_unused:
-                    unused += 1
-                    unused_size += size or 0
-            add("opsstack_db_unused_indexes", [s, dbname], unused)
-            add("opsstack_db_unused_indexes_size_bytes", [s, dbname], unused_size)
 
         self._partitions(t, dbname, conn, fams)
         self._retention(t, dbname, conn, fams)

@@ -1,7 +1,9 @@
 """The SQL the database exporter runs (PostgreSQL 14+). One statement per fact group.
 
 Server-wide groups run once per target on its first database; per-database groups run on
-every database of the target. Times come back in seconds, sizes in bytes.
+every database of the target. Times come back in seconds, sizes in bytes. `%(sizes)s` is
+false between two size refreshes (exporters.db.sizes_interval): the size functions stat
+every file of every relation, the most expensive part of a scrape on a big schema.
 """
 
 SERVER = """
@@ -28,7 +30,7 @@ select d.datname, d.numbackends, d.xact_commit, d.xact_rollback, d.blks_read, d.
        d.session_time / 1000.0, d.active_time / 1000.0, d.idle_in_transaction_time / 1000.0,
        d.sessions, d.sessions_abandoned, d.sessions_fatal, d.sessions_killed,
        extract(epoch from d.stats_reset)::float8,
-       case when has_database_privilege(d.datid, 'CONNECT') then pg_database_size(d.datid) end,
+       case when %(sizes)s and has_database_privilege(d.datid, 'CONNECT') then pg_database_size(d.datid) end,
        age(db.datfrozenxid), db.datconnlimit, db.datallowconn
 from pg_stat_database d join pg_database db on db.oid = d.datid
 where d.datname is not null and not db.datistemplate
@@ -97,24 +99,29 @@ select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespa
 where e.extname = 'pg_stat_statements'
 """
 
-# {ns} is the extension's schema (quoted identifier)
-PGSS_TOTALS = """
-select d.datname, (sum(s.calls))::float8, (sum(s.total_exec_time) / 1000.0)::float8, (sum(s.total_plan_time) / 1000.0)::float8,
-       (sum(s.rows))::float8, count(*), count(*) filter (where s.mean_exec_time > %(slow_ms)s),
-       (sum(s.shared_blks_hit))::float8, (sum(s.shared_blks_read))::float8, (sum(s.temp_blks_written))::float8
-from {ns}.pg_stat_statements(false) s join pg_database d on d.oid = s.dbid
-group by d.datname
-"""
-
-PGSS_TOP = """
-select d.datname, s.queryid, (sum(s.calls))::float8, (sum(s.total_exec_time) / 1000.0)::float8, (sum(s.rows))::float8,
-       (sum(s.shared_blks_hit))::float8, (sum(s.shared_blks_read))::float8, (sum(s.temp_blks_written))::float8,
-       (max(s.max_exec_time) / 1000.0)::float8
-from {ns}.pg_stat_statements(false) s join pg_database d on d.oid = s.dbid
-where s.queryid is not null
-group by d.datname, s.queryid
-order by 4 desc
-limit %(top)s
+# {ns} is the extension's schema (quoted identifier). One scan of pg_stat_statements gives
+# per-database totals (kind 't', queryid null) and the top entries by total time (kind 'q';
+# %(top)s is 3 x N: the collector merges the entries of one statement, then keeps N).
+PGSS = """
+with s as materialized (
+    select dbid, queryid, calls::float8 as calls, total_exec_time, total_plan_time, rows::float8 as rows,
+           shared_blks_hit::float8 as hit, shared_blks_read::float8 as rd,
+           temp_blks_written::float8 as tmp, mean_exec_time, max_exec_time
+    from {ns}.pg_stat_statements(false)
+), totals as (
+    select 't' as kind, dbid, null::bigint as queryid, sum(calls) as calls,
+           sum(total_exec_time) / 1000.0 as exec_s, sum(total_plan_time) / 1000.0 as plan_s,
+           sum(rows) as rows, sum(hit) as hit, sum(rd) as rd, sum(tmp) as tmp,
+           count(*)::float8 as n, (count(*) filter (where mean_exec_time > %(slow_ms)s))::float8 as slow
+    from s group by dbid
+), top as (
+    select 'q' as kind, dbid, queryid, calls, total_exec_time / 1000.0 as exec_s, null::float8,
+           rows, hit, rd, tmp, null::float8, max_exec_time / 1000.0
+    from s where queryid is not null
+    order by total_exec_time desc limit %(top)s
+)
+select t.*, d.datname from (select * from totals union all select * from top) t
+join pg_database d on d.oid = t.dbid
 """
 
 PGSS_TEXT = """
@@ -132,14 +139,14 @@ select s.schemaname, s.relname, s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan,
        extract(epoch from s.last_vacuum)::float8, extract(epoch from s.last_autovacuum)::float8,
        extract(epoch from s.last_analyze)::float8, extract(epoch from s.last_autoanalyze)::float8,
        s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
-       coalesce(io.heap_blks_read, 0), coalesce(io.heap_blks_hit, 0),
-       coalesce(io.idx_blks_read, 0), coalesce(io.idx_blks_hit, 0),
-       coalesce(io.toast_blks_read, 0), coalesce(io.toast_blks_hit, 0),
-       pg_table_size(s.relid), pg_indexes_size(s.relid),
+       pg_stat_get_blocks_fetched(s.relid) - pg_stat_get_blocks_hit(s.relid), pg_stat_get_blocks_hit(s.relid),
+       case when c.reltoastrelid <> 0
+            then pg_stat_get_blocks_fetched(c.reltoastrelid) - pg_stat_get_blocks_hit(c.reltoastrelid) end,
+       case when c.reltoastrelid <> 0 then pg_stat_get_blocks_hit(c.reltoastrelid) end,
+       case when %(sizes)s then pg_table_size(s.relid) end,
        case when c.relkind in ('r', 'm', 't') then age(c.relfrozenxid) end
 from pg_stat_user_tables s
 join pg_class c on c.oid = s.relid
-left join pg_statio_user_tables io on io.relid = s.relid
 where c.relkind <> 'p'
 order by c.relpages desc, s.relid
 limit %(max_tables)s
@@ -147,14 +154,14 @@ limit %(max_tables)s
 
 INDEXES = """
 select s.schemaname, s.relname, s.indexrelname, s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,
-       pg_relation_size(s.indexrelid),
+       case when %(sizes)s then pg_relation_size(s.indexrelid) end,
        (i.indisunique or i.indisprimary or i.indisexclusion
-        or exists (select 1 from pg_constraint k where k.conindid = s.indexrelid)),
-       coalesce(io.idx_blks_read, 0), coalesce(io.idx_blks_hit, 0)
+        or s.indexrelid in (select conindid from pg_constraint)),
+       pg_stat_get_blocks_fetched(s.indexrelid) - pg_stat_get_blocks_hit(s.indexrelid),
+       pg_stat_get_blocks_hit(s.indexrelid)
 from pg_stat_user_indexes s
 join pg_index i on i.indexrelid = s.indexrelid
 join pg_class c on c.oid = s.indexrelid
-left join pg_statio_user_indexes io on io.indexrelid = s.indexrelid
 order by c.relpages desc, s.indexrelid
 limit %(max_indexes)s
 """

@@ -18,6 +18,8 @@ SECTION = {
     }, default=[{"name": "main"}], min_items=1, unique_key="name"),
     "connect_timeout": Field("duration", "3s", minimum=1),
     "statement_timeout": Field("duration", "2s", minimum=0.01),
+    "sizes_interval": Field("duration", "60s", minimum=0,
+                            help="database/table/index sizes are re-read this often (0 = every scrape)"),
     "max_tables": Field("int", 1000, minimum=1, help="per database, largest first"),
     "seq_scan_heavy_rows": Field("int", 100000, minimum=1,
                                  help="a table is a heavy seq-scan table above this many rows read by seq scans"),

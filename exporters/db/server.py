@@ -3,17 +3,25 @@
 Listens on cfg["stack"]["host"]:cfg["stack"]["ports"]["exporter_db"] (a resolved config,
 so the port is a number). `python -m exporters.db.server -c CONFIG [--port N]` does the
 same without the CLI (the bench uses it).
+
+/metrics renders the collector's samples straight to the text format
+(`DbCollector.scrape_text`), gzip-compressed when the scraper accepts it; the collector is
+still a prometheus_client collector (`collect()`), for any registry that wants it.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
+import signal
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from exporters.common import registry_for, serve as serve_registry
 from exporters.db.collector import DbCollector
 
 log = logging.getLogger("opsstack.exporter.db")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def build(cfg: dict, with_advisor: bool | None = None):
@@ -27,6 +35,40 @@ def build(cfg: dict, with_advisor: bool | None = None):
     return DbCollector(cfg, advisor=advisor), advisor
 
 
+def make_server(collector: DbCollector, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):  # noqa: N802 - http.server API
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body = collector.scrape_text().encode()
+                ctype = CONTENT_TYPE
+            elif path == "/":
+                body = b"<html><body><a href='/metrics'>/metrics</a> (opsstack exporter db)</body></html>\n"
+                ctype = "text/html"
+            else:
+                self.send_error(404)
+                return
+            gz = "gzip" in (self.headers.get("Accept-Encoding") or "")
+            if gz:
+                body = gzip.compress(body, compresslevel=1)
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            if gz:
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):  # access logs off; errors still go to log.warning
+            pass
+
+    srv = ThreadingHTTPServer((host, port), Handler)
+    srv.daemon_threads = True
+    return srv
+
+
 def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = None) -> None:
     """Serve /metrics until SIGTERM/SIGINT (or `stop`). Blocks."""
     host = cfg["stack"]["host"]
@@ -35,11 +77,22 @@ def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = Non
         raise SystemExit("exporters.db: stack.ports.exporter_db is 'auto'; run through `opsstack up` "
                          "or set a port")
     collector, advisor = build(cfg)
+    srv = make_server(collector, host, int(port))
+    th = threading.Thread(target=srv.serve_forever, name="db-exporter-http", daemon=True)
+    th.start()
+    log.info("event=listening exporter=db addr=%s:%d path=/metrics targets=%d", host, int(port),
+             len(collector.targets))
     if advisor is not None:
         advisor.start()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
     try:
-        serve_registry(registry_for(collector), host, int(port), stop=stop)
+        stop.wait()
     finally:
+        srv.shutdown()
+        srv.server_close()
         if advisor is not None:
             advisor.stop()
         collector.close()

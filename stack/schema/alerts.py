@@ -63,8 +63,9 @@ SECTION = {
     },
     "slo": {
         "availability": Field("float", 0.999, minimum=0.5, maximum=0.99999),
-        # minimum-traffic guard: no burn-rate alert for a service below this many requests/s (1h)
-        "min_request_rate": Field("float", 0.5, minimum=0.0),
+        # minimum-traffic guard: no burn-rate alert for a service that served fewer requests
+        # than this in the last hour
+        "min_requests_per_hour": Field("int", 600, minimum=0),
         "page_for": Field("duration", "5m", minimum=0),
         "ticket_for": Field("duration", "30m", minimum=0),
     },

@@ -11,8 +11,8 @@ from stack.config import ConfigError, Field, ListOf, parse_duration
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_-]*$")
 KINDS = ("disk", "memory", "cpu", "db_storage", "bandwidth", "latency", "other")
-MODELS = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "linear_trend", "long_trend",
-          "prophet", "prophet_flat")
+MODELS = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "ses", "seasonal_ses", "linear_trend",
+          "long_trend", "prophet", "prophet_flat")
 
 
 def _slug(v):
@@ -88,6 +88,10 @@ SECTION = {
         "horizon": Field("duration", None, nullable=True,
                          help="null = min(longest horizon, history / (folds + 2))"),
     },
+    "ensemble": Field("int", 5, minimum=1, maximum=10,
+                      help="forecast = median of the k best models of the backtest (1 = the best alone)"),
+    "ensemble_within": Field("float", 1.2, minimum=1.0,
+                             help="only models whose backtest MASE is within this factor of the best"),
     "level": Field("float", 0.8, minimum=0.5, maximum=0.99, help="interval coverage (0.8 = 80% band)"),
     "samples": Field("int", 400, minimum=50, maximum=10000, help="predictive sample paths"),
     "curve_points": Field("int", 500, minimum=10, maximum=20000, help="rows per target in forecast_points"),

@@ -31,6 +31,9 @@ SECTION = {
     "workers": Field("int", 2, minimum=1),
     "threads": Field("int", 4, minimum=1, help="gunicorn threads per worker (gthread)"),
     "max_body_bytes": Field("int", 1048576, minimum=1024),
+    # queued: the webhook stores the raw payload, answers 200, and workers turn it into tickets
+    # right after (ordered per Alertmanager group). inline: tickets are made before the answer.
+    "processing": Field("str", "queued", choices=("queued", "inline")),
     "pool_size": Field("int", 4, minimum=1, help="database connections per worker"),
     "db_timeout": Field("duration", "5s", minimum=0.1, help="connect/statement timeout"),
     # A re-fire of the same alert within this long after its ticket resolved reopens the ticket.

@@ -95,7 +95,7 @@ def fault(demo, kind, **body):
 
 
 # ------------------------------------------------------------------ basics
-def test_health_metrics_and_promtool(demo, tmp_path):
+def test_health_metrics_and_promtool(demo):
     assert get(demo.url("admin", "/health"))[0] == 200
     for r in REGIONS:
         status, headers, _ = get(demo.url(r, "/health"))
@@ -228,9 +228,10 @@ def test_cpu_ramp_burns_real_cpu_and_heal_stops_it(demo):
     eventually(lambda: value(demo, "opsstack_demo_cpu_ramp_duty_ratio") == 0)
 
 
-def test_memory_leak_grows_resident_memory_up_to_the_cap_and_heal_frees_it(demo):
+@pytest.mark.parametrize("cycle", [1, 2])  # a second leak + heal frees its memory as well
+def test_memory_leak_grows_resident_memory_up_to_the_cap_and_heal_frees_it(demo, cycle):
     base = rss(demo.pid)
-    fault(demo, "memory-leak", rate="96MiB")
+    fault(demo, "memory-leak", rate="128MiB")
     eventually(lambda: value(demo, "opsstack_demo_memory_leak_bytes") >= 192 * MIB, timeout=20)
     assert rss(demo.pid) >= base + 150 * MIB
     time.sleep(0.6)
@@ -276,6 +277,11 @@ def test_cli_fault_and_heal(demo):
     assert get(demo.url("seoul", "/health"))[0] == 200
     res = cli(demo, "fault", "error-burst", "--rate", "7")
     assert res.returncode == 2 and "between 0 and 1" in res.stderr
+
+
+def test_cli_serve_refuses_an_unknown_service(demo):
+    res = cli(demo, "serve", "--service", "nope")
+    assert res.returncode == 2 and "unknown service 'nope'" in res.stderr
 
 
 def test_cli_says_clearly_when_the_stack_is_not_running(tmp_path):

@@ -136,9 +136,9 @@ def test_forecast_round_trip_through_prometheus(setup):
     assert float(prob[0]["value"][1]) >= 0.5  # the leak reaches the limit in ~19h
 
     # Prometheus stamps our samples with the scrape time (no future samples) and keeps ingesting
-    ts = _query(prom.url, 'timestamp(opsstack_forecast_anomaly{target="memory-user-app"}) - time()')
+    ts = _wait_for(lambda: _query(prom.url, 'timestamp(opsstack_forecast_anomaly{target="memory-user-app"}) - time()'))
     assert abs(float(ts[0]["value"][1])) < 60
-    oob = _query(prom.url, "sum(prometheus_target_scrapes_sample_out_of_bounds_total)")
+    oob = _wait_for(lambda: _query(prom.url, "sum(prometheus_target_scrapes_sample_out_of_bounds_total)"))
     assert float(oob[0]["value"][1]) == 0
     up = _query(prom.url, 'up{job="opsstack_forecaster"}')
     assert float(up[0]["value"][1]) == 1
@@ -160,6 +160,20 @@ def test_forecast_round_trip_through_prometheus(setup):
         cross = c.execute("select extract(epoch from crossing_at) from forecast_crossings "
                           "where target = 'memory-user-app'").fetchone()[0]
         assert abs(float(cross) - predicted) < 1
+    # every SQL query of the Predictive Maintenance dashboard runs on these tables and returns rows
+    from dashboards import predictive
+    from dashboards.common import panels
+    from stack.config import defaults
+
+    model = predictive.build(defaults())
+    with psycopg.connect(setup["pg"]) as c:
+        for p in panels(model):
+            for tg in p.get("targets") or []:
+                if "rawSql" not in tg:
+                    continue
+                q = (tg["rawSql"].replace("${target:regex}", "memory-user-app")
+                     .replace("$__timeFilter(ts)", "ts > now() - interval '30 days'"))
+                assert c.execute(q).fetchall(), p["title"]
     # a second run replaces the curve instead of appending
     fc.run_once()
     with psycopg.connect(setup["pg"]) as c:

@@ -114,6 +114,7 @@ def test_wrong_or_missing_token_is_401(client, pg_db, token):
     (json.dumps(T.payload([{**T.alert(), "fingerprint": ""}])).encode(), "alerts[0].fingerprint"),
     (json.dumps(T.payload([{**T.alert(), "labels": {"severity": "critical"}}])).encode(), "alerts[0].labels.alertname"),
     (json.dumps([1, 2]).encode(), None),
+    (json.dumps(T.payload([T.alert(service="a\x00b")])).encode(), None),
 ])
 def test_bad_input_is_400_with_nothing_written(client, pg_db, raw, field):
     r = post(client, None, raw=raw)
@@ -188,3 +189,77 @@ def test_database_down_is_503_and_not_ready(make_pg_db, tmp_path):
     finally:
         close_app(app)
         cl.stop()
+
+
+# ------------------------------------------------------------------ queued processing (the default)
+
+@pytest.fixture
+def qapp(pg_db):
+    a = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    yield a
+    close_app(a)
+
+
+def test_queued_stores_first_then_applies(qapp, pg_db):
+    from webhook_receiver.app import state
+    from webhook_receiver.scheduler import process_pending
+
+    c = qapp.test_client()
+    a = T.alert()
+    r = post(c, T.payload([a]))
+    assert r.status_code == 200 and r.get_json()["status"] == "accepted"
+    assert rows(pg_db, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 1
+    assert c.get("/api/v1/tickets").get_json() == []
+    post(c, T.payload([a]))                   # a retry
+    post(c, T.payload([T.resolved(a)]))       # then the resolve, same group
+    assert process_pending(state(qapp)) == 3
+    [t] = c.get("/api/v1/tickets").get_json()
+    assert t["status"] == "resolved"
+    assert rows(pg_db, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 0
+
+
+def test_queued_keeps_group_order_across_concurrent_processors(qapp, pg_db):
+    """Many groups, each firing then resolved, applied by 4 threads at once: every ticket
+    ends resolved (a resolve never overtakes its firing)."""
+    import threading
+
+    from webhook_receiver.app import state
+    from webhook_receiver.scheduler import process_pending
+
+    c = qapp.test_client()
+    for i in range(30):
+        a = T.alert(service=f"svc-{i}")
+        gk = f"group-{i}"
+        post(c, T.payload([a], group_key=gk))
+        post(c, T.payload([T.resolved(a)], group_key=gk))
+    st = state(qapp)
+    threads = [threading.Thread(target=process_pending, args=(st,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    process_pending(st)
+    got = c.get("/api/v1/tickets?limit=1000").get_json()
+    assert len(got) == 30 and {t["status"] for t in got} == {"resolved"}
+
+
+def test_queued_payload_that_cannot_be_applied_is_set_aside(qapp, pg_db):
+    from webhook_receiver import tickets
+    from webhook_receiver.app import state
+    from webhook_receiver.scheduler import process_pending
+
+    c = qapp.test_client()
+    post(c, T.payload([T.alert()], group_key="bad"))
+    post(c, T.payload([T.alert(service="gate-management")], group_key="bad"))
+    post(c, T.payload([T.alert(service="event-management")], group_key="good"))
+    with psycopg.connect(pg_db, autocommit=True) as conn:  # corrupt the first stored payload
+        conn.execute("update ticket_payloads set body = jsonb_set(body, '{version}', '\"9\"') "
+                     "where id = (select min(id) from ticket_payloads)")
+    st = state(qapp)
+    for _ in range(tickets.MAX_PROCESS_ATTEMPTS + 1):
+        process_pending(st)
+    services = sorted(t["service"] for t in c.get("/api/v1/tickets").get_json())
+    assert services == ["event-management", "gate-management"]
+    [(attempts, error, done)] = rows(pg_db, "select attempts, error, processed_at is not null from ticket_payloads "
+                                            "where error is not null")
+    assert attempts == tickets.MAX_PROCESS_ATTEMPTS and "version" in error and done

@@ -74,14 +74,15 @@ def test_memory_leak_target_grows_at_rate_and_is_capped():
     assert F.leak_target(f, LIM, 1e9) == LIM.memory_leak_max_bytes
 
 
-def test_disk_fill_target_respects_capacity_and_real_free_space():
+def test_disk_fill_step_respects_rate_capacity_and_real_free_space():
     f = make("disk-fill", rate="1MiB")
     mib = 1024 ** 2
-    assert F.fill_target(f, LIM, 1010.0, used_other=0, fs_free=10 ** 12, min_free=0, written=0) == 10 * mib
-    # capacity: other files on the volume count
-    assert F.fill_target(f, LIM, 1e9, used_other=20 * mib, fs_free=10 ** 12, min_free=0, written=0) == 30 * mib
+    assert F.fill_step(f, LIM, 0.5, used=0, fs_free=10 ** 12, min_free=0) == mib // 2
+    # capacity counts every file on the volume
+    assert F.fill_step(f, LIM, 100.0, used=45 * mib, fs_free=10 ** 12, min_free=0) == 5 * mib
+    assert F.fill_step(f, LIM, 100.0, used=60 * mib, fs_free=10 ** 12, min_free=0) == 0
     # the real filesystem keeps min_free
-    assert F.fill_target(f, LIM, 1e9, used_other=0, fs_free=5 * mib, min_free=4 * mib, written=3 * mib) == 4 * mib
+    assert F.fill_step(f, LIM, 100.0, used=0, fs_free=5 * mib, min_free=4 * mib) == mib
 
 
 def test_limits_from_config_take_the_service_limits():

@@ -56,3 +56,35 @@ def test_probe_timeout_must_fit_in_the_scrape_timeout():
         load_data({"exporters": {"app": {"probe_timeout": "10s"}}})
     with pytest.raises(ConfigError, match="exporters.app.latency_buckets"):
         load_data({"exporters": {"app": {"latency_buckets": [0.5, 0.1]}}})
+
+
+# ------------------------------------------------------------------ exporters/common.py
+def test_exporter_common_self_metrics_and_failing_source():
+    from prometheus_client import generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    from exporters.common import ExporterCollector, registry_for
+
+    class C(ExporterCollector):
+        exporter = "x"
+
+        def collect_sources(self, scrape):
+            with scrape.source("good"):
+                yield GaugeMetricFamily("opsstack_x_value", "A value.", value=1)
+            with scrape.source("bad"):
+                raise RuntimeError("source unreachable")
+            yield GaugeMetricFamily("opsstack_x_after", "Still collected after a failing source.", value=2)
+
+    class Broken(ExporterCollector):
+        exporter = "y"
+
+        def collect_sources(self, scrape):
+            yield GaugeMetricFamily("opsstack_y_value", "A value.", value=1)
+            raise ValueError("bug")
+
+    text = generate_latest(registry_for(C())).decode() + generate_latest(registry_for(Broken())).decode()
+    assert 'opsstack_exporter_up{exporter="x",source="good"} 1.0' in text
+    assert 'opsstack_exporter_up{exporter="x",source="bad"} 0.0' in text
+    assert "opsstack_x_after 2.0" in text
+    assert 'opsstack_exporter_up{exporter="y",source="y"} 0.0' in text and "opsstack_y_value 1.0" in text
+    assert 'opsstack_exporter_scrape_duration_seconds{exporter="x"}' in text

@@ -151,3 +151,13 @@ def test_itsm_change_text_and_adf():
     assert doc["type"] == "doc" and doc["version"] == 1 and len(doc["content"]) == 3
     assert doc["content"][0] == {"type": "paragraph", "content": [{"type": "text", "text": "line one"}]}
     assert adf_text(doc) == "line one line three"
+
+
+def test_graph_shows_the_whole_curve_and_the_threshold():
+    from webhook_receiver.enrichment import split_threshold
+
+    assert split_threshold("max by (service) (x) > 0.85") == ("max by (service) (x)", 0.85)
+    assert split_threshold('opsstack_probe_up{job="a"} == 0') == ('opsstack_probe_up{job="a"}', 0.0)
+    both = "a > 0.05\nand on (service, region)\nb >= 1"
+    assert split_threshold(both) == (both, None)
+    assert split_threshold("rate(x[5m])") == ("rate(x[5m])", None)

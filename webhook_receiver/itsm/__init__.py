@@ -71,14 +71,19 @@ class Forwarder:
         payload = {k: v for k, v in (payload or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}
         op = {"ticket_opened": "create", "ticket_updated": "comment", "ticket_resolved": "resolve",
               "ticket_reopened": "reopen"}[event]
-        text = change_text(event, payload)
         n = 0
         with store.connect(self.db_url, autocommit=True) as conn:
+            if payload.get("change") == "comment" and not payload.get("text"):
+                ev = conn.execute("select details from ticket_events where ticket_id = %s and kind = 'comment' "
+                                  "order by id desc limit 1", (ticket_id,)).fetchone()
+                if ev and isinstance(ev["details"], dict):
+                    payload["text"] = str(ev["details"].get("text") or ev["details"].get("comment") or "")[:4000]
+            text = change_text(event, payload)
             for system in self.systems:
                 key = f"{system}:{ticket_id}:create" if op == "create" else f"{system}:{ticket_id}:{op}:{uuid.uuid4().hex}"
                 row = conn.execute("""insert into ticket_itsm_outbox (ticket_id, system, op, dedup_key, payload)
                                       values (%s, %s, %s, %s, %s) on conflict (dedup_key) do nothing returning id""",
-                                   (ticket_id, system, op, key, Jsonb({"text": text, **payload}))).fetchone()
+                                   (ticket_id, system, op, key, Jsonb({**payload, "message": text}))).fetchone()
                 n += row is not None
         if n:
             self._wake.set()
@@ -127,7 +132,7 @@ class Forwarder:
                 log.info("event=itsm_linked system=%s ticket_id=%s key=%s", system, row["ticket_id"], link.external_key)
             if row["op"] != "create":
                 marker = f"[opsstack:{row['dedup_key'].rsplit(':', 1)[-1][:12]}-{row['id']}]"
-                getattr(c, row["op"])(link, row["payload"].get("text", ""), marker, row["attempts"] > 0)
+                getattr(c, row["op"])(link, row["payload"].get("message", ""), marker, row["attempts"] > 0)
             conn.execute("update ticket_itsm_outbox set status = 'done', done_at = now(), attempts = attempts + 1, "
                          "last_error = null where id = %s", (row["id"],))
             log.info("event=itsm_delivered system=%s ticket_id=%s op=%s key=%s", system, row["ticket_id"],

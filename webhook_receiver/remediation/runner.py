@@ -71,13 +71,18 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def receiver_escalate(db_url: str, ticket_id: int, reason: str) -> bool:
+def receiver_escalate(cfg: dict, db_url: str, ticket_id: int, reason: str) -> bool:
     """Hand a ticket to people through the receiver's escalation (next level, paged now)."""
     from webhook_receiver import db as receiver_db
+    from webhook_receiver import tickets
     from webhook_receiver.escalation import escalate_now
 
+    try:
+        ctx = tickets.current_context()
+    except RuntimeError:  # outside a receiver process (bench, tests): build one from the config
+        ctx = tickets.Context(cfg)
     with receiver_db.connect(db_url) as conn:
-        return escalate_now(conn, ticket_id, reason, ACTOR) is not None
+        return escalate_now(conn, ticket_id, reason, ACTOR, ctx=ctx) is not None
 
 
 class Runner:
@@ -88,7 +93,8 @@ class Runner:
         self.r = cfg["remediation"]
         self.db_url = db_url
         self.playbooks = load_playbooks(cfg) if playbooks is None else playbooks
-        self._escalate = escalate or (lambda tid, reason: receiver_escalate(db_url, tid, reason))
+        self._escalate = escalate if escalate is not None else (
+            lambda tid, reason: receiver_escalate(cfg, db_url, tid, reason))
         self.sleep = sleep
         self.replica = replica or replica_name()
         url = prometheus_url(cfg, self.r["prometheus_url"])

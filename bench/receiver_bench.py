@@ -1,0 +1,282 @@
+"""Webhook receiver throughput and latency, beside a no-op endpoint on the same server stack.
+
+    .venv/bin/python bench/receiver_bench.py [--duration 5] [--concurrency 8] [--rate 200]
+                                             [--workers 2] [--threads 4] [--alerts 10]
+
+One gunicorn (gthread) serving create_app(cfg) plus a no-op route ``POST /bench/noop`` that
+reads the body and answers 200 (the ceiling of this server stack: same process, same
+workers, same HTTP client). Each notification is an Alertmanager v4 payload of --alerts new
+alerts (so every request opens --alerts tickets: raw payload, group, tickets, episodes,
+events, in one transaction). Phases, each --duration seconds, on 127.0.0.1 only:
+
+1. sustained throughput: --concurrency closed-loop clients, keep-alive connections;
+2. latency at a fixed rate (--rate notifications/s, open loop: latency counts from the
+   scheduled send time, so a slow server cannot hide queueing), p50/p99.
+
+The database is a fresh one on OPSSTACK_DATABASE_URL's server, else 127.0.0.1:5432, else an
+embedded cluster; it is dropped afterwards. Results also go to bench/results/receiver_bench.json.
+Goal (issue 5): >= half the no-op throughput, p99 < 50 ms at 200 notifications/s.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HOST = "127.0.0.1"
+TOKEN = "bench-token"
+
+
+# ------------------------------------------------------------------ server (own process)
+def serve(config_file: str, port: int, workers: int, threads: int) -> None:
+    from stack.config import load
+    from webhook_receiver.cli import gunicorn_app
+
+    cfg = load(config_file)
+
+    def factory():
+        from flask import request
+
+        from webhook_receiver.app import create_app, start_scheduler
+
+        app = create_app(cfg)
+
+        @app.post("/bench/noop")
+        def noop():
+            request.get_data()
+            return "", 200
+
+        start_scheduler(app)
+        return app
+
+    gunicorn_app(factory, {"bind": f"{HOST}:{port}", "workers": workers, "worker_class": "gthread",
+                           "threads": threads, "keepalive": 30, "accesslog": None, "errorlog": "-",
+                           "loglevel": "warning", "control_socket_disable": True}).run()
+
+
+# ------------------------------------------------------------------ client
+class Bodies:
+    """A new group of N new alerts per call (thread-safe)."""
+
+    def __init__(self, n: int):
+        from webhook_receiver import testing as T
+
+        self.T, self.n = T, n
+        self.lock = threading.Lock()
+        self.i = 0
+        self.run = uuid.uuid4().hex[:8]
+        self.starts = datetime.now(timezone.utc)
+
+    def next(self) -> bytes:
+        with self.lock:
+            self.i += 1
+            i = self.i
+        T = self.T
+        alerts = [T.alert("BenchAlert", starts_at=self.starts, service=f"svc-{j}", instance=f"{self.run}-{i}-{j}",
+                          fp=f"{self.run}{i:08x}{j:02x}") for j in range(self.n)]
+        return json.dumps(T.payload(alerts, group_key=f"bench/{self.run}/{i}")).encode()
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json",
+                                                   "Authorization": f"Bearer {TOKEN}"})
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+def throughput(port: int, path: str, bodies: Bodies, concurrency: int, duration: float) -> dict:
+    stop = time.monotonic() + duration
+    ok, bad = [0] * concurrency, [0] * concurrency
+
+    def client(k: int):
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        while time.monotonic() < stop:
+            try:
+                st = post(conn, path, bodies.next())
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                bad[k] += 1
+                continue
+            if 200 <= st < 300:
+                ok[k] += 1
+            else:
+                bad[k] += 1
+        conn.close()
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    elapsed = time.monotonic() - t0
+    return {"requests_per_second": sum(ok) / elapsed, "ok": sum(ok), "errors": sum(bad), "seconds": elapsed}
+
+
+def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: float, senders: int = 32) -> dict:
+    n = int(rate * duration)
+    pre = [bodies.next() for _ in range(n)]  # no JSON encoding inside the timed loop
+    q: queue.Queue = queue.Queue()
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    t0 = time.monotonic() + 0.2
+
+    def sender():
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            due, body = item
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                st = post(conn, path, body)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                st = 0
+            took = time.monotonic() - due
+            with lock:
+                if 200 <= st < 300:
+                    lat.append(took)
+                else:
+                    errors[0] += 1
+        conn.close()
+    ts = [threading.Thread(target=sender) for _ in range(senders)]
+    for t in ts:
+        t.start()
+    for i, body in enumerate(pre):
+        due = t0 + i / rate
+        # hand the request over shortly before it is due (senders sleep until then)
+        while due - time.monotonic() > 0.05:
+            time.sleep(0.01)
+        q.put((due, body))
+    for _ in ts:
+        q.put(None)
+    for t in ts:
+        t.join()
+    lat.sort()
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+    return {"rate": rate, "sent": n, "ok": len(lat), "errors": errors[0], "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "max_ms": lat[-1] * 1000 if lat else float("nan"), "mean_ms": statistics.fmean(lat) * 1000 if lat else 0}
+
+
+# ------------------------------------------------------------------ database
+def database():
+    import psycopg
+
+    from stack.pgcluster import Cluster, with_dbname
+    from stack.procs import free_port
+
+    admin = os.environ.get("OPSSTACK_DATABASE_URL")
+    cluster = None
+    if not admin:
+        admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+        try:
+            psycopg.connect(admin, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            cluster = Cluster(Path(tempfile.mkdtemp(prefix="receiver-bench-pg-")) / "data", port=free_port(), preload=())
+            cluster.start()
+            admin = cluster.url()
+    name = f"receiver_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'create database "{name}"')
+
+    def drop():
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'drop database if exists "{name}" with (force)')
+        if cluster:
+            cluster.stop()
+    return with_dbname(admin, name), drop
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--alerts", type=int, default=10, help="alerts per notification")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "receiver_bench.json"))
+    args = ap.parse_args(argv)
+
+    import yaml
+
+    from stack.procs import free_port, tail, wait_http
+
+    url, drop = database()
+    work = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
+    cfg_file = work / "receiver.yaml"
+    cfg_file.write_text(yaml.safe_dump({"database": {"url": url}, "receiver": {
+        "token": TOKEN, "pool_size": args.threads, "max_body_bytes": 4 * 1048576}}))
+    port = free_port()
+    log = open(work / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, __file__, "serve", str(cfg_file), str(port), str(args.workers),
+                             str(args.threads)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    results: dict = {"config": vars(args), "cpus": os.cpu_count()}
+    try:
+        wait_http(f"http://{HOST}:{port}/readyz", timeout=30, proc=proc)
+        bodies = Bodies(args.alerts)
+        for path in ("/bench/noop", "/webhook/alertmanager"):  # warm up: connections, plans, pools
+            throughput(port, path, bodies, args.concurrency, 1.0)
+        for name, path in (("noop", "/bench/noop"), ("receiver", "/webhook/alertmanager")):
+            results[name] = {"throughput": throughput(port, path, bodies, args.concurrency, args.duration),
+                             "fixed_rate": fixed_rate(port, path, bodies, args.rate, args.duration)}
+    except Exception:
+        print(tail(work / "server.log"), file=sys.stderr)
+        raise
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        drop()
+
+    n, r = results["noop"], results["receiver"]
+    ratio = r["throughput"]["requests_per_second"] / n["throughput"]["requests_per_second"]
+    results["ratio_receiver_to_noop"] = ratio
+    print(f"receiver bench: {args.workers} gunicorn workers x {args.threads} threads, {args.alerts} alerts per "
+          f"notification, {args.concurrency} clients, {args.duration:g}s per phase, {os.cpu_count()} CPUs (shared "
+          "with the client and PostgreSQL)")
+    print(f"{'endpoint':<22}{'notif/s':>10}{'errors':>8}   at {args.rate:g}/s: {'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+          f"{'errors':>8}")
+    for name, res in (("no-op (ceiling)", n), ("/webhook/alertmanager", r)):
+        t, f = res["throughput"], res["fixed_rate"]
+        print(f"{name:<22}{t['requests_per_second']:>10.0f}{t['errors']:>8}   {'':>{len(str(args.rate)) + 6}}"
+              f"{f['p50_ms']:>8.1f}{f['p99_ms']:>8.1f}{f['max_ms']:>8.1f}{f['errors']:>8}")
+    goal_t = ratio >= 0.5
+    goal_l = r["fixed_rate"]["p99_ms"] < 50
+    print(f"receiver / ceiling throughput: {ratio:.2f} (goal >= 0.50: {'met' if goal_t else 'NOT met'}); "
+          f"p99 at {args.rate:g}/s: {r['fixed_rate']['p99_ms']:.1f} ms (goal < 50 ms: {'met' if goal_l else 'NOT met'})")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        sys.exit(main())

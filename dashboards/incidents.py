@@ -1,0 +1,163 @@
+"""Incidents: the ticket KPIs of the webhook receiver (issue 5).
+
+Prometheus (the receiver's /metrics, read from the ticket database at scrape time): open
+tickets by severity, MTTA / MTTR / MTBF per service, escalations per level, notification
+failures, the Watchdog heartbeat. PostgreSQL (the `postgres` datasource, the receiver's
+tables): tickets per day and the open tickets with owner and level. Thresholds follow the
+escalation policy: MTTA turns red past the level-1 acknowledge timeout, the heartbeat past
+receiver.heartbeat_timeout.
+"""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, table, timeseries
+from grafana_foundation_sdk.models.common import (BarGaugeDisplayMode, BigValueColorMode, BigValueGraphMode,
+                                                  VizOrientation)
+
+from dashboards.common import (GREEN, ORANGE, POSTGRES, RED, SERVICE, YELLOW, label_variable, new_dashboard,
+                               panel, prom, reduce_last, steps, threshold_lines, to_model)
+
+UID = "opsstack-incidents"
+TITLE = "Incidents"
+
+
+class _Sql:
+    """A PostgreSQL datasource query (the SDK ships no builder for it)."""
+
+    def __init__(self, sql: str, fmt: str = "time_series"):
+        self.sql, self.fmt = sql, fmt
+
+    def build(self) -> dict:
+        return {"datasource": {"type": POSTGRES.type_val, "uid": POSTGRES.uid}, "editorMode": "code",
+                "format": self.fmt, "rawQuery": True, "rawSql": self.sql}
+
+
+def _stat() -> stat.Panel:
+    return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.BACKGROUND)
+            .graph_mode(BigValueGraphMode.NONE))
+
+
+def _bars() -> bargauge.Panel:
+    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
+            .orientation(VizOrientation.HORIZONTAL))
+
+
+def _lines() -> timeseries.Panel:
+    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
+
+
+def _human(seconds: float) -> str:
+    from stack.config import format_duration
+
+    return format_duration(seconds)
+
+
+def now_row(cfg: dict) -> list:
+    return [
+        panel(_stat(), "Open critical tickets",
+              "Critical tickets not yet resolved (opened or acknowledged): opsstack_tickets_open.", "none",
+              [prom('sum(opsstack_tickets_open{severity="critical"})', "critical", instant=True)],
+              thresholds=steps([(None, GREEN), (1, RED)]), w=6, h=5),
+        panel(_stat(), "Open warning tickets",
+              "Warning tickets not yet resolved (opened or acknowledged).", "none",
+              [prom('sum(opsstack_tickets_open{severity="warning"})', "warning", instant=True)],
+              thresholds=steps([(None, GREEN), (1, YELLOW)]), w=6, h=5),
+        panel(_stat(), "Unacknowledged",
+              "Tickets still escalating: nobody has acknowledged them yet (status open).", "none",
+              [prom('sum(opsstack_tickets_open{status="open"})', "open", instant=True)],
+              thresholds=steps([(None, GREEN), (1, ORANGE)]), w=6, h=5),
+        panel(_stat(), "Alerting pipeline heartbeat age",
+              "Seconds since Alertmanager last delivered the Watchdog heartbeat to the receiver. Past "
+              f"{_human(cfg['receiver']['heartbeat_timeout'])} (receiver.heartbeat_timeout) the receiver opens an "
+              "AlertingPipelineDown ticket.", "s",
+              [prom("time() - max(opsstack_receiver_heartbeat_last_seen_timestamp_seconds)", "age", instant=True)],
+              thresholds=steps([(None, GREEN), (cfg["receiver"]["heartbeat_timeout"] or 600, RED)]), w=6, h=5),
+        panel(_bars(), "Open tickets by severity and status",
+              "Unresolved tickets per severity, split into open (escalating) and acknowledged.", "none",
+              [prom("sum by (severity, status) (opsstack_tickets_open)", "{{severity}} · {{status}}", instant=True)],
+              thresholds=steps([(None, GREEN), (1, ORANGE)]), w=12, h=7),
+        panel(table.Panel(), "Open tickets",
+              "Every unresolved ticket from the receiver's database: severity, age, owner and escalation level. "
+              "Acknowledge, resolve or comment in the incident console (/console on the receiver).", "none",
+              [_Sql("SELECT id AS \"ticket\", severity, alertname, service, status, assignee AS owner, level,\n"
+                    "       opened_at AS \"opened\", next_escalation_at AS \"next escalation\"\n"
+                    "FROM tickets WHERE status <> 'resolved'\n"
+                    "ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, opened_at",
+                    "table")],
+              datasource=POSTGRES, w=12, h=7),
+    ]
+
+
+def kpi_row(cfg: dict) -> list:
+    pol = cfg["escalation"]["policies"][0]
+    l1 = pol["levels"][0]["ack_timeout"]
+    return [
+        panel(_bars(), "MTTA by service",
+              "Mean time to acknowledge over the last 30 days (opsstack_tickets_mtta_seconds). Red past the "
+              f"level-1 acknowledge timeout of the default policy ({_human(l1)}), when level 2 gets paged.", "s",
+              [prom(f"opsstack_tickets_mtta_seconds{{{SERVICE}}}", "{{service}}", instant=True)],
+              thresholds=steps([(None, GREEN), (l1 * 0.5, YELLOW), (l1, RED)]), w=8, h=8),
+        panel(_bars(), "MTTR by service",
+              "Mean time from ticket opened to resolved over the last 30 days (opsstack_tickets_mttr_seconds).", "s",
+              [prom(f"opsstack_tickets_mttr_seconds{{{SERVICE}}}", "{{service}}", instant=True)],
+              thresholds=steps([(None, GREEN), (3600, YELLOW), (4 * 3600, RED)]), w=8, h=8),
+        panel(_bars(), "MTBF by service",
+              "Mean time between two tickets of a service over the last 30 days (opsstack_tickets_mtbf_seconds); "
+              "short means a service that keeps failing.", "s",
+              [prom(f"opsstack_tickets_mtbf_seconds{{{SERVICE}}}", "{{service}}", instant=True)],
+              thresholds=steps([(None, RED), (86400, YELLOW), (7 * 86400, GREEN)]), w=8, h=8),
+    ]
+
+
+def trend_row(cfg: dict) -> list:
+    return [
+        panel(timeseries.Panel().fill_opacity(60).line_width(0), "Tickets per day",
+              "Tickets opened per day and severity, from the receiver's tickets table (reopened tickets count "
+              "once, on the day they first opened).", "none",
+              [_Sql("SELECT date_trunc('day', opened_at) AS time, severity AS metric, count(*) AS value\n"
+                    "FROM tickets WHERE $__timeFilter(opened_at)\nGROUP BY 1, 2 ORDER BY 1")],
+              datasource=POSTGRES, w=12, h=8),
+        panel(_lines(), "Tickets opened",
+              "Tickets opened per second by severity (rate of opsstack_tickets_opened_total).", "ops",
+              [prom(f"sum by (severity) (rate(opsstack_tickets_opened_total{{{SERVICE}}}[$__rate_interval]))",
+                    "{{severity}}")], w=12, h=8),
+        panel(_lines(), "Escalations by level",
+              "Pages sent to each escalation level per second (opsstack_tickets_escalations_total): level 2 and 3 "
+              "mean the level below did not acknowledge in time.", "ops",
+              [prom("sum by (level) (rate(opsstack_tickets_escalations_total[$__rate_interval]))", "L{{level}}")],
+              thresholds=steps([(None, GREEN)]), w=12, h=8),
+        panel(_lines(), "Notification failures",
+              "Failed notification attempts per second by channel (each retry counts; "
+              "opsstack_tickets_notification_failures_total) and messages given up after notifications.max_attempts.",
+              "ops",
+              [prom("sum by (channel) (rate(opsstack_tickets_notification_failures_total[$__rate_interval]))",
+                    "{{channel}} failures"),
+               prom("sum by (channel) (opsstack_tickets_notifications_failed)", "{{channel}} given up")],
+              thresholds=steps([(None, GREEN)]), w=12, h=8),
+        panel(_lines(), "Webhook deliveries",
+              "Alertmanager deliveries per second by outcome: stored, invalid (4xx), unauthorized, db_error "
+              "(503: Alertmanager retries).", "reqps",
+              [prom("sum by (outcome) (rate(opsstack_receiver_notifications_total[$__rate_interval]))", "{{outcome}}")],
+              w=12, h=8),
+        panel(_lines(), "Webhook latency p99",
+              "99th percentile of the receiver's request duration per route.", "s",
+              [prom("histogram_quantile(0.99, sum by (le, route) "
+                    "(rate(opsstack_receiver_request_duration_seconds_bucket[$__rate_interval])))", "{{route}}")],
+              thresholds=steps([(None, GREEN), (0.05, RED)]), w=12, h=8),
+    ]
+
+
+def build(cfg: dict) -> dict:
+    d = new_dashboard(UID, TITLE, tags=["incidents", "receiver"],
+                      description="Tickets, escalations, notifications and response KPIs from the webhook receiver.",
+                      variables=[label_variable("service", "opsstack_tickets_opened_total", title="Service")],
+                      time_from="now-7d", refresh="1m")
+    d = d.with_row(dash.Row("Now"))
+    for p in now_row(cfg):
+        d = d.with_panel(p)
+    d = d.with_row(dash.Row("Response (last 30 days)"))
+    for p in kpi_row(cfg):
+        d = d.with_panel(p)
+    d = d.with_row(dash.Row("Trends"))
+    for p in trend_row(cfg):
+        d = d.with_panel(p)
+    return to_model(d)

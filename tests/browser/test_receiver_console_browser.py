@@ -1,0 +1,93 @@
+"""The incident console in headless Chromium: log in, see a ticket, acknowledge it, and the
+escalation stops (while an unacknowledged ticket beside it escalates)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+
+from webhook_receiver import escalation, scheduler
+from webhook_receiver import testing as T
+from webhook_receiver.app import close_app, create_app, state
+from webhook_receiver.auth import hash_password
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = os.environ.get("OPSSTACK_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("OPSSTACK_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser():
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-dev-shm-usage", "--window-size=1280,900"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.implicitly_wait(5)
+    yield drv
+    drv.quit()
+
+
+@pytest.fixture
+def receiver(pg_db, tmp_path):
+    data = {"database": {"url": pg_db}, "receiver": {"token": T.TOKEN, "console": {"users": [
+        {"name": "alice", "password_hash": hash_password("s3cret-pass"), "display_name": "Alice"}]}}}
+    rcv = T.ReceiverProcess(data, tmp_path / "rcv").start()
+    yield rcv
+    rcv.stop()
+
+
+def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db):
+    from selenium.webdriver.common.by import By
+
+    body = T.payload([T.alert(service="user-app"), T.alert(service="gate-management")])
+    r = requests.post(receiver.url + "/webhook/alertmanager", data=json.dumps(body), headers=T.auth(), timeout=5)
+    assert r.status_code == 200
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # queued processing: the tickets appear right after
+        tickets = {t["service"]: t["id"] for t in requests.get(receiver.url + "/api/v1/tickets", timeout=5).json()}
+        if len(tickets) == 2:
+            break
+        time.sleep(0.1)
+    acked, control = tickets["user-app"], tickets["gate-management"]
+
+    browser.get(receiver.url + "/console/")
+    assert "/console/login" in browser.current_url
+    browser.find_element(By.ID, "username").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("s3cret-pass")
+    browser.find_element(By.ID, "login").click()
+
+    row = browser.find_element(By.ID, f"ticket-{acked}")
+    assert "ServiceDown" in row.text and "ops-oncall" in row.text and "L1 ops team" in row.text
+    assert row.find_element(By.CLASS_NAME, "next").text.startswith("in ")
+    row.find_element(By.LINK_TEXT, f"#{acked}").click()
+    assert browser.find_element(By.ID, "status").text == "open"
+    assert "Same Alertmanager group" in browser.page_source
+    browser.find_element(By.ID, "acknowledge").click()
+    assert browser.find_element(By.ID, "status").text == "acknowledged"
+    assert browser.find_element(By.ID, "next-escalation").text.startswith("stopped")
+    assert "acknowledged" in browser.find_element(By.ID, "timeline").text
+
+    # the escalation really stopped: run the scheduler far past every deadline
+    app = create_app(T.config(pg_db))
+    try:
+        scheduler.tick(state(app), now=escalation.utcnow() + timedelta(hours=3))
+    finally:
+        close_app(app)
+    a = requests.get(f"{receiver.url}/api/v1/tickets/{acked}", timeout=5).json()
+    c = requests.get(f"{receiver.url}/api/v1/tickets/{control}", timeout=5).json()
+    assert (a["status"], a["level"], a["acknowledged_by"]) == ("acknowledged", 1, "alice")
+    assert not [e for e in a["events"] if e["kind"] == "escalated"]
+    assert c["level"] > 1  # the one nobody acknowledged escalated

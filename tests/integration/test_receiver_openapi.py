@@ -1,0 +1,67 @@
+"""Schemathesis against /api/v1/openapi.json: no 5xx, responses match the document."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from webhook_receiver import testing as T
+from webhook_receiver.app import close_app, create_app
+
+pytestmark = pytest.mark.integration
+
+API_TOKEN = "schemathesis-token"
+
+
+@pytest.fixture
+def api_app(pg_db):
+    app = create_app(T.config(pg_db, receiver={"api": {"tokens": [{"name": "st", "token": API_TOKEN}]}}))
+    c = app.test_client()
+    alerts = [T.alert(service=s) for s in ("user-app", "gate-management", "event-management")]
+    c.post("/webhook/alertmanager", data=json.dumps(T.payload(alerts)), headers=T.auth())
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def api_schema(api_app):
+    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", api_app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_never_5xx_and_matches_the_document(case):
+    case.call_and_validate(headers={"Authorization": f"Bearer {API_TOKEN}"})
+
+
+def test_document_is_served_and_lists_the_operations(api_app):
+    doc = api_app.test_client().get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    ops = {(p, m) for p, item in doc["paths"].items() for m in item}
+    assert {("/api/v1/tickets", "get"), ("/api/v1/tickets/{id}", "get"), ("/api/v1/tickets/{id}/acknowledge", "post"),
+            ("/api/v1/tickets/{id}/resolve", "post"), ("/api/v1/tickets/{id}/comment", "post"),
+            ("/api/v1/tickets/{id}/reassign", "post")} <= ops
+
+
+def test_writes_need_a_write_token(pg_db):
+    app = create_app(T.config(pg_db, receiver={"api": {"anonymous_read": False, "tokens": [
+        {"name": "ro", "token": "ro-token", "scopes": ["read"]}]}}))
+    try:
+        c = app.test_client()
+        c.post("/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])), headers=T.auth())
+        assert c.get("/api/v1/tickets").status_code == 401
+        ro = {"Authorization": "Bearer ro-token"}
+        assert c.get("/api/v1/tickets", headers=ro).status_code == 200
+        r = c.post("/api/v1/tickets/1/acknowledge", headers=ro)
+        assert r.status_code == 403 and r.get_json()["error"] == "forbidden"
+        assert c.post("/api/v1/tickets/1/acknowledge").status_code == 401
+        assert c.post("/api/v1/tickets/1/acknowledge", headers={"Authorization": "Bearer nope"}).status_code == 401
+        # the webhook token is not an API token
+        assert c.post("/api/v1/tickets/1/acknowledge", headers=T.auth()).status_code == 401
+    finally:
+        close_app(app)

@@ -1,0 +1,52 @@
+"""Escalation timers live in PostgreSQL: a receiver restarted mid-escalation carries on, and
+two gunicorn workers running the scheduler never escalate the same step twice."""
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+import requests
+
+from webhook_receiver import testing as T
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(fn, timeout=30, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def test_restart_in_the_middle_of_an_escalation(pg_db, tmp_path):
+    data = {"database": {"url": pg_db}, "receiver": {"token": T.TOKEN, "scheduler": {"interval": "0.2s"}},
+            "escalation": {"policies": [{"name": "default", "repeat_interval": "1h", "levels": [
+                {"name": "L1", "schedule": "ops", "ack_timeout": "3s"},
+                {"name": "L2", "schedule": "it-manager", "ack_timeout": "1h"}]}]}}
+    first = T.ReceiverProcess(data, tmp_path / "a").start()
+    r = requests.post(first.url + "/webhook/alertmanager", json=T.payload([T.alert()]), headers=T.auth(), timeout=5)
+    assert r.json()["status"] == "accepted"  # queued processing (the default)
+    tid = wait_for(lambda: requests.get(first.url + "/api/v1/tickets", timeout=5).json())[0]["id"]
+    first.stop()  # down before the L1 timer runs out
+
+    with psycopg.connect(pg_db) as c:
+        due = c.execute("select next_escalation_at - now() from tickets where id = %s", (tid,)).fetchone()[0]
+    time.sleep(max(due.total_seconds(), 0) + 0.5)  # the deadline passes while nobody runs
+    with psycopg.connect(pg_db) as c:
+        assert c.execute("select level from tickets where id = %s", (tid,)).fetchone()[0] == 1
+
+    second = T.ReceiverProcess(data, tmp_path / "b", workers=2).start()
+    try:
+        def level():
+            return requests.get(f"{second.url}/api/v1/tickets/{tid}", timeout=5).json()["level"]
+        wait_for(lambda: level() == 2)
+        t = requests.get(f"{second.url}/api/v1/tickets/{tid}", timeout=5).json()
+        assert t["assignee"] == "it-manager"
+        assert [e["details"]["level"] for e in t["events"] if e["kind"] == "escalated"] == [2]
+    finally:
+        second.stop()

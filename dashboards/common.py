@@ -9,7 +9,9 @@ Every dashboard module uses these so that the rules of CONVENTIONS hold everywhe
 - ``prom(expr, legend)``: a Prometheus query on ``${datasource}``.
 - ``panel(builder, title, description, unit, queries, ...)``: any SDK panel builder with a
   title, a description, a unit and its queries; it refuses to build a panel without them.
-- ``steps([(None, "green"), (0.8, "red")])``: absolute threshold steps.
+- ``steps([(None, "green"), (0.8, "red")])``: absolute threshold steps; ``threshold_lines()``
+  draws them on a timeseries; ``up_down_mappings()`` shows 0/1 as DOWN/UP; ``reduce_last()``
+  for stat/bargauge/pie panels; ``alert_list_panel()`` Grafana's alert list.
 - ``to_model(builder)``: the JSON model (dict) with panel ids and refIds assigned.
 - ``panel_queries(model)``: every Prometheus expression of a model (used by the e2e test that
   runs each one against a live Prometheus), ``expand_variables(expr)`` to make one runnable.

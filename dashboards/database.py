@@ -139,15 +139,14 @@ def queries(cfg: dict) -> list:
                                f"(rate(opsstack_db_statement_exec_seconds_total{{{SD}}}[$__rate_interval])))"),
                     instant=True, table=True)],
               w=12, h=9),
-        panel(_table(), "Slow statements",
-              "Top statements whose mean time per call over the window is above the slow threshold "
-              f"({format_duration(slow)}); PostgresSlowQueries fires after "
-              f"{format_duration(a['slow_queries_for'])}.",
+        panel(_table(), "Slowest statements (mean per call)",
+              "The top statements by mean execution time per call over the window, with their text. "
+              f"Red: slower than the slow threshold ({format_duration(slow)}); PostgresSlowQueries fires "
+              f"after {format_duration(a['slow_queries_for'])} above it.",
               "s",
-              [prom(_with_text(_mean(QKEY, SD, "opsstack_db_statement_exec_seconds_total",
-                                     "opsstack_db_statement_calls_total") + f" > {slow:g}"),
+              [prom(_with_text(f"topk(20, {_mean(QKEY, SD, 'opsstack_db_statement_exec_seconds_total', 'opsstack_db_statement_calls_total')})"),
                     instant=True, table=True)],
-              thresholds=steps([(None, YELLOW), (slow, RED)]), w=12, h=9),
+              thresholds=steps([(None, GREEN), (slow, RED)]), w=12, h=9),
     ]
 
 
@@ -160,15 +159,14 @@ def indexes(cfg: dict) -> list:
               [prom(f"bottomk(15, opsstack_db_table_index_usage_ratio{{{SD}}})", "{{datname}}.{{schemaname}}.{{relname}}",
                     instant=True)],
               thresholds=steps([(None, RED), (0.5, YELLOW), (0.9, GREEN)]), min_value=0, max_value=1, w=8, h=9),
-        panel(_bars(), "Heavy sequential scans (rows read/s)",
-              "Rows read by sequential scans per second on the tables flagged heavy "
-              "(opsstack_db_table_heavy_seq_scan: seq scans dominate and read more than "
-              f"{cfg['exporters']['db']['seq_scan_heavy_rows']} rows).",
+        panel(_bars(), "Sequential scans (rows read/s)",
+              "Rows read by sequential scans per second, top 15 tables, and how many tables are flagged "
+              "heavy (opsstack_db_table_heavy_seq_scan: seq scans dominate and read more than "
+              f"{cfg['exporters']['db']['seq_scan_heavy_rows']} rows) — index candidates.",
               "rowsps",
-              [prom(f"topk(15, rate(opsstack_db_table_seq_rows_read_total{{{SD}}}[$__rate_interval])\n"
-                    f"  * on (server, datname, schemaname, relname) group_left () "
-                    f"(opsstack_db_table_heavy_seq_scan{{{SD}}} == 1))",
-                    "{{datname}}.{{schemaname}}.{{relname}}", instant=True)],
+              [prom(f"topk(15, rate(opsstack_db_table_seq_rows_read_total{{{SD}}}[$__rate_interval]))",
+                    "{{datname}}.{{schemaname}}.{{relname}}", instant=True),
+               prom(f"sum by (server) (opsstack_db_heavy_seq_scan_tables{{{SD}}})", "heavy tables", instant=True)],
               min_value=0, w=8, h=9),
         panel(_table(), "Unused indexes",
               "Indexes never scanned since the stats reset that back no constraint, with their size: "
@@ -176,7 +174,8 @@ def indexes(cfg: dict) -> list:
               "bytes",
               [prom(f"opsstack_db_index_size_bytes{{{SD}}}\n"
                     f"  * on (server, datname, schemaname, relname, indexrelname) group_left ()"
-                    f" (opsstack_db_index_unused{{{SD}}} == 1)", instant=True, table=True)],
+                    f" (opsstack_db_index_unused{{{SD}}} == 1)", instant=True, table=True),
+               prom(f"opsstack_db_unused_indexes_size_bytes{{{SD}}}", instant=True, table=True)],
               w=8, h=9),
         panel(_table(), "Advisor suggestions",
               "Indexes the advisor proved with HypoPG: the plan-cost drop of the statements they help "
@@ -220,11 +219,12 @@ def connections(cfg: dict) -> list:
                prom(f"sum by (server, datname) (increase(opsstack_db_temp_bytes_total{{{SD}}}[$__rate_interval]))",
                     "{{datname}} temp bytes")],
               min_value=0, w=8, h=8),
-        panel(_lines(), "pgbouncer pools",
-              "Clients active and waiting in each pgbouncer pool (SHOW POOLS) and the oldest wait; "
-              "empty when no pgbouncer_url is configured.",
+        panel(_lines(), "Backends and pgbouncer pools",
+              "Backends per database, and with a pgbouncer_url configured the clients active and waiting "
+              "in each pgbouncer pool (SHOW POOLS) and the oldest wait.",
               "short",
-              [prom(f"sum by (server, database, state) (opsstack_db_pgbouncer_clients{{{S}}})",
+              [prom(f"sum by (server, datname) (opsstack_db_backends{{{SD}}})", "{{datname}} backends"),
+               prom(f"sum by (server, database, state) (opsstack_db_pgbouncer_clients{{{S}}})",
                     "{{database}} clients {{state}}"),
                prom(f"max by (server, database) (opsstack_db_pgbouncer_max_wait_seconds{{{S}}})",
                     "{{database}} max wait (s)")],
@@ -277,7 +277,8 @@ def replication(cfg: dict) -> list:
               "Replay lag of each replica (opsstack_db_replication_lag_seconds). Dashed: the "
               f"{format_duration(a['replication_lag'])} PostgresReplicationLagHigh threshold.",
               "s", [prom(f"max by (server, replica) (opsstack_db_replication_lag_seconds{{{S}}})",
-                         "{{server}} → {{replica}}")],
+                         "{{server}} → {{replica}}"),
+                    prom(f"opsstack_db_replicas{{{S}}}", "{{server}} replicas streaming")],
               thresholds=steps([(None, GREEN), (a["replication_lag"], RED)]), min_value=0, w=8, h=8),
         panel(_stat(), "WAL archive age",
               "Time since the last WAL file was archived, where archive_mode is on. "
@@ -285,12 +286,21 @@ def replication(cfg: dict) -> list:
               "s",
               [prom(f"(time() - opsstack_db_archiver_last_archived_timestamp_seconds{{{S}}})\n"
                     f"and on (server, instance) opsstack_db_archiver_enabled{{{S}}} == 1", "{{server}}")],
-              thresholds=steps([(None, GREEN), (a["wal_archive_rpo"], RED)]), w=8, h=8),
+              thresholds=steps([(None, GREEN), (a["wal_archive_rpo"], RED)]), w=6, h=8),
+        panel(_stat(), "WAL archiving",
+              "1 when archive_mode is on (opsstack_db_archiver_enabled), and failed archive attempts in the "
+              "window (pg_stat_archiver.failed_count).",
+              "none",
+              [prom(f"opsstack_db_archiver_enabled{{{S}}}", "{{server}} archiving on", instant=True),
+               prom(f"sum by (server) (increase(opsstack_db_archiver_failed_total{{{S}}}[$__rate_interval]))",
+                    "{{server}} failures")],
+              thresholds=steps([(None, GREEN)]), w=4, h=8),
         panel(_stat(), "Last base backup age",
               "Time since the last successful base backup from exporters.db.backup "
               f"(PostgresBackupStale beyond {format_duration(a['backup_max_age'])}).",
-              "s", [prom(f"time() - opsstack_db_backup_last_success_timestamp_seconds{{{S}}}", "{{server}}")],
-              thresholds=steps([(None, GREEN), (a["backup_max_age"], RED)]), w=8, h=8),
+              "s", [prom(f"time() - opsstack_db_backup_last_success_timestamp_seconds{{{S}}}", "{{server}}"),
+                    prom(f"opsstack_db_backup_configured{{{S}}} == 0", "{{server}}: no backup source configured")],
+              thresholds=steps([(None, GREEN), (a["backup_max_age"], RED)]), w=6, h=8),
     ]
 
 

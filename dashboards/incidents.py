@@ -136,8 +136,14 @@ def trend_row(cfg: dict) -> list:
         panel(_lines(), "Webhook deliveries",
               "Alertmanager deliveries per second by outcome: stored, invalid (4xx), unauthorized, db_error "
               "(503: Alertmanager retries).", "reqps",
-              [prom("sum by (outcome) (rate(opsstack_receiver_notifications_total[$__rate_interval]))", "{{outcome}}")],
+              [prom("sum by (outcome) (rate(opsstack_receiver_webhook_requests_total[$__rate_interval]))",
+                    "{{outcome}}")],
               w=12, h=8),
+        panel(_lines(), "Processing backlog",
+              "Stored Alertmanager payloads not yet turned into tickets (queued processing) and the age of the "
+              "oldest; it should drain within seconds. Failed payloads are retried, then set aside.", "s",
+              [prom("max(opsstack_receiver_payloads_pending_age_seconds)", "oldest pending")],
+              thresholds=steps([(None, GREEN), (60, RED)]), w=12, h=8),
         panel(_lines(), "Webhook latency p99",
               "99th percentile of the receiver's request duration per route.", "s",
               [prom("histogram_quantile(0.99, sum by (le, route) "

@@ -270,7 +270,7 @@ def active_alerts(cfg: dict) -> list:
             "Alert rules firing or pending",
             "Grafana's alert list of the Prometheus datasource's alerting rules (firing and pending), "
             "for the selected services.",
-            label_filter='service=~"$service"', w=8, h=10, links=[link]),
+            label_filter='{service=~"$service"}', w=8, h=10, links=[link]),
         panel(_lines(), "Alertmanager: active and suppressed alerts",
               "Alerts Alertmanager holds (alertmanager_alerts): active ones are notified, suppressed "
               "ones are silenced or inhibited; and failed notifications per second to the receiver.",

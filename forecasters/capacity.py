@@ -93,20 +93,25 @@ def to_markdown(rows: list[dict], generated: float) -> str:
     out = [f"# Capacity report", "", f"Generated {_iso(generated)}. Values in each target's unit "
            "(ratios 0..1, bytes, seconds). Dates are when the forecast reaches the threshold; the "
            "range is when the 80% band's edges reach it.", "",
-           "| Target | Service | Now | Growth / month | Threshold | Reached | Range | Model |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| Target | Service | Now | Growth / month | Forecast (80% range) | Threshold | Reached | Range | Model |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         g = _num(r["growth_per_month"])
         if r["growth_per_month_ratio"] is not None:
             g += f" ({r['growth_per_month_ratio'] * 100:+.1f}%)"
+        fut = "-"
+        if r["horizons"]:
+            label, v = list(r["horizons"].items())[-1]   # the longest horizon
+            fut = f"{_num(v['yhat'])} in {label} ({_num(v['lower'])} .. {_num(v['upper'])})"
         ths = r["thresholds"] or [None]
         for th in ths:
             if th is None:
-                out.append(f"| {r['target']} | {r['service']} | {_num(r['current'])} | {g} | - | - | - | {r['model']} |")
+                out.append(f"| {r['target']} | {r['service']} | {_num(r['current'])} | {g} | {fut} | - | - | - | "
+                           f"{r['model']} |")
                 continue
             rng = f"{_date(th['earliest'])} .. {_date(th['latest'])}"
-            out.append(f"| {r['target']} | {r['service']} | {_num(r['current'])} | {g} | {_num(th['threshold'])} | "
-                       f"{_date(th['reached_at'])} | {rng} | {r['model']} |")
+            out.append(f"| {r['target']} | {r['service']} | {_num(r['current'])} | {g} | {fut} | "
+                       f"{_num(th['threshold'])} | {_date(th['reached_at'])} | {rng} | {r['model']} |")
     out += ["", "## What to do", ""]
     urgent = [(r, th) for r in rows for th in r["thresholds"] if th["reached_at"]]
     urgent.sort(key=lambda x: x[1]["reached_at"])

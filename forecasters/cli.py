@@ -45,6 +45,7 @@ def add_arguments(p):
     e.add_argument("--json", help="write the summary as JSON here")
     e.add_argument("--csv", help="write every (series, cutoff, method) row here")
     e.add_argument("--no-prophet-default", action="store_true", help="skip the default-Prophet peer column")
+    e.add_argument("--models", help="comma-separated candidates of our forecaster (default: forecast.models)")
     e.add_argument("--no-progress", action="store_true")
 
     b = sub.add_parser("backfill", help="CSV history -> Prometheus TSDB blocks via promtool")
@@ -119,7 +120,7 @@ def _serve(args, cfg) -> int:
 
 def _run(args, cfg) -> int:
     from forecasters.engine import Forecast
-    from forecasters.service import Forecaster
+    from forecasters.service import Forecaster, Waiting
 
     targets = _targets(cfg, args.shard, args.target)
     if not targets:
@@ -135,6 +136,9 @@ def _run(args, cfg) -> int:
     print(f"{'target':<32} {'model':<28} {'now':>12} {'growth/30d':>12} {'mase':>7}  crossings")
     for tg in targets:
         r = results[tg.name]
+        if isinstance(r, Waiting):
+            print(f"{tg.name:<32} waiting: {r}")
+            continue
         if not isinstance(r, Forecast):
             failed += 1
             print(f"{tg.name:<32} ERROR {r}")
@@ -183,9 +187,12 @@ def _csv(args, cfg) -> int:
                 seasonalities=tuple(_SEASONS[s] for s in f["seasonality"]))
     fc = forecast_series(t, y, spec, horizon_rows=args.horizon)
     numeric = pd.api.types.is_numeric_dtype(pd.read_csv(args.input, nrows=5).iloc[:, 0])
-    ts = fc.curve_t if numeric else pd.to_datetime(fc.curve_t, unit="s").strftime("%Y-%m-%d %H:%M:%S")
+    if numeric:
+        ts = [str(int(x)) if float(x).is_integer() else repr(float(x)) for x in fc.curve_t]
+    else:
+        ts = list(pd.to_datetime(fc.curve_t, unit="s").strftime("%Y-%m-%d %H:%M:%S"))
     out = pd.DataFrame({"timestamp": ts, "yhat": fc.yhat, "yhat_lower": fc.lower, "yhat_upper": fc.upper})
-    out.to_csv(args.output, index=False, float_format="%.6g")
+    out.to_csv(args.output, index=False, float_format="%.10g")
     log.info("event=csv_forecast input=%s rows=%d horizon=%d model=%s backtest_mase=%s", args.input, len(y),
              args.horizon, fc.model, "na" if fc.backtest_mase is None else f"{fc.backtest_mase:.3f}")
     print(f"wrote {args.output}: {args.horizon} steps of {step:g}s, model {fc.model}, "
@@ -204,8 +211,10 @@ def _evaluate(args, cfg) -> int:
     if not paths:
         print(f"opsstack forecast evaluate: no CSV series matching {args.series!r} under {data}", file=sys.stderr)
         return 2
+    models = tuple(m.strip() for m in args.models.split(",")) if args.models else tuple(cfg["forecast"]["models"])
     results = evaluate.run(paths, workers=args.workers or cfg["forecast"]["workers"],
-                           progress=not args.no_progress, with_prophet_default=not args.no_prophet_default)
+                           progress=not args.no_progress, with_prophet_default=not args.no_prophet_default,
+                           models=models)
     summary = evaluate.summarize(results)
     print(evaluate.format_table(summary))
     if args.json:

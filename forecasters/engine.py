@@ -161,7 +161,10 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
     H = max(1, min(H, n // 3))
     bt = None
     fits = 0
-    if spec.model is None:
+    constant = bool(np.ptp(y) == 0)
+    if constant and spec.model is None:
+        chosen = "naive"   # nothing to learn; the band comes from the (zero) step changes
+    elif spec.model is None:
         bt = backtest.run(t, y, ctx, spec.candidates, H, folds=spec.folds)
         if bt is None:
             chosen = "linear_trend" if "linear_trend" in spec.candidates else spec.candidates[0]

@@ -117,7 +117,8 @@ class TaskResult:
     seconds: float
 
 
-def evaluate_one(path: str, cutoff: float, with_prophet_default: bool = True, widen: float = 1.0) -> TaskResult:
+def evaluate_one(path: str, cutoff: float, with_prophet_default: bool = True, widen: float = 1.0,
+                 models: tuple[str, ...] | None = None, baselines: bool = True) -> TaskResult:
     from forecasters.engine import Spec, forecast_series, infer_step, regularize
 
     started = time.perf_counter()
@@ -134,14 +135,17 @@ def evaluate_one(path: str, cutoff: float, with_prophet_default: bool = True, wi
     def score(name, f, lo, hi):
         res[name] = {"mase": mase(truth, f, scale), "smape": smape(truth, f), "coverage": coverage(truth, lo, hi)}
 
-    for b in BASELINES:
+    for b in BASELINES if baselines else ():
         score(b, *baseline(b, tt, yt, h))
     fits = 0
     if with_prophet_default:
         score("prophet_default", *prophet_default(tt, yt, h))
         fits += 1
     step = infer_step(tt)
-    fc = forecast_series(tt, yt, Spec(step=step, horizons=(h * step,), widen=widen), horizon_rows=h)
+    spec = Spec(step=step, horizons=(h * step,), widen=widen)
+    if models:
+        spec = Spec(step=step, horizons=(h * step,), widen=widen, candidates=tuple(models))
+    fc = forecast_series(tt, yt, spec, horizon_rows=h)
     fits += fc.fits
     score("opsstack", fc.yhat, fc.lower, fc.upper)
     return TaskResult(series=Path(path).stem, cutoff=cutoff, rows=n, results=res, chosen=fc.model,
@@ -153,7 +157,8 @@ def _init_worker():
 
 
 def run(paths: list[Path], workers: int = 2, progress: bool = True, with_prophet_default: bool = True,
-        cutoffs: tuple[float, ...] = CUTOFFS, widen: float = 1.0) -> list[TaskResult]:
+        cutoffs: tuple[float, ...] = CUTOFFS, widen: float = 1.0, models: tuple[str, ...] | None = None,
+        baselines: bool = True) -> list[TaskResult]:
     """Evaluate every (series, cutoff) in worker processes, with a progress bar on stderr."""
     from tqdm import tqdm
 
@@ -162,13 +167,13 @@ def run(paths: list[Path], workers: int = 2, progress: bool = True, with_prophet
     bar = tqdm(total=len(tasks), desc="evaluate", unit="fc", disable=not progress, dynamic_ncols=True)
     if workers <= 1:
         for p, c in tasks:
-            out.append(evaluate_one(p, c, with_prophet_default, widen))
+            out.append(evaluate_one(p, c, with_prophet_default, widen, models, baselines))
             bar.update(1)
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
-            futs = [ex.submit(evaluate_one, p, c, with_prophet_default, widen) for p, c in tasks]
+            futs = [ex.submit(evaluate_one, p, c, with_prophet_default, widen, models, baselines) for p, c in tasks]
             for f in as_completed(futs):
                 out.append(f.result())
                 bar.update(1)

@@ -282,10 +282,16 @@ class ProphetModel(Model):
         t, y = t[sel], y[sel]
         self.t_last = t[-1]
         span = t[-1] - t[0]
+        if np.ptp(y) <= 1e-12 * max(1.0, float(np.max(np.abs(y)))):
+            raise ValueError("constant series: nothing for Prophet to fit")
         growth = self.growth
         lo, hi = self.ctx.lower, self.ctx.upper
         if growth == "linear" and lo is not None and hi is not None:
-            growth = "logistic"
+            # logistic growth between the bounds, when the data stays inside them; data sitting on a
+            # bound makes the logistic fit slow and unstable (the output is clipped to the bounds anyway)
+            margin = 0.005 * (hi - lo)
+            if float(np.min(y)) > lo + margin and float(np.max(y)) < hi - margin:
+                growth = "logistic"
         # Prophet works in its own scaled space; keep y moderate for numerical stability
         self.offset = float(np.median(y))
         self.scale = float(np.std(y)) or (abs(self.offset) or 1.0)

@@ -40,6 +40,7 @@ class TargetState:
     errors: int = 0
     fits: int = 0
     last_error: str | None = None
+    waiting: bool = False          # not enough history yet (not an error)
 
 
 @dataclass
@@ -54,6 +55,10 @@ class State:
     def snapshot(self) -> list[TargetState]:
         with self.lock:
             return list(self.targets.values())
+
+
+class Waiting(Exception):
+    """Not enough history yet to forecast the target: neither a result nor an error."""
 
 
 def shard(targets: list[Target], spec: str | None) -> list[Target]:
@@ -86,6 +91,7 @@ class Forecaster:
         self.state = State(targets={t.name: TargetState(t) for t in self.targets})
         self._pool: ProcessPoolExecutor | None = None
         self._history: dict[str, tuple] = {}
+        self.min_history = cfg["forecast"]["min_history"]
 
     # ---- workers
     def pool(self) -> ProcessPoolExecutor | None:
@@ -114,14 +120,20 @@ class Forecaster:
 
         session = requests.Session()
         prom_ok = True
+        query_time: dict[str, float] = {}
         for tg in self.targets:
             started[tg.name] = time.time()
             try:
                 t, y = query_range(self.prometheus, tg.query, now - tg.history, now, tg.step, session=session)
+                query_time[tg.name] = time.time() - started[tg.name]
             except QueryError as exc:
                 if "unreachable" in str(exc):
                     prom_ok = False
                 results[tg.name] = exc
+                continue
+            if len(t) < 3 or t[-1] - t[0] < self.min_history:
+                results[tg.name] = Waiting(f"{t[-1] - t[0] if len(t) else 0:.0f}s of history, "
+                                           f"need {self.min_history:.0f}s")
                 continue
             pending.append((tg, t, y))
             self._history[tg.name] = (t, y)
@@ -141,29 +153,45 @@ class Forecaster:
                 if bar:
                     bar.update(1)
         else:
+            from concurrent.futures.process import BrokenProcessPool
+
+            broken = False
             futs = {tg.name: pool.submit(_job, tg, t, y) for tg, t, y in pending}
             for name, fut in futs.items():
                 try:
                     results[name] = fut.result()
+                except BrokenProcessPool as exc:  # a worker died (OOM kill...): new pool next pass
+                    results[name] = exc
+                    broken = True
                 except Exception as exc:
                     results[name] = exc
                 if bar:
                     bar.update(1)
+            if broken:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
         if bar:
             bar.close()
-        self._record(results, started)
+        self._record(results, started, query_time)
         return results
 
-    def _record(self, results: dict, started: dict) -> None:
+    def _record(self, results: dict, started: dict, query_time: dict | None = None) -> None:
         finished = time.time()
         store_ok = True if self.store else None
         for tg in self.targets:
             res = results.get(tg.name)
             st = self.state.targets[tg.name]
             ok = isinstance(res, Forecast)
+            if isinstance(res, Waiting):
+                with self.state.lock:
+                    st.waiting, st.last_attempt = True, finished
+                log.info("event=forecast_waiting target=%s reason=%r", tg.name, str(res))
+                continue
             with self.state.lock:
+                st.waiting = False
                 st.last_attempt = finished
-                st.duration = finished - started[tg.name]
+                # this target's own cost: its range query + its fits (not the wait for the others)
+                st.duration = (query_time or {}).get(tg.name, 0.0) + (res.duration if ok else 0.0)
                 if ok:
                     st.forecast, st.last_success, st.last_error = res, finished, None
                     st.fits += res.fits

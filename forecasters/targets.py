@@ -76,14 +76,18 @@ def default_targets(cfg: dict) -> list[dict]:
 
     - memory-<service>: resident memory / memory limit of each demo service (OOM at 1.0)
     - cpu-<service>: CPU cores used / CPU limit of each demo service
+    - disk-<service>: used ratio of each demo service's data volume
     - disk-root: used ratio of the host's root filesystem (node_exporter)
-    - db-storage: used ratio of the demo services' database volume
+    - db-storage: size of the PostgreSQL databases (database exporter) over
+      `forecast.alerts.db_storage_capacity_bytes`
     - bandwidth: host network receive+transmit bytes/s over a 1 Gbit/s link, as a ratio
     - latency-p95: platform-wide p95 request latency (seconds)
     """
     a = cfg["forecast"]["alerts"]
     out: list[dict] = []
-    for s in cfg["platform"]["services"]:
+    # the platform job (service memory/CPU/volumes, request latency) is the demo platform's
+    services = cfg["platform"]["services"] if cfg["demo"]["enabled"] else []
+    for s in services:
         name = s["name"]
         sel = f'job="platform",service="{name}"'
         out.append({
@@ -98,24 +102,33 @@ def default_targets(cfg: dict) -> list[dict]:
                       f"max(opsstack_service_cpu_limit_cores{{{sel}}})"),
             "thresholds": [a["cpu_threshold"]], "min": 0.0,
         })
+        out.append({
+            "name": f"disk-{name}", "kind": "disk", "service": name, "team": s["team"],
+            "query": (f"max(opsstack_volume_used_bytes{{{sel}}}) / "
+                      f"max(opsstack_volume_capacity_bytes{{{sel}}})"),
+            "thresholds": [a["disk_threshold"]], "min": 0.0, "max": 1.0,
+        })
     fs = 'mountpoint="/",fstype!~"tmpfs|overlay|squashfs"'
     out.append({
         "name": "disk-root", "kind": "disk", "service": "host", "team": "ops",
         "query": f"1 - max(node_filesystem_avail_bytes{{{fs}}}) / max(node_filesystem_size_bytes{{{fs}}})",
         "thresholds": [a["disk_threshold"]], "min": 0.0, "max": 1.0,
     })
-    out.append({
-        "name": "db-storage", "kind": "db_storage", "service": "database", "team": "dba",
-        "query": ('sum(opsstack_volume_used_bytes{job="platform",volume="db"}) / '
-                  'sum(opsstack_volume_capacity_bytes{job="platform",volume="db"})'),
-        "thresholds": [a["db_storage_threshold"]], "min": 0.0, "max": 1.0,
-    })
+    if cfg["exporters"].get("db", {}).get("enabled"):
+        out.append({
+            "name": "db-storage", "kind": "db_storage", "service": "database", "team": "dba",
+            "query": (f'sum(opsstack_db_database_size_bytes{{job="opsstack_db"}}) / '
+                      f'{a["db_storage_capacity_bytes"]:.0f}'),
+            "thresholds": [a["db_storage_threshold"]], "min": 0.0, "max": 1.0,
+        })
     out.append({
         "name": "bandwidth", "kind": "bandwidth", "service": "host", "team": "ops",
         "query": ('(sum(rate(node_network_receive_bytes_total{device!="lo"}[5m])) + '
                   'sum(rate(node_network_transmit_bytes_total{device!="lo"}[5m]))) / 125000000'),
         "thresholds": [a["bandwidth_threshold"]], "min": 0.0,
     })
+    if not services:
+        return out
     out.append({
         "name": "latency-p95", "kind": "latency", "service": "platform", "team": "ops",
         "query": ('histogram_quantile(0.95, sum by (le) '

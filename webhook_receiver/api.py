@@ -2,7 +2,9 @@
 
 Reads are anonymous when receiver.api.anonymous_read (the default); otherwise, and for
 every write, send ``Authorization: Bearer <token>`` with a token from receiver.api.tokens
-(scope read / write). A console session (logged-in user) may read as well.
+(scope read / write), or the receiver's own token (receiver.token, the one Alertmanager
+sends) while receiver.api.accept_receiver_token (read and write, actor "api:stack"). A
+console session (logged-in user) may read as well.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ def _require(scope: str) -> str:
     tok = auth.bearer(request.headers.get("Authorization"))
     if tok:
         client = st.api_tokens.client(tok)
+        if client is None and st.cfg["receiver"]["api"]["accept_receiver_token"] and auth.token_matches(tok, st.token):
+            return "api:stack"  # the stack's own secret (opsstack up, tests, automation)
         if client is None:
             raise ApiError(401, "unauthorized", "unknown API token")
         if scope not in client.scopes:
@@ -122,9 +126,11 @@ def _text(data: dict, key: str, required: bool = False) -> str:
         return ""
     if not isinstance(v, str):
         raise ApiError(400, "bad_request", f"{key} must be a string")
-    v = v.replace("\x00", "\ufffd").strip()  # PostgreSQL text has no NUL
     if required and not v:
         raise ApiError(400, "bad_request", f"{key} must not be empty")
+    # PostgreSQL text has no NUL and no lone UTF-16 surrogates (JSON can carry both)
+    v = v.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    v = v.strip() or v  # keep a whitespace-only text as given (it is not empty)
     if len(v) > MAX_TEXT:
         raise ApiError(400, "bad_request", f"{key} is longer than {MAX_TEXT} characters")
     return v

@@ -91,8 +91,13 @@ def gunicorn_app(factory, options: dict):
 
 def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
     # multiprocess metrics need the folder before prometheus_client is imported anywhere
+    import atexit
+    import shutil
+
     mdir = tempfile.mkdtemp(prefix="opsstack-receiver-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = mdir
+    master = os.getpid()
+    atexit.register(lambda: os.getpid() == master and shutil.rmtree(mdir, ignore_errors=True))
     from webhook_receiver.db import connect, migrate
 
     try:  # migrate once before the workers start (they would serialise on the lock anyway)

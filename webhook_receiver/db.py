@@ -201,12 +201,22 @@ class Database:
                     self.url, min_size=1, max_size=self.size, open=True, timeout=self.timeout,
                     kwargs={"row_factory": dict_row, "autocommit": True,
                             "connect_timeout": max(1, int(self.timeout))},
-                    configure=self._configure, check=ConnectionPool.check_connection, name="receiver")
+                    configure=self._configure, name="receiver")
             return self._pool
 
     def connection(self):
-        """Context manager yielding a pooled connection (transaction committed on exit)."""
+        """Context manager yielding a pooled connection (autocommit; use conn.transaction())."""
         return self.pool.connection(timeout=self.timeout)
+
+    def run(self, fn):
+        """``fn(conn)`` on a pooled connection; once more on a fresh one when the first was broken
+        (e.g. the server restarted since it was pooled: the pool drops broken connections)."""
+        try:
+            with self.connection() as conn:
+                return fn(conn)
+        except psycopg.OperationalError:
+            with self.connection() as conn:
+                return fn(conn)
 
     def ensure_migrated(self) -> None:
         if self.migrated:
@@ -217,8 +227,7 @@ class Database:
 
     def ping(self) -> bool:
         try:
-            with self.connection() as conn:
-                conn.execute("select 1")
+            self.run(lambda conn: conn.execute("select 1"))
             return True
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False

@@ -18,7 +18,11 @@ log = logging.getLogger(__name__)
 
 KPI_WINDOW = 30 * 86400  # seconds: MTTA/MTTR/MTBF over the last 30 days
 
-WEBHOOK = Counter("opsstack_receiver_notifications_total",
+# Other parts of the receiver (automation) add collectors to /metrics here: each entry is
+# a callable ``f(db) -> collector`` (db: webhook_receiver.db.Database), called per scrape.
+EXTRA_COLLECTORS: list = []
+
+WEBHOOK = Counter("opsstack_receiver_webhook_requests_total",
                   "Alertmanager webhook deliveries by outcome (stored, invalid, unauthorized, db_error).",
                   ["outcome"])
 REQUEST_SECONDS = Histogram("opsstack_receiver_request_duration_seconds",
@@ -143,6 +147,20 @@ class KpiCollector:
             r = q("select coalesce(max(id), 0) n from ticket_payloads").fetchone()
             pl.add_metric([], r["n"])
             yield pl
+            r = q("""select count(*) n, coalesce(extract(epoch from now() - min(received_at)), 0) age
+                     from ticket_payloads where processed_at is null""").fetchone()
+            pend = GaugeMetricFamily("opsstack_receiver_payloads_pending",
+                                     "Stored payloads not yet turned into tickets (queued processing).")
+            pend.add_metric([], r["n"])
+            yield pend
+            age = GaugeMetricFamily("opsstack_receiver_payloads_pending_age_seconds",
+                                    "Age of the oldest payload not yet turned into tickets (0 when none).")
+            age.add_metric([], float(r["age"]))
+            yield age
+            bad = GaugeMetricFamily("opsstack_receiver_payloads_failed",
+                                    "Payloads that failed to apply (retrying, or set aside after 5 attempts).")
+            bad.add_metric([], q("select count(*) n from ticket_payloads where error is not null").fetchone()["n"])
+            yield bad
 
 
 def exposition(db) -> bytes:
@@ -157,6 +175,11 @@ def exposition(db) -> bytes:
         for c in (WEBHOOK, REQUEST_SECONDS, PROCESS_COLLECTOR):
             reg.register(_Forward(c))
     reg.register(KpiCollector(db))
+    for factory in list(EXTRA_COLLECTORS):
+        try:
+            reg.register(_Safe(factory(db), getattr(factory, "__name__", "collector")))
+        except Exception as exc:  # noqa: BLE001 - one broken collector must not take /metrics down
+            log.warning("event=extra_collector_failed collector=%s error=%r", getattr(factory, "__name__", factory), str(exc))
     return generate_latest(reg)
 
 
@@ -168,3 +191,17 @@ class _Forward:
 
     def collect(self):
         return self.c.collect()
+
+
+class _Safe:
+    """A collector whose failure is a log line, not a failed scrape."""
+
+    def __init__(self, c, name: str):
+        self.c, self.name = c, name
+
+    def collect(self):
+        try:
+            return list(self.c.collect())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("event=extra_collector_failed collector=%s error=%r", self.name, str(exc))
+            return []

@@ -97,6 +97,7 @@ class Processor:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="receiver-processor", daemon=True)
+        self.st.wakeup.set()  # payloads left from before a restart: at once
         self._thread.start()
 
     def stop(self, timeout: float = 10) -> None:

@@ -132,11 +132,13 @@ class IngestResult:
                 "heartbeats": self.heartbeats}
 
 
-def store_payload(conn, note: Notification, body: dict, processed: bool) -> int:
+def store_payload(conn, note: Notification, body: dict | str, processed: bool) -> int:
+    """Insert the raw payload (a dict, or its JSON text as received and checked)."""
     return conn.execute(
         "insert into ticket_payloads (group_key, receiver, status, alert_count, body, processed_at) "
-        "values (%s, %s, %s, %s, %s, case when %s then now() end) returning id",
-        (note.group_key, note.receiver, note.status, len(note.alerts), Jsonb(body), processed)).fetchone()["id"]
+        "values (%s, %s, %s, %s, %s::jsonb, case when %s then now() end) returning id",
+        (note.group_key, note.receiver, note.status, len(note.alerts),
+         body if isinstance(body, str) else Jsonb(body), processed)).fetchone()["id"]
 
 
 def _upsert_group(conn, note: Notification) -> int | None:
@@ -148,7 +150,7 @@ def _upsert_group(conn, note: Notification) -> int | None:
            returning id""", (note.group_key, note.receiver, Jsonb(note.group_labels))).fetchone()["id"]
 
 
-def ingest(ctx: Context, conn, note: Notification, body: dict, now: datetime | None = None) -> IngestResult:
+def ingest(ctx: Context, conn, note: Notification, body: dict | str, now: datetime | None = None) -> IngestResult:
     """Inline processing: store the raw payload and apply every alert in one transaction."""
     now = now or escalation.utcnow()
     res = IngestResult()
@@ -160,8 +162,12 @@ def ingest(ctx: Context, conn, note: Notification, body: dict, now: datetime | N
     return res
 
 
-def enqueue_payload(conn, note: Notification, body: dict) -> int:
-    """Queued processing: store the raw payload (committed: durable) for process_next()."""
+def enqueue_payload(conn, note: Notification, body: dict | str) -> int:
+    """Queued processing: store the raw payload (committed: durable) for process_next().
+
+    One statement: on an autocommit connection it is its own transaction (one round trip)."""
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return store_payload(conn, note, body, processed=False)
     with conn.transaction():
         return store_payload(conn, note, body, processed=False)
 
@@ -181,37 +187,38 @@ def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResul
 
     emits = Emits()
     res = IngestResult()
-    failed = None
-    with conn.transaction():
-        row = conn.execute(
-            """select id, body, attempts from ticket_payloads p where processed_at is null
-               and not exists (select 1 from ticket_payloads q where q.processed_at is null
-                               and q.group_key = p.group_key and q.id < p.id)
-               order by id limit 1 for update skip locked""").fetchone()
-        if row is None:
-            return None
-        res.payload_id = row["id"]
-        try:
-            with conn.transaction():  # savepoint: a bug in applying leaves the claim intact
-                apply_notification(ctx, conn, parse_obj(row["body"]), now or escalation.utcnow(), res, emits)
-        except (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
-            failed = f"{type(exc).__name__}: {exc}"
-            emits.calls.clear()
-            give_up = row["attempts"] + 1 >= MAX_PROCESS_ATTEMPTS
-            conn.execute("update ticket_payloads set attempts = attempts + 1, error = %s, "
-                         "processed_at = case when %s then now() end where id = %s", (failed[:1000], give_up, row["id"]))
-            log.error("event=payload_failed payload_id=%s attempt=%s gave_up=%s error=%r", row["id"],
-                      row["attempts"] + 1, give_up, failed)
-        else:
+    row = None
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                """select id, body, attempts from ticket_payloads p where processed_at is null
+                   and not exists (select 1 from ticket_payloads q where q.processed_at is null
+                                   and q.group_key = p.group_key and q.id < p.id)
+                   order by id limit 1 for update skip locked""").fetchone()
+            if row is None:
+                return None
+            res.payload_id = row["id"]
+            apply_notification(ctx, conn, parse_obj(row["body"]), now or escalation.utcnow(), res, emits)
             conn.execute("update ticket_payloads set processed_at = now(), attempts = attempts + 1, result = %s "
                          "where id = %s", (Jsonb(res.as_dict()), row["id"]))
+    except (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
+        if row is None:
+            raise
+        failed = f"{type(exc).__name__}: {exc}"
+        give_up = row["attempts"] + 1 >= MAX_PROCESS_ATTEMPTS
+        with conn.transaction():  # the apply rolled back; record the failure (the claim is gone: fine)
+            conn.execute("update ticket_payloads set attempts = attempts + 1, error = %s, "
+                         "processed_at = case when %s then now() end where id = %s and processed_at is null",
+                         (failed[:1000], give_up, row["id"]))
+        log.error("event=payload_failed payload_id=%s attempt=%s gave_up=%s error=%r", row["id"],
+                  row["attempts"] + 1, give_up, failed)
+        return res
     emits.fire()
     return res
 
 
 def apply_notification(ctx: Context, conn, note: Notification, now: datetime, res: IngestResult,
                        emits: Emits) -> None:
-    group_id = _upsert_group(conn, note)
     alerts = []
     for a in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
         if a.alertname in ctx.heartbeats:
@@ -220,7 +227,7 @@ def apply_notification(ctx: Context, conn, note: Notification, now: datetime, re
             res.heartbeats += 1
         else:
             alerts.append(a)
-    apply_alerts(ctx, conn, alerts, group_id, now, res, emits)
+    apply_alerts(ctx, conn, alerts, None, now, res, emits, note=note)
 
 
 @dataclass
@@ -231,44 +238,72 @@ class _Known:
 
 
 def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, res: IngestResult,
-                 emits: Emits) -> None:
-    """Apply alerts (sorted by fingerprint) with a few set-based reads and pipelined writes."""
-    if not alerts:
-        return
-    fps = sorted({a.fingerprint for a in alerts})
-    # one advisory lock per fingerprint, taken in a stable order (no deadlocks between deliveries)
-    conn.execute("select count(pg_advisory_xact_lock(%s, hashtext(f))) from "
-                 "(select f from unnest(%s::text[]) f order by f) s", (FINGERPRINT_LOCK, fps))
-    known = _Known(
-        episodes={(r["fingerprint"], r["starts_at"]): r for r in conn.execute(
-            "select * from ticket_alerts where (fingerprint, starts_at) in "
-            "(select * from unnest(%s::text[], %s::timestamptz[]))",
-            ([a.fingerprint for a in alerts], [a.starts_at for a in alerts])).fetchall()},
-        active={r["fingerprint"]: r for r in conn.execute(
-            "select * from tickets where fingerprint = any(%s) and status <> 'resolved' for update",
-            (fps,)).fetchall()},
-        recent={})
-    need_recent = [a.fingerprint for a in alerts if a.status == "firing" and a.fingerprint not in known.active
-                   and (a.fingerprint, a.starts_at) not in known.episodes]
-    if need_recent and ctx.reopen_window > 0:
-        known.recent = {r["fingerprint"]: r for r in conn.execute(
-            """select distinct on (fingerprint) * from tickets where fingerprint = any(%s) and status = 'resolved'
-               and resolved_at >= %s order by fingerprint, resolved_at desc""",
-            (sorted(set(need_recent)), now - timedelta(seconds=ctx.reopen_window))).fetchall()}
+                 emits: Emits, note: Notification | None = None) -> None:
+    """Apply alerts (sorted by fingerprint) with a few set-based reads and pipelined writes.
+
+    With ``note``, its Alertmanager group is recorded too (group_id comes from that)."""
+    with conn.pipeline():  # the reads go out together: one round trip
+        cur_group = None
+        if note is not None and note.group_key:
+            cur_group = conn.execute(
+                """insert into ticket_groups (group_key, receiver, group_labels) values (%s, %s, %s)
+                   on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver
+                   returning id""", (note.group_key, note.receiver, Jsonb(note.group_labels)))
+        if alerts:
+            fps = sorted({a.fingerprint for a in alerts})
+            # one advisory lock per fingerprint, in a stable order (no deadlocks between deliveries)
+            conn.execute("select count(pg_advisory_xact_lock(%s, hashtext(f))) from "
+                         "(select f from unnest(%s::text[]) f order by f) s", (FINGERPRINT_LOCK, fps))
+            cur_ep = conn.execute(
+                "select * from ticket_alerts where (fingerprint, starts_at) in "
+                "(select * from unnest(%s::text[], %s::timestamptz[]))",
+                ([a.fingerprint for a in alerts], [a.starts_at for a in alerts]))
+            # unresolved tickets, and those resolved recently enough to be reopened
+            cutoff = now - timedelta(seconds=ctx.reopen_window) if ctx.reopen_window > 0 else now + timedelta(days=1)
+            cur_t = conn.execute(
+                "select * from tickets where fingerprint = any(%s) and (status <> 'resolved' or resolved_at >= %s) "
+                "for update", (fps, cutoff))
+        if cur_group is not None:
+            group_id = cur_group.fetchone()["id"]
+        if not alerts:
+            return
+        known = _Known(episodes={(r["fingerprint"], r["starts_at"]): r for r in cur_ep.fetchall()}, active={},
+                       recent={})
+        for r in cur_t.fetchall():
+            if r["status"] != "resolved":
+                known.active[r["fingerprint"]] = r
+            elif r["fingerprint"] not in known.recent or r["resolved_at"] > known.recent[r["fingerprint"]]["resolved_at"]:
+                known.recent[r["fingerprint"]] = r
+    to_open: list[Alert] = []
+
+    def flush():
+        for a, t in zip(to_open, _open_many(ctx, conn, to_open, group_id, now, emits)):
+            _insert_episode(conn, t["id"], a, group_id, now)
+            known.active[a.fingerprint] = t
+            res.opened.append(t["id"])
+        to_open.clear()
+
     with conn.pipeline():  # writes go out without waiting for each answer
         for a in alerts:
-            _apply_alert(ctx, conn, a, group_id, now, res, emits, known)
+            if a.fingerprint in known.active:
+                known.recent.pop(a.fingerprint, None)
+            if any(o.fingerprint == a.fingerprint for o in to_open):
+                flush()  # the same alert twice in one payload: the first must exist first
+            if _apply_alert(ctx, conn, a, group_id, now, res, emits, known):
+                to_open.append(a)
+        flush()
 
 
 def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits,
-                 known: _Known) -> None:
+                 known: _Known) -> bool:
+    """Apply one alert; True when it needs a new ticket (opened in a batch by the caller)."""
     ep = known.episodes.get((a.fingerprint, a.starts_at))
     if ep is not None:
         if ep["status"] == "resolved" or a.status == "firing":
             # a retry, the other cluster member, a repeat, or a stale firing after the end
             conn.execute("update ticket_alerts set last_seen = %s where id = %s", (now, ep["id"]))
             res.duplicates += 1
-            return
+            return False
         conn.execute("update ticket_alerts set status = 'resolved', ends_at = %s, last_seen = %s where id = %s",
                      (a.ends_at, now, ep["id"]))
         known.episodes[(a.fingerprint, a.starts_at)] = {**ep, "status": "resolved"}
@@ -277,36 +312,35 @@ def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: Ing
             _resolve(ctx, conn, t, SYSTEM_ACTOR, "the alert resolved", now, emits)
             res.resolved.append(t["id"])
             known.active.pop(a.fingerprint, None)
-        return
+        return False
 
     active = known.active.get(a.fingerprint)
     if a.status == "resolved":
         if active is None:  # never saw it fire (or it was resolved by hand): nothing to do
             res.duplicates += 1
-            return
+            return False
         _insert_episode(conn, active["id"], a, group_id, now)
         _resolve(ctx, conn, active, SYSTEM_ACTOR, "the alert resolved", now, emits)
         res.resolved.append(active["id"])
         known.active.pop(a.fingerprint, None)
         known.episodes[(a.fingerprint, a.starts_at)] = {"status": "resolved", "ticket_id": active["id"], "id": None}
-        return
+        return False
 
     if active is not None:  # a new episode while the ticket is still open: same incident
         _insert_episode(conn, active["id"], a, group_id, now)
         add_event(conn, active["id"], "alert_attached", SYSTEM_ACTOR, {"starts_at": a.starts_at.isoformat()})
         res.attached.append(active["id"])
         emits.add("ticket_updated", **_hook_payload(ctx, active, SYSTEM_ACTOR, change="alert_attached"))
-        return
+        return False
 
     recent = known.recent.pop(a.fingerprint, None)
-    if recent is not None:
-        t = _reopen(ctx, conn, recent, a, group_id, now, emits)
-        res.reopened.append(t["id"])
-    else:
-        t = _open(ctx, conn, a, group_id, now, emits)
-        res.opened.append(t["id"])
+    if recent is None:
+        return True
+    t = _reopen(ctx, conn, recent, a, group_id, now, emits)
+    res.reopened.append(t["id"])
     _insert_episode(conn, t["id"], a, group_id, now)
     known.active[a.fingerprint] = t
+    return False
 
 
 def _insert_episode(conn, ticket_id: int, a: Alert, group_id, now: datetime) -> None:
@@ -318,26 +352,43 @@ def _insert_episode(conn, ticket_id: int, a: Alert, group_id, now: datetime) -> 
          Jsonb(a.labels), Jsonb(a.annotations), group_id, now, now))
 
 
-def _open(ctx: Context, conn, a: Alert, group_id, now: datetime, emits: Emits) -> dict:
-    pname = escalation.policy_name_for(ctx.cfg, a.team)
-    pol = ctx.policy(pname)
-    state, due = escalation.initial_state(a.tier, pol, now)
-    assignee = ctx.assignee_for(pol, state.level, a.team, now)
-    t = conn.execute(
-        """insert into tickets (fingerprint, status, alertname, service, severity, tier, team, labels, annotations,
-                                summary, generator_url, group_id, starts_at, opened_at, policy, entry_level, level,
-                                level_since, repeats, next_escalation_at, assignee, updated_at)
-           values (%s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s)
-           returning *""",
-        (a.fingerprint, a.alertname, a.service, a.severity, a.tier, a.team, Jsonb(a.labels), Jsonb(a.annotations),
-         a.summary, a.generator_url, group_id, a.starts_at, now, pol.name, state.level, state.level,
-         now, due, assignee, now)).fetchone()
-    add_event(conn, t["id"], "opened", SYSTEM_ACTOR,
-              {"level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
-               "starts_at": a.starts_at.isoformat()}, at=now)
-    notify.enqueue(ctx, conn, t, "opened")
-    emits.add("ticket_opened", **_hook_payload(ctx, t, SYSTEM_ACTOR))
-    return t
+_INSERT_TICKET = """
+    insert into tickets (fingerprint, status, alertname, service, severity, tier, team, labels, annotations,
+                         summary, generator_url, group_id, starts_at, opened_at, policy, entry_level, level,
+                         level_since, repeats, next_escalation_at, assignee, updated_at)
+    values (%s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s)
+    returning *"""
+
+
+def _open_many(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, emits: Emits) -> list[dict]:
+    """New tickets for ``alerts`` (distinct fingerprints): one round trip for all of them."""
+    if not alerts:
+        return []
+    params, meta = [], []
+    for a in alerts:
+        pol = ctx.policy(escalation.policy_name_for(ctx.cfg, a.team))
+        state, due = escalation.initial_state(a.tier, pol, now)
+        assignee = ctx.assignee_for(pol, state.level, a.team, now)
+        meta.append((a, pol, assignee))
+        params.append((a.fingerprint, a.alertname, a.service, a.severity, a.tier, a.team, Jsonb(a.labels),
+                       Jsonb(a.annotations), a.summary, a.generator_url, group_id, a.starts_at, now, pol.name,
+                       state.level, state.level, now, due, assignee, now))
+    cur = conn.cursor()
+    cur.executemany(_INSERT_TICKET, params, returning=True)
+    rows = []
+    while True:
+        rows.append(cur.fetchone())
+        if not cur.nextset():
+            break
+    out = []
+    for (a, pol, assignee), t in zip(meta, rows):
+        add_event(conn, t["id"], "opened", SYSTEM_ACTOR,
+                  {"level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
+                   "starts_at": a.starts_at.isoformat()}, at=now)
+        notify.enqueue(ctx, conn, t, "opened")
+        emits.add("ticket_opened", **_hook_payload(ctx, t, SYSTEM_ACTOR))
+        out.append(t)
+    return out
 
 
 def _reopen(ctx: Context, conn, t: dict, a: Alert, group_id, now: datetime, emits: Emits) -> dict:

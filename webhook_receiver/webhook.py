@@ -47,17 +47,22 @@ def alertmanager():
         return _err(400, "invalid_json", f"malformed JSON: {exc}")
     try:
         note = parse_obj(data)
+        # the stored copy: compact, and valid UTF-8 (a lone \\udXXX escape is not; jsonb refuses it)
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")
     except PayloadError as exc:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_payload", exc.message, field=exc.where)
+    except UnicodeEncodeError:
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(400, "invalid_payload", "the JSON holds an unpaired UTF-16 surrogate escape")
     queued = st.cfg["receiver"]["processing"] == "queued"
     try:
         st.db.ensure_migrated()
-        with st.db.connection() as conn:
-            if queued:
-                payload_id = enqueue_payload(conn, note, data)
-            else:
-                res = ingest(st.ctx, conn, note, data)
+        if queued:
+            payload_id = st.db.run(lambda conn: enqueue_payload(conn, note, text))
+        else:
+            res = st.db.run(lambda conn: ingest(st.ctx, conn, note, text))
     except (psycopg.Error, PoolTimeout) as exc:
         metrics.WEBHOOK.labels("db_error").inc()
         log.error("event=webhook_db_error group_key=%r error=%r", note.group_key,

@@ -49,6 +49,17 @@ create table if not exists platform.seed_info (
     seconds     real        not null
 );
 
+-- Faults of the demo database, read by the workload every few seconds
+-- (`opsstack db fault KIND`, `opsstack db heal`): slow-queries (rate = share of statements
+-- that become > 2 s reports), deadlocks (rate = deadlocks per minute), partition-missing
+-- (no partition upkeep, and the next day's gate_logs partition is dropped).
+create table if not exists platform.demo_faults (
+    kind        text primary key check (kind in ('slow-queries', 'deadlocks', 'partition-missing')),
+    rate        real        not null default 0,
+    since       timestamptz not null default now(),
+    until       timestamptz
+);
+
 -- Monthly event partitions and daily gate log partitions around now (what pg_partman
 -- would do). The workload generator calls it every minute; skipping it is the
 -- "partition missing" fault.

@@ -118,9 +118,12 @@ class Workload:
     slow_ratio: float = 0.0     # share of extra slow (> 2 s) reports
     partition_every: float = 60.0
     skip_partitions: bool = False
+    fault_every: float = 2.0
     stop: threading.Event = field(default_factory=threading.Event)
     counts: dict = field(default_factory=dict)
     errors: int = 0
+    faults: dict = field(default_factory=dict)
+    _next_partition: float = 0.0
 
     def _scale(self, conn) -> Scale:
         row = conn.execute("select (select max(id) from platform.participants), "
@@ -128,16 +131,32 @@ class Workload:
         return Scale(participants=max(1, row[0] or 1), events=max(1, row[1] or 1))
 
     def ensure_partitions(self, conn) -> int:
-        if self.skip_partitions:
+        if self.skip_partitions or "partition-missing" in self.faults:
             return 0
         return conn.execute("select platform.ensure_partitions()").fetchone()[0]
+
+    def apply_faults(self, conn) -> None:
+        """Read platform.demo_faults (opsstack db fault/heal) and act on changes."""
+        from demo.db import faults as f
+
+        now = f.active(conn)
+        if now != self.faults:
+            log.info("event=demo_db_faults active=%s", now)
+        if "partition-missing" in now and "partition-missing" not in self.faults:
+            dropped = f.drop_next_gate_log_partition(conn)
+            if dropped:
+                log.info("event=partition_dropped partition=%s", dropped)
+        if "partition-missing" in self.faults and "partition-missing" not in now:
+            self._next_partition = 0.0  # healed: recreate at once
+        self.faults = now
 
     def _loop(self, idx: int) -> None:
         rng = random.Random(self.seed * 1000 + idx)
         names, weights, fns = zip(*[(n, w, f) for n, w, f in STATEMENTS])
         per_thread = self.rate / max(1, self.threads)
         conn = None
-        next_partition = 0.0
+        next_fault = 0.0
+        next_deadlock = 0.0
         scale = Scale()
         while not self.stop.is_set():
             try:
@@ -145,12 +164,23 @@ class Workload:
                     conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5,
                                            application_name="opsstack-demo-db-workload")
                     scale = self._scale(conn)
-                if idx == 0 and time.monotonic() >= next_partition:
+                if idx == 0 and time.monotonic() >= next_fault:
+                    self.apply_faults(conn)
+                    next_fault = time.monotonic() + self.fault_every
+                if idx == 0 and time.monotonic() >= self._next_partition:
                     made = self.ensure_partitions(conn)
                     if made:
                         log.info("event=partitions_created count=%d", made)
-                    next_partition = time.monotonic() + self.partition_every
-                if self.slow_ratio and rng.random() < self.slow_ratio:
+                    self._next_partition = time.monotonic() + self.partition_every
+                dl = self.faults.get("deadlocks", 0.0)
+                if idx == 0 and dl > 0 and time.monotonic() >= next_deadlock:
+                    from demo.db.faults import deadlock
+
+                    if deadlock(self.url, 1 + rng.randint(0, 999), 1001 + rng.randint(0, 999)):
+                        self.counts["deadlock"] = self.counts.get("deadlock", 0) + 1
+                    next_deadlock = time.monotonic() + 60.0 / dl
+                slow = self.faults.get("slow-queries", self.slow_ratio)
+                if slow and rng.random() < slow:
                     name, fn = "slow_report", q_slow_report
                 else:
                     i = rng.choices(range(len(fns)), weights=weights)[0]

@@ -36,7 +36,7 @@ _PLANNABLE = re.compile(r"^\s*(select|with|update|delete)\b", re.I)
 _PARAM = re.compile(r"\$(\d+)")
 _IDENT = re.compile(r'"((?:[^"]|"")+)"|\b([a-z_][a-z0-9_$]*)\b')
 _EQ_AFTER = re.compile(r"^\s*\)?\s*(?:::[\w\s]+\)?\s*)?(=|<>|<=|>=|<|>|~~\*?|!~~|IS\b|= ANY)", re.I)
-_EQ_BEFORE = re.compile(r"(=|<=|>=|<|>)\s*\(*$")
+_EQ_BEFORE = re.compile(r"(=|<=|>=|<|>)\s*\(*(?:[\w\"]+\.)?$")
 
 
 @dataclass
@@ -493,15 +493,24 @@ class AdvisorCache:
         """(server, url of each database, url with pg_stat_statements) to advise on."""
         from exporters.db.conn import target_url, with_dbname
 
+        from exporters.db.conn import dbname_of
+
         out = []
         for t in self.dbc["targets"]:
             url = target_url(t, self.cfg)
             if not url:
                 continue
+            names = [d for d in t["databases"] if d != "*"]
+            if "*" in t["databases"]:
+                try:
+                    with psycopg.connect(url, connect_timeout=int(max(1, self.dbc["connect_timeout"]))) as c:
+                        names = [r[0] for r in c.execute(
+                            "select datname from pg_database where datallowconn and not datistemplate "
+                            "order by 1").fetchall()]
+                except psycopg.Error:
+                    names = []
             out.append((t["name"], url, url))
-            for d in t["databases"]:
-                if d != "*":
-                    out.append((t["name"], with_dbname(url, d), url))
+            out += [(t["name"], with_dbname(url, d), url) for d in names if d != dbname_of(url)]
         return out
 
     def run_once(self) -> None:

@@ -1,14 +1,17 @@
 """The PostgreSQL collector: reads every configured server at scrape time.
 
-Per target (a server): one connection per database, reused between scrapes (conn.py),
-every statement bounded by `statement_timeout`. Server-wide facts are read once on the
-target's first database; table, index and partition facts on every database. A server
-that does not answer gives `opsstack_db_up 0` and `opsstack_exporter_up{source} 0` with
-one log line, never an exception; the next scrape reconnects.
+Per target (a server) a small pool of connections, kept between scrapes (conn.py): one
+for the server-wide facts, one for pg_stat_statements, one per database for its tables,
+indexes and partitions; they are read at the same time by a few threads (psycopg
+releases the GIL while PostgreSQL works). Every statement is bounded by
+`statement_timeout`; a failing query is counted (`opsstack_db_query_errors_total`) and
+logged, and the scrape goes on. A server that does not answer gives `opsstack_db_up 0`
+and `opsstack_exporter_up{source} 0` with one log line, never an exception; the next
+scrape reconnects.
 
-Two parts are cached because they are expensive, with their age exported: old-row counts
-(`lifecycle.interval`) and the index advisor's suggestions (`advisor.interval`, computed
-in a background thread so a scrape never waits for it).
+Cached because expensive, with their age exported: sizes (`sizes_interval`), old-row
+counts (`lifecycle.interval`) and the index advisor's suggestions (`advisor.interval`,
+computed in a background thread so that a scrape never waits for it).
 """
 from __future__ import annotations
 
@@ -75,6 +78,7 @@ class Target:
         # sizes: (when read, values); refreshed every sizes_interval
         self.db_sizes: tuple[float, dict] = (0.0, {})
         self.rel_sizes: dict[str, tuple[float, dict, dict]] = {}
+        self.part_sizes: dict[str, list] = {}
         self.lock = threading.Lock()
 
     def db_handle(self, dbname: str) -> DbHandle:
@@ -108,6 +112,7 @@ class DbCollector(ExporterCollector):
         # per-database collection runs next to the server-wide one: a small pool of threads,
         # one connection each (psycopg releases the GIL while the server works)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db-scrape")
+        self._label_cache: dict = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -133,8 +138,10 @@ class DbCollector(ExporterCollector):
     def scrape_text(self) -> str:
         """One scrape in the text format (what /metrics serves): fast path of collect()."""
         scrape = Scrape(self.exporter)
+        if len(self._label_cache) > 200_000:  # tables come and go: keep it bounded
+            self._label_cache.clear()
         try:
-            body = self._collect(scrape).render()
+            body = self._collect(scrape).render(self._label_cache)
         except Exception as exc:  # like ExporterCollector.collect: never fail the scrape
             scrape.set_up(self.exporter, False, f"{type(exc).__name__}: {exc}")
             body = ""
@@ -158,9 +165,15 @@ class DbCollector(ExporterCollector):
                 return False
         scrape.set_up(t.name, True)
         wanted = self._databases(t, t.primary_db, dbnames)
-        jobs = [stats, first] + [self._pool.submit(self._db_job, t, name, t.db_handle(name)) for name in wanted]
-        for j in jobs:
-            fams.merge(j.result())
+        fams.merge(stats.result())
+        jobs = [(t.primary_db, first)] + [(name, self._pool.submit(self._db_job, t, name, t.db_handle(name)))
+                                          for name in wanted]
+        for name, j in jobs:
+            local, error = j.result()
+            fams.merge(local)
+            if error:
+                t.count_error("connect")
+                log.warning("event=database_failed server=%s datname=%s error=%r", t.name, name, error)
         # forget databases that went away
         for name in list(t.handles):
             if name != t.primary_db and name not in wanted:
@@ -178,19 +191,16 @@ class DbCollector(ExporterCollector):
                 return Families()
         return local
 
-    def _db_job(self, t: Target, name: str, h: DbHandle) -> Families:
+    def _db_job(self, t: Target, name: str, h: DbHandle) -> tuple[Families, str | None]:
+        """(what one database's connection read, or the error that stopped it)."""
         local = Families()
         with h.lock:
             try:
                 self._database(t, name, h.get(), local)
             except (psycopg.OperationalError, psycopg.InterfaceError, QueryFailed) as exc:
                 h.discard()
-                if name != t.primary_db:  # the primary database's failure is the server's
-                    t.count_error("connect")
-                    log.warning("event=database_failed server=%s datname=%s error=%r", t.name, name,
-                                _first_line(exc))
-                return Families()
-        return local
+                return Families(), _first_line(exc)
+        return local, None
 
     def _databases(self, t: Target, primary: str, existing: list[str]) -> list[str]:
         names = t.spec["databases"]
@@ -408,6 +418,7 @@ class DbCollector(ExporterCollector):
 
     def _backup(self, t: Target, conn, fams: Families) -> None:
         b = self.dbc["backup"]
+        fams.add("opsstack_db_backup_configured", [t.name], 0 if b["source"] == "none" else 1)
         if b["source"] == "none":
             return
         ts = None
@@ -432,7 +443,7 @@ class DbCollector(ExporterCollector):
         ok = 0
         try:
             with psycopg.connect(t.spec["pgbouncer_url"], autocommit=True,
-                                 connect_timeout=max(1, int(round(self.connect_timeout))),
+                                 connect_timeout=max(1, int(round(t.connect_timeout))),
                                  cursor_factory=psycopg.ClientCursor, prepare_threshold=None) as pc:
                 cur = pc.cursor()
                 cur.execute("SHOW POOLS")
@@ -453,7 +464,7 @@ class DbCollector(ExporterCollector):
                     if r.get("pool_size") is not None:
                         fams.add("opsstack_db_pgbouncer_pool_size", [s, r.get("name")], r["pool_size"])
             ok = 1
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError, ValueError, TypeError) as exc:
             t.count_error("pgbouncer")
             log.warning("event=pgbouncer_failed server=%s error=%r", s, _first_line(exc))
         fams.add("opsstack_db_pgbouncer_up", [s], ok)
@@ -537,10 +548,10 @@ class DbCollector(ExporterCollector):
                 add("opsstack_db_table_xid_age", lab, r[26])
             add("opsstack_db_heavy_seq_scan_tables", [s, dbname], heavy)
 
-        self._partitions(t, dbname, conn, fams)
+        self._partitions(t, dbname, conn, fams, sizes)
         self._retention(t, dbname, conn, fams)
 
-    def _partitions(self, t: Target, dbname: str, conn, fams: Families) -> None:
+    def _partitions(self, t: Target, dbname: str, conn, fams: Families, sizes: bool = True) -> None:
         s = t.name
         rows = self._q(t, conn, "partitions", queries.PARTITIONS)
         if rows is None:
@@ -563,13 +574,20 @@ class DbCollector(ExporterCollector):
             lab = [s, dbname, key]
             fams.add("opsstack_db_partitions", lab, sum(1 for x in lst if x is not None) + defaults[key])
             fams.add("opsstack_db_partition_default_present", lab, 1 if defaults[key] else 0)
-        for r in self._q(t, conn, "partition_sizes", queries.PARTITIONED_SIZES) or []:
+        psizes = t.part_sizes.get(dbname)
+        if sizes or psizes is None:
+            psizes = self._q(t, conn, "partition_sizes", queries.PARTITIONED_SIZES) or []
+            t.part_sizes[dbname] = psizes
+        for r in psizes:
             fams.add("opsstack_db_partitioned_table_size_bytes", [s, dbname, f"{r[0]}.{r[1]}"], r[2])
             fams.add("opsstack_db_partitioned_table_live_rows", [s, dbname, f"{r[0]}.{r[1]}"], r[3])
         wanted = self.dbc["lifecycle"]["partitions"]
         if not wanted:
             return
-        now = conn.execute("select now()").fetchone()[0]
+        rows = self._q(t, conn, "partitions", "select now()")
+        if not rows:
+            return
+        now = rows[0][0]
         for w in wanted:
             schema, rel = logic.split_table(w["table"])
             key = f"{schema}.{rel}"

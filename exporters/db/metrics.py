@@ -88,6 +88,7 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     "opsstack_db_archiver_failed_total": (C, "Failed WAL archive attempts.", S),
     "opsstack_db_archiver_last_archived_timestamp_seconds": (G, "When the last WAL file was archived (0 = never).", S),
     "opsstack_db_archiver_last_failed_timestamp_seconds": (G, "When the last archive attempt failed (0 = never).", S),
+    "opsstack_db_backup_configured": (G, "1 when exporters.db.backup.source is set (file or query), 0 when none.", S),
     "opsstack_db_backup_last_success_timestamp_seconds": (G, "When the last base backup finished, from the configured source (0 = none found).", S),
     "opsstack_db_replicas": (G, "Standbys streaming from this server.", S),
     "opsstack_db_replication_lag_seconds": (G, "Replay lag of each replica (on a standby: replica=\"self\", time since the last replayed transaction while WAL is pending).", S + ["replica"]),
@@ -242,9 +243,12 @@ class Families:
             out.append(f)
         return out
 
-    def render(self) -> str:
+    def render(self, label_cache: dict | None = None) -> str:
+        """The text format. ``label_cache`` (label set -> rendered labels) may be kept
+        between scrapes by the caller: table and index label sets repeat every scrape."""
         out = []
-        label_cache: dict = {}
+        if label_cache is None:
+            label_cache = {}
         special = _SPECIAL
         for name, samples in self._s.items():
             kind, help_, names = METRICS[name]

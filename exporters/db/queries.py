@@ -132,37 +132,47 @@ group by d.datname, s.queryid
 """
 
 # ------------------------------------------------------------------ per database
+# Straight from pg_class and the pg_stat_get_* functions: the same values as
+# pg_stat_user_tables / pg_statio_user_tables / pg_stat_user_indexes, without their GROUP BY.
 TABLES = """
-select s.schemaname, s.relname, s.seq_scan, s.seq_tup_read, coalesce(s.idx_scan, 0),
-       coalesce(s.idx_tup_fetch, 0), s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_hot_upd,
-       s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
-       extract(epoch from s.last_vacuum)::float8, extract(epoch from s.last_autovacuum)::float8,
-       extract(epoch from s.last_analyze)::float8, extract(epoch from s.last_autoanalyze)::float8,
-       s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
-       pg_stat_get_blocks_fetched(s.relid) - pg_stat_get_blocks_hit(s.relid), pg_stat_get_blocks_hit(s.relid),
+select n.nspname, c.relname, pg_stat_get_numscans(c.oid), pg_stat_get_tuples_returned(c.oid),
+       coalesce(x.idx_scan, 0), coalesce(x.idx_tup_fetch, 0) + pg_stat_get_tuples_fetched(c.oid),
+       pg_stat_get_tuples_inserted(c.oid), pg_stat_get_tuples_updated(c.oid), pg_stat_get_tuples_deleted(c.oid),
+       pg_stat_get_tuples_hot_updated(c.oid), pg_stat_get_live_tuples(c.oid), pg_stat_get_dead_tuples(c.oid),
+       pg_stat_get_mod_since_analyze(c.oid),
+       extract(epoch from pg_stat_get_last_vacuum_time(c.oid))::float8,
+       extract(epoch from pg_stat_get_last_autovacuum_time(c.oid))::float8,
+       extract(epoch from pg_stat_get_last_analyze_time(c.oid))::float8,
+       extract(epoch from pg_stat_get_last_autoanalyze_time(c.oid))::float8,
+       pg_stat_get_vacuum_count(c.oid), pg_stat_get_autovacuum_count(c.oid),
+       pg_stat_get_analyze_count(c.oid), pg_stat_get_autoanalyze_count(c.oid),
+       pg_stat_get_blocks_fetched(c.oid) - pg_stat_get_blocks_hit(c.oid), pg_stat_get_blocks_hit(c.oid),
        case when c.reltoastrelid <> 0
             then pg_stat_get_blocks_fetched(c.reltoastrelid) - pg_stat_get_blocks_hit(c.reltoastrelid) end,
        case when c.reltoastrelid <> 0 then pg_stat_get_blocks_hit(c.reltoastrelid) end,
-       case when %(sizes)s then pg_table_size(s.relid) end,
-       case when c.relkind in ('r', 'm', 't') then age(c.relfrozenxid) end
-from pg_stat_user_tables s
-join pg_class c on c.oid = s.relid
-where c.relkind <> 'p'
-order by c.relpages desc, s.relid
+       case when %(sizes)s then pg_table_size(c.oid) end,
+       age(c.relfrozenxid)
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+left join lateral (select sum(pg_stat_get_numscans(i.indexrelid))::bigint as idx_scan,
+                          sum(pg_stat_get_tuples_fetched(i.indexrelid))::bigint as idx_tup_fetch
+                   from pg_index i where i.indrelid = c.oid) x on true
+where c.relkind in ('r', 't', 'm') and n.nspname not in ('pg_catalog', 'information_schema')
+  and n.nspname !~ '^pg_toast'
+order by c.relpages desc, c.oid
 limit %(max_tables)s
 """
 
 INDEXES = """
-select s.schemaname, s.relname, s.indexrelname, s.idx_scan, s.idx_tup_read, s.idx_tup_fetch,
-       case when %(sizes)s then pg_relation_size(s.indexrelid) end,
-       (i.indisunique or i.indisprimary or i.indisexclusion
-        or s.indexrelid in (select conindid from pg_constraint)),
-       pg_stat_get_blocks_fetched(s.indexrelid) - pg_stat_get_blocks_hit(s.indexrelid),
-       pg_stat_get_blocks_hit(s.indexrelid)
-from pg_stat_user_indexes s
-join pg_index i on i.indexrelid = s.indexrelid
-join pg_class c on c.oid = s.indexrelid
-order by c.relpages desc, s.indexrelid
+select n.nspname, t.relname, c.relname, pg_stat_get_numscans(i.indexrelid), pg_stat_get_tuples_returned(i.indexrelid),
+       pg_stat_get_tuples_fetched(i.indexrelid),
+       case when %(sizes)s then pg_relation_size(i.indexrelid) end,
+       (i.indisunique or i.indisprimary or i.indisexclusion or i.indexrelid in (select conindid from pg_constraint)),
+       pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid), pg_stat_get_blocks_hit(i.indexrelid)
+from pg_index i join pg_class c on c.oid = i.indexrelid join pg_class t on t.oid = i.indrelid
+join pg_namespace n on n.oid = t.relnamespace
+where t.relkind in ('r', 't', 'm') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'
+order by c.relpages desc, i.indexrelid
 limit %(max_indexes)s
 """
 

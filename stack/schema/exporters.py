@@ -6,7 +6,9 @@ SECTION = {
     "app": {
         "enabled": Field("bool", True),
         "probe_timeout": Field("duration", "5s", minimum=0.05),
-        "latency_buckets": Field("list", [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10]),
+        # probe latency histogram; fine around 0.1 s (home region) and 0.2 s (the p95 target)
+        "latency_buckets": Field("list", [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.175, 0.2, 0.25, 0.3,
+                                          0.5, 1, 2.5, 5, 10]),
         # probes run in parallel, at most this many at once (each bounded by probe_timeout)
         "max_concurrency": Field("int", 32, minimum=1, maximum=512),
         # https targets: verify against this CA bundle (null = the system's), or not at all

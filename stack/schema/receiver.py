@@ -29,12 +29,12 @@ SECTION = {
     # OPSSTACK_RECEIVER_TOKEN overrides it.
     "token": Field("str", None, nullable=True),
     "workers": Field("int", 2, minimum=1),
-    "threads": Field("int", 4, minimum=1, help="gunicorn threads per worker (gthread)"),
+    "threads": Field("int", 8, minimum=1, help="gunicorn threads per worker (gthread)"),
     "max_body_bytes": Field("int", 1048576, minimum=1024),
     # queued: the webhook stores the raw payload, answers 200, and workers turn it into tickets
     # right after (ordered per Alertmanager group). inline: tickets are made before the answer.
     "processing": Field("str", "queued", choices=("queued", "inline")),
-    "pool_size": Field("int", 4, minimum=1, help="database connections per worker"),
+    "pool_size": Field("int", 6, minimum=1, help="database connections per worker"),
     "db_timeout": Field("duration", "5s", minimum=0.1, help="connect/statement timeout"),
     # A re-fire of the same alert within this long after its ticket resolved reopens the ticket.
     "reopen_window": Field("duration", "1h", minimum=0),
@@ -45,6 +45,8 @@ SECTION = {
     "heartbeat_timeout": Field("duration", "10m", minimum=0),
     "api": {
         "anonymous_read": Field("bool", True, help="GET /api/v1/* without a token"),
+        # the receiver token (the one Alertmanager sends) also works as a read+write API token
+        "accept_receiver_token": Field("bool", True),
         "tokens": ListOf(API_TOKEN, unique_key="name"),
     },
     "console": {

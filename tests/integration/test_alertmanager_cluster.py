@@ -111,7 +111,8 @@ def test_two_independent_alertmanagers_both_deliver_one_ticket(pg_db, tmp_path):
         starts = datetime.now(timezone.utc) - timedelta(minutes=1)
         push(ams, [{"labels": {"alertname": "PlatformDown", "severity": "critical", "tier": "3",
                                "service": "integrated-platform", "team": "ops"}, "startsAt": T.rfc3339(starts)}])
-        wait_for(lambda: q(pg_db, "select count(distinct body->>'externalURL') from ticket_payloads")[0][0] == 2)
+        wait_for(lambda: q(pg_db, "select count(distinct body->>'externalURL') from ticket_payloads "
+                                  "where processed_at is not null")[0][0] == 2)
         got = requests.get(rcv.url + "/api/v1/tickets", timeout=5).json()
         assert len(got) == 1 and got[0]["level"] == 3
         assert {r[0] for r in q(pg_db, "select receiver from ticket_payloads")} == {"opsstack-critical-tier3"}

@@ -290,3 +290,196 @@ def test_advisor_cli_json_and_metrics(demo_db, capsys):
     assert _value(s, "opsstack_db_advisor_suggestion_cost_drop_ratio", datname=db,
                   table="platform.participants", columns="email") >= 0.5
     assert _value(s, "opsstack_db_advisor_available", datname=db) == 1
+
+
+def test_demo_workload_program_seeds_runs_and_stops_on_sigterm(pg_cluster, tmp_path):
+    """What the launcher supervises: `opsstack db workload` (seed once, then the workload)."""
+    import signal
+    import sys
+    import time as _time
+
+    import yaml
+
+    name, url = _create_db(pg_cluster.url())
+    try:
+        cfg_file = tmp_path / "opsstack.yaml"
+        cfg_file.write_text(yaml.safe_dump({"database": {"url": url}}))
+        proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "-c", str(cfg_file), "db", "workload",
+                                 "--scale", "0.05", "--rate", "50"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = _time.monotonic() + 60
+            seeded = False
+            while _time.monotonic() < deadline and not seeded:
+                with psycopg.connect(url) as c:
+                    seeded = c.execute("select to_regclass('platform.seed_info') is not null").fetchone()[0] and \
+                        c.execute("select count(*) from platform.seed_info").fetchone()[0] == 1
+                _time.sleep(0.3)
+            assert seeded, "the workload did not seed the demo schema"
+            with psycopg.connect(url) as c:
+                before = c.execute("select count(*) from platform.gate_logs").fetchone()[0]
+                for _ in range(100):  # wait for the workload's inserts, no timing assert
+                    if c.execute("select count(*) from platform.gate_logs").fetchone()[0] > before:
+                        break
+                    _time.sleep(0.2)
+                assert c.execute("select count(*) from platform.gate_logs").fetchone()[0] > before
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "demo_db_workload_stopped" in out
+    finally:
+        _drop_db(pg_cluster.url(), name)
+
+
+def test_pgbouncer_show_pools(pg_cluster, demo_db, tmp_path):
+    """Pool use through pgbouncer's admin console (SHOW POOLS / SHOW DATABASES)."""
+    import os
+    import pwd
+    import shutil
+    import signal
+
+    exe = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+    if not exe:
+        pytest.skip("pgbouncer not installed (apt-get install pgbouncer)")
+    port = free_port()
+    d = tmp_path / "pgbouncer"
+    d.mkdir()
+    (d / "users.txt").write_text('"postgres" ""\n')
+    (d / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host=127.0.0.1 port={pg_cluster.port}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {d / 'users.txt'}\n"
+        "admin_users = postgres\npool_mode = transaction\ndefault_pool_size = 3\n")
+    demote = None
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        pw = pwd.getpwnam("postgres")
+        for p in (tmp_path, d, *d.iterdir()):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+
+        def demote():  # pragma: no cover - runs in the child
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+    proc = subprocess.Popen([exe, str(d / "pgbouncer.ini")], preexec_fn=demote,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        admin = f"postgresql://postgres@127.0.0.1:{port}/pgbouncer"
+        db = demo_db.rsplit("/", 1)[1]
+        client = None
+        for _ in range(100):
+            try:
+                client = psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/{db}", prepare_threshold=None)
+                break
+            except psycopg.OperationalError:
+                import time as _time
+                _time.sleep(0.1)
+        assert client is not None, "pgbouncer did not start"
+        client.execute("select 1").fetchall()
+        cfg = load_data({"exporters": {"db": {"advisor": {"enabled": False},
+                                              "targets": [{"name": "main", "url": demo_db, "pgbouncer_url": admin}]}}})
+        col = DbCollector(cfg)
+        try:
+            text, s = _scrape(col)
+        finally:
+            col.close()
+            client.close()
+        assert _value(s, "opsstack_db_pgbouncer_up", server="main") == 1
+        assert _value(s, "opsstack_db_pgbouncer_clients", database=db, user="postgres", state="active") >= 1
+        assert _value(s, "opsstack_db_pgbouncer_pool_size", database=db) >= 0
+        res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_demo_faults_break_the_database_and_heal(pg_cluster):
+    """`opsstack db fault partition-missing|deadlocks`: the workload applies them, the
+    exporter sees them (what PostgresPartitionMissing and PostgresDeadlocks fire on)."""
+    import time as _time
+
+    from demo.db import faults
+    from demo.db.seed import seed
+    from demo.db.workload import Workload
+
+    name, url = _create_db(pg_cluster.url())
+    w = Workload(url, rate=20, fault_every=0.2)
+    th = threading.Thread(target=w.run, daemon=True)
+    try:
+        seed(url, scale=0.02)
+        with psycopg.connect(url, autocommit=True) as c:
+            tomorrow = c.execute("select 'platform.gate_logs_' || to_char(date_trunc('day', now()) "
+                                 "+ interval '1 day', 'YYYY_MM_DD')").fetchone()[0]
+            faults.inject(c, "partition-missing")
+            faults.inject(c, "deadlocks", rate=600)
+        th.start()
+
+        def wait_for(pred, what):
+            for _ in range(300):
+                if pred():
+                    return
+                _time.sleep(0.1)
+            pytest.fail(f"workload did not {what}")
+
+        def exists(rel):
+            with psycopg.connect(url) as c:
+                return c.execute("select to_regclass(%s) is not null", (rel,)).fetchone()[0]
+
+        wait_for(lambda: not exists(tomorrow), "drop the next partition")
+        wait_for(lambda: w.counts.get("deadlock", 0) >= 1, "make a deadlock")
+        col = DbCollector(_cfg(url))
+        try:
+            _, s = _scrape(col)
+        finally:
+            col.close()
+        assert _value(s, "opsstack_db_partition_present", datname=name, table="platform.gate_logs", period="next") == 0
+        assert _value(s, "opsstack_db_partition_present", datname=name, table="platform.gate_logs",
+                      period="current") == 1
+        assert _value(s, "opsstack_db_deadlocks_total", datname=name) >= 1
+        with psycopg.connect(url, autocommit=True) as c:
+            assert faults.heal(c) == 2
+        wait_for(lambda: exists(tomorrow), "recreate the partition after heal")
+    finally:
+        w.stop.set()
+        if th.is_alive():
+            th.join(15)
+        _drop_db(pg_cluster.url(), name)
+
+
+def test_a_missing_database_is_an_error_not_a_down_server(demo_db):
+    col = DbCollector(_cfg(demo_db, targets=[{"name": "main", "url": demo_db, "databases": ["no_such_db"]}]))
+    try:
+        _, s = _scrape(col)
+    finally:
+        col.close()
+    assert _value(s, "opsstack_db_up", server="main") == 1
+    assert _value(s, "opsstack_db_query_errors_total", server="main", query="connect") >= 1
+    assert _value(s, "opsstack_db_tables", datname=demo_db.rsplit("/", 1)[1]) > 0
+
+
+def test_advisor_uses_pg_qualstats_where_available(tmp_path):
+    """With pg_qualstats preloaded its index advisor adds candidates; HypoPG still proves them."""
+    if not Cluster._extension_available("pg_qualstats"):
+        pytest.skip("pg_qualstats not installed (apt-get install postgresql-15-pg-qualstats)")
+    from demo.db.seed import seed
+    from demo.db.workload import Workload
+
+    cluster = Cluster(tmp_path / "data", port=free_port(),
+                      preload=("pg_stat_statements", "hypopg", "pg_qualstats"),
+                      settings={"pg_qualstats.sample_rate": "1"})
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.url(), autocommit=True) as c:
+            c.execute("create database demo")
+        url = cluster.url("demo")
+        seed(url, scale=0.05)
+        Workload(url, seed=3).run_calls(300)
+        rep = advise_url(url, load_data({})["exporters"]["db"]["advisor"])
+        assert rep.qualstats and rep.problem is None
+        found = {(s.table, tuple(s.columns)) for s in rep.suggestions}
+        assert ("platform.participants", ("email",)) in found
+        assert ("platform.registrations", ("event_id", "status")) in found
+    finally:
+        cluster.stop()

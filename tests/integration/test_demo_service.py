@@ -293,3 +293,12 @@ def test_cli_says_clearly_when_the_stack_is_not_running(tmp_path):
     res = subprocess.run(opsstack_argv() + ["-c", str(cfg), "demo", "faults"], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and "memory-leak" in res.stdout
+
+
+def test_time_acceleration_moves_the_diurnal_load(tmp_path):
+    with DemoProcess(tmp_path, service="gate-management", load=False, time_acceleration=36000.0) as d:
+        seen = set()
+        for _ in range(8):  # 0.3 s apart = 3 simulated hours
+            seen.add(round(value(d, "opsstack_demo_load_factor"), 3))
+            time.sleep(0.3)
+        assert len(seen) >= 3 and max(seen) > 1.0 > min(seen)

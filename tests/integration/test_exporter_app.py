@@ -157,3 +157,27 @@ def test_demo_faults_show_in_the_probes(exporter, demo):
         demo.admin("POST", "/admin/heal", {})
     s = parse(exporter.scrape(timeout=SCRAPE_TIMEOUT))
     assert all(v(s, "opsstack_probe_up", service="user-app", region=r) == 1 for r in REGIONS)
+
+
+def test_many_hanging_targets_cost_one_probe_timeout(tmp_path, demo):
+    socks = []
+    try:
+        for _ in range(9):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)
+            socks.append(s)
+        services = [{"name": "user-app", "endpoints": demo.endpoints}]
+        for i in range(3):
+            services.append({"name": f"hang-{i}", "endpoints": {
+                r: f"http://127.0.0.1:{socks[3 * i + j].getsockname()[1]}" for j, r in enumerate(REGIONS)}})
+        with AppExporterProcess(tmp_path, services, probe_timeout=f"{PROBE_TIMEOUT}s",
+                                scrape_timeout=f"{SCRAPE_TIMEOUT}s", max_concurrency=4) as e:
+            # 9 hanging probes on 4 workers would take 3 timeouts one after another: the shared
+            # scrape deadline cuts them off, so the scrape still answers within the scrape timeout
+            s = parse(e.scrape(timeout=SCRAPE_TIMEOUT))
+        assert all(v(s, "opsstack_probe_up", service=f"hang-{i}", region=r) == 0 for i in range(3) for r in REGIONS)
+        assert v(s, "opsstack_exporter_up", exporter="app", source="probes") == 1
+    finally:
+        for s in socks:
+            s.close()

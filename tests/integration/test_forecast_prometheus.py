@@ -80,6 +80,9 @@ def setup(tmp_path, pg_db):
                 "name": "memory-user-app", "kind": "memory", "service": "user-app",
                 "query": 'max(opsstack_test_memory_ratio{service="user-app"})',
                 "thresholds": [1.0], "min": 0.0,
+            }, {
+                # only as old as this test's scrapes: waits for history, is not an error
+                "name": "fresh", "query": 'max(up{job="opsstack_forecaster"})',
             }],
         },
     })
@@ -96,7 +99,7 @@ def setup(tmp_path, pg_db):
     prom.start()
     cfg["forecast"]["prometheus_url"] = prom.url
     store = Store(pg_db)
-    store.migrate()
+    assert store.migrate() == store.migrate()   # idempotent: a restart re-applies nothing
     fc = Forecaster(cfg, store=store)
     server, _ = start(registry_for(ForecastCollector(fc.state)), "127.0.0.1", fport)
     try:
@@ -114,7 +117,12 @@ def test_forecast_round_trip_through_prometheus(setup):
     hist = _wait_for(lambda: _query(prom.url, "count_over_time(opsstack_test_memory_ratio[3d])"))
     assert float(hist[0]["value"][1]) > 0.9 * len(setup["t"])
 
+    _wait_for(lambda: _query(prom.url, 'up{job="opsstack_forecaster"}'))
     results = fc.run_once()
+    from forecasters.service import Waiting
+
+    assert isinstance(results["fresh"], Waiting)
+    assert fc.state.targets["fresh"].errors == 0 and fc.state.targets["fresh"].waiting
     res = results["memory-user-app"]
     assert not isinstance(res, Exception), res
     # truth: the ratio reaches 1.0 at t0 + (1 - 0.30) / slope
@@ -179,6 +187,12 @@ def test_forecast_round_trip_through_prometheus(setup):
     with psycopg.connect(setup["pg"]) as c:
         assert c.execute("select count(*) from forecast_points").fetchone()[0] == len(res.curve_t)
         assert c.execute("select count(*) from forecast_runs where ok").fetchone()[0] == 2
+    # the capacity report reads the same tables
+    from forecasters import capacity
+
+    rows = [capacity.row_from_store(s) for s in Store(setup["pg"]).summaries()]
+    md = capacity.to_markdown(rows, time.time())
+    assert "| memory-user-app | user-app |" in md and "memory-leak playbook" in md
 
 
 def test_exposition_has_no_timestamps_and_passes_promtool(setup):

@@ -159,7 +159,7 @@ def jira():
 @pytest.fixture
 def client(pg_db, jira):
     cfg = T.config(pg_db, itsm={"retry_interval": "0.05s", "max_retry_interval": "0.2s", "poll_interval": "0.05s",
-                                "max_attempts": 5,
+                                "max_attempts": 30,
                                 "jira": {"enabled": True, "url": jira.url, "email": "bot@example.com",
                                          "api_token": "jira-api-token"}},
                    receiver={"api": {"tokens": [{"name": "ops", "token": "write-token-123",
@@ -176,6 +176,7 @@ def settle(c, tid, n, timeout=20):
     while time.monotonic() < deadline:
         st = c.get(f"/api/v1/tickets/{tid}/itsm").get_json()
         if len(st["deliveries"]) >= n and all(d["status"] != "pending" for d in st["deliveries"]):
+            assert all(d["status"] == "done" or d["attempts"] == 1 for d in st["deliveries"]), st
             return st
         time.sleep(0.05)
     raise AssertionError(f"deliveries did not settle: {st}")

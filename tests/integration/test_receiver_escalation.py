@@ -185,3 +185,19 @@ def test_hooks_fire_after_commit_and_failures_are_contained(app, client):
                     ("ticket_resolved", tid, "resolved"), ("ticket_reopened", tid, "open")]
     with pytest.raises(ValueError):
         hooks.subscribe("ticket_exploded", good)
+
+
+def test_silent_watchdog_opens_a_ticket_and_its_return_resolves_it(app, client):
+    st = state(app)
+    wd = T.alert("Watchdog", severity="info", tier="3", service="opsstack")
+    r = post(client, T.payload([wd], receiver="opsstack-watchdog"))
+    assert r["heartbeats"] == 1 and r["opened"] == []
+    assert client.get("/api/v1/tickets").get_json() == []
+    assert scheduler.tick(st, now=later(60))["heartbeat_alarms"] == []      # within heartbeat_timeout
+    [tid] = scheduler.tick(st, now=later(601))["heartbeat_alarms"]
+    t = ticket(client, tid)
+    assert (t["alertname"], t["severity"], t["status"], t["service"]) == ("AlertingPipelineDown", "critical",
+                                                                          "open", "alerting")
+    assert scheduler.tick(st, now=later(700))["heartbeat_alarms"] == []     # one alarm, not one per tick
+    post(client, T.payload([wd], receiver="opsstack-watchdog"))
+    assert ticket(client, tid)["status"] == "resolved"

@@ -61,7 +61,14 @@ def test_writes_need_a_write_token(pg_db):
         assert r.status_code == 403 and r.get_json()["error"] == "forbidden"
         assert c.post("/api/v1/tickets/1/acknowledge").status_code == 401
         assert c.post("/api/v1/tickets/1/acknowledge", headers={"Authorization": "Bearer nope"}).status_code == 401
-        # the webhook token is not an API token
-        assert c.post("/api/v1/tickets/1/acknowledge", headers=T.auth()).status_code == 401
+        # the receiver token works as the stack's own API token ...
+        r = c.post("/api/v1/tickets/1/acknowledge", headers=T.auth())
+        assert r.status_code == 200 and r.get_json()["acknowledged_by"] == "api:stack"
+    finally:
+        close_app(app)
+    # ... unless switched off
+    app = create_app(T.config(pg_db, receiver={"api": {"accept_receiver_token": False}}))
+    try:
+        assert app.test_client().post("/api/v1/tickets/1/resolve", headers=T.auth()).status_code == 401
     finally:
         close_app(app)

@@ -115,7 +115,10 @@ def test_wrong_or_missing_token_is_401(client, pg_db, token):
     (json.dumps(T.payload([{**T.alert(), "labels": {"severity": "critical"}}])).encode(), "alerts[0].labels.alertname"),
     (json.dumps([1, 2]).encode(), None),
     (json.dumps(T.payload([T.alert(service="a\x00b")])).encode(), None),
-])
+    (json.dumps(T.payload([T.alert(service="a\ud800b")])).encode(), None),
+    (json.dumps({**T.payload([T.alert()]), "extra": "\udfff"}).encode(), None),
+], ids=["not-json", "version-3", "no-version", "alerts-not-list", "bad-startsAt", "empty-fingerprint",
+        "no-alertname", "json-list", "nul-char", "lone-surrogate-label", "lone-surrogate-extra"])
 def test_bad_input_is_400_with_nothing_written(client, pg_db, raw, field):
     r = post(client, None, raw=raw)
     assert r.status_code == 400
@@ -141,9 +144,19 @@ def test_health_ready_metrics(client):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'opsstack_tickets_open{severity="critical",status="open"} 1.0' in text
     assert "opsstack_receiver_database_up 1.0" in text
+    assert 'opsstack_tickets_opened_total{service="user-app",severity="critical"} 1.0' in text
+    assert 'opsstack_receiver_webhook_requests_total{outcome="stored"}' in text
+    assert "opsstack_receiver_payloads_pending 0.0" in text
+    import subprocess
+
+    from stack.procs import binary
+
+    res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db):
+@pytest.mark.parametrize("mode", ["inline", "queued"])
+def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db, mode):
     """Revoke the receiver's privileges for real: 503 (Alertmanager retries), then it works."""
     role = "opsstack_rcv_" + pg_db.rsplit("/", 1)[1][-10:]
     with psycopg.connect(pg_db, autocommit=True) as c:
@@ -151,7 +164,7 @@ def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db):
         c.execute(f"grant select on all tables in schema public to {role}")
         c.execute(f"grant usage on all sequences in schema public to {role}")
     url = pg_db.replace("postgres@", f"{role}@")
-    app2 = create_app(T.config(url))
+    app2 = create_app(T.config(url, receiver={"processing": mode}))
     try:
         c2 = app2.test_client()
         r = post(c2, T.payload([T.alert()]))
@@ -160,6 +173,11 @@ def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db):
         with psycopg.connect(pg_db, autocommit=True) as c:
             c.execute(f"grant insert, update, delete on all tables in schema public to {role}")
         assert post(c2, T.payload([T.alert()])).status_code == 200
+        if mode == "queued":
+            from webhook_receiver.app import state
+            from webhook_receiver.scheduler import process_pending
+
+            assert process_pending(state(app2)) == 1
         assert rows(pg_db, "select count(*) from tickets")[0][0] == 1
     finally:
         close_app(app2)

@@ -195,6 +195,18 @@ def test_opsstack_services_run_the_docker_config(compose):
             assert host in services(compose), f"{s['name']}: endpoint host {host} is not a compose service"
 
 
+def test_every_built_image_starts_from_a_tagged_base(compose):
+    for name, svc in services(compose).items():
+        b = svc.get("build")
+        if not b:
+            continue
+        dockerfile = host_path(b["context"]) / b.get("dockerfile", "Dockerfile")
+        froms = re.findall(r"^FROM\s+(?:--\S+\s+)?(\S+)", dockerfile.read_text(), re.M)
+        assert froms, f"{name}: no FROM in {dockerfile}"
+        for f in froms:
+            assert ":" in f and not f.endswith(":latest"), f"{name}: base image {f} is not pinned"
+
+
 def test_dockerfile_is_pinned_and_installs_the_project():
     text = (ROOT / "Dockerfile").read_text()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)

@@ -191,3 +191,15 @@ def test_operations_overview_uses_the_recording_rules_that_exist():
     for expr in panel_queries(operations_overview.build(defaults())):
         for name in re.findall(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", expr):
             assert name in recorded, f"{name} is not a recording rule"
+
+
+def test_panels_fit_the_grid_and_do_not_overlap(models):
+    for name, model in models.items():
+        cells = {}
+        for p in model["panels"]:  # top-level panels and rows (collapsed rows keep theirs inside)
+            g = p["gridPos"]
+            assert 0 <= g["x"] and g["x"] + g["w"] <= 24, f"{name}: {p.get('title')!r} exceeds 24 columns"
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{name}: {p.get('title')!r} overlaps {cells[(x, y)]!r}"
+                    cells[(x, y)] = p.get("title")

@@ -11,7 +11,7 @@ import pytest
 
 from forecasters import capacity, evaluate
 from forecasters.backfill import openmetrics
-from forecasters.engine import Spec, forecast_series
+from forecasters.engine import forecast_series
 from forecasters.targets import build
 from stack.cli import main
 from stack.config import load_data
@@ -101,8 +101,18 @@ def test_capacity_report_markdown_and_json():
     row = capacity.row_from_forecast(target, fc)
     assert row["growth_per_month"] == pytest.approx(0.30, rel=0.05)
     md = capacity.to_markdown([row], t[-1])
-    assert "| disk-root | host |" in md and "Expand the volume" in md
+    assert "| disk-root | host |" in md and "Expand the volume" in md and " in 90d (" in md
     data = json.loads(capacity.to_json([row], t[-1]))
     th = data["targets"][0]["thresholds"][0]
     assert th["threshold"] == 0.9 and th["reached_at"].startswith("20")
     assert set(th["probability"]) == {"14d", "90d"}
+
+
+def test_csv_command_keeps_numeric_timestamps_exact(tmp_path):
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    src.write_text("timestamp,value\n" + "".join(f"{1700000000 + i * 60},{i * 2}\n" for i in range(100)))
+    assert main(["forecast", "csv", "--input", str(src), "--horizon", "3", "--output", str(out),
+                 "--model", "linear_trend"]) == 0
+    df = pd.read_csv(out)
+    assert list(df["timestamp"]) == [1700006000, 1700006060, 1700006120]
+    assert list(df["yhat"]) == pytest.approx([200, 202, 204])

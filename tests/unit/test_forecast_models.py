@@ -124,3 +124,15 @@ def test_forecast_at_interpolates_the_curve():
     yhat, lo, hi = fc.at(mid)
     assert lo <= yhat <= hi
     assert yhat == pytest.approx(float(np.interp(mid, fc.curve_t, fc.yhat)))
+
+
+@pytest.mark.parametrize("kind", ["constant", "zeros", "spiky-at-floor"])
+def test_degenerate_series_forecast_flat_and_finite(kind):
+    # a fresh volume (all zeros) or a constant gauge: nothing to learn, nothing to cross
+    t = 1.7e9 + np.arange(0, 2 * DAY, STEP)
+    rng = np.random.default_rng(5)
+    y = {"constant": np.full(len(t), 0.5), "zeros": np.zeros(len(t)),
+         "spiky-at-floor": np.where(rng.random(len(t)) < 0.02, rng.random(len(t)) * 0.1, 0.0)}[kind]
+    fc = forecast_series(t, y, Spec(step=STEP, horizons=(2 * DAY,), thresholds=(0.9,), lower=0.0, upper=1.0))
+    assert np.all(np.isfinite(fc.yhat)) and np.all(fc.lower <= fc.upper)
+    assert fc.crossings[0.9].at is None and fc.exceedance[(0.9, 2 * DAY)] < 0.5

@@ -28,6 +28,7 @@ fi
 if [ "${1:-}" = "--test" ]; then
   need chromium chromium
   need chromedriver chromium-driver
+  need /usr/sbin/pgbouncer pgbouncer
 fi
 
 # python3-venv is needed to create .venv on a bare Debian/Ubuntu

@@ -46,21 +46,20 @@ def add_arguments(parser) -> None:
 
 
 def _jobs(args, cfg) -> list[tuple[str, str, str]]:
+    """(server, database URL, URL where pg_stat_statements is read) to advise on."""
+    from exporters.db.advisor import AdvisorCache
     from exporters.db.conn import target_url, with_dbname
 
     if args.url:
         return [("cli", args.url, args.url)]
-    jobs = []
-    for t in cfg["exporters"]["db"]["targets"]:
-        if args.target and t["name"] != args.target:
-            continue
-        url = target_url(t, cfg)
-        if not url:
-            continue
-        names = [args.database] if args.database else [None] + [d for d in t["databases"] if d != "*"]
-        for d in names:
-            jobs.append((t["name"], with_dbname(url, d) if d else url, url))
-    return jobs
+    if args.database:
+        out = []
+        for t in cfg["exporters"]["db"]["targets"]:
+            url = target_url(t, cfg)
+            if url and (not args.target or t["name"] == args.target):
+                out.append((t["name"], with_dbname(url, args.database), url))
+        return out
+    return [j for j in AdvisorCache(cfg).targets() if not args.target or j[0] == args.target]
 
 
 def format_report(server: str, rep) -> str:

@@ -263,7 +263,7 @@ def test_advisor_proves_the_missing_indexes_and_creating_one_lowers_the_cost(dem
     assert cost_after == pytest.approx(stmt.cost_after, rel=0.5)
 
 
-def test_advisor_cli_json_and_metrics(demo_db, capsys):
+def test_advisor_cli_json_and_metrics(demo_db, capsys, tmp_path):
     from exporters.db.advisor import AdvisorCache
     from stack.cli import main
 
@@ -276,6 +276,15 @@ def test_advisor_cli_json_and_metrics(demo_db, capsys):
     assert main(["db", "advise", "--url", demo_db]) == 0
     human = capsys.readouterr().out
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS participants_email_idx" in human
+
+    # the configured targets (what the exporter watches)
+    import yaml
+
+    cfg_file = tmp_path / "opsstack.yaml"
+    cfg_file.write_text(yaml.safe_dump({"exporters": {"db": {"targets": [{"name": "demo", "url": demo_db}]}}}))
+    assert main(["-c", str(cfg_file), "db", "advise", "--json", "--target", "demo"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["server"] for r in out] == ["demo"] and out[0]["suggestions"]
 
     cfg = _cfg(demo_db)
     cache = AdvisorCache(cfg)

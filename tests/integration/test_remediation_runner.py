@@ -57,6 +57,9 @@ class Service:
                 elif self.path == "/slowfix":
                     svc.release.wait(1.0)
                     svc.value = 0.0
+                elif self.path == "/slowerfix":  # holds the lock long enough for any scheduling delay
+                    svc.release.wait(4.0)
+                    svc.value = 0.0
                 elif self.path == "/fail":
                     return self._send(500, "broken")
                 elif self.path == "/hang":
@@ -304,7 +307,7 @@ def test_two_runners_on_one_database_act_once(pg_db, prom, svc, make_pg_db):
 
 def test_the_advisory_lock_keeps_two_episodes_off_one_target(pg_db, prom, svc):
     """Two alerts (different fingerprints) for the same target at once: one acts, one stands aside."""
-    cfg = make_cfg(pg_db, prom, [action("fix", "/slowfix")], cooldown="0s")
+    cfg = make_cfg(pg_db, prom, [action("fix", "/slowerfix")], cooldown="0s")
     a, b = runner(cfg, pg_db, svc), Runner(cfg, pg_db, escalate=Escalations(), replica="replica-b")
     gate = threading.Barrier(2)
     outs = []
@@ -319,7 +322,7 @@ def test_the_advisory_lock_keeps_two_episodes_off_one_target(pg_db, prom, svc):
     statuses = sorted(o.status for o in outs)
     assert statuses == ["recovered", "skipped"], outs
     assert "another run is acting" in next(o.reason for o in outs if o.status == "skipped")
-    assert svc.calls == ["/slowfix"]
+    assert svc.calls == ["/slowerfix"]
 
 
 def test_action_timeout_is_recorded_and_the_ladder_goes_on(pg_db, prom, svc):
@@ -420,6 +423,15 @@ def test_receiver_runs_the_playbook_when_a_ticket_opens(receiver, svc, pg_db):
     assert 'opsstack_remediation_attempts_total{action="fix",outcome="recovered",playbook="fix-svc"} 1.0' in text
     assert 'opsstack_remediation_tickets_resolved_total{closed_by="automation"} 1.0' in text
     assert "opsstack_remediation_time_to_recover_seconds_count{playbook=\"fix-svc\"} 1.0" in text
+    import subprocess
+
+    from stack.procs import binary
+
+    lint = subprocess.run([binary("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    # the receiver's own /metrics carries them too (metrics.EXTRA_COLLECTORS)
+    assert 'opsstack_remediation_runs_total{outcome="recovered",playbook="fix-svc"} 1.0' in \
+        c.get("/metrics").get_data(as_text=True)
     events = [e["kind"] for e in c.get(f"/api/v1/tickets/{t['id']}").get_json()["events"]]
     assert events[0] == "opened" and "remediation" in events and events[-1] == "resolved"
 

@@ -20,12 +20,14 @@ Recording rules (names level:metric:operations):
 """
 from __future__ import annotations
 
+from stack.config import format_duration
 from alert_rules.common import alert, fmt, group, record, selector, team_scopes
 
 REQ = "opsstack_http_requests_total"
 DUR = "opsstack_http_request_duration_seconds_bucket"
 ERR = 'code=~"5.."'
 IDLE = 'mode="idle"'
+CACHE_HIT = 'result="hit"'
 SHORT_WINDOWS = ("30m", "1h", "2h", "6h")
 LONG_WINDOWS = ("1d", "3d", "30d")
 AVAILABILITY_WINDOWS = ("5m", *SHORT_WINDOWS, *LONG_WINDOWS)
@@ -87,17 +89,47 @@ def recording_groups(cfg: dict) -> list[dict]:
             group("opsstack-platform-recording-long", long, interval="1m")]
 
 
+def rate_window(cfg: dict) -> str:
+    """The window of the threshold alerts' rates (alerts.rate_window, default 5m)."""
+    return format_duration(cfg["alerts"]["rate_window"])
+
+
+def _default_window(cfg: dict) -> bool:
+    # with the default window the alerts read the 5m recording rules (cheaper, same numbers)
+    return cfg["alerts"]["rate_window"] == 300
+
+
+def p95(cfg: dict, *matchers: str) -> str:
+    if _default_window(cfg):
+        return f"{latency('p95')}{selector(*matchers)}"
+    p = cfg["alerts"]["selectors"]["platform"]
+    return (f"histogram_quantile(0.95, sum by (service, region, le) "
+            f"(rate({DUR}{selector(p, *matchers)}[{rate_window(cfg)}])))")
+
+
 def latency_expr(cfg: dict, scope: str) -> str:
     lat = cfg["alerts"]["latency"]
     special = lat["p95_seconds_by_region"]
-    metric = latency("p95")
     if not special:
-        return f"{metric}{selector(scope)} > {fmt(lat['p95_seconds'])}"
+        return f"{p95(cfg, scope)} > {fmt(lat['p95_seconds'])}"
     others = 'region!~"' + "|".join(sorted(special)) + '"'
-    parts = [f"{metric}{selector(scope, others)} > {fmt(lat['p95_seconds'])}"]
-    parts += [f"{metric}{selector(scope, 'region=' + _quote(r))} > {fmt(v)}"
+    parts = [f"{p95(cfg, scope, others)} > {fmt(lat['p95_seconds'])}"]
+    parts += [f"{p95(cfg, scope, 'region=' + _quote(r))} > {fmt(v)}"
               for r, v in sorted(special.items())]
     return "\nor\n".join(parts)
+
+
+def error_alert_expr(cfg: dict, scope: str) -> str:
+    err = cfg["alerts"]["errors"]
+    if _default_window(cfg):
+        return (f"{ERROR_RATIO_5M}{selector(scope)} > {fmt(err['ratio'])}\n"
+                f"and on (service, region)\n{REQUESTS_5M}{selector(scope)} >= {fmt(err['min_request_rate'])}")
+    p = cfg["alerts"]["selectors"]["platform"]
+    sel = ",".join(m for m in (p, scope) if m)
+    w = rate_window(cfg)
+    return (f"(\n{_indent(error_ratio_expr('service, region', sel, w))}\n) > {fmt(err['ratio'])}\n"
+            f"and on (service, region)\nsum by (service, region) (rate({REQ}{selector(sel)}[{w}]))"
+            f" >= {fmt(err['min_request_rate'])}")
 
 
 def service_alerts(cfg: dict, team: str, scope: str) -> list[dict]:
@@ -107,6 +139,7 @@ def service_alerts(cfg: dict, team: str, scope: str) -> list[dict]:
     inst = "{{ $labels.service }} ({{ $labels.instance }})"
     s = a["service"]
     err = a["errors"]
+    w = rate_window(cfg)
     return [
         alert(cfg, "ServiceDown", f"opsstack_probe_up{selector(scope)} == 0",
               for_seconds=a["service_down_for"], severity="critical", tier=1, service=svc, team=team,
@@ -119,16 +152,25 @@ def service_alerts(cfg: dict, team: str, scope: str) -> list[dict]:
               description=f"p95 latency of {svc} in {{{{ $labels.region }}}} is "
                           f"{{{{ $value | humanizeDuration }}}} (target "
                           f"{_ms(a['latency']['p95_seconds'])}).",),
-        alert(cfg, "ServiceErrorRatioHigh",
-              f"{ERROR_RATIO_5M}{selector(scope)} > {fmt(err['ratio'])}\n"
-              f"and on (service, region)\n{REQUESTS_5M}{selector(scope)} >= {fmt(err['min_request_rate'])}",
+        alert(cfg, "ServiceErrorRatioHigh", error_alert_expr(cfg, scope),
               for_seconds=err["for"], severity="warning", tier=1, service=svc, team=team,
               summary="Too many requests fail with a server error.",
               description=f"{{{{ $value | humanizePercentage }}}} of the requests to {svc} in "
                           f"{{{{ $labels.region }}}} answer 5xx (threshold "
                           f"{err['ratio']:.0%})."),
+        alert(cfg, "CacheHitRatioLow",
+              f"sum by (service, region) (rate(opsstack_cache_requests_total{selector(p, scope, CACHE_HIT)}[{w}]))\n"
+              f"/ sum by (service, region) (rate(opsstack_cache_requests_total{selector(p, scope)}[{w}]))\n"
+              f"< {fmt(a['cache']['hit_ratio'])}\n"
+              f"and sum by (service, region) (rate(opsstack_cache_requests_total{selector(p, scope)}[{w}]))\n"
+              f">= {fmt(a['cache']['min_request_rate'])}",
+              for_seconds=a["cache"]["for"], severity="warning", tier=1, service=svc, team=team,
+              summary="The response cache misses most lookups.",
+              description=f"Only {{{{ $value | humanizePercentage }}}} of the cache lookups of {svc} in "
+                          f"{{{{ $labels.region }}}} hit (threshold {a['cache']['hit_ratio']:.0%}); "
+                          f"a cache-miss storm sends every request to the backends."),
         alert(cfg, "ServiceCpuHigh",
-              f"sum by (service, instance) (rate(process_cpu_seconds_total{selector(p, scope)}[5m]))\n"
+              f"sum by (service, instance) (rate(process_cpu_seconds_total{selector(p, scope)}[{w}]))\n"
               f"/ on (service, instance)\n"
               f"max by (service, instance) (opsstack_service_cpu_limit_cores{selector(p, scope)})\n"
               f"> {fmt(s['cpu_ratio'])}",
@@ -176,11 +218,12 @@ def host_alerts(cfg: dict) -> list[dict]:
     n = a["selectors"]["node"]
     fs = a["selectors"]["filesystem"]
     h = a["host"]
+    w = rate_window(cfg)
     host = "{{ $labels.instance }}"
     common = {"service": "host", "team": a["team"]}
     return [
         alert(cfg, "HostCpuHigh",
-              f"1 - avg by (instance) (rate(node_cpu_seconds_total{selector(n, IDLE)}[5m]))\n"
+              f"1 - avg by (instance) (rate(node_cpu_seconds_total{selector(n, IDLE)}[{w}]))\n"
               f"> {fmt(h['cpu_ratio'])}",
               for_seconds=h["cpu_for"], severity="warning", tier=1, **common,
               summary="A host's CPUs are busy most of the time.",

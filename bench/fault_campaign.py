@@ -213,7 +213,13 @@ def main(argv=None) -> int:
         summary = report(recs)
         print(json.dumps(summary, indent=1))
         if a.json:
-            Path(a.json).write_text(json.dumps({"summary": summary, "records": recs}, indent=1))
+            import os
+
+            Path(a.json).write_text(json.dumps({
+                "config": {"faults": a.faults, "seed": a.seed, "kinds": a.kinds, "deadline": a.deadline,
+                           "intervals": "scrape/eval 1s, for 3s, Alertmanager group_wait 1s / interval 2s, "
+                                        "verify every 1s x2, cooldown 5s"},
+                "cpus": os.cpu_count(), "summary": summary, "records": recs}, indent=1))
         if not a.keep:
             stack.down()
     return 0

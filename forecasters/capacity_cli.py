@@ -30,8 +30,14 @@ def run(args, cfg) -> int:
         from forecasters.service import Forecaster
         from forecasters.targets import build
 
+        from forecasters.prom import QueryError
+
         targets = [t for t in build(cfg) if not args.target or t.name in args.target]
-        fc = Forecaster(cfg, targets=targets)
+        try:
+            fc = Forecaster(cfg, targets=targets)
+        except QueryError as exc:
+            print(f"opsstack capacity report: {exc}", file=sys.stderr)
+            return 2
         try:
             results = fc.run_once(now)
         finally:
@@ -50,10 +56,17 @@ def run(args, cfg) -> int:
         if not url:
             print("opsstack capacity report: no database.url (or OPSSTACK_DATABASE_URL); use --run", file=sys.stderr)
             return 2
+        import psycopg
+
         store = Store(url)
-        store.migrate()
-        rows = [capacity.row_from_store(s) for s in store.summaries()
-                if not args.target or s["target"] in args.target]
+        try:
+            store.migrate()
+            summaries = store.summaries()
+        except psycopg.Error as exc:
+            print(f"opsstack capacity report: cannot read the forecasts from PostgreSQL: "
+                  f"{str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            return 2
+        rows = [capacity.row_from_store(s) for s in summaries if not args.target or s["target"] in args.target]
     md = capacity.to_markdown(rows, now)
     if args.markdown:
         with open(args.markdown, "w") as f:

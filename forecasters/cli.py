@@ -59,7 +59,17 @@ def add_arguments(p):
 
 
 def run(args, cfg) -> int:
-    return {"serve": _serve, "run": _run, "csv": _csv, "evaluate": _evaluate, "backfill": _backfill}[args.action](args, cfg)
+    from forecasters.prom import QueryError
+
+    try:
+        return {"serve": _serve, "run": _run, "csv": _csv, "evaluate": _evaluate,
+                "backfill": _backfill}[args.action](args, cfg)
+    except QueryError as exc:  # e.g. no Prometheus address in the config
+        print(f"opsstack forecast {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. a bad --shard
+        print(f"opsstack forecast {args.action}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _store(cfg):

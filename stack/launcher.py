@@ -170,9 +170,18 @@ class Stack:
         except ImportError:
             return extra
         for spec in launcher_programs(r):
-            extra.append(Program(spec["name"], ops + spec["args"], ready_url=spec.get("ready_url"),
-                                 url=spec.get("url")))
+            prog = Program(spec["name"], ops + spec["args"], ready_url=spec.get("ready_url"),
+                           url=spec.get("url") or f"file://{self.logs / (spec['name'] + '.log')}")
+            if not prog.ready_url:  # no endpoint: ready while supervisor says RUNNING
+                prog.ready_fn = lambda n=prog.name: self._state(n) == "RUNNING"
+            extra.append(prog)
         return extra
+
+    def _state(self, name: str) -> str:
+        try:
+            return self._rpc().supervisor.getProcessInfo(name)["statename"]
+        except (OSError, xmlrpc.client.Error, AttributeError):
+            return "UNKNOWN"
 
     @staticmethod
     def _pg_ready(cluster: Cluster) -> bool:

@@ -99,12 +99,15 @@ def create_app(cfg: dict) -> Flask:
     return app
 
 
-def start_scheduler(app, scheduler: bool = True) -> None:
+def start_scheduler(app, scheduler: bool = True, force: bool = False) -> None:
     """Start this process's background threads: the payload processor (queued processing)
-    and, unless disabled, the escalation/outbox/heartbeat loop."""
+    and, unless disabled, the escalation/outbox/heartbeat loop. With receiver.background
+    'process' the web workers run neither (the background process does) unless ``force``."""
     from webhook_receiver.scheduler import Processor, Scheduler
 
     st = state(app)
+    if st.cfg["receiver"]["background"] == "process" and not force:
+        return
     if st.processor is None and st.cfg["receiver"]["processing"] == "queued":
         st.processor = Processor(st)
         st.processor.start()

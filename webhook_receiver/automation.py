@@ -325,7 +325,7 @@ def playbooks():
     return jsonify(playbooks=out)
 
 
-@bp.route("/api/v1/remediation/kill-switch", methods=["GET", "PUT", "POST"])
+@bp.route("/api/v1/remediation/kill-switch", methods=["GET", "PUT"])
 def kill_switch():
     from webhook_receiver.remediation import store
 
@@ -387,3 +387,71 @@ def automation_metrics():
     reg = CollectorRegistry(auto_describe=False)
     reg.register(AutomationCollector(auto.cfg, auto.db_url))
     return Response(generate_latest(reg), mimetype=CONTENT_TYPE_LATEST)
+
+
+def openapi_paths() -> dict:
+    """OpenAPI 3.0 path items of this blueprint, for the receiver's /api/v1/openapi.json to merge."""
+    err = {"description": "error", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}
+    tid = {"name": "tid", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    obj = {"type": "object", "additionalProperties": True}
+
+    def ok(schema, ctype="application/json"):
+        return {"description": "ok", "content": {ctype: {"schema": schema}}}
+    attachment = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "kind": {"type": "string", "enum": ["graph", "values", "related", "logs", "error"]},
+        "name": {"type": "string"}, "content_type": {"type": "string"}, "size": {"type": "integer"},
+        "meta": obj, "created_at": {"type": "string", "format": "date-time"}, "url": {"type": "string"}}}
+    run = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "ticket_id": {"type": "integer", "nullable": True}, "playbook": {"type": "string"},
+        "target": {"type": "string"}, "status": {"type": "string", "enum": [
+            "pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed"]},
+        "reason": {"type": "string"}, "dry_run": {"type": "boolean"}, "escalated": {"type": "boolean"},
+        "attempts": {"type": "array", "items": obj}}, "additionalProperties": True}
+    switch = {"type": "object", "properties": {
+        "enabled": {"type": "boolean"}, "runtime": {"type": "boolean"}, "config": {"type": "boolean"},
+        "updated_by": {"type": "string", "nullable": True},
+        "updated_at": {"type": "string", "format": "date-time", "nullable": True}}}
+    return {
+        "/api/v1/tickets/{tid}/attachments": {"get": {
+            "summary": "Enrichment attachments of a ticket", "tags": ["automation"], "parameters": [tid],
+            "responses": {"200": ok({"type": "object", "properties": {
+                "ticket_id": {"type": "integer"}, "attachments": {"type": "array", "items": attachment}}}),
+                "404": err}}},
+        "/api/v1/tickets/{tid}/attachments/{name}": {"get": {
+            "summary": "One attachment's content (PNG, JSON or text)", "tags": ["automation"],
+            "parameters": [tid, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the content", "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": obj}, "text/plain": {"schema": {"type": "string"}}}},
+                "404": err}}},
+        "/api/v1/tickets/{tid}/remediation": {"get": {
+            "summary": "Remediation runs of a ticket with their attempts (the audit rows)", "tags": ["automation"],
+            "parameters": [tid], "responses": {"200": ok({"type": "object", "properties": {
+                "ticket_id": {"type": "integer"}, "runs": {"type": "array", "items": run}}}), "404": err}}},
+        "/api/v1/tickets/{tid}/itsm": {"get": {
+            "summary": "JIRA / ServiceNow links and deliveries of a ticket", "tags": ["automation"],
+            "parameters": [tid], "responses": {"200": ok(obj), "404": err}}},
+        "/api/v1/remediation/runs": {"get": {
+            "summary": "Latest remediation runs", "tags": ["automation"],
+            "parameters": [{"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+            "responses": {"200": ok({"type": "object", "properties": {"runs": {"type": "array", "items": run}}}),
+                          "400": err}}},
+        "/api/v1/remediation/playbooks": {"get": {
+            "summary": "The loaded playbooks", "tags": ["automation"],
+            "responses": {"200": ok({"type": "object", "properties": {"playbooks": {"type": "array", "items": obj}}})}}},
+        "/api/v1/remediation/kill-switch": {
+            "get": {"summary": "Whether automatic actions are switched off", "tags": ["automation"],
+                    "responses": {"200": ok(switch)}},
+            "put": {"summary": "Switch automatic actions off (true) or on (false)", "tags": ["automation"],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}}}}},
+                    "responses": {"200": ok(switch), "400": err, "401": err, "403": err}}},
+        "/api/v1/itsm/deliveries/{did}/retry": {"post": {
+            "summary": "Put a failed ITSM delivery back in the queue", "tags": ["automation"],
+            "parameters": [{"name": "did", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}],
+            "responses": {"200": ok({"type": "object", "properties": {"id": {"type": "integer"},
+                                                                     "status": {"type": "string"}}}),
+                          "401": err, "403": err, "404": err}}},
+    }

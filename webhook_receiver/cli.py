@@ -118,10 +118,76 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
 
         multiprocess.mark_process_dead(worker.pid)
 
+    bg = {"pid": None, "exiting": False}
+
+    def spawn_background() -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        # child: leave gunicorn's signal handling; end on SIGTERM or when the master is gone
+        import signal
+        import threading
+
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
+            signal.signal(sig, signal.SIG_DFL)
+        code = 0
+        try:
+            from webhook_receiver.scheduler import run_background
+
+            stop = threading.Event()
+            master = os.getppid()
+            signal.signal(signal.SIGTERM, lambda *a: stop.set())
+
+            def watch():
+                while not stop.wait(1.0):
+                    if os.getppid() != master:
+                        stop.set()
+            threading.Thread(target=watch, daemon=True).start()
+            run_background(cfg, stop, scheduler=scheduler)
+        except BaseException:  # noqa: BLE001
+            log.exception("event=background_failed")
+            code = 1
+        os._exit(code)
+
+    def when_ready(server):
+        """Start the background process (payloads, escalations, notifications) and keep it up."""
+        import threading
+        import time
+
+        if cfg["receiver"]["background"] != "process":
+            return
+
+        def keep():
+            while not bg["exiting"]:
+                if bg["pid"] is None:
+                    bg["pid"] = spawn_background()
+                    log.info("event=background_process pid=%s", bg["pid"])
+                time.sleep(1.0)
+                try:
+                    os.kill(bg["pid"], 0)  # gunicorn's master reaps it when it exits
+                except ProcessLookupError:
+                    if not bg["exiting"]:
+                        log.warning("event=background_process_died pid=%s action=restart", bg["pid"])
+                        bg["pid"] = None
+        threading.Thread(target=keep, name="receiver-background-keeper", daemon=True).start()
+
+    def on_exit(server):
+        import signal
+
+        bg["exiting"] = True
+        if bg["pid"]:
+            try:
+                os.kill(bg["pid"], signal.SIGTERM)
+                os.waitpid(bg["pid"], 0)
+            except OSError:
+                pass
+
     options = {
         "bind": bind, "workers": workers, "worker_class": "gthread", "threads": cfg["receiver"]["threads"],
         "timeout": 60, "graceful_timeout": 10, "keepalive": 5, "accesslog": None, "errorlog": "-",
         "loglevel": "info", "proc_name": "opsstack-receiver", "child_exit": child_exit,
+        "when_ready": when_ready, "on_exit": on_exit,
         "limit_request_line": 8190, "control_socket_disable": True,
     }
     log.info("event=receiver_serving bind=%s workers=%s", bind, workers)

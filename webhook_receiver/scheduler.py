@@ -86,30 +86,75 @@ class Scheduler:
 
 
 class Processor:
-    """Applies queued payloads as soon as this process stored one (and every interval, for
-    payloads other processes left behind, e.g. after a crash)."""
+    """Applies queued payloads as soon as one is stored: woken by this process's webhook
+    (st.wakeup) or by PostgreSQL NOTIFY from any process or replica; and every interval for
+    payloads left behind (e.g. by a crash). ``threads`` apply payloads in parallel (payloads of
+    one Alertmanager group stay in order: process_next)."""
 
-    def __init__(self, st):
+    def __init__(self, st, threads: int | None = None):
         self.st = st
         self.interval = st.cfg["receiver"]["scheduler"]["interval"]
+        self.threads = threads or st.cfg["receiver"]["processing_threads"]
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._work = threading.Condition()
+        self._generation = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="receiver-processor", daemon=True)
-        self.st.wakeup.set()  # payloads left from before a restart: at once
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"receiver-processor-{i}", daemon=True)
+                         for i in range(self.threads)]
+        self._threads.append(threading.Thread(target=self._listen, name="receiver-listener", daemon=True))
+        self._threads.append(threading.Thread(target=self._local, name="receiver-wakeup", daemon=True))
+        for t in self._threads:
+            t.start()
+        self.kick()  # payloads left from before a restart: at once
 
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
+        self.kick()
         self.st.wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout if t.name.startswith("receiver-processor") else 0.1)
+
+    def kick(self) -> None:
+        with self._work:
+            self._generation += 1
+            self._work.notify_all()
+
+    def _local(self) -> None:
+        while not self._stop.is_set():  # this process's webhook stored a payload
+            if self.st.wakeup.wait(self.interval):
+                self.st.wakeup.clear()
+            self.kick()
+
+    def _listen(self) -> None:
+        from webhook_receiver.db import connect
+        from webhook_receiver.tickets import PAYLOAD_CHANNEL
+
+        while not self._stop.is_set():
+            try:
+                with connect(self.st.db.url, self.st.db.timeout) as conn:
+                    conn.autocommit = True
+                    conn.execute(f"listen {PAYLOAD_CHANNEL}")
+                    self.kick()  # anything stored while we were not listening
+                    while not self._stop.is_set():
+                        got = False
+                        for _ in conn.notifies(timeout=1.0):
+                            got = True
+                            break
+                        if got:
+                            self.kick()
+            except Exception as exc:  # noqa: BLE001 - the database may come back
+                log.warning("event=listener_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                self._stop.wait(min(self.interval, 1.0))
 
     def _run(self) -> None:
+        seen = -1
         while not self._stop.is_set():
-            self.st.wakeup.wait(self.interval)
-            self.st.wakeup.clear()
+            with self._work:
+                if self._generation == seen:
+                    self._work.wait(self.interval)
+                seen = self._generation
             if self._stop.is_set():
                 break
             try:
@@ -118,3 +163,18 @@ class Processor:
             except Exception as exc:  # noqa: BLE001 - the database may come back; payloads wait
                 log.warning("event=processor_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
                 self._stop.wait(min(self.interval, 1.0))
+
+
+def run_background(cfg: dict, stop: threading.Event | None = None, scheduler: bool = True) -> None:
+    """The receiver's background process: processor threads and the scheduler loop, no HTTP."""
+    from webhook_receiver.app import close_app, create_app, start_scheduler
+
+    app = create_app(cfg)
+    start_scheduler(app, scheduler=scheduler, force=True)
+    log.info("event=background_started processing_threads=%s", cfg["receiver"]["processing_threads"])
+    stop = stop or threading.Event()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        close_app(app)

@@ -65,7 +65,7 @@ def config(db_url: str, **sections) -> dict:
     from stack.config import load_data
 
     data = {"database": {"url": db_url}, "receiver": {"token": TOKEN, "db_timeout": "2s", "processing": "inline",
-                                                       "scheduler": {"enabled": False}}}
+                                                       "background": "workers", "scheduler": {"enabled": False}}}
     for k, v in sections.items():
         data[k] = _merge(data.get(k, {}), v)
     return load_data(data)

@@ -132,13 +132,18 @@ class IngestResult:
                 "heartbeats": self.heartbeats}
 
 
+PAYLOAD_CHANNEL = "opsstack_receiver_payloads"  # NOTIFY channel: a payload waits to be applied
+
+
 def store_payload(conn, note: Notification, body: dict | str, processed: bool) -> int:
-    """Insert the raw payload (a dict, or its JSON text as received and checked)."""
-    return conn.execute(
-        "insert into ticket_payloads (group_key, receiver, status, alert_count, body, processed_at) "
-        "values (%s, %s, %s, %s, %s::jsonb, case when %s then now() end) returning id",
-        (note.group_key, note.receiver, note.status, len(note.alerts),
-         body if isinstance(body, str) else Jsonb(body), processed)).fetchone()["id"]
+    """Insert the raw payload (a dict, or its JSON text as received and checked); a queued one
+    also NOTIFYs the processors (same statement, delivered at commit)."""
+    sql = ("insert into ticket_payloads (group_key, receiver, status, alert_count, body, processed_at) "
+           "values (%s, %s, %s, %s, %s::jsonb, case when %s then now() end) returning id")
+    if not processed:
+        sql = f"with ins as ({sql}) select id, pg_notify('{PAYLOAD_CHANNEL}', '') from ins"
+    return conn.execute(sql, (note.group_key, note.receiver, note.status, len(note.alerts),
+                              body if isinstance(body, str) else Jsonb(body), processed)).fetchone()["id"]
 
 
 def _upsert_group(conn, note: Notification) -> int | None:

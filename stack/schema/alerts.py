@@ -18,6 +18,9 @@ SECTION = {
     "runbook_base_url": Field("str", "https://github.com/opsstack/opsstack/blob/main/docs/runbooks"),
     # team label of the alerts that belong to no single service (Watchdog, hosts, regions)
     "team": Field("str", "ops"),
+    # window of the rates in the threshold alerts (CPU, error ratio, p95 latency, cache hits);
+    # the recording rules and SLO windows keep their own fixed windows
+    "rate_window": Field("duration", "5m", minimum=1),
     # label matchers (PromQL, without braces) that pick the series the rules look at
     "selectors": {
         "platform": Field("str", 'job="platform"', "the monitored services' own /metrics"),
@@ -55,6 +58,11 @@ SECTION = {
         "for": Field("duration", "5m", minimum=0),
         # below this many requests/s a service-region is too quiet to judge
         "min_request_rate": Field("float", 0.1, minimum=0.0),
+    },
+    "cache": {
+        "hit_ratio": _ratio(0.5),
+        "for": Field("duration", "5m", minimum=0),
+        "min_request_rate": Field("float", 0.1, minimum=0.0, help="lookups/s below which the ratio is ignored"),
     },
     "region_down": {
         # the share of a region's service probes that must fail for the region to count as down

@@ -7,7 +7,7 @@ SECTION = {
     "url": Field("url", None, nullable=True),
     "name": Field("str", "opsstack", "database created when missing"),
     "embedded": {
-        "preload": Field("list", ["pg_stat_statements", "hypopg"]),
+        "preload": Field("list", ["pg_stat_statements", "hypopg", "pg_qualstats"]),
         "max_connections": Field("int", 100, minimum=10),
     },
 }

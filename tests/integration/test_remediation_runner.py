@@ -287,7 +287,7 @@ def test_acts_on_firing_alerts_only(pg_db, prom, svc):
     assert svc.calls == [] and rows(pg_db, "select count(*) n from remediation_runs")[0]["n"] == 0
 
 
-def test_two_runners_on_one_database_act_once(pg_db, prom, svc, make_pg_db):
+def test_two_runners_on_one_database_act_once(pg_db, prom, svc):
     """Two receiver replicas get the same alert (clustered Alertmanagers): one action."""
     cfg = make_cfg(pg_db, prom, [action("fix", "/slowfix")])
     a, b = runner(cfg, pg_db, svc), Runner(cfg, pg_db, escalate=Escalations(), replica="replica-b")
@@ -465,3 +465,14 @@ def test_kill_switch_api_needs_the_write_scope(receiver, svc):
     pbs = c.get("/api/v1/remediation/playbooks").get_json()["playbooks"]
     assert pbs[0]["name"] == "fix-svc" and pbs[0]["actions"] == [{"name": "fix", "backend": "http",
                                                                  "operation": "request"}]
+
+
+def test_no_action_when_the_condition_already_cleared(pg_db, prom, svc):
+    """The alert is on its way out (something else fixed it): nothing to do, nobody paged."""
+    esc = Escalations()
+    r = runner(make_cfg(pg_db, prom, [action("fix", "/fix")]), pg_db, svc, esc)
+    svc.value = 0.0
+    wait_value(prom, lambda v: v == 0.0)
+    out = r.run_alert(alert())
+    assert out.status == "skipped" and "already cleared" in out.reason and not out.escalated
+    assert svc.calls == [] and esc == []

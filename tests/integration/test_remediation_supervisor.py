@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def supervisord(tmp_path_factory):
     port = free_port()
     conf = d / "supervisord.conf"
     conf.write_text(CONF.format(d=d, port=port, python=sys.executable))
-    exe = str(__import__("pathlib").Path(sys.executable).parent / "supervisord")
+    exe = str(Path(sys.executable).parent / "supervisord")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)
     rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")

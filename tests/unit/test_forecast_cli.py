@@ -116,3 +116,14 @@ def test_csv_command_keeps_numeric_timestamps_exact(tmp_path):
     df = pd.read_csv(out)
     assert list(df["timestamp"]) == [1700006000, 1700006060, 1700006120]
     assert list(df["yhat"]) == pytest.approx([200, 202, 204])
+
+
+def test_run_without_a_prometheus_address_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPSSTACK_CONFIG", raising=False)
+    monkeypatch.delenv("OPSSTACK_DATABASE_URL", raising=False)
+    assert main(["forecast", "run"]) == 2
+    assert main(["capacity", "report", "--run"]) == 2
+    assert main(["forecast", "run", "--shard", "5/2"]) == 2
+    err = capsys.readouterr().err
+    assert "forecast.prometheus_url" in err and "bad shard" in err and "Traceback" not in err

@@ -208,3 +208,42 @@ def test_promtool_test_files_load_the_rendered_rule_files():
         for f in doc.get("rule_files") or []:
             assert Path(f).name in committed and (TESTS_DIR / f).resolve().exists(), \
                 f"{p.name}: rule file {f} is not one of the rendered alert_rules/*.yml"
+
+
+def test_a_short_rate_window_gives_alerts_that_fire_and_clear_fast(tmp_path):
+    """alerts.rate_window changes the threshold alerts' windows (inline rates, not the 5m records)."""
+    cfg = load_data({"alerts": {"rate_window": "30s", "errors": {"for": "0s"}}})
+    paths = build.write(cfg, tmp_path)
+    r = subprocess.run([promtool(), "check", "rules", *map(str, paths)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    err = next(r for _, _, r in build.all_rules(cfg) if r.get("alert") == "ServiceErrorRatioHigh")
+    assert "[30s]" in err["expr"] and "rate5m" not in err["expr"]
+    # 10 req/s; 100% errors from 2m to 3m: fires inside the burst, quiet 1m after it
+    ok = "0+150x8 1200+0x4 1200+150x12"      # 15s steps: counter pauses during the burst
+    bad = "0+0x8 0+150x4 600+0x12"
+    sel = 'job="platform",instance="u:8080",service="user-app",region="seoul",route="/api"'
+    test = {
+        "rule_files": [str(tmp_path / "platform.yml")],
+        "evaluation_interval": "15s",
+        "tests": [{
+            "interval": "15s",
+            "input_series": [
+                {"series": f'opsstack_http_requests_total{{{sel},code="200"}}', "values": ok},
+                {"series": f'opsstack_http_requests_total{{{sel},code="500"}}', "values": bad},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m30s", "alertname": "ServiceErrorRatioHigh", "exp_alerts": []},
+                {"eval_time": "2m45s", "alertname": "ServiceErrorRatioHigh", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "tier": "1", "service": "user-app",
+                                   "team": "ops", "region": "seoul"},
+                    "exp_annotations": err["annotations"] | {
+                        "description": "100% of the requests to user-app in seoul answer 5xx (threshold 5%)."},
+                }]},
+                {"eval_time": "4m30s", "alertname": "ServiceErrorRatioHigh", "exp_alerts": []},
+            ],
+        }],
+    }
+    tf = tmp_path / "short_window_test.yml"
+    tf.write_text(yaml.safe_dump(test))
+    r = subprocess.run([promtool(), "test", "rules", str(tf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 import psycopg
@@ -228,9 +228,22 @@ class Runner:
                 return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
                                     f"cooldown: an action ran on {target} {int((store.utcnow() - last).total_seconds())}s "
                                     f"ago ({int(left)}s of cooldown left)", escalate=True)
+        expr_alert = expr_from_generator_url(alert.generator_url)
+        if not dry and self.prom is not None:
+            # the alert may be on its way out (e.g. another playbook already fixed the cause):
+            # act only while its condition still holds in Prometheus
+            pre = self._verify_expr(pb.actions[0], pb, ctx, expr_alert)
+            if pre:
+                try:
+                    c = check(self.prom, pre, alert.labels)
+                    if c.cleared:
+                        return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                            f"condition already cleared in Prometheus ({c.detail}): nothing to do",
+                                            escalate=False)
+                except PrometheusError as exc:
+                    log.warning("event=remediation_precheck_failed playbook=%s error=%s", pb.name, exc)
         conn.execute("update remediation_runs set status = 'running', started_at = now() where id = %s", (run_id,))
         tried: list[dict] = []
-        expr_alert = expr_from_generator_url(alert.generator_url)
         for step, action in enumerate(pb.actions, start=1):
             if not dry:
                 if self.kill_switch_on(conn):

@@ -28,14 +28,13 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="opsstack-bench-e2e-"))
-    stack = StackHandle(fast_config(work / ".run"), work)
+    # remediation off: this measures the alert pipeline, not a playbook healing the fault first
+    stack = StackHandle(fast_config(work / ".run", remediation__enabled=False), work)
     print(f"starting the native stack in {work} ...", flush=True)
     stack.up()
     cfg = load(stack.config_file)
     r = stack.resolved
-    group_wait = r.get("receiver", {}).get("alertmanager", {}).get("group_wait")
-    if group_wait is None:  # where the receiver section keeps Alertmanager timings
-        group_wait = _find_group_wait(r)
+    group_wait = cfg["alertmanager"]["critical_group_wait"]  # ServiceDown is critical
     floor_fire = cfg["stack"]["scrape_interval"] + cfg["stack"]["evaluation_interval"] + \
         cfg["alerts"]["service_down_for"] + (group_wait or 0)
     print(f"floor (scrape {cfg['stack']['scrape_interval']:g}s + eval {cfg['stack']['evaluation_interval']:g}s"
@@ -67,19 +66,6 @@ def main() -> int:
           f"ratio {statistics.median(fire) / floor_fire:.2f}x); "
           f"median heal->resolved {statistics.median(heal):.1f}s")
     return 0
-
-
-def _find_group_wait(resolved: dict):
-    """Search the resolved config for a group_wait value (seconds)."""
-    stack = [resolved]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k == "group_wait" and isinstance(v, (int, float)):
-                    return float(v)
-                stack.append(v)
-    return None
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Client commands find the running stack's ports in demo.ports, or else in
 from __future__ import annotations
 
 import json
+import time
 import signal
 import sys
 import threading
@@ -78,10 +79,28 @@ def running_ports(cfg: dict) -> tuple[str, dict]:
     return host, ports
 
 
-def call(host: str, port: int, method: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:
+def call(host: str, port: int, method: str, path: str, body: dict | None = None, timeout: float = 10,
+         restart_grace: float = 8.0) -> dict:
+    """One admin API call. A refused connection is retried for `restart_grace` seconds: a
+    service being restarted (by supervisor or a playbook) is back within that."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    deadline = time.monotonic() + restart_grace
+    while True:
+        req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            return _call_once(req, host, port, timeout)
+        except _Refused as exc:
+            if time.monotonic() >= deadline:
+                raise NotRunning(str(exc)) from None
+            time.sleep(0.25)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _call_once(req, host: str, port: int, timeout: float) -> dict:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read() or b"{}")
@@ -93,8 +112,11 @@ def call(host: str, port: int, method: str, path: str, body: dict | None = None,
         raise ValueError(msg or f"HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise NotRunning(f"no answer from the demo admin API at {host}:{port} ({reason}); "
-                         "is the stack running? (`opsstack up`, `opsstack status`)") from None
+        msg = (f"no answer from the demo admin API at {host}:{port} ({reason}); "
+               "is the stack running? (`opsstack up`, `opsstack status`)")
+        if isinstance(reason, ConnectionRefusedError):
+            raise _Refused(msg) from None
+        raise NotRunning(msg) from None
 
 
 def _services(cfg: dict, ports: dict, service: str | None) -> list[str]:

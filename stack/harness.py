@@ -27,7 +27,16 @@ def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
         "stack": {"run_dir": str(run_dir), "scrape_interval": "1s", "scrape_timeout": "900ms",
                   "evaluation_interval": "1s", "startup_timeout": "150s"},
         "exporters": {"app": {"probe_timeout": "500ms"}},
-        "alerts": {"service_down_for": "3s"},
+        "alerts": {
+            "service_down_for": "3s", "rate_window": "20s",
+            "latency": {"for": "3s"}, "errors": {"for": "3s"}, "cache": {"for": "3s"},
+            "region_down": {"for": "3s"},
+            "service": {"cpu_for": "3s", "disk_for": "3s"},
+        },
+        "alertmanager": {
+            "critical_group_wait": "1s", "critical_group_interval": "2s",
+            "warning_group_wait": "1s", "warning_group_interval": "2s",
+        },
     }
     for key, value in overrides.items():
         section, _, rest = key.partition("__")
@@ -94,6 +103,11 @@ class StackHandle:
         if body.get("status") != "success":
             raise RuntimeError(f"query {expr!r} failed: {body.get('error')}")
         return body["data"]["result"]
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        """Call the receiver's REST API with the receiver token (read + write)."""
+        return requests.request(method, self.url("receiver") + path, timeout=10,
+                                headers={"Authorization": f"Bearer {self.token}"}, **kw)
 
     def firing_alerts(self, alertname: str | None = None) -> list[dict]:
         r = requests.get(self.url("prometheus") + "/api/v1/alerts", timeout=10).json()

@@ -73,7 +73,7 @@ TARGET = {
 }
 
 SECTION = {
-    "enabled": Field("bool", False),
+    "enabled": Field("bool", True, "run the forecaster with the stack"),
     # null = http://<stack.host>:<stack.ports.prometheus>
     "prometheus_url": Field("url", None, nullable=True),
     "interval": Field("duration", "15m", minimum=10, help="how often every target is re-forecast"),

@@ -51,6 +51,8 @@ def receiver(pg_db, tmp_path):
 
 def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
 
     body = T.payload([T.alert(service="user-app"), T.alert(service="gate-management")])
     r = requests.post(receiver.url + "/webhook/alertmanager", data=json.dumps(body), headers=T.auth(), timeout=5)
@@ -73,9 +75,11 @@ def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db)
     assert "ServiceDown" in row.text and "ops-oncall" in row.text and "L1 ops team" in row.text
     assert row.find_element(By.CLASS_NAME, "next").text.startswith("in ")
     row.find_element(By.LINK_TEXT, f"#{acked}").click()
+    WebDriverWait(browser, 15).until(EC.presence_of_element_located((By.ID, "acknowledge")))
     assert browser.find_element(By.ID, "status").text == "open"
     assert "Same Alertmanager group" in browser.page_source
     browser.find_element(By.ID, "acknowledge").click()
+    WebDriverWait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "status"), "acknowledged"))
     assert browser.find_element(By.ID, "status").text == "acknowledged"
     assert browser.find_element(By.ID, "next-escalation").text.startswith("stopped")
     assert "acknowledged" in browser.find_element(By.ID, "timeline").text

@@ -43,30 +43,22 @@ TOKEN = "bench-token"
 
 # ------------------------------------------------------------------ server (own process)
 def serve(config_file: str, port: int, workers: int, threads: int, process: bool = True) -> None:
+    """`opsstack receiver serve` itself (gunicorn, background process), plus the no-op route."""
     from stack.config import load
-    from webhook_receiver.cli import gunicorn_app
+    from webhook_receiver import cli
 
     cfg = load(config_file)
 
-    def factory():
+    def add_noop(app):
         from flask import request
-
-        from webhook_receiver.app import create_app, start_scheduler
-
-        app = create_app(cfg)
 
         @app.post("/bench/noop")
         def noop():
             request.get_data()
             return "", 200
 
-        if process:
-            start_scheduler(app)
-        return app
-
-    gunicorn_app(factory, {"bind": f"{HOST}:{port}", "workers": workers, "worker_class": "gthread",
-                           "threads": threads, "keepalive": 30, "accesslog": None, "errorlog": "-",
-                           "loglevel": "warning", "control_socket_disable": True}).run()
+    # --intake-only: nothing turns payloads into tickets (processor and scheduler off)
+    cli.serve(cfg, f"{HOST}:{port}", workers, scheduler=process, configure_app=add_noop, processor=process)
 
 
 # ------------------------------------------------------------------ client
@@ -237,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=rd["workers"], help="default: receiver.workers")
     ap.add_argument("--threads", type=int, default=rd["threads"], help="default: receiver.threads")
     ap.add_argument("--alerts", type=int, default=10, help="alerts per notification")
+    ap.add_argument("--background", choices=("process", "workers"), default=rd["background"],
+                    help="where payloads are applied (receiver.background)")
     ap.add_argument("--intake-only", action="store_true",
                     help="diagnostic: no processor threads (payloads stay queued; measures the intake alone)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "receiver_bench.json"))
@@ -250,7 +244,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
     cfg_file = work / "receiver.yaml"
     cfg_file.write_text(yaml.safe_dump({"database": {"url": url}, "receiver": {
-        "token": TOKEN, "pool_size": args.threads, "threads": args.threads, "workers": args.workers}}))
+        "token": TOKEN, "pool_size": args.threads, "threads": args.threads, "workers": args.workers,
+        "background": args.background}}))
     port = free_port()
     log = open(work / "server.log", "ab")
     proc = subprocess.Popen([sys.executable, __file__, "serve", str(cfg_file), str(port), str(args.workers),
@@ -261,26 +256,30 @@ def main(argv=None) -> int:
         bodies = Bodies(args.alerts)
         for path in ("/bench/noop", "/webhook/alertmanager"):  # warm up: connections, plans, pools
             throughput(port, path, bodies, args.concurrency, 1.0)
-        drain(url)
+        if not args.intake_only:
+            drain(url)
         for name, path in (("noop", "/bench/noop"), ("receiver", "/webhook/alertmanager")):
             res = {"throughput": throughput(port, path, bodies, args.concurrency, args.duration)}
-            if name == "receiver":  # tickets made from the burst, and how long until all were made
+            if name == "receiver" and not args.intake_only:  # tickets made from the burst, and how long
                 res["processing"] = drain(url, since=res["throughput"]["seconds"])
                 res["processing"]["notifications"] = res["throughput"]["ok"]
                 res["processing"]["per_second"] = res["throughput"]["ok"] / res["processing"]["seconds"]
             res["fixed_rate"] = fixed_rate(port, path, bodies, args.rate, args.duration)
-            if name == "receiver":
+            if name == "receiver" and not args.intake_only:
                 res["fixed_rate"]["backlog_after"] = drain(url, since=args.duration)
             results[name] = res
     except Exception:
         print(tail(work / "server.log"), file=sys.stderr)
         raise
     finally:
-        proc.terminate()
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: gunicorn, its workers, the background process
         try:
-            proc.wait(20)
+            proc.wait(40)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         drop()
 
     n, r = results["noop"], results["receiver"]
@@ -295,10 +294,12 @@ def main(argv=None) -> int:
         t, f = res["throughput"], res["fixed_rate"]
         print(f"{name:<22}{t['requests_per_second']:>10.0f}{t['errors']:>8}   {'':>{len(str(args.rate)) + 6}}"
               f"{f['p50_ms']:>8.1f}{f['p99_ms']:>8.1f}{f['max_ms']:>8.1f}{f['errors']:>8}")
-    p = r["processing"]
-    print(f"tickets: the {p['notifications']} notifications of the burst ({p['notifications'] * args.alerts} alerts) "
-          f"were all applied {p['waited']:.1f}s after it ended: {p['per_second']:.0f} notifications/s processed "
-          f"end to end; after the fixed-rate phase the queue drained in {r['fixed_rate']['backlog_after']['waited']:.1f}s")
+    p = r.get("processing") or {"notifications": 0, "waited": 0, "per_second": 0}
+    if not args.intake_only:
+        print(f"tickets: the {p['notifications']} notifications of the burst ({p['notifications'] * args.alerts} alerts) "
+              f"were all applied {p['waited']:.1f}s after it ended: {p['per_second']:.0f} notifications/s processed "
+              f"end to end; after the fixed-rate phase the queue drained in "
+              f"{r['fixed_rate']['backlog_after']['waited']:.1f}s")
     goal_t = ratio >= 0.5
     goal_l = r["fixed_rate"]["p99_ms"] < 50
     print(f"receiver / ceiling throughput: {ratio:.2f} (goal >= 0.50: {'met' if goal_t else 'NOT met'}); "

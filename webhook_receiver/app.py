@@ -6,8 +6,9 @@
 Blueprints: webhook (POST /webhook/alertmanager), api (/api/v1/..., OpenAPI at
 /api/v1/openapi.json), console (/console, HTML), ops (/healthz, /readyz, /metrics).
 Migrations run at creation when the database answers (else on the first request that needs
-it). Background loops (escalation, outbox, heartbeats) are started by ``start_scheduler(app)``
-(`opsstack receiver serve` does it in each gunicorn worker), not by the factory.
+it). Background work (payload processing, escalation, outbox, heartbeats) is started by
+``start_scheduler(app)`` or ``scheduler.run_background(cfg)`` (`opsstack receiver serve`
+does one of them), never by the factory.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def create_app(cfg: dict) -> Flask:
     return app
 
 
-def start_scheduler(app, scheduler: bool = True, force: bool = False) -> None:
+def start_scheduler(app, scheduler: bool = True, force: bool = False, processor: bool = True) -> None:
     """Start this process's background threads: the payload processor (queued processing)
     and, unless disabled, the escalation/outbox/heartbeat loop. With receiver.background
     'process' the web workers run neither (the background process does) unless ``force``."""
@@ -108,7 +109,7 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False) -> None:
     st = state(app)
     if st.cfg["receiver"]["background"] == "process" and not force:
         return
-    if st.processor is None and st.cfg["receiver"]["processing"] == "queued":
+    if processor and st.processor is None and st.cfg["receiver"]["processing"] == "queued":
         st.processor = Processor(st)
         st.processor.start()
     if scheduler and st.scheduler is None and st.cfg["receiver"]["scheduler"]["enabled"]:

@@ -1,8 +1,10 @@
 """`opsstack receiver serve|migrate|hash-password`.
 
 serve: gunicorn (gthread workers) bound to stack.host:stack.ports.receiver, with
-receiver.workers workers; each worker runs the scheduler loop (escalations, outbox,
-heartbeats) in a thread — safe with any number of workers/replicas (row locks).
+receiver.workers workers, and one background process (receiver.background: process) that
+applies queued payloads and runs the scheduler loop (escalations, outbox, heartbeats) — or
+those threads in every worker (background: workers). Safe with any number of workers and
+replicas (advisory locks, unique keys, FOR UPDATE SKIP LOCKED).
 """
 from __future__ import annotations
 
@@ -89,7 +91,9 @@ def gunicorn_app(factory, options: dict):
     return _App()
 
 
-def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
+def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_app=None,
+          processor: bool = True) -> int:
+    """Run gunicorn (blocks). ``configure_app(app)`` may add routes (bench/receiver_bench.py)."""
     # multiprocess metrics need the folder before prometheus_client is imported anywhere
     import atexit
     import shutil
@@ -110,7 +114,9 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
         from webhook_receiver.app import create_app, start_scheduler
 
         app = create_app(cfg)
-        start_scheduler(app, scheduler=scheduler)
+        if configure_app is not None:
+            configure_app(app)
+        start_scheduler(app, scheduler=scheduler, processor=processor)
         return app
 
     def child_exit(server, worker):
@@ -155,7 +161,7 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True) -> int:
         import threading
         import time
 
-        if cfg["receiver"]["background"] != "process":
+        if cfg["receiver"]["background"] != "process" or not (processor or scheduler):
             return
 
         def keep():

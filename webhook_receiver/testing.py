@@ -131,13 +131,21 @@ class ReceiverProcess:
         import signal
         import subprocess
 
-        if self.proc and self.proc.poll() is None:
+        import os
+
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:  # anything of its session still there (workers, the background process)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def __enter__(self):
         return self.start()

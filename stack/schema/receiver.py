@@ -34,7 +34,7 @@ SECTION = {
     # queued: the webhook stores the raw payload, answers 200, and workers turn it into tickets
     # right after (ordered per Alertmanager group). inline: tickets are made before the answer.
     "processing": Field("str", "queued", choices=("queued", "inline")),
-    "processing_threads": Field("int", 2, minimum=1, help="threads applying queued payloads per process"),
+    "processing_threads": Field("int", 1, minimum=1, help="threads applying queued payloads per process"),
     # where payload processing and the escalation/notification loop run under `receiver serve`:
     # process = one background process beside the gunicorn workers (keeps the web workers'
     # latency free of that work); workers = threads in every gunicorn worker

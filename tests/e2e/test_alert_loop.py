@@ -37,7 +37,7 @@ def test_prometheus_scrapes_every_target(native_stack):
     assert {"prometheus", "alertmanager", "node", "opsstack_app", "opsstack_receiver", "platform"} <= jobs
 
 
-def test_service_down_opens_a_ticket_and_heal_resolves_it(native_stack):
+def test_service_down_opens_a_ticket_and_heal_resolves_it(native_stack, notification_sink):
     native_stack.cli("demo", "fault", "service-down", "--service", "user-app")
     try:
         def opened():
@@ -49,6 +49,10 @@ def test_service_down_opens_a_ticket_and_heal_resolves_it(native_stack):
     ids = {t["id"] for t in tickets}
     assert all(t["severity"] == "critical" for t in tickets)
     assert all(t["opened_at"] and t["resolved_at"] is None for t in tickets)
+    # someone answers the page: acknowledging is recorded (and feeds MTTA)
+    first = sorted(ids)[0]
+    r = native_stack.api("POST", f"/api/v1/tickets/{first}/acknowledge", json={"note": "on it"})
+    assert r.status_code == 200, r.text
 
     def resolved():
         done = [t for t in native_stack.tickets("resolved") if t["id"] in ids]
@@ -57,3 +61,6 @@ def test_service_down_opens_a_ticket_and_heal_resolves_it(native_stack):
     assert all(t["resolved_at"] for t in done)
     # nothing about user-app is still open
     assert not [t for t in native_stack.tickets("open") if t["id"] in ids]
+    # the on-call channel heard about it
+    wait_for(lambda: any("ServiceDown" in json.dumps(m) for m in notification_sink.messages), 60,
+             what="a ServiceDown notification on the webhook channel")

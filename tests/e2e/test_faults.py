@@ -2,7 +2,8 @@
 Prometheus, and `opsstack demo heal` makes it stop (issue: platform monitoring).
 
 Remediation is switched off (run-time kill switch) while these run, so that what stops
-the alert is the heal, not a playbook.
+the alert is the heal, not a playbook. The services and regions differ from the ones
+test_remediation_e2e.py breaks, so that its tickets are new ones, not re-fires.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ FAULTS = [
     (["error-burst", "--service", "user-app", "--rate", "1.0"], "ServiceErrorRatioHigh", {"service": "user-app"}),
     (["latency-spike", "--service", "gate-management", "--rate", "600ms"], "ServiceLatencyHigh",
      {"service": "gate-management"}),
-    (["region-outage", "--region", "tokyo"], "RegionDown", {"region": "tokyo"}),
-    (["memory-leak", "--service", "user-app", "--rate", "96MiB"], "ServiceMemoryHigh", {"service": "user-app"}),
+    (["region-outage", "--region", "singapore"], "RegionDown", {"region": "singapore"}),
+    (["memory-leak", "--service", "gate-management", "--rate", "96MiB"], "ServiceMemoryHigh",
+     {"service": "gate-management"}),
     (["disk-fill", "--service", "event-management", "--rate", "128MiB"], "ServiceDiskAlmostFull",
      {"service": "event-management"}),
     (["cpu-ramp", "--service", "integrated-platform", "--rate", "0.5"], "ServiceCpuHigh",

@@ -49,14 +49,16 @@ def stack(pg_db, tmp_path):
     tok = tmp_path / "receiver_token"
     tok.write_text(T.TOKEN + "\n")
     am_cfg = amc.build(load_data({"alertmanager": FAST}), rcv.url + "/webhook/alertmanager", str(tok))
-    a = Alertmanager(am_cfg, workdir=tmp_path / "am1", cluster=True).start()
-    b = Alertmanager(am_cfg, workdir=tmp_path / "am2", peers=[a.cluster_address]).start()
+    a = b = None
     try:
+        a = Alertmanager(am_cfg, workdir=tmp_path / "am1", cluster=True).start()
+        b = Alertmanager(am_cfg, workdir=tmp_path / "am2", peers=[a.cluster_address]).start()
         wait_for(lambda: len(requests.get(a.url + "/api/v2/status", timeout=5).json()["cluster"]["peers"]) == 2)
         yield rcv, a, b
     finally:
-        b.stop()
-        a.stop()
+        for am in (b, a):
+            if am is not None:
+                am.stop()
         rcv.stop()
 
 
@@ -106,8 +108,9 @@ def test_two_independent_alertmanagers_both_deliver_one_ticket(pg_db, tmp_path):
     tok = tmp_path / "receiver_token"
     tok.write_text(T.TOKEN)
     am_cfg = amc.build(load_data({"alertmanager": FAST}), rcv.url + "/webhook/alertmanager", str(tok))
-    ams = [Alertmanager(am_cfg, workdir=tmp_path / f"am{i}").start() for i in (1, 2)]
+    ams = []
     try:
+        ams += [Alertmanager(am_cfg, workdir=tmp_path / f"am{i}").start() for i in (1, 2)]
         starts = datetime.now(timezone.utc) - timedelta(minutes=1)
         push(ams, [{"labels": {"alertname": "PlatformDown", "severity": "critical", "tier": "3",
                                "service": "integrated-platform", "team": "ops"}, "startsAt": T.rfc3339(starts)}])

@@ -29,10 +29,13 @@ def test_restart_in_the_middle_of_an_escalation(pg_db, tmp_path):
                 {"name": "L1", "schedule": "ops", "ack_timeout": "3s"},
                 {"name": "L2", "schedule": "it-manager", "ack_timeout": "1h"}]}]}}
     first = T.ReceiverProcess(data, tmp_path / "a").start()
-    r = requests.post(first.url + "/webhook/alertmanager", json=T.payload([T.alert()]), headers=T.auth(), timeout=5)
-    assert r.json()["status"] == "accepted"  # queued processing (the default)
-    tid = wait_for(lambda: requests.get(first.url + "/api/v1/tickets", timeout=5).json())[0]["id"]
-    first.stop()  # down before the L1 timer runs out
+    try:
+        r = requests.post(first.url + "/webhook/alertmanager", json=T.payload([T.alert()]), headers=T.auth(),
+                          timeout=5)
+        assert r.json()["status"] == "accepted"  # queued processing (the default)
+        tid = wait_for(lambda: requests.get(first.url + "/api/v1/tickets", timeout=5).json())[0]["id"]
+    finally:
+        first.stop()  # down before the L1 timer runs out
 
     with psycopg.connect(pg_db) as c:
         due = c.execute("select next_escalation_at - now() from tickets where id = %s", (tid,)).fetchone()[0]

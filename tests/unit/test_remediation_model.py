@@ -102,6 +102,9 @@ def test_demo_playbooks_cover_the_issue_ladder():
     assert [a.name for a in pbs["service-down"].actions] == ["restart", "replace"]
     assert pbs["region-outage"].on_resolved and pbs["region-outage"].actions[0].backend == "http"
     assert pbs["disk-filling"].actions[0].backend == "command"
+    found = model.find(list(pbs.values()), {"alertname": "CacheHitRatioLow", "service": "user-app", "region": "tokyo"})
+    assert found.name == "cache-miss-storm"
+    assert model.find(list(pbs.values()), {"alertname": "PostgresCacheHitRatioLow", "service": "postgres"}) is None
     labels = {"alertname": "RegionDown", "region": "seoul", "service": "platform"}
     ctx = model.context(cfg, labels)
     params = render(pbs["region-outage"].actions[0].params, ctx)

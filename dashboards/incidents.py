@@ -1,11 +1,13 @@
-"""Incidents: the ticket KPIs of the webhook receiver (issue 5).
+"""Incidents: the ticket KPIs of the webhook receiver (issue 5) and automatic remediation (issue 6).
 
 Prometheus (the receiver's /metrics, read from the ticket database at scrape time): open
 tickets by severity, MTTA / MTTR / MTBF per service, escalations per level, notification
 failures, the Watchdog heartbeat. PostgreSQL (the `postgres` datasource, the receiver's
 tables): tickets per day and the open tickets with owner and level. Thresholds follow the
 escalation policy: MTTA turns red past the level-1 acknowledge timeout, the heartbeat past
-receiver.heartbeat_timeout.
+receiver.heartbeat_timeout. The "Automatic remediation" row: runs and actions by playbook and
+outcome, auto-recovery success rate, time to recover, automation rate (tickets closed without
+a person), the kill switch, and the latest runs from the remediation audit tables.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, t
 from grafana_foundation_sdk.models.common import (BarGaugeDisplayMode, BigValueColorMode, BigValueGraphMode,
                                                   VizOrientation)
 
-from dashboards.common import (GREEN, ORANGE, POSTGRES, RED, SERVICE, YELLOW, label_variable, new_dashboard,
+from dashboards.common import (BLUE, GREEN, ORANGE, POSTGRES, RED, SERVICE, YELLOW, label_variable, new_dashboard,
                                panel, prom, reduce_last, steps, threshold_lines, to_model)
 
 UID = "opsstack-incidents"
@@ -152,6 +154,109 @@ def trend_row(cfg: dict) -> list:
     ]
 
 
+RUNS = "opsstack_remediation_runs_total"
+ATTEMPTS = "opsstack_remediation_attempts_total"
+TTR = "opsstack_remediation_time_to_recover_seconds"
+CLOSED = "opsstack_remediation_tickets_resolved_total"
+# goals of docs/remediation.md: success >= 95%, recovery well under 2 minutes
+SUCCESS_GOAL = 0.95
+RECOVER_GOAL_S = 120
+
+
+def _switch_mappings() -> list:
+    """opsstack_remediation_kill_switch: 0 = automatic actions run, 1 = switched off."""
+    from grafana_foundation_sdk.models.dashboard import ValueMap, ValueMappingResult
+
+    return [ValueMap(options={"0": ValueMappingResult(text="ON", color=GREEN, index=0),
+                              "1": ValueMappingResult(text="OFF (kill switch)", color=RED, index=1)})]
+
+
+def remediation_row(cfg: dict) -> list:
+    """Issue 6: what automatic remediation did, how often it worked, how fast, and how many
+    tickets closed without a person (metrics of webhook_receiver/remediation/metrics.py, read
+    from the receiver's database at scrape time; counters over $__rate_interval windows)."""
+    recovered = f'sum(increase({RUNS}{{outcome="recovered"}}[$__rate_interval]))'
+    decided = f'sum(increase({RUNS}{{outcome=~"recovered|exhausted"}}[$__rate_interval]))'
+    success_thresholds = steps([(None, RED), (0.8, YELLOW), (SUCCESS_GOAL, GREEN)])
+    return [
+        panel(_stat(), "Auto-recovery success rate",
+              "Share of remediation runs that ended with a verified recovery (outcome recovered) among those that "
+              "ran their ladder to an end (recovered or exhausted), over the last $__rate_interval window with "
+              f"runs. Goal: at least {SUCCESS_GOAL:.0%}. Skipped and dry runs do not count.", "percentunit",
+              [prom(f"{recovered} / {decided}", "success rate")],
+              thresholds=success_thresholds, min_value=0, max_value=1, w=6, h=5),
+        panel(_stat(), "Automation rate",
+              "Share of resolved tickets that automation closed without a person: a playbook recovered the "
+              "service and nobody acknowledged the ticket (opsstack_remediation_tickets_resolved_total, "
+              "closed_by=automation vs people), over the last $__rate_interval window with resolved tickets.",
+              "percentunit",
+              [prom(f'sum(increase({CLOSED}{{closed_by="automation"}}[$__rate_interval])) / '
+                    f"sum(increase({CLOSED}[$__rate_interval]))", "automation rate")],
+              thresholds=steps([(None, BLUE)]), min_value=0, max_value=1, w=6, h=5),
+        panel(_stat(), "Mean time to recover",
+              "Mean time from the alert's start to the verified recovery of the runs that recovered in the last "
+              f"$__rate_interval window ({TTR}: _sum / _count). Goal: under {_human(RECOVER_GOAL_S)}.", "s",
+              [prom(f"sum(rate({TTR}_sum[$__rate_interval])) / sum(rate({TTR}_count[$__rate_interval]))",
+                    "mean")],
+              thresholds=steps([(None, GREEN), (RECOVER_GOAL_S / 2, YELLOW), (RECOVER_GOAL_S, RED)]), w=6, h=5),
+        panel(_stat(), "Automatic actions",
+              "OFF while the kill switch is on (remediation.kill_switch in the config, or PUT "
+              "/api/v1/remediation/kill-switch at run time): playbooks then do nothing and every ticket goes "
+              "straight to people.", "none",
+              [prom("max(opsstack_remediation_kill_switch)", "kill switch", instant=True)],
+              thresholds=steps([(None, GREEN), (1, RED)]), w=6, h=5).mappings(_switch_mappings()),
+        panel(_lines(), "Remediation runs by playbook and outcome",
+              "Playbook runs per $__rate_interval window by how they ended: recovered (verified in Prometheus), "
+              "exhausted (every action tried, handed to people), skipped (stood aside: skip_if, kill switch, "
+              "cooldown, lock held, condition already cleared), dry_run, failed.", "none",
+              [prom(f"sum by (playbook, outcome) (increase({RUNS}[$__rate_interval]))", "{{playbook}} · {{outcome}}")],
+              min_value=0, w=12, h=8),
+        panel(_lines(), "Remediation actions by playbook and action",
+              "Actions of the playbook ladders per $__rate_interval window by outcome: recovered (verified), "
+              "not_recovered (ran, the condition did not clear: the next rung follows), failed, timeout, dry_run.",
+              "none",
+              [prom(f"sum by (playbook, action, outcome) (increase({ATTEMPTS}[$__rate_interval]))",
+                    "{{playbook}} · {{action}} · {{outcome}}")],
+              min_value=0, w=12, h=8),
+        panel(_lines(), "Auto-recovery success rate by playbook",
+              "Per playbook: recovered runs / runs that ended recovered or exhausted, per $__rate_interval window; "
+              "and the automation rate (resolved tickets closed without a person). Dashed line: the "
+              f"{SUCCESS_GOAL:.0%} goal.", "percentunit",
+              [prom(f'sum by (playbook) (increase({RUNS}{{outcome="recovered"}}[$__rate_interval])) / '
+                    f'sum by (playbook) (increase({RUNS}{{outcome=~"recovered|exhausted"}}[$__rate_interval]))',
+                    "{{playbook}}"),
+               prom(f'sum(increase({CLOSED}{{closed_by="automation"}}[$__rate_interval])) / '
+                    f"sum(increase({CLOSED}[$__rate_interval]))", "automation rate")],
+              thresholds=steps([(None, RED), (SUCCESS_GOAL, GREEN)]), min_value=0, max_value=1, w=12, h=8),
+        panel(_lines(), "Time to recover by playbook",
+              f"Mean time from the alert's start to the verified recovery per playbook ({TTR}), over the runs "
+              f"that recovered in each $__rate_interval window. Dashed line: the {_human(RECOVER_GOAL_S)} goal.",
+              "s",
+              [prom(f"sum by (playbook) (rate({TTR}_sum[$__rate_interval])) / "
+                    f"sum by (playbook) (rate({TTR}_count[$__rate_interval]))", "{{playbook}}")],
+              thresholds=steps([(None, GREEN), (RECOVER_GOAL_S, RED)]), min_value=0, w=12, h=8),
+        panel(table.Panel(), "Latest remediation runs",
+              "The newest playbook runs in the time range from the receiver's database (remediation_runs and "
+              "remediation_attempts): the ticket, what ran in order (action: status, verified), the outcome, the "
+              "time to recover and whether people were paged. Details per ticket: the incident console or "
+              "GET /api/v1/tickets/<id>/remediation.", "none",
+              [_Sql("SELECT r.created_at AS \"started\", r.ticket_id AS \"ticket\", r.playbook, r.target,\n"
+                    "       r.status AS \"outcome\",\n"
+                    "       string_agg(a.action || ': ' || a.status || CASE WHEN a.verified THEN ', recovered'\n"
+                    "                  WHEN a.verified = false THEN ', not recovered' ELSE '' END,\n"
+                    "                  ' → ' ORDER BY a.phase, a.step) AS \"what ran\",\n"
+                    "       round(sum(a.duration_seconds)::numeric, 2) AS \"action seconds\",\n"
+                    "       CASE WHEN r.status = 'recovered'\n"
+                    "            THEN round(extract(epoch FROM r.finished_at - r.alert_starts_at)::numeric, 1)\n"
+                    "       END AS \"time to recover (s)\",\n"
+                    "       r.escalated AS \"paged people\", r.reason\n"
+                    "FROM remediation_runs r LEFT JOIN remediation_attempts a ON a.run_id = r.id\n"
+                    "WHERE $__timeFilter(r.created_at)\n"
+                    "GROUP BY r.id ORDER BY r.id DESC LIMIT 100", "table")],
+              datasource=POSTGRES, w=24, h=9),
+    ]
+
+
 def build(cfg: dict) -> dict:
     d = new_dashboard(UID, TITLE, tags=["incidents", "receiver"],
                       description="Tickets, escalations, notifications and response KPIs from the webhook receiver.",
@@ -165,5 +270,8 @@ def build(cfg: dict) -> dict:
         d = d.with_panel(p)
     d = d.with_row(dash.Row("Trends"))
     for p in trend_row(cfg):
+        d = d.with_panel(p)
+    d = d.with_row(dash.Row("Automatic remediation"))
+    for p in remediation_row(cfg):
         d = d.with_panel(p)
     return to_model(d)

@@ -138,7 +138,11 @@ def _text(data: dict, key: str, required: bool = False) -> str:
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(spec(sorted(_st().ctx.directory.people)))
+    from webhook_receiver import automation
+
+    # the automation endpoints (attachments, remediation, ITSM) when automation runs in this app
+    extra = automation.openapi_paths() if automation.EXT in current_app.extensions else None
+    return jsonify(spec(sorted(_st().ctx.directory.people), extra_paths=extra))
 
 
 @bp.get("/tickets")

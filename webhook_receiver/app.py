@@ -118,6 +118,14 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False, processor:
 
 
 def close_app(app) -> None:
+    from webhook_receiver import automation
+
+    auto = app.extensions.get(automation.EXT)
+    if auto is not None:  # its ITSM forwarder thread and worker pools
+        try:
+            auto.shutdown()
+        except Exception:  # noqa: BLE001 - closing the rest matters more
+            log.exception("event=automation_shutdown_failed")
     st = state(app)
     for name in ("processor", "scheduler"):
         th = getattr(st, name)

@@ -101,6 +101,14 @@ class Automation:
         return self.pool(name, workers).submit(job)
 
     def shutdown(self) -> None:
+        """Stop the forwarder and the pools; drop this app's hook subscriptions (a closed app
+        must not take new work: its pools are gone)."""
+        from webhook_receiver import hooks
+
+        for event, fn in list(_active.items()):
+            if getattr(fn, "__self__", None) is self:
+                hooks.unsubscribe(event, fn)
+                del _active[event]
         if self._forwarder is not None:
             self._forwarder.stop()
         for p in self._pools.values():

@@ -7,6 +7,7 @@ timeline, and buttons to acknowledge, resolve, comment and reassign. Forms carry
 """
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import datetime
 from functools import wraps
@@ -157,11 +158,67 @@ def ticket(tid: int):
         events = tickets.events(conn, tid)
         alerts = tickets.alerts(conn, tid)
         siblings = tickets.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
+        enrichment, runs = _automation(conn, tid)
     pol = st.ctx.policy(t["policy"])
     return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
                            siblings=[s for s in siblings if s["id"] != tid],
                            level_name=level_label(t["level"], pol.level(t["level"]).name),
-                           people=sorted(st.ctx.directory.people))
+                           people=sorted(st.ctx.directory.people), enrichment=enrichment, runs=runs)
+
+
+def _automation(conn, tid: int) -> tuple[dict | None, list]:
+    """What automation attached to the ticket and the remediation it ran (None, [] without
+    automation in this app). The graph is linked (its API URL, readable with the console
+    session), the JSON and text attachments are parsed here and rendered as text."""
+    from webhook_receiver import automation
+
+    auto = current_app.extensions.get(automation.EXT)
+    if auto is None:
+        return None, []
+    from webhook_receiver import enrichment as enr
+    from webhook_receiver.remediation import store
+
+    auto.ensure_migrated()  # once per process; the automation tables follow the receiver's
+    out: dict = {"files": [], "graph": None, "current": None, "related": None, "logs": None, "errors": None}
+    for a in enr.list_attachments(conn, tid):
+        a["url"] = url_for("automation.attachment", tid=tid, name=a["name"])
+        out["files"].append(a)
+        if a["kind"] == "graph":
+            out["graph"] = a
+            continue
+        row = enr.get_attachment(conn, tid, a["name"])
+        if row is None:  # replaced meanwhile
+            continue
+        text = bytes(row["body"]).decode("utf-8", "replace")
+        if a["kind"] == "logs":
+            out["logs"] = text
+            continue
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if a["kind"] == "values" and isinstance(data, dict):
+            out["current"] = {"expr": data.get("expr"), "rows": [v for v in data.get("values") or []
+                                                                 if isinstance(v, dict)]}
+        elif a["kind"] == "related" and isinstance(data, dict):
+            out["related"] = {"service": data.get("service"),
+                              "alerts": [r for r in data.get("alerts") or [] if isinstance(r, dict)]}
+        elif a["kind"] == "error" and isinstance(data, dict):
+            out["errors"] = data
+    return out, store.ticket_runs(conn, tid)
+
+
+@bp.app_template_filter("secs")
+def _secs(seconds: float | None) -> str:
+    """0.42s, 12.3s, 4m 12s."""
+    if seconds is None:
+        return "—"
+    return f"{seconds:.2g}s" if seconds < 1 else f"{seconds:.1f}s" if seconds < 60 else human(seconds)
+
+
+@bp.app_template_filter("num")
+def _num(v) -> str:
+    return f"{v:.6g}" if isinstance(v, (int, float)) else str(v)
 
 
 def _do(tid: int, fn, done: str):

@@ -30,8 +30,10 @@ def _action(summary: str, body: dict | None, conflict: bool = False) -> dict:
     return op
 
 
-def spec(people: list[str] | None = None) -> dict:
-    """The document; ``people`` (oncall.people names) are the values reassign accepts."""
+def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> dict:
+    """The document; ``people`` (oncall.people names) are the values reassign accepts;
+    ``extra_paths`` (OpenAPI path items, e.g. ``webhook_receiver.automation.openapi_paths()``)
+    are merged in (they may not redefine a path of the receiver's own)."""
     ticket_props = {
         "id": {"type": "integer"}, "status": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
         "alertname": {"type": "string"}, "service": {"type": "string"}, "severity": {"type": "string"},
@@ -52,7 +54,7 @@ def spec(people: list[str] | None = None) -> dict:
     assignee = {"type": "string", "minLength": 1, "maxLength": 200}
     if people:
         assignee["enum"] = sorted(people)
-    return {
+    doc = {
         "openapi": "3.0.3",
         "info": {"title": "opsstack receiver API", "version": "1.0.0",
                  "description": "Tickets made from Alertmanager alerts: list, read, acknowledge, resolve, "
@@ -133,3 +135,8 @@ def spec(people: list[str] | None = None) -> dict:
             },
         },
     }
+    for path, item in (extra_paths or {}).items():
+        if path in doc["paths"]:
+            raise ValueError(f"OpenAPI path {path} is defined twice")
+        doc["paths"][path] = item
+    return doc

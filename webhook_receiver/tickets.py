@@ -177,6 +177,40 @@ def enqueue_payload(conn, note: Notification, body: dict | str) -> int:
         return store_payload(conn, note, body, processed=False)
 
 
+# Group commit (webhook_receiver.intake): many payloads, one statement, one commit. The ids come
+# from one materialized CTE (volatile nextval), so each payload gets its own id back in input order.
+_ENQUEUE_MANY = f"""
+with v as materialized (
+    select nextval(pg_get_serial_sequence('ticket_payloads', 'id')) as id, u.*
+    from unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[]) with ordinality
+         as u(group_key, receiver, status, alert_count, body, ord)
+    order by u.ord),
+ins as (insert into ticket_payloads (id, group_key, receiver, status, alert_count, body)
+        select id, group_key, receiver, status, alert_count, body::jsonb from v order by ord returning id)
+select (select array_agg(id order by ord) from v) as ids, (select count(*) from ins) as n,
+       pg_notify('{PAYLOAD_CHANNEL}', '') as notified
+"""
+
+
+def enqueue_payloads(conn, items: list[tuple[Notification, str]]) -> list[int]:
+    """Queued processing, many at once: store every (notification, JSON text) in ONE transaction
+    (all or nothing: durable when this returns) and NOTIFY the processors once. Returns the
+    payload ids in the order of ``items``."""
+    if not items:
+        return []
+    cols = ([n.group_key for n, _ in items], [n.receiver for n, _ in items], [n.status for n, _ in items],
+            [len(n.alerts) for n, _ in items], [text for _, text in items])
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        row = conn.execute(_ENQUEUE_MANY, cols).fetchone()  # one statement: its own transaction
+    else:
+        with conn.transaction():
+            row = conn.execute(_ENQUEUE_MANY, cols).fetchone()
+    ids = row["ids"] if isinstance(row, dict) else row[0]
+    if ids is None or len(ids) != len(items):  # cannot happen; never answer with a wrong id
+        raise RuntimeError(f"enqueue_payloads: {len(items)} payloads, {ids!r} ids")
+    return list(ids)
+
+
 MAX_PROCESS_ATTEMPTS = 5
 
 

@@ -12,9 +12,9 @@ import psycopg
 from flask import Blueprint, current_app, jsonify, request
 from psycopg_pool import PoolTimeout
 
-from webhook_receiver import auth, metrics
+from webhook_receiver import auth, intake, metrics
 from webhook_receiver.payload import PayloadError, parse_obj
-from webhook_receiver.tickets import enqueue_payload, ingest
+from webhook_receiver.tickets import ingest
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -26,6 +26,23 @@ def _err(status: int, error: str, message: str, **extra):
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-receiver"'
     return resp
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN / Infinity: jsonb refuses them (was a 503)
+
+
+def _load(body: bytes):
+    """(parsed JSON, text to store). The text is the body itself when it is plain UTF-8 without
+    \\uD800-\\uDFFF escapes (the usual case: no second serialisation); None when it must be
+    re-encoded from the parsed value (BOM, UTF-16/32, surrogate escapes: checked afterwards)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or text.startswith("\ufeff") or "\\ud" in text or "\\uD" in text:
+        return json.loads(body, parse_constant=_reject_constant), None
+    return json.loads(text, parse_constant=_reject_constant), text
 
 
 @bp.post("/webhook/alertmanager")
@@ -41,15 +58,16 @@ def alertmanager():
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_payload", "NUL characters (\\u0000) are not accepted")
     try:
-        data = json.loads(body)
+        data, text = _load(body)
     except (ValueError, UnicodeDecodeError) as exc:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_json", f"malformed JSON: {exc}")
     try:
         note = parse_obj(data)
-        # the stored copy: compact, and valid UTF-8 (a lone \\udXXX escape is not; jsonb refuses it)
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        text.encode("utf-8")
+        if text is None:
+            # the stored copy: compact, and valid UTF-8 (a lone \udXXX escape is not; jsonb refuses it)
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            text.encode("utf-8")
     except PayloadError as exc:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_payload", exc.message, field=exc.where)
@@ -59,11 +77,11 @@ def alertmanager():
     queued = st.cfg["receiver"]["processing"] == "queued"
     try:
         st.db.ensure_migrated()
-        if queued:
-            payload_id = st.db.run(lambda conn: enqueue_payload(conn, note, text))
+        if queued:  # group commit: this process's writer stores it with whatever else is waiting
+            payload_id = intake.writer(current_app, st).submit(note, text)
         else:
             res = st.db.run(lambda conn: ingest(st.ctx, conn, note, text))
-    except (psycopg.Error, PoolTimeout) as exc:
+    except (psycopg.Error, PoolTimeout, intake.StoreFailed) as exc:
         metrics.WEBHOOK.labels("db_error").inc()
         log.error("event=webhook_db_error group_key=%r error=%r", note.group_key,
                   (str(exc).strip().splitlines() or [type(exc).__name__])[0])

@@ -1,6 +1,7 @@
 """`opsstack bench NAME [args...]`: run bench/NAME.py with this Python."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 
 def add_arguments(p):
     p.add_argument("name", nargs="?", help="benchmark script name (without .py); none lists them")
-    p.add_argument("rest", nargs="*", help="arguments passed to the script")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the script")
 
 
 def run(args, cfg) -> int:

@@ -95,3 +95,38 @@ def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db)
     assert (a["status"], a["level"], a["acknowledged_by"]) == ("acknowledged", 1, "alice")
     assert not [e for e in a["events"] if e["kind"] == "escalated"]
     assert c["level"] > 1  # the one nobody acknowledged escalated
+
+
+def test_ticket_page_shows_the_enrichment_graph(browser, pg_db, tmp_path):
+    """The graph attachment loads as an image in a real browser session on the real server, with
+    anonymous API reads off: the console login is what lets the <img> through."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from webhook_receiver import enrichment
+    from webhook_receiver.remediation import store
+
+    data = {"database": {"url": pg_db}, "receiver": {"token": T.TOKEN, "processing": "inline", "api": {
+        "anonymous_read": False}, "console": {"users": [{"name": "bob", "password_hash": hash_password("pw-bob")}]}}}
+    with T.ReceiverProcess(data, tmp_path / "rcv") as rcv:
+        r = requests.post(rcv.url + "/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])),
+                          headers=T.auth(), timeout=5)
+        tid = r.json()["opened"][0]
+        now = escalation.utcnow()
+        series = [{"metric": {"service": "user-app"},
+                   "values": [[(now - timedelta(minutes=5 - i)).timestamp(), str(i % 2)] for i in range(6)]}]
+        png = enrichment.draw_png(series, "ServiceDown", "up", now - timedelta(minutes=2), 640, 240)
+        with store.connect(pg_db, autocommit=True) as conn:
+            enrichment.save(conn, tid, "graph.png", png, {"expr": "up == 0", "graph_expr": "up"})
+            enrichment.save(conn, tid, "logs.txt", b"level=error msg=\"connection refused\"")
+        assert requests.get(f"{rcv.url}/api/v1/tickets/{tid}/attachments/graph.png", timeout=5).status_code == 401
+
+        browser.get(f"{rcv.url}/console/tickets/{tid}")
+        browser.find_element(By.ID, "username").send_keys("bob")
+        browser.find_element(By.ID, "password").send_keys("pw-bob")
+        browser.find_element(By.ID, "login").click()
+        img = browser.find_element(By.CSS_SELECTOR, "#graph img")
+        WebDriverWait(browser, 15).until(lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+        assert browser.execute_script("return arguments[0].naturalWidth", img) == 640
+        assert 'connection refused' in browser.find_element(By.ID, "logs").text

@@ -7,8 +7,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from webhook_receiver import automation
 from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app
+from webhook_receiver.openapi import spec
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +48,24 @@ def test_document_is_served_and_lists_the_operations(api_app):
     assert {("/api/v1/tickets", "get"), ("/api/v1/tickets/{id}", "get"), ("/api/v1/tickets/{id}/acknowledge", "post"),
             ("/api/v1/tickets/{id}/resolve", "post"), ("/api/v1/tickets/{id}/comment", "post"),
             ("/api/v1/tickets/{id}/reassign", "post")} <= ops
+    # the automation endpoints (enrichment, remediation, ITSM) are part of the served document
+    assert {("/api/v1/tickets/{tid}/attachments", "get"), ("/api/v1/tickets/{tid}/attachments/{name}", "get"),
+            ("/api/v1/tickets/{tid}/remediation", "get"), ("/api/v1/remediation/runs", "get"),
+            ("/api/v1/remediation/kill-switch", "get"), ("/api/v1/remediation/kill-switch", "put"),
+            ("/api/v1/itsm/deliveries/{did}/retry", "post")} <= ops
+    assert set(automation.openapi_paths()) <= set(doc["paths"])
+
+
+def test_automation_paths_only_with_automation(api_app):
+    """The receiver's own document knows nothing of automation; the app adds it when initialised."""
+    assert not set(automation.openapi_paths()) & set(spec()["paths"])
+    auto = api_app.extensions.pop(automation.EXT)
+    try:
+        doc = api_app.test_client().get("/api/v1/openapi.json").get_json()
+        assert "/api/v1/tickets/{id}" in doc["paths"]
+        assert "/api/v1/remediation/kill-switch" not in doc["paths"]
+    finally:
+        api_app.extensions[automation.EXT] = auto
 
 
 def test_writes_need_a_write_token(pg_db):

@@ -182,3 +182,18 @@ def kill_switch(conn) -> dict:
     if row is None:
         return {"enabled": False, "updated_at": None, "updated_by": None}
     return {"enabled": bool(row["value"]), "updated_at": row["updated_at"], "updated_by": row["updated_by"]}
+
+
+# ----------------------------------------------------------------- reading the audit rows
+def ticket_runs(conn, ticket_id: int, limit: int = 20) -> list[dict]:
+    """The remediation runs of a ticket, newest first, each with ``attempts`` (its
+    remediation_attempts rows in order: ladder steps, then on_resolved). Rows as stored
+    (datetimes stay datetimes); ``conn`` must return dict rows."""
+    runs = conn.execute("select * from remediation_runs where ticket_id = %s order by id desc limit %s",
+                        (ticket_id, limit)).fetchall()
+    by_run: dict[int, list] = {r["id"]: [] for r in runs}
+    if by_run:
+        for a in conn.execute("""select * from remediation_attempts where run_id = any(%s)
+                                 order by run_id, phase, step, id""", (list(by_run),)).fetchall():
+            by_run[a["run_id"]].append(a)
+    return [{**r, "attempts": by_run[r["id"]]} for r in runs]

@@ -1,0 +1,197 @@
+"""Group commit of the webhook's raw payloads (webhook_receiver.intake, processing: queued)."""
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+
+from webhook_receiver import intake
+from webhook_receiver import testing as T
+from webhook_receiver.app import close_app, create_app, state
+from webhook_receiver.payload import parse_obj
+
+pytestmark = pytest.mark.integration
+
+
+def post(client, body):
+    return client.post("/webhook/alertmanager", data=json.dumps(body),
+                       headers={**T.auth(), "Content-Type": "application/json"})
+
+
+def rows(url, sql):
+    with psycopg.connect(url) as c:
+        return c.execute(sql).fetchall()
+
+
+def concurrent_posts(app, n_threads: int, per_thread: int, tag: str) -> list[tuple[str, int, dict]]:
+    """POST from n_threads threads at once (a barrier); [(group_key, status, json)]."""
+    out: list = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(n_threads)
+
+    def run(k: int):
+        client = app.test_client()
+        barrier.wait()
+        for i in range(per_thread):
+            gk = f"{tag}/{k}/{i}"
+            r = post(client, T.payload([T.alert(service=f"svc-{k}-{i}", fp=f"{tag}{k:04x}{i:04x}")], group_key=gk))
+            with lock:
+                out.append((gk, r.status_code, r.get_json()))
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(n_threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return out
+
+
+def test_concurrent_posts_each_get_their_own_committed_payload(pg_db):
+    app = create_app(T.config(pg_db, receiver={"processing": "queued", "pool_size": 4}))
+    try:
+        got = concurrent_posts(app, n_threads=24, per_thread=5, tag="gc")
+        assert len(got) == 120
+        assert all(st == 200 and js["status"] == "accepted" for _, st, js in got), got
+        ids = {gk: js["payload_id"] for gk, _, js in got}
+        assert len(set(ids.values())) == 120  # each its own id
+        stored = dict(rows(pg_db, "select group_key, id from ticket_payloads where processed_at is null"))
+        assert stored == ids  # every payload is there, under the id its request was answered with
+        body = rows(pg_db, f"select body from ticket_payloads where id = {ids['gc/3/2']}")[0][0]
+        assert body["groupKey"] == "gc/3/2" and body["alerts"][0]["labels"]["service"] == "svc-3-2"
+        w = app.extensions[intake.EXT]
+        assert w.stored == 120 and w.batches < 120  # commits were shared
+    finally:
+        close_app(app)
+
+
+class _HeldDb:
+    """The real Database, but the first write waits until ``release`` is set."""
+
+    def __init__(self, db):
+        self.db = db
+        self.release = threading.Event()
+        self.calls: list[int] = []
+
+    def run(self, fn):
+        if not self.calls:
+            self.calls.append(0)
+            assert self.release.wait(30)
+        self.calls.append(1)
+        return self.db.run(fn)
+
+
+def test_what_waits_during_a_commit_goes_into_the_next_one(pg_db):
+    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    try:
+        held = _HeldDb(state(app).db)
+        w = intake.Writer(held, timeout=30)
+        notes = [parse_obj(T.payload([T.alert(fp=f"h{i:04x}")], group_key=f"held/{i}")) for i in range(11)]
+        res: dict = {}
+
+        def submit(i):
+            res[i] = w.submit(notes[i], json.dumps(T.payload([T.alert(fp=f"h{i:04x}")], group_key=f"held/{i}")))
+        first = threading.Thread(target=submit, args=(0,))
+        first.start()
+        while not held.calls:  # the writer holds the first batch (1 payload)
+            threading.Event().wait(0.005)
+        rest = [threading.Thread(target=submit, args=(i,)) for i in range(1, 11)]
+        for t in rest:
+            t.start()
+        while len(w._queue) < 10:
+            threading.Event().wait(0.005)
+        held.release.set()
+        for t in [first, *rest]:
+            t.join(30)
+        assert w.batches == 2 and w.stored == 11  # 1, then the 10 that queued meanwhile
+        assert sorted(res) == list(range(11)) and len(set(res.values())) == 11
+        stored = dict(rows(pg_db, "select group_key, id from ticket_payloads"))
+        assert stored == {f"held/{i}": res[i] for i in range(11)}
+        # payloads of one batch get ids in the order they queued (arrival order per group)
+        assert [res[i] for i in range(1, 11)] == sorted(res[i] for i in range(1, 11))
+    finally:
+        close_app(app)
+
+
+def test_one_payload_postgresql_refuses_does_not_fail_its_batch(pg_db):
+    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    try:
+        held = _HeldDb(state(app).db)
+        w = intake.Writer(held, timeout=30)
+        note = parse_obj(T.payload([T.alert()]))
+        ok_text = json.dumps(T.payload([T.alert()]))
+        out: dict = {}
+
+        def submit(i, text):
+            try:
+                out[i] = w.submit(note, text)
+            except intake.StoreFailed as exc:
+                out[i] = exc
+        ts = [threading.Thread(target=submit, args=(0, ok_text))]
+        ts[0].start()
+        while not held.calls:
+            threading.Event().wait(0.005)
+        ts += [threading.Thread(target=submit, args=(i, "{not json" if i == 2 else ok_text)) for i in (1, 2, 3)]
+        for t in ts[1:]:
+            t.start()
+        while len(w._queue) < 3:
+            threading.Event().wait(0.005)
+        held.release.set()
+        for t in ts:
+            t.join(30)
+        assert isinstance(out[2], intake.StoreFailed) and isinstance(out[2].cause, psycopg.Error)
+        assert all(isinstance(out[i], int) for i in (0, 1, 3))
+        assert sorted(r[0] for r in rows(pg_db, "select id from ticket_payloads")) == sorted(out[i] for i in (0, 1, 3))
+    finally:
+        close_app(app)
+
+
+def test_a_request_never_waits_past_the_time_limit(pg_db):
+    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    try:
+        held = _HeldDb(state(app).db)
+        w = intake.Writer(held, timeout=0.5)
+        note = parse_obj(T.payload([T.alert()]))
+        errs: list = []
+
+        def submit():
+            try:
+                w.submit(note, json.dumps(T.payload([T.alert()])))
+            except intake.StoreFailed as exc:
+                errs.append(exc)
+        ts = [threading.Thread(target=submit) for _ in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(5)
+        assert len(errs) == 3 and not any(t.is_alive() for t in ts)
+        assert w._queue == []  # the ones still queued were withdrawn: never written
+        held.release.set()
+        assert rows(pg_db, "select count(*) from ticket_payloads")[0][0] <= 1  # at most the one in flight
+    finally:
+        held.release.set()
+        close_app(app)
+
+
+def test_database_stopped_every_waiting_request_is_503_and_nothing_written(tmp_path):
+    from stack.pgcluster import Cluster
+    from stack.procs import free_port
+
+    cl = Cluster(tmp_path / "data", port=free_port(), preload=())
+    cl.start()
+    app = create_app(T.config(cl.url(), receiver={"processing": "queued", "db_timeout": "1s"}))
+    try:
+        c = app.test_client()
+        assert post(c, T.payload([T.alert()], group_key="before")).status_code == 200
+        cl.stop()
+        got = concurrent_posts(app, n_threads=16, per_thread=2, tag="down")
+        assert len(got) == 32
+        assert all(st == 503 and js["error"] == "database_unavailable" for _, st, js in got), got
+        cl.start()
+        assert rows(cl.url(), "select group_key from ticket_payloads") == [("before",)]  # none half-written
+        got = concurrent_posts(app, n_threads=8, per_thread=2, tag="back")
+        assert all(st == 200 for _, st, _ in got), got
+        assert rows(cl.url(), "select count(*) from ticket_payloads")[0][0] == 17
+    finally:
+        close_app(app)
+        cl.stop()

@@ -1,21 +1,23 @@
 """Group commit for the webhook's raw payloads (``receiver.processing: queued``).
 
-Request threads hand their validated payload to this process's writer and wait; the writer
-takes everything queued at that moment (no artificial delay, at most ``max_batch``), stores
-it with ONE statement in ONE transaction (``tickets.enqueue_payloads``: all or nothing,
-committed before anyone is answered) and wakes each waiting request with its own payload id,
-or with the error (-> 503, Alertmanager retries). While one batch commits the next one fills
-up, so under load one commit (fsync) serves many notifications; a lone request costs one
-thread hand-off more than writing it itself.
+A request hands its validated payload to this process's ``Writer``. When no write is in flight
+the request writes at once, itself (no hand-off, no extra thread: a lone request costs what it
+did before). Requests arriving while a write is in flight queue up; when it ends, the oldest
+of them becomes the next leader and stores everything queued at that moment (no artificial
+delay, at most ``max_batch``) with ONE statement in ONE transaction (``tickets.enqueue_payloads``:
+all or nothing, committed before anyone is answered), then wakes each request with its own
+payload id, or with the error (-> 503, Alertmanager retries). So under load one commit (WAL
+flush) and one round trip serve many notifications.
 
-- A batch that fails for a reason other than the connection (e.g. one payload PostgreSQL
-  refuses) is retried payload by payload, so one bad payload cannot fail its neighbours.
-- A request never waits more than ``timeout``: a payload still queued is withdrawn (nothing
-  written, 503); one already in a batch whose outcome is unknown also answers 503 (it may be
-  stored: the retry is a duplicate, which processing already handles idempotently).
-- Per process and per app, started lazily on the first request (so after gunicorn forks); the
-  writer thread exits after ``idle`` seconds without work and is started again when needed,
-  so there is nothing to stop at shutdown.
+- A batch that fails for a reason other than the connection or privileges (e.g. one payload
+  PostgreSQL refuses) is retried payload by payload: one bad payload cannot fail its neighbours.
+- A queued request waits at most ``timeout`` for its turn: still queued then, it is withdrawn
+  (nothing written, 503); already in a batch whose outcome is unknown, it answers 503 as well
+  (it may be stored: the retry is then a duplicate, which processing handles idempotently).
+  The writing request itself is bounded by the database timeouts (pool wait, connect,
+  ``statement_timeout``), as before.
+- One writer per process and app, made on first use and again after a fork (gunicorn); it
+  owns no thread or connection (it borrows one from the pool per batch): nothing to stop.
 """
 from __future__ import annotations
 
@@ -42,88 +44,89 @@ class StoreFailed(Exception):
 
 
 class _Item:
-    __slots__ = ("note", "text", "done", "payload_id", "error", "taken")
+    __slots__ = ("note", "text", "wake", "done", "lead", "taken", "payload_id", "error")
 
     def __init__(self, note, text: str):
         self.note = note
         self.text = text
-        self.done = threading.Event()
+        self.wake = threading.Event()  # set when done, or when it becomes the leader
+        self.done = False
+        self.lead = False
+        self.taken = False  # in a batch being written (cannot be withdrawn any more)
         self.payload_id: int | None = None
         self.error: BaseException | None = None
-        self.taken = False  # in a batch being written (cannot be withdrawn any more)
 
 
 class Writer:
-    def __init__(self, db, max_batch: int = 256, timeout: float = 10.0, idle: float = 5.0):
+    """Leader/follower group commit: the request that finds no write in flight writes at once
+    (no hand-off, no extra thread); requests arriving meanwhile queue up; when a write ends
+    the oldest queued request is woken as the next leader and writes everything queued then."""
+
+    def __init__(self, db, max_batch: int = 256, timeout: float = 10.0):
         self.db = db
         self.max_batch = max_batch
         self.timeout = timeout
-        self.idle = idle
         self.pid = os.getpid()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._queue: list[_Item] = []
-        self._thread: threading.Thread | None = None
+        self._busy = False  # a leader is writing (invariant: queue not empty -> busy)
         # counters (tests, diagnostics)
         self.batches = 0
         self.stored = 0
 
-    # ------------------------------------------------------------------ request side
     def submit(self, note, text: str) -> int:
         """Store one payload durably; returns its id once committed. Raises StoreFailed."""
         item = _Item(note, text)
-        with self._cond:
+        with self._lock:
             self._queue.append(item)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="receiver-intake-writer", daemon=True)
-                self._thread.start()
-            else:
-                self._cond.notify()
-        if not item.done.wait(self.timeout):
-            with self._cond:
-                if not item.taken:  # still queued: withdraw it, nothing was written
+            if not self._busy:
+                self._busy = item.lead = True
+        if not item.lead and not item.wake.wait(self.timeout):
+            with self._lock:
+                if not (item.lead or item.taken or item.done):  # still queued: withdraw, nothing written
                     self._queue.remove(item)
-                    raise StoreFailed(f"not written within {self.timeout:g}s (writer busy)")
-            if not item.done.wait(0):
+                    raise StoreFailed(f"not written within {self.timeout:g}s (database slow)")
+            if not item.lead and not item.wake.wait(0):
                 raise StoreFailed(f"commit not confirmed within {self.timeout:g}s")
+        if item.lead:
+            self._lead()
         if item.error is not None:
             exc = item.error
             raise StoreFailed((str(exc).strip().splitlines() or [type(exc).__name__])[0], exc)
         return item.payload_id  # type: ignore[return-value]
 
-    # ------------------------------------------------------------------ writer thread
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue:
-                    self._cond.wait(self.idle)
-                    if not self._queue:
-                        self._thread = None  # the next submit starts a new one
-                        return
-                batch = self._queue[:self.max_batch]
-                del self._queue[:self.max_batch]
-                for it in batch:
-                    it.taken = True
-            try:
-                self._write(batch)
-            except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
-                for it in batch:
-                    if not it.done.is_set():
-                        it.error = exc
-                        it.done.set()
-                if not isinstance(exc, Exception):
-                    with self._cond:
-                        self._thread = None
-                    raise
+    def _lead(self) -> None:
+        with self._lock:
+            batch = self._queue[:self.max_batch]  # the leader is first: it was the queue's head
+            del self._queue[:self.max_batch]
+            for it in batch:
+                it.taken = True
+        try:
+            self._write(batch)
+        except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
+            for it in batch:
+                if not it.done:
+                    self._finish(it, error=exc)
+            raise
+        finally:
+            with self._lock:
+                if self._queue:  # hand over to the oldest waiting request
+                    nxt = self._queue[0]
+                    nxt.lead = True
+                    nxt.wake.set()
+                else:
+                    self._busy = False
 
     def _write(self, batch: list[_Item]) -> None:
         try:
             ids = self.db.run(lambda conn: enqueue_payloads(conn, [(it.note, it.text) for it in batch]))
         except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege) as exc:
-            self._fail(batch, exc)  # the database is not writable: the same for every payload
+            for it in batch:  # the database is not writable: the same for every payload
+                self._finish(it, error=exc)
             return
         except psycopg.Error as exc:
             if len(batch) == 1:
-                self._fail(batch, exc)
+                self._finish(batch[0], error=exc)
                 return
             log.warning("event=intake_batch_failed size=%s error=%r; storing one by one", len(batch),
                         (str(exc).strip().splitlines() or [type(exc).__name__])[0])
@@ -131,19 +134,18 @@ class Writer:
                 self._write([it])
             return
         except Exception as exc:  # noqa: BLE001 - e.g. PoolTimeout
-            self._fail(batch, exc)
+            for it in batch:
+                self._finish(it, error=exc)
             return
         self.batches += 1
         self.stored += len(batch)
         for it, pid in zip(batch, ids):
-            it.payload_id = pid
-            it.done.set()
+            self._finish(it, payload_id=pid)
 
     @staticmethod
-    def _fail(batch: list[_Item], exc: BaseException) -> None:
-        for it in batch:
-            it.error = exc
-            it.done.set()
+    def _finish(it: _Item, payload_id: int | None = None, error: BaseException | None = None) -> None:
+        it.payload_id, it.error, it.done = payload_id, error, True
+        it.wake.set()
 
 
 _lock = threading.Lock()
@@ -158,7 +160,7 @@ def writer(app, st) -> Writer:
         w = app.extensions.get(EXT)
         if w is None or w.pid != os.getpid() or w.db is not st.db:
             r = st.cfg["receiver"]
-            # pool wait + statement: a request waits at most about this long, then 503
+            # a write in flight is bounded by pool wait + connect/statement timeouts (and one retry)
             timeout = 2 * float(r["db_timeout"]) + 1.0
             w = Writer(st.db, timeout=timeout)
             app.extensions[EXT] = w

@@ -177,34 +177,39 @@ def enqueue_payload(conn, note: Notification, body: dict | str) -> int:
         return store_payload(conn, note, body, processed=False)
 
 
-# Group commit (webhook_receiver.intake): many payloads, one statement, one commit. The ids come
-# from one materialized CTE (volatile nextval), so each payload gets its own id back in input order.
-_ENQUEUE_MANY = f"""
+# Group commit (webhook_receiver.intake): many payloads, one statement, one commit. Each row carries
+# its position; the ids come from one materialized CTE (volatile nextval, evaluated once), so each
+# payload gets its own id back. (Plain parameters: a text[] of large bodies is slow to adapt.)
+_ENQUEUE_MANY = """
 with v as materialized (
     select nextval(pg_get_serial_sequence('ticket_payloads', 'id')) as id, u.*
-    from unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[]) with ordinality
-         as u(group_key, receiver, status, alert_count, body, ord)
+    from (values {rows}) as u(ord, group_key, receiver, status, alert_count, body)
     order by u.ord),
 ins as (insert into ticket_payloads (id, group_key, receiver, status, alert_count, body)
         select id, group_key, receiver, status, alert_count, body::jsonb from v order by ord returning id)
 select (select array_agg(id order by ord) from v) as ids, (select count(*) from ins) as n,
-       pg_notify('{PAYLOAD_CHANNEL}', '') as notified
-"""
+       pg_notify('%s', '') as notified
+""" % PAYLOAD_CHANNEL
+_ROW = "(%s::int, %s::text, %s::text, %s::text, %s::int, %s::text)"
 
 
 def enqueue_payloads(conn, items: list[tuple[Notification, str]]) -> list[int]:
     """Queued processing, many at once: store every (notification, JSON text) in ONE transaction
     (all or nothing: durable when this returns) and NOTIFY the processors once. Returns the
-    payload ids in the order of ``items``."""
+    payload ids in the order of ``items`` (which is also their id order)."""
     if not items:
         return []
-    cols = ([n.group_key for n, _ in items], [n.receiver for n, _ in items], [n.status for n, _ in items],
-            [len(n.alerts) for n, _ in items], [text for _, text in items])
+    if len(items) == 1:
+        return [enqueue_payload(conn, items[0][0], items[0][1])]
+    sql = _ENQUEUE_MANY.replace("{rows}", ", ".join([_ROW] * len(items)))
+    params: list = []
+    for i, (n, text) in enumerate(items):
+        params += (i, n.group_key, n.receiver, n.status, len(n.alerts), text)
     if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        row = conn.execute(_ENQUEUE_MANY, cols).fetchone()  # one statement: its own transaction
+        row = conn.execute(sql, params, prepare=False).fetchone()  # one statement: its own transaction
     else:
         with conn.transaction():
-            row = conn.execute(_ENQUEUE_MANY, cols).fetchone()
+            row = conn.execute(sql, params, prepare=False).fetchone()
     ids = row["ids"] if isinstance(row, dict) else row[0]
     if ids is None or len(ids) != len(items):  # cannot happen; never answer with a wrong id
         raise RuntimeError(f"enqueue_payloads: {len(items)} payloads, {ids!r} ids")

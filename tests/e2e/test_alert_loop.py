@@ -38,21 +38,27 @@ def test_prometheus_scrapes_every_target(native_stack):
 
 
 def test_service_down_opens_a_ticket_and_heal_resolves_it(native_stack, notification_sink):
+    # the plain loop: the heal, not a restart playbook, ends the episode (test_remediation_e2e
+    # covers the playbooks)
+    r = native_stack.api("PUT", "/api/v1/remediation/kill-switch", json={"enabled": True})
+    assert r.status_code == 200, r.text
     native_stack.cli("demo", "fault", "service-down", "--service", "user-app")
     try:
         def opened():
             return [t for t in native_stack.tickets("open")
                     if t["alertname"] == "ServiceDown" and t["service"] == "user-app"]
         tickets = wait_for(opened, 90, what="a ServiceDown ticket for user-app")
+        # someone answers the page (before the heal, while it is open): recorded, feeds MTTA
+        first = min(t["id"] for t in tickets)
+        r = native_stack.api("POST", f"/api/v1/tickets/{first}/acknowledge", json={"note": "on it"})
+        assert r.status_code == 200, r.text
+        assert native_stack.api("GET", f"/api/v1/tickets/{first}").json()["acknowledged_at"]
     finally:
         native_stack.cli("demo", "heal")
+        native_stack.api("PUT", "/api/v1/remediation/kill-switch", json={"enabled": False})
     ids = {t["id"] for t in tickets}
     assert all(t["severity"] == "critical" for t in tickets)
     assert all(t["opened_at"] and t["resolved_at"] is None for t in tickets)
-    # someone answers the page: acknowledging is recorded (and feeds MTTA)
-    first = sorted(ids)[0]
-    r = native_stack.api("POST", f"/api/v1/tickets/{first}/acknowledge", json={"note": "on it"})
-    assert r.status_code == 200, r.text
 
     def resolved():
         done = [t for t in native_stack.tickets("resolved") if t["id"] in ids]

@@ -64,9 +64,10 @@ def test_memory_leak_restart_resolves_the_ticket_then_cooldown_escalates(native_
                   and x["status"] != "resolved" and (x["id"] not in known)]
             return ts
         [t2] = wait_for(second, 240, what="the second ServiceMemoryHigh ticket")[:1]
+        # the run row turns 'skipped' first and records the escalation once it is done: wait for both
         run2 = wait_for(lambda: [r for r in runs_of(s, t2["id"]) if r["status"] == "skipped"
-                                 and r["alert_starts_at"] != run["alert_starts_at"]], 120,
-                        what="the cooldown refusal")[0]
+                                 and r["alert_starts_at"] != run["alert_starts_at"] and r["escalated"]], 120,
+                        what="the cooldown refusal, escalated")[0]
         assert "cooldown" in run2["reason"] and run2["attempts"] == [] and run2["escalated"] is True
         events = api(s, f"/tickets/{t2['id']}")["events"]
         assert any(e["kind"] == "escalated" and e["actor"] == "remediation" for e in events)

@@ -239,6 +239,24 @@ def test_a_second_fault_inside_the_cooldown_is_handed_to_people(pg_db, prom, svc
     assert esc[0][0] == tid2 and "cooldown" in esc[0][1]
 
 
+def test_an_acknowledged_ticket_gets_a_comment_not_an_escalation(pg_db, prom, svc):
+    esc = Escalations()
+    r = runner(make_cfg(pg_db, prom, [action("fix", "/fix")], cooldown="10m"), pg_db, svc, esc)
+    assert r.handle_ticket(ticket(pg_db, alert(0))).status == "recovered"
+    svc.value = 10.0
+    wait_value(prom, lambda v: v == 10.0)
+    tid2 = ticket(pg_db, alert(5, fp="fp-2"))
+    with psycopg.connect(pg_db) as c:  # someone already took it
+        c.execute("update tickets set status = 'acknowledged', acknowledged_at = now() where id = %s", (tid2,))
+    out = r.handle_ticket(tid2)
+    assert out.status == "skipped" and "cooldown" in out.reason and not out.escalated
+    assert esc == [] and svc.calls == ["/fix"]
+    [ev] = rows(pg_db, "select actor, details from ticket_events where ticket_id = %s and kind = 'comment'", tid2)
+    assert ev["actor"] == "remediation" and "not escalated" in ev["details"]["text"]
+    assert rows(pg_db, "select escalated from remediation_runs where ticket_id = %s and status = 'skipped'",
+                tid2)[0]["escalated"] is False
+
+
 def test_max_attempts_per_window(pg_db, prom, svc):
     esc = Escalations()
     r = runner(make_cfg(pg_db, prom, [action("noop", "/noop", verify_window="0s")], cooldown="0s",

@@ -405,6 +405,15 @@ class Runner:
         log.info("event=remediation_run_finished run_id=%s playbook=%s target=%s status=%s reason=%r",
                  run_id, pb.name, target, status, reason[:300])
         escalated = False
+        if escalate and ticket_id is not None and self.r["escalate_on_failure"] \
+                and self._acknowledged(conn, ticket_id):
+            # a person already owns the ticket: tell them on the ticket, do not page past them
+            from webhook_receiver.tickets import add_event
+
+            add_event(conn, ticket_id, "comment", "remediation",
+                      {"text": f"automatic remediation {pb.name} on {target}: {reason} "
+                               f"(not escalated: the ticket is acknowledged)"})
+            escalate = False
         if escalate and ticket_id is not None and self.r["escalate_on_failure"]:
             steps = "; ".join(f"{a['action']} ({a['backend']} {a['operation']}): {a['status']}"
                               + ("" if a.get("verified") is None else
@@ -417,6 +426,14 @@ class Runner:
                 log.exception("event=remediation_escalate_failed ticket_id=%s", ticket_id)
             conn.execute("update remediation_runs set escalated = %s where id = %s", (escalated, run_id))
         return Outcome(status, reason, run_id, pb.name, target, tried, escalated)
+
+    @staticmethod
+    def _acknowledged(conn, ticket_id: int) -> bool:
+        row = conn.execute("select status from tickets where id = %s", (ticket_id,)).fetchone()
+        if row is None:
+            return False
+        status = row["status"] if isinstance(row, dict) else row[0]
+        return status == "acknowledged"
 
     # ------------------------------------------------------------------ resolved: restore
     def restore(self, ticket_id: int, wait_lock: float = 60.0) -> list[Outcome]:

@@ -204,3 +204,30 @@ def test_database_stopped_every_waiting_request_is_503_and_nothing_written(tmp_p
     finally:
         close_app(app)
         cl.stop()
+
+
+@pytest.mark.parametrize("mode", ["queued", "inline"])
+def test_body_stored_as_received_and_the_edge_cases(pg_db, mode):
+    """The body is stored as received (no second serialisation) when it is plain UTF-8; a BOM,
+    a surrogate pair escape and non-ASCII text still work; NaN is a 400 (jsonb refuses it)."""
+    app = create_app(T.config(pg_db, receiver={"processing": mode}))
+    try:
+        c = app.test_client()
+        h = {**T.auth(), "Content-Type": "application/json"}
+        body = json.dumps(T.payload([T.alert(summary_extra="x")], group_key="raw/1"), indent=2).encode()
+        assert c.post("/webhook/alertmanager", data=body, headers=h).status_code == 200
+        bom = b"\xef\xbb\xbf" + json.dumps(T.payload([T.alert(fp="bom")], group_key="raw/bom")).encode()
+        assert c.post("/webhook/alertmanager", data=bom, headers=h).status_code == 200
+        pair = json.dumps(T.payload([T.alert(fp="pair", service="caf\u00e9 \U0001F600")], group_key="raw/pair"))
+        assert "\\ud83d" in pair
+        assert c.post("/webhook/alertmanager", data=pair.encode(), headers=h).status_code == 200
+        nan = json.dumps(T.payload([T.alert(fp="nan")], group_key="raw/nan")).replace('"truncatedAlerts": 0',
+                                                                                    '"truncatedAlerts": 0, "x": NaN')
+        r = c.post("/webhook/alertmanager", data=nan.encode(), headers=h)
+        assert r.status_code == 400 and r.get_json()["error"] == "invalid_json"
+        got = dict(rows(pg_db, "select group_key, body from ticket_payloads"))
+        assert set(got) == {"raw/1", "raw/bom", "raw/pair"}
+        assert got["raw/1"] == json.loads(body)
+        assert got["raw/pair"]["alerts"][0]["labels"]["service"] == "caf\u00e9 \U0001F600"
+    finally:
+        close_app(app)

@@ -135,12 +135,17 @@ def serve(collector_or_registry, host: str, port: int, stop: threading.Event | N
     reg = collector_or_registry if isinstance(collector_or_registry, CollectorRegistry) \
         else registry_for(collector_or_registry)
     server, _ = start(reg, host, port)
+    try:
+        wait_until_stopped(stop)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_until_stopped(stop: threading.Event | None = None) -> None:
+    """Block until SIGTERM/SIGINT arrives (when called on the main thread) or ``stop`` is set."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    try:
-        stop.wait()
-    finally:
-        server.shutdown()
-        server.server_close()
+    stop.wait()

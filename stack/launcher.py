@@ -8,7 +8,6 @@ and changes nothing else. `down` shuts supervisord down, which stops every progr
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex

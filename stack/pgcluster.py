@@ -84,7 +84,7 @@ class Cluster:
         except OSError:
             libdir = ""
         if not libdir:
-            libdir = glob.glob(f"/usr/lib/postgresql/*/lib")[-1] if glob.glob("/usr/lib/postgresql/*/lib") else ""
+            libdir = glob.glob("/usr/lib/postgresql/*/lib")[-1] if glob.glob("/usr/lib/postgresql/*/lib") else ""
         ok = bool(libdir) and Path(libdir, f"{name}.so").exists()
         if not ok:
             log.warning("event=extension_missing extension=%s hint=%r", name,

@@ -9,7 +9,7 @@ console session (logged-in user) may read as well.
 from __future__ import annotations
 
 import psycopg
-from flask import Blueprint, current_app, g, jsonify, request, session
+from flask import Blueprint, current_app, jsonify, request, session
 from psycopg_pool import PoolTimeout
 
 from webhook_receiver import auth, escalation, tickets

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from exporters.common import wait_until_stopped
 from exporters.db.collector import DbCollector
 
 log = logging.getLogger("opsstack.exporter.db")
@@ -84,12 +84,8 @@ def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = Non
              len(collector.targets))
     if advisor is not None:
         advisor.start()
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
     try:
-        stop.wait()
+        wait_until_stopped(stop)
     finally:
         srv.shutdown()
         srv.server_close()

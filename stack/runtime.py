@@ -90,6 +90,18 @@ def receiver_token(cfg: dict, rdir: Path) -> str:
     return tok
 
 
+def console_password(rdir: Path) -> str:
+    """The generated console password of this run folder (made once, kept in console_password)."""
+    f = rdir / "console_password"
+    if f.exists():
+        return f.read_text().strip()
+    pw = secrets.token_urlsafe(12)
+    rdir.mkdir(parents=True, exist_ok=True)
+    f.write_text(pw)
+    os.chmod(f, 0o600)
+    return pw
+
+
 def resolve(cfg: dict, persist: bool = True) -> dict:
     """A copy of cfg with ports, endpoints, token and (embedded) database URL filled in.
 
@@ -108,6 +120,16 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
                                   for r in cfg["platform"]["regions"]}
     out["demo"]["ports"] = ports["demo"]
     out["receiver"]["token"] = receiver_token(cfg, rdir)
+    console_login = None
+    if not cfg["receiver"]["console"]["users"]:
+        # no console users configured: one 'admin' with a generated password, so that the
+        # console of a fresh `make up` can be opened (the password is printed by `up`)
+        from werkzeug.security import generate_password_hash
+
+        pw = console_password(rdir)
+        out["receiver"]["console"]["users"] = [
+            {"name": "admin", "password_hash": generate_password_hash(pw), "display_name": "Administrator"}]
+        console_login = {"user": "admin", "password_file": str(rdir / "console_password")}
     db_url = os.environ.get(ENV_DATABASE_URL) or cfg["database"]["url"]
     embedded = not db_url
     if embedded:
@@ -124,7 +146,8 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
     if cfg["demo"]["enabled"]:
         for svc, d in ports["demo"].items():
             urls[f"demo_{svc}"] = f"http://{host}:{d['admin']}"
-    out["runtime"] = {"ports": ports, "urls": urls, "embedded_database": embedded}
+    out["runtime"] = {"ports": ports, "urls": urls, "embedded_database": embedded,
+                      "console_login": console_login}
     return out
 
 

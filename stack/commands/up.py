@@ -27,6 +27,15 @@ def run(args, cfg) -> int:
     for name, c in st["components"].items():
         mark = "ok " if c["healthy"] else "DOWN"
         print(f"  [{mark}] {name:<26} {c['url'] or ''}")
+    rec = st["components"].get("receiver", {}).get("url")
+    if rec:
+        print(f"\n  incident console: {rec}/console   API: {rec}/api/v1/openapi.json")
+        login = (resolved.get("runtime") or {}).get("console_login")
+        if login:
+            from pathlib import Path
+            pw = Path(login["password_file"]).read_text().strip()
+            print(f"  console login: {login['user']} / {pw}   (no receiver.console.users configured;"
+                  f" the password is kept in {login['password_file']})")
     if not any(n == "grafana" for n in st["components"]):
         print("\n  Grafana does not run in the native stack (no Debian/PyPI package);"
               " `docker compose up` runs the same stack with Grafana on http://localhost:3000.")

@@ -73,3 +73,18 @@ def test_prometheus_config_scrapes_every_component(tmp_path):
     assert docker["rule_files"] == ["/etc/prometheus/rules/*.yml"]
     assert all("127.0.0.1" not in t for j in docker["scrape_configs"] for sc in j["static_configs"]
                for t in sc["targets"])
+
+
+def test_a_console_login_is_made_when_none_is_configured(tmp_path):
+    from werkzeug.security import check_password_hash
+
+    _, r = _resolved(tmp_path)
+    [user] = r["receiver"]["console"]["users"]
+    pw = (tmp_path / ".run" / "console_password").read_text().strip()
+    assert user["name"] == "admin" and check_password_hash(user["password_hash"], pw)
+    assert r["runtime"]["console_login"]["password_file"].endswith("console_password")
+    # configured users are kept as they are, and nothing is generated
+    users = [{"name": "kim", "password_hash": "pbkdf2:sha256:1$x$y"}]
+    _, r2 = _resolved(tmp_path / "other", receiver={"console": {"users": users}})
+    assert [u["name"] for u in r2["receiver"]["console"]["users"]] == ["kim"]
+    assert r2["runtime"]["console_login"] is None

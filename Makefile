@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# --basetemp inside the checkout: another pytest run on the same machine (they share
+# /tmp/pytest-of-$USER and prune each other's old folders) cannot delete this run's clusters
 test: deps-test venv
-	$(BIN)/python -m pytest -q -ra
+	rm -rf .pytest-tmp
+	$(BIN)/python -m pytest -q -ra --basetemp=$(CURDIR)/.pytest-tmp
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit

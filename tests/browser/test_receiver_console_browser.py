@@ -50,6 +50,7 @@ def receiver(pg_db, tmp_path):
 
 
 def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -79,7 +80,10 @@ def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db)
     assert browser.find_element(By.ID, "status").text == "open"
     assert "Same Alertmanager group" in browser.page_source
     browser.find_element(By.ID, "acknowledge").click()
-    WebDriverWait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "status"), "acknowledged"))
+    # the click navigates (POST, redirect): the old page's nodes vanish while the wait looks at them,
+    # which Chromium reports as a generic WebDriverException; keep waiting through it
+    WebDriverWait(browser, 15, ignored_exceptions=(WebDriverException,)).until(
+        EC.text_to_be_present_in_element((By.ID, "status"), "acknowledged"))
     assert browser.find_element(By.ID, "status").text == "acknowledged"
     assert browser.find_element(By.ID, "next-escalation").text.startswith("stopped")
     assert "acknowledged" in browser.find_element(By.ID, "timeline").text

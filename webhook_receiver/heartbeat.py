@@ -40,11 +40,18 @@ def seen(ctx, conn, name: str, now: datetime, emits) -> None:
         conn.execute("update ticket_heartbeats set alarm_ticket_id = null where alertname = %s", (name,))
 
 
-def check(ctx, conn, now: datetime, timeout: float) -> list[int]:
-    """Open an alarm ticket for every heartbeat silent for ``timeout``; returns their ids."""
+def check(ctx, conn, now: datetime, timeout: float, watching_since: datetime | None = None) -> list[int]:
+    """Open an alarm ticket for every heartbeat silent for ``timeout``; returns their ids.
+
+    ``watching_since``: when this receiver started watching. A heartbeat is only overdue once
+    the receiver itself has been up for ``timeout``: after the stack was down, Alertmanager gets
+    one full timeout to deliver the next heartbeat before the pipeline is called silent.
+    """
     from webhook_receiver import tickets
 
     if timeout <= 0:
+        return []
+    if watching_since is not None and now - timedelta(seconds=timeout) < watching_since:
         return []
     opened = []
     emits = tickets.Emits()

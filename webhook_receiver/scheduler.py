@@ -36,8 +36,10 @@ def tick(st, now=None) -> dict:
     out = {"payloads": process_pending(st)}
     with st.db.connection() as conn:
         out["escalated"] = escalation.run_due(st.ctx, conn, now=now, batch=batch)
+        if getattr(st, "watching_since", None) is None:
+            st.watching_since = escalation.utcnow()   # the first pass of this process
         out["heartbeat_alarms"] = heartbeat.check(st.ctx, conn, now or escalation.utcnow(),
-                                                  cfg["receiver"]["heartbeat_timeout"])
+                                                  cfg["receiver"]["heartbeat_timeout"], st.watching_since)
         out["notifications"] = notify.run_outbox(st.ctx, conn, now=now, batch=batch)
     return out
 

@@ -201,3 +201,17 @@ def test_silent_watchdog_opens_a_ticket_and_its_return_resolves_it(app, client):
     assert scheduler.tick(st, now=later(700))["heartbeat_alarms"] == []     # one alarm, not one per tick
     post(client, T.payload([wd], receiver="opsstack-watchdog"))
     assert ticket(client, tid)["status"] == "resolved"
+
+
+def test_after_a_restart_the_heartbeat_gets_one_timeout_before_an_alarm(app, client):
+    """The stack was down for hours: the Watchdog's last arrival is old, but the pipeline is not
+    silent until it has had heartbeat_timeout since this receiver started to deliver again."""
+    st = state(app)
+    wd = T.alert("Watchdog", severity="info", tier="3", service="opsstack")
+    post(client, T.payload([wd], receiver="opsstack-watchdog"))
+    with st.db.connection() as conn:
+        conn.execute("update ticket_heartbeats set last_seen = now() - interval '3 hours'")
+    st.watching_since = None  # a receiver process that starts now
+    assert scheduler.tick(st)["heartbeat_alarms"] == []
+    assert scheduler.tick(st, now=later(300))["heartbeat_alarms"] == []
+    assert len(scheduler.tick(st, now=later(601))["heartbeat_alarms"]) == 1

@@ -108,19 +108,11 @@ class Store:
 
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
+        from stack.migrations import apply
+
         with self.connect() as c:
-            with c.transaction():
-                c.execute("select pg_advisory_xact_lock(hashtext('forecast_migrations'))")
-                c.execute("create table if not exists forecast_migrations ("
-                          "version integer primary key, applied_at timestamptz not null default now())")
-                done = {r[0] for r in c.execute("select version from forecast_migrations")}
-                for version, ddl in MIGRATIONS:
-                    if version in done:
-                        continue
-                    c.execute(ddl)
-                    c.execute("insert into forecast_migrations (version) values (%s)", (version,))
-                    log.info("event=forecast_migration_applied version=%d", version)
-            return max(v for v, _ in MIGRATIONS)
+            return apply(c, MIGRATIONS, "forecast_migrations", "forecast_migrations", "forecaster")
+
 
     def save(self, target, fc, run_at: float, history=None) -> None:
         """Replace everything stored for this target with this run's forecast (one transaction)."""

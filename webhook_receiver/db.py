@@ -9,7 +9,7 @@ import logging
 import threading
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -154,25 +154,9 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 def migrate(conn: psycopg.Connection) -> int:
     """Apply pending migrations; returns the schema version. Safe to run concurrently."""
-    latest = max(v for v, _ in MIGRATIONS)
-    cur = conn.cursor(row_factory=tuple_row)
-    with conn.transaction():  # fast path, and no DDL privileges needed when up to date
-        if cur.execute("select to_regclass('ticket_schema_versions') is not null").fetchone()[0]:
-            row = cur.execute("select max(version) from ticket_schema_versions").fetchone()
-            if row and row[0] is not None and row[0] >= latest:
-                return row[0]
-    with conn.transaction():
-        cur.execute("select pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-        cur.execute("""create table if not exists ticket_schema_versions (
-                            version int primary key, applied_at timestamptz not null default now())""")
-        done = {r[0] for r in cur.execute("select version from ticket_schema_versions").fetchall()}
-        for version, ddl in MIGRATIONS:
-            if version in done:
-                continue
-            cur.execute(ddl)
-            cur.execute("insert into ticket_schema_versions (version) values (%s)", (version,))
-            log.info("event=migration_applied component=receiver version=%s", version)
-    return latest
+    from stack.migrations import apply
+
+    return apply(conn, MIGRATIONS, "ticket_schema_versions", MIGRATE_LOCK, "receiver")
 
 
 def connect(url: str, timeout: float = 5.0) -> psycopg.Connection:

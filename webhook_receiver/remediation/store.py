@@ -135,22 +135,11 @@ def connect(url: str, autocommit: bool = False, timeout: float = 5.0) -> psycopg
 
 def migrate(conn: psycopg.Connection) -> int:
     """Apply the receiver's migrations, then ours. Safe to run concurrently and twice."""
+    from stack.migrations import apply
     from webhook_receiver import db as receiver_db
 
     receiver_db.migrate(conn)
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-        conn.execute("""create table if not exists remediation_schema_versions (
-                            version int primary key, applied_at timestamptz not null default now())""")
-        done = {r["version"] if isinstance(r, dict) else r[0]
-                for r in conn.execute("select version from remediation_schema_versions").fetchall()}
-        for version, ddl in MIGRATIONS:
-            if version in done:
-                continue
-            conn.execute(ddl)
-            conn.execute("insert into remediation_schema_versions (version) values (%s)", (version,))
-            log.info("event=migration_applied component=automation version=%s", version)
-    return max(v for v, _ in MIGRATIONS)
+    return apply(conn, MIGRATIONS, "remediation_schema_versions", MIGRATE_LOCK, "automation")
 
 
 def migrate_url(url: str) -> int:

@@ -1,6 +1,6 @@
 """Helpers shared by the rule domain modules: one way to write an alert or a recording rule.
 
-``alert()`` puts the labels and annotations every alert must have (CONVENTIONS) in one
+``alert()`` puts the labels and annotations every alert must have (docs/development.md, Conventions) in one
 order: labels severity, tier, service, team; annotations summary, description, runbook_url.
 ``selector()`` joins PromQL label matchers (config selectors + extra ones) into ``{...}``.
 ``team_scopes()`` splits per-service rules by owning team so the `team` label is right even

@@ -2,7 +2,7 @@
 
 Watchdog always fires. Alertmanager routes it to the receiver on a short repeat interval;
 when the receiver stops hearing it, Prometheus, the rule evaluation or Alertmanager is dead
-(a dead-man's switch). Severity `info` (CONVENTIONS allow only critical|warning|info).
+(a dead-man's switch). Severity `info` (docs/development.md allows only critical|warning|info).
 
 ScrapeTargetDown: Prometheus cannot scrape a target (``up == 0``). When the probe exporter or a
 service's /metrics is gone, the alerts built on them cannot fire: this one says so.

@@ -4,7 +4,7 @@ SLI: the share of a service's requests (all regions) that do not answer 5xx, fro
 services' own ``opsstack_http_requests_total``. Objective: ``alerts.slo.availability``
 (99.9% by default), so the error budget is 0.1% of the requests in 30 days.
 
-Burn rate = error ratio / (1 - objective). As CONVENTIONS say:
+Burn rate = error ratio / (1 - objective). As docs/development.md says:
 - page  (SloErrorBudgetBurnFast, critical): 14.4x over 1h and 5m, or 6x over 6h and 30m;
 - ticket (SloErrorBudgetBurnSlow, warning): 3x over 1d and 2h, or 1x over 3d and 6h;
 each only while the service served at least ``alerts.slo.min_requests_per_hour`` requests in

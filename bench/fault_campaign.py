@@ -86,8 +86,9 @@ class Campaign:
         self.api = stack.url("receiver") + "/api/v1"
 
     def get(self, path: str, **params):
-        # reads are anonymous by default (receiver.api.anonymous_read); the webhook token is no API token
-        r = requests.get(self.api + path, params=params, timeout=10)
+        # reads need a credential: the stack's receiver token (receiver.api.accept_receiver_token)
+        r = requests.get(self.api + path, params=params, headers={"Authorization": f"Bearer {self.s.token}"},
+                         timeout=10)
         r.raise_for_status()
         return r.json()
 

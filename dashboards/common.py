@@ -1,6 +1,6 @@
 """Shared building blocks for opsstack dashboards (grafana-foundation-sdk).
 
-Every dashboard module uses these so that the rules of CONVENTIONS hold everywhere:
+Every dashboard module uses these so that the rules of docs/development.md hold everywhere:
 
 - ``new_dashboard(uid, title, ...)``: a dashboard with a fixed uid, the ``datasource``
   variable (Prometheus) and the defaults we want (UTC, 30s refresh, not editable in the UI).

@@ -61,9 +61,18 @@ ROUTE_LABELS = [r[2] for r in ROUTES] + ["other"]
 
 
 def volume_dir(cfg: dict, service: str) -> Path:
+    """<run_dir>/demo-volumes/<service> of a service of the platform; anything else (a name with
+    '/' or '..', an unknown service) is refused, so no caller can point a volume elsewhere."""
     from stack.runtime import run_dir
 
-    return run_dir(cfg) / "demo-volumes" / service
+    known = [s["name"] for s in cfg["platform"]["services"]]
+    if service not in known:
+        raise ValueError(f"no demo volume for {service[:80]!r} (services: {', '.join(known)})")
+    base = run_dir(cfg) / "demo-volumes"
+    path = base / service
+    if path.resolve().parent != base.resolve():
+        raise ValueError(f"demo volume of {service!r} would be outside {base}")
+    return path
 
 
 class TagCache:

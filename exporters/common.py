@@ -1,6 +1,6 @@
 """What every opsstack exporter shares: self-metrics and serving /metrics.
 
-Every exporter exports (CONVENTIONS / docs/development.md):
+Every exporter exports (docs/development.md):
 
 - ``opsstack_exporter_up{exporter,source}``: 1 when the source answered during this scrape,
   0 when it failed (the error is logged, the scrape still answers 200);

@@ -8,8 +8,11 @@ Routing tree (issue 5):
 - severity=info -> `null`: not routed;
 - everything else (warning, or no severity) -> `opsstack-warning`: grouped, longer waits;
   tier 2/3 warnings have their own receivers too.
-Every opsstack receiver is the webhook receiver with bearer auth (credentials_file) and
-send_resolved. A critical inhibits warnings on the same service.
+Every opsstack receiver is the webhook receiver with bearer auth (credentials_file),
+send_resolved and max_alerts = alertmanager.max_alerts (a group larger than that is sent
+truncated, with truncatedAlerts = how many were left out; receiver.max_body_bytes is sized so
+that a notification of max_alerts alerts is never refused). A critical inhibits warnings on
+the same service.
 
 `python -m stack.alertmanager_config` rewrites provisioning/alertmanager/alertmanager.yml
 (the docker rendering); a test fails when it differs from build().
@@ -36,11 +39,12 @@ def _d(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def _webhook(name: str, url: str, token_file: str) -> dict:
+def _webhook(name: str, url: str, token_file: str, max_alerts: int) -> dict:
     return {"name": name, "webhook_configs": [{
         "url": url,
         "send_resolved": True,
-        "max_alerts": 0,
+        # never 0 (unlimited): the receiver's body limit is sized for this many alerts
+        "max_alerts": max_alerts,
         "http_config": {"authorization": {"type": "Bearer", "credentials_file": token_file}},
     }]}
 
@@ -79,7 +83,8 @@ def build(cfg: dict, receiver_url: str, token_file: str) -> dict:
         {"receiver": "opsstack-warning", "matchers": ['severity="warning"'], "group_by": list(group_by), **warn,
          "routes": tiers("warning", {})},
     ]
-    receivers = [_webhook(n, receiver_url, token_file) for n in receiver_names() if n != NULL_RECEIVER]
+    receivers = [_webhook(n, receiver_url, token_file, int(am["max_alerts"]))
+                 for n in receiver_names() if n != NULL_RECEIVER]
     receivers.append({"name": NULL_RECEIVER})
     return {
         "global": {"resolve_timeout": _d(am["resolve_timeout"])},

@@ -34,6 +34,89 @@ class ConfigError(Exception):
 
 _MISSING = object()
 
+REDACTED = "***"
+
+
+def redact_url(url: Any) -> Any:
+    """A URL with the password of its user part hidden: postgresql://u:***@host/db."""
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    m = re.match(r"^([a-z][a-z0-9+.-]*://)([^/?#@]*)@", url, re.I)
+    if not m or ":" not in m.group(2):
+        return url
+    user = m.group(2).split(":", 1)[0]
+    return f"{m.group(1)}{user}:{REDACTED}@{url[m.end():]}"
+
+
+class ConfigDict(dict):
+    """A mapping of the validated config that hides its secrets when printed.
+
+    ``repr()``/``str()`` (and so ``%r``/``%s`` in log lines, f-strings, tracebacks' locals)
+    show every key the schema marks ``secret=True`` as ``***`` and the password of every URL
+    as ``***``. Indexing returns the real values. Which keys are secret comes from the schema
+    (``Field(..., secret=True)``), never from a list of names.
+    """
+
+    _secret_keys: frozenset = frozenset()
+    _url_keys: frozenset = frozenset()
+
+    def _shown(self) -> dict:
+        out = {}
+        for k, v in self.items():
+            if k in self._secret_keys and v not in (None, "", {}, []):
+                out[k] = REDACTED
+            elif k in self._url_keys:
+                out[k] = redact_url(v)
+            else:
+                out[k] = v
+        return out
+
+    def __repr__(self) -> str:
+        return repr(self._shown())
+
+    __str__ = __repr__
+
+    def __reduce_ex__(self, protocol):  # deepcopy/pickle keep the class and its secret keys
+        return (_config_dict, (dict(self), self._secret_keys, self._url_keys))
+
+    def __deepcopy__(self, memo):
+        out = _config_dict({}, self._secret_keys, self._url_keys)
+        memo[id(self)] = out
+        for k, v in self.items():
+            out[copy.deepcopy(k, memo)] = copy.deepcopy(v, memo)
+        return out
+
+    def copy(self):
+        return _config_dict(dict(self), self._secret_keys, self._url_keys)
+
+
+def _config_dict(data: dict, secret_keys, url_keys) -> ConfigDict:
+    d = ConfigDict(data)
+    d._secret_keys = frozenset(secret_keys)
+    d._url_keys = frozenset(url_keys)
+    return d
+
+
+def redacted(value: Any) -> Any:
+    """A plain (dict/list) copy of a config value with every secret replaced by ``***``:
+    what `opsstack config` prints and what may go to a log."""
+    if isinstance(value, ConfigDict):
+        return {k: redacted(v) for k, v in value._shown().items()}
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def _represent_config_dict(dumper, data):
+    return dumper.represent_dict(data)
+
+
+# the resolved config is written with yaml.safe_dump: a ConfigDict is a mapping there
+yaml.SafeDumper.add_representer(ConfigDict, _represent_config_dict)
+yaml.Dumper.add_representer(ConfigDict, _represent_config_dict)
+
 
 @dataclass
 class Field:
@@ -50,6 +133,9 @@ class Field:
     maximum: float | None = None
     nullable: bool = False
     check: Callable[[Any], str | None] | None = None  # returns a problem or None
+    # True: the value is a credential (token, password, hash, key): never logged or shown.
+    # Fields of kind "url" always have a password in the URL hidden (user:***@host).
+    secret: bool = False
 
     @property
     def required(self) -> bool:
@@ -105,7 +191,30 @@ def _type_name(value: Any) -> str:
             int: "a number", float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
 
 
+def _hide(f: Field, value: Any, problem: str) -> str:
+    """A problem text that does not repeat a secret value (or the password of a URL)."""
+    if isinstance(value, str) and value:
+        if f.secret:
+            return problem.replace(repr(value), "'***'").replace(value, "***")
+        if f.kind == "url":
+            shown = redact_url(value)
+            if shown == value and "@" in value:  # not a parseable URL: hide all before the host
+                shown = "***@" + value.rsplit("@", 1)[1]
+            return problem.replace(value, shown)
+    return problem
+
+
 def _convert(f: Field, value: Any, key: str) -> Any:
+    try:
+        return _convert_raw(f, value, key)
+    except ConfigError as exc:
+        hidden = _hide(f, value, exc.problem)
+        if hidden == exc.problem:
+            raise
+        raise ConfigError(exc.key, hidden, exc.source) from None
+
+
+def _convert_raw(f: Field, value: Any, key: str) -> Any:
     if value is None:
         if f.nullable:
             return None
@@ -206,7 +315,9 @@ def validate(spec: Any, value: Any, key: str = "") -> Any:
             k = f"{key}.{unknown[0]}" if key else unknown[0]
             near = ", ".join(sorted(spec))
             raise ConfigError(k, f"unknown key (known here: {near})")
-        out = {}
+        secret_keys = {n for n, sub in spec.items() if isinstance(sub, Field) and sub.secret}
+        url_keys = {n for n, sub in spec.items() if isinstance(sub, Field) and sub.kind == "url"}
+        out = _config_dict({}, secret_keys, url_keys)
         for name, sub in spec.items():
             k = f"{key}.{name}" if key else name
             out[name] = validate(sub, value[name], k) if name in value else _default_of(sub, k)

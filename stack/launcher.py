@@ -23,7 +23,7 @@ from typing import Callable
 import yaml
 
 from stack import runtime
-from stack.config import format_duration
+from stack.config import format_duration, redact_url
 from stack.pgcluster import Cluster, PostgresUnavailable, ensure_database
 from stack.procs import binary, http_ok, tail
 
@@ -205,14 +205,15 @@ class Stack:
         rules_build.write(r, rd / "rules")
         from stack import prometheus_config
 
-        (rd / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config.build(r, "native"), sort_keys=False))
+        # every file here that holds or points at a credential is created 0600 (runtime.write_private)
         token_file = rd / "receiver_token"
-        token_file.write_text(r["receiver"]["token"])
-        os.chmod(token_file, 0o600)
+        runtime.write_private(token_file, r["receiver"]["token"])
+        runtime.write_private(rd / "prometheus.yml",
+                              yaml.safe_dump(prometheus_config.build(r, "native"), sort_keys=False))
         receiver_url = f"http://{r['stack']['host']}:{r['runtime']['ports']['receiver']}/webhook/alertmanager"
         am = alertmanager_config.build(r, receiver_url, str(token_file))
-        (rd / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
-        self.conf.write_text(self.supervisord_conf(r, progs))
+        runtime.write_private(rd / "alertmanager.yml", yaml.safe_dump(am, sort_keys=False))
+        runtime.write_private(self.conf, self.supervisord_conf(r, progs))
 
     def supervisord_conf(self, r: dict, progs: list[Program]) -> str:
         rd = Path(r["stack"]["run_dir"])
@@ -314,7 +315,7 @@ class Stack:
         while pending:
             for name, p in list(pending.items()):
                 if p.ready():
-                    progress(f"  ready  {name:<26} {p.url or ''}")
+                    progress(f"  ready  {name:<26} {redact_url(p.url) or ''}")
                     del pending[name]
                     continue
                 state = rpc.supervisor.getProcessInfo(name)["statename"]
@@ -373,6 +374,6 @@ class Stack:
                 states = {}
         for p in progs:
             healthy = bool(out["running"]) and p.ready()
-            out["components"][p.name] = {"url": p.url, "healthy": healthy,
+            out["components"][p.name] = {"url": redact_url(p.url), "healthy": healthy,
                                          "state": states.get(p.name, "STOPPED")}
         return out

@@ -1,10 +1,11 @@
 """REST API under /api/v1 (described by /api/v1/openapi.json).
 
-Reads are anonymous when receiver.api.anonymous_read (the default); otherwise, and for
-every write, send ``Authorization: Bearer <token>`` with a token from receiver.api.tokens
-(scope read / write), or the receiver's own token (receiver.token, the one Alertmanager
-sends) while receiver.api.accept_receiver_token (read and write, actor "api:stack"). A
-console session (logged-in user) may read as well.
+Every read and write needs a credential: ``Authorization: Bearer <token>`` with a token from
+receiver.api.tokens (scope read / write), or the receiver's own token (receiver.token, the one
+Alertmanager sends) while receiver.api.accept_receiver_token (read and write, actor "api:stack").
+A console session (logged-in user) may read as well. Anonymous reads only when
+receiver.api.anonymous_read is set (off by default). /api/v1/openapi.json is public (it names
+the people reassign accepts only to a caller who may read).
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def _api_error(exc: ApiError):
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-api"'
     return resp
+
+
+@bp.errorhandler(psycopg.DataError)
+def _db_data_error(exc):
+    # a value from the request PostgreSQL cannot take (e.g. NUL): bad input, not an outage
+    return jsonify(error="bad_request", message="the request holds a value the database cannot store"), 400
 
 
 @bp.errorhandler(psycopg.Error)
@@ -142,7 +149,12 @@ def openapi():
 
     # the automation endpoints (attachments, remediation, ITSM) when automation runs in this app
     extra = automation.openapi_paths() if automation.EXT in current_app.extensions else None
-    return jsonify(spec(sorted(_st().ctx.directory.people), extra_paths=extra))
+    try:  # the document is public; who works here (oncall.people) only for a caller who may read
+        _require("read")
+        people = sorted(_st().ctx.directory.people)
+    except ApiError:
+        people = None
+    return jsonify(spec(people, extra_paths=extra))
 
 
 @bp.get("/tickets")
@@ -172,6 +184,12 @@ def _full(conn, t: dict) -> dict:
     out["events"] = [{**e, "at": e["at"].isoformat()} for e in tickets.events(conn, t["id"])]
     out["alerts"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in a.items()}
                      for a in tickets.alerts(conn, t["id"])]
+    from webhook_receiver import notify  # deliveries with their status and last error (failed ones stay)
+
+    out["notifications"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in n.items()}
+                            for n in notify.deliveries(conn, t["id"])]
+    # its Alertmanager group; truncated_alerts > 0: Alertmanager left that many alerts out (max_alerts)
+    out["group"] = tickets.get_group(conn, t["group_id"])
     return out
 
 

@@ -12,11 +12,14 @@ does one of them), never by the factory.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
+from datetime import timedelta
 
+import psycopg
 from flask import Flask, jsonify
+from flask.json.provider import DefaultJSONProvider
+from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from webhook_receiver import auth, tickets
@@ -41,6 +44,9 @@ class State:
         self.token = r["token"]
         self.api_tokens = auth.ApiTokens(r["api"]["tokens"])
         self.users = auth.Users(r["console"]["users"])
+        # password checks running at once in this process (more get 503 at once: scrypt never
+        # takes every thread and core from the webhook)
+        self.login_slots = threading.BoundedSemaphore(r["console"]["login"]["concurrent_checks"])
         self.scheduler = None
         self.processor = None
         self.wakeup = threading.Event()  # set when this process queued a payload
@@ -50,12 +56,39 @@ def state(app) -> State:
     return app.extensions[EXT]
 
 
-def _session_secret(cfg: dict) -> str:
-    c = cfg["receiver"]["console"]
-    if c["session_secret"]:
-        return c["session_secret"]
-    seed = (cfg["receiver"]["token"] or "") + "|" + (cfg["database"]["url"] or "")
-    return hashlib.sha256(("opsstack-console|" + seed).encode()).hexdigest()
+# every console page: no script at all, styles only from the console's own stylesheet, images
+# (the graph attachment) and form posts only to this origin, never framed, no Referer to links
+CONSOLE_CSP = ("default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; "
+               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def _session_key_loader(st: State):
+    """receiver.console.session_secret, else the random key kept in PostgreSQL (generated once,
+    the same for every worker and replica). Never derived from the token or the database URL."""
+    def load() -> str:
+        from webhook_receiver import console_store
+
+        st.db.ensure_migrated()
+        return st.db.run(console_store.shared_secret)
+    return load
+
+
+API_MAX_BODY_BYTES = 1048576
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that JSON nested deeper than the parser's recursion allows is a
+    ValueError (request.get_json -> 400), not a RecursionError (500)."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def create_app(cfg: dict) -> Flask:
@@ -63,10 +96,15 @@ def create_app(cfg: dict) -> Flask:
     st = State(cfg)
     app.extensions[EXT] = st
     tickets.set_current_context(st.ctx)
-    app.config["MAX_CONTENT_LENGTH"] = cfg["receiver"]["max_body_bytes"]
-    app.config["SECRET_KEY"] = _session_secret(cfg)
+    # API and console bodies are small; the webhook raises its own limit (receiver.max_body_bytes)
+    app.config["MAX_CONTENT_LENGTH"] = min(API_MAX_BODY_BYTES, cfg["receiver"]["max_body_bytes"])
+    app.json = _JSONProvider(app)
+    console_cfg = cfg["receiver"]["console"]
+    app.config["SECRET_KEY"] = console_cfg["session_secret"] or None  # None: loaded on first use
+    app.session_interface = auth.SessionInterface(_session_key_loader(st))
     app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # Secure: set per request when it came over TLS
+    app.permanent_session_lifetime = timedelta(seconds=console_cfg["session_lifetime"])
     app.config["JSON_SORT_KEYS"] = False
 
     from webhook_receiver import api, console, ops, webhook
@@ -75,6 +113,19 @@ def create_app(cfg: dict) -> Flask:
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(console.bp)
+
+    @app.after_request
+    def _security_headers(resp):
+        from flask import request
+
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith("/console"):
+            resp.headers["Content-Security-Policy"] = CONSOLE_CSP
+            resp.headers["X-Frame-Options"] = "DENY"
+            resp.headers["Referrer-Policy"] = "no-referrer"
+            if request.endpoint != "console.static":
+                resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -87,6 +138,23 @@ def create_app(cfg: dict) -> Flask:
         for k, v in exc.get_headers():  # e.g. Allow on 405
             if k.lower() not in ("content-type", "content-length"):
                 resp.headers[k] = v
+        return resp
+
+    @app.errorhandler(psycopg.DataError)
+    def _db_input_error(exc: psycopg.DataError):
+        # PostgreSQL refused a value that came with the request (NUL, out of range, bad encoding):
+        # bad input, a retry cannot help
+        log.info("event=db_data_error error=%r", _first_line(exc))
+        return jsonify(error="bad_request", message="the request holds a value the database cannot store"), 400
+
+    @app.errorhandler(psycopg.Error)
+    @app.errorhandler(PoolTimeout)
+    def _db_error(exc):
+        log.error("event=db_error error_type=%s error=%r", type(exc).__name__, _first_line(exc))
+        resp = jsonify(error="database_unavailable", message="the ticket database is not reachable; retry later",
+                       retry=True)
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "5"
         return resp
 
     try:

@@ -10,9 +10,12 @@ the ``automation`` blueprint and subscribes to the receiver's ticket hooks:
 | ticket_updated  |                 |                                      | comment            |
 | ticket_resolved |                 | on_resolved actions (restore)        | resolve/transition |
 
-Hooks fire in the request thread after commit; the work runs in this process's thread pools
-(created lazily, so after gunicorn forks). Hooks are process-wide: the last app initialised
-in a process owns the subscriptions.
+Hooks fire in the request thread after commit. Enrichment, remediation and restore are queued
+durably in ``automation_jobs`` (webhook_receiver/jobs.py, on the shared outbox) and run by this
+process's thread pools (created lazily, so after gunicorn forks) when it does background work;
+the receiver's scheduler also runs them, retries failed ones with backoff and resumes them
+after a restart. Hooks are process-wide: the last app initialised in a process owns the
+subscriptions.
 
 Endpoints (blueprint ``automation``):
 - GET  /api/v1/tickets/<id>/attachments            list (name, kind, content_type, size, url)
@@ -25,6 +28,8 @@ Endpoints (blueprint ``automation``):
 - POST /api/v1/itsm/deliveries/<id>/retry          a failed delivery goes back to pending (write)
 - GET  /metrics/automation                         automation metrics (also on /metrics when the
                                                    receiver's exposition includes EXTRA_COLLECTORS)
+Every GET needs a read credential (API token, receiver token, console session) unless
+receiver.api.anonymous_read; writes need the write scope.
 """
 from __future__ import annotations
 
@@ -56,6 +61,11 @@ class Automation:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.migrated = False
+        # jobs live in automation_jobs (webhook_receiver/jobs.py); this process runs them at once
+        # when it does background work (receiver.background 'workers', or the background process)
+        self.run_jobs = cfg["receiver"]["background"] != "process"
+        self._inflight: dict[str, int] = {}
+        self._again: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ lazily made parts
     def ensure_migrated(self) -> None:
@@ -87,6 +97,7 @@ class Automation:
         with self._lock:
             if os.getpid() != self._pid:  # forked: the parent's threads do not exist here
                 self._pools, self._pid = {}, os.getpid()
+                self._inflight, self._again = {}, {}
             if name not in self._pools:
                 self._pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"automation-{name}")
             return self._pools[name]
@@ -97,7 +108,9 @@ class Automation:
                 self.ensure_migrated()
                 return fn(*args)
             except Exception:  # noqa: BLE001 - logged; the ticket itself is unaffected
-                log.exception("event=automation_job_failed job=%s args=%r", name, args)
+                # never the arguments: they hold the config (tokens, password hashes, DB URL)
+                tid = next((a for a in reversed(args) if isinstance(a, int) and not isinstance(a, bool)), None)
+                log.exception("event=automation_job_failed job=%s ticket_id=%s", name, tid)
         return self.pool(name, workers).submit(job)
 
     def shutdown(self) -> None:
@@ -116,37 +129,81 @@ class Automation:
 
     # ------------------------------------------------------------------ hook handlers
     def on_opened(self, event: str, ticket_id: int, **payload) -> None:
-        self._enrich(ticket_id)
-        self._remediate(ticket_id)
+        self.queue_jobs(ticket_id, ("enrichment", "remediation"))
         self._forward(event, ticket_id, payload)
 
     def on_reopened(self, event: str, ticket_id: int, **payload) -> None:
-        self._enrich(ticket_id)
-        self._remediate(ticket_id)
+        self.queue_jobs(ticket_id, ("enrichment", "remediation"))
         self._forward(event, ticket_id, payload)
 
     def on_updated(self, event: str, ticket_id: int, **payload) -> None:
         self._forward(event, ticket_id, payload)
 
     def on_resolved(self, event: str, ticket_id: int, **payload) -> None:
-        r = self.cfg["remediation"]
-        if r["enabled"] and any(p.on_resolved for p in self.playbooks):
-            self.submit("remediation", r["workers"], lambda tid: self.runner.restore(tid), ticket_id)
+        self.queue_jobs(ticket_id, ("restore",))
         self._forward(event, ticket_id, payload)
 
-    def _enrich(self, ticket_id: int) -> None:
-        from webhook_receiver.remediation.verify import prometheus_url
+    # ------------------------------------------------------------------ durable jobs
+    def job_kinds(self) -> set[str]:
+        from webhook_receiver import jobs
 
-        e = self.cfg["enrichment"]
-        if e["enabled"] and (prometheus_url(self.cfg, e["prometheus_url"]) or e["logs"]["source"] != "none"):
-            from webhook_receiver import enrichment
+        return jobs.wanted(self.cfg, self.playbooks)
 
-            self.submit("enrichment", e["workers"], enrichment.enrich, self.cfg, self.db_url, ticket_id)
+    def queue_jobs(self, ticket_id: int, kinds: tuple[str, ...]) -> None:
+        """Queue the ticket's jobs in PostgreSQL, then run them here when this process runs jobs.
+        A failure to queue is logged: the scheduler's sweep queues what a ticket lacks."""
+        from webhook_receiver import jobs
+        from webhook_receiver.remediation import store
 
-    def _remediate(self, ticket_id: int) -> None:
-        r = self.cfg["remediation"]
-        if r["enabled"] and self.playbooks:
-            self.submit("remediation", r["workers"], lambda tid: self.runner.handle_ticket(tid), ticket_id)
+        kinds = tuple(k for k in kinds if k in self.job_kinds())
+        if not kinds:
+            return
+        try:
+            self.ensure_migrated()
+            with store.connect(self.db_url, autocommit=True) as conn:
+                for k in kinds:
+                    jobs.enqueue(conn, ticket_id, k)
+        except Exception as exc:  # noqa: BLE001 - the sweep catches up
+            log.warning("event=automation_job_queue_failed ticket_id=%s kinds=%s error=%r", ticket_id,
+                        ",".join(kinds), (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        if self.run_jobs:
+            for lane in sorted({jobs.LANES[k] for k in kinds}):
+                self.kick(lane)
+
+    def kick(self, lane: str, now=None) -> None:
+        """Have this process's ``lane`` pool run the due jobs of that lane (at most ``workers``
+        drains at once; a kick while they are all busy makes one of them look again)."""
+        workers = self.cfg["enrichment"]["workers"] if lane == "enrichment" else self.cfg["remediation"]["workers"]
+        pool = self.pool(lane, workers)
+        with self._lock:
+            if self._inflight.get(lane, 0) >= workers:
+                self._again[lane] = True
+                return
+            self._inflight[lane] = self._inflight.get(lane, 0) + 1
+        try:
+            pool.submit(self._drain, lane, now)
+        except RuntimeError:  # shut down
+            with self._lock:
+                self._inflight[lane] -= 1
+
+    def _drain(self, lane: str, now=None) -> None:
+        from webhook_receiver import jobs
+        from webhook_receiver.remediation import store
+
+        while True:
+            try:
+                self.ensure_migrated()
+                with store.connect(self.db_url, autocommit=True) as conn:
+                    while jobs.run_due(conn, self.cfg, lambda: self.runner, lane=lane, now=now, batch=1):
+                        pass
+            except Exception as exc:  # noqa: BLE001 - the database may be away: the scheduler kicks again
+                log.warning("event=automation_jobs_error lane=%s error=%r", lane,
+                            (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            with self._lock:
+                if self._again.pop(lane, False):
+                    continue
+                self._inflight[lane] = max(0, self._inflight.get(lane, 1) - 1)
+                return
 
     def _forward(self, event: str, ticket_id: int, payload: dict) -> None:
         from webhook_receiver import itsm
@@ -166,6 +223,9 @@ def init_app(app, cfg: dict) -> Automation:
 
     auto = Automation(cfg)
     app.extensions[EXT] = auto
+    st = app.extensions.get("opsstack")
+    if st is not None:  # the receiver's scheduler runs our background jobs (scheduler.jobs_of)
+        st.automation = auto
     try:
         auto.ensure_migrated()
     except Exception as exc:  # noqa: BLE001 - the database may come later
@@ -215,6 +275,8 @@ class _ApiError(Exception):
 def _api_error(exc: _ApiError):
     resp = jsonify(error=exc.error, message=exc.message)
     resp.status_code = exc.status
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-api"'
     return resp
 
 
@@ -278,6 +340,8 @@ def attachment(tid, name):
 
     _require("read")
     tid = _tid(tid)
+    if "\x00" in name or len(name) > 255:  # PostgreSQL text holds no NUL: no such name can exist
+        raise _ApiError(404, "not_found", "no such attachment")
     with _conn() as conn:
         row = enrichment.get_attachment(conn, tid, name)
     if row is None:
@@ -391,6 +455,7 @@ def automation_metrics():
 
     from webhook_receiver.remediation.metrics import AutomationCollector
 
+    _require("read")
     auto = _auto()
     reg = CollectorRegistry(auto_describe=False)
     reg.register(AutomationCollector(auto.cfg, auto.db_url))
@@ -413,7 +478,7 @@ def openapi_paths() -> dict:
     run = {"type": "object", "properties": {
         "id": {"type": "integer"}, "ticket_id": {"type": "integer", "nullable": True}, "playbook": {"type": "string"},
         "target": {"type": "string"}, "status": {"type": "string", "enum": [
-            "pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed"]},
+            "pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed", "refused"]},
         "reason": {"type": "string"}, "dry_run": {"type": "boolean"}, "escalated": {"type": "boolean"},
         "attempts": {"type": "array", "items": obj}}, "additionalProperties": True}
     switch = {"type": "object", "properties": {

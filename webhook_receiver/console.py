@@ -1,25 +1,64 @@
 """The incident console: server-rendered HTML, no build step.
 
-Login with a user from receiver.console.users (werkzeug password hashes); a signed session
-cookie keeps it. Pages: the open tickets by severity and age (linked by Alertmanager group),
-and one ticket with its alerts, owner, level, time left before the next escalation, the
-timeline, and buttons to acknowledge, resolve, comment and reassign. Forms carry a CSRF token.
+Login with a user from receiver.console.users (werkzeug password hashes). The session cookie
+(signed with its own random key, see app.py) carries a random session id; the session itself is
+a row in PostgreSQL (console_store), checked on every request together with the user still
+being configured, ended by logout and by the idle timeout / lifetime. Wrong passwords are
+throttled per user name and per client address (429 + Retry-After, the password is not even
+checked while locked), and only receiver.console.login.concurrent_checks password checks run at
+once per process (503 past that). Every form, the login form included, carries a CSRF token.
+
+Pages: the open tickets by severity and age (linked by Alertmanager group), and one ticket with
+its alerts, owner, level, time left before the next escalation, the timeline, and buttons to
+acknowledge, resolve, comment and reassign. Links built from alert data go through
+``safe_href`` (http/https only); the pages run no script at all (CSP in app.py).
 """
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 from datetime import datetime
 from functools import wraps
+from urllib.parse import urlsplit
 
 import psycopg
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
                    url_for)
 from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import ServiceUnavailable
 
-from webhook_receiver import escalation, tickets
+from webhook_receiver import auth, console_store, escalation, tickets
 
-bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+log = logging.getLogger(__name__)
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+
+# what browsers drop or reinterpret inside URLs (controls, spaces, backslash): never in a link
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+MAX_HREF = 2048
+
+
+def safe_href(url) -> str | None:
+    """``url`` when it may be a link: an absolute http(s) URL with a host, or a path on this site
+    ('/x', not '//x'); None for anything else (javascript:, data:, vbscript:, relative, odd) (pure).
+    Templates render a None as plain text without an href."""
+    if not isinstance(url, str) or not url or len(url) > MAX_HREF or _URL_UNSAFE.search(url):
+        return None
+    if url.startswith("/") and not url.startswith("//"):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return url
+
+
+bp.add_app_template_filter(safe_href, "safe_href")
 
 SEV_ORDER = ("critical", "warning", "info")
 
@@ -37,15 +76,48 @@ def _csrf() -> str:
     return tok
 
 
+def _check_csrf() -> None:
+    if not auth.same_token(request.form.get("csrf"), session.get("csrf")):
+        abort(400, "bad or missing CSRF token; reload the page")
+
+
+def _timeouts() -> tuple[float, float]:
+    c = _st().cfg["receiver"]["console"]
+    return c["session_idle_timeout"], c["session_lifetime"]
+
+
+@bp.before_app_request
+def verify_session() -> None:
+    """Every request that carries a logged-in session (console, API reads, attachments): the
+    session id must name a live row in console_sessions for the same user, and that user must
+    still be configured; otherwise the session is dropped (the request is anonymous, the cookie
+    is cleared). A signed cookie alone (e.g. forged with a leaked key) is never enough."""
+    if request.endpoint == "console.static" or not session:
+        return
+    user, sid = session.get("user"), session.get("sid")
+    if user is None and sid is None:
+        return  # before login: only the CSRF token
+    st = _st()
+    known = isinstance(user, str) and st.users.get(user) is not None
+    live = None
+    if known and isinstance(sid, str):
+        idle, lifetime = _timeouts()
+        try:
+            live = st.db.run(lambda conn: console_store.touch_session(conn, sid, idle, lifetime))
+        except (psycopg.Error, PoolTimeout):
+            raise ServiceUnavailable("the ticket database is not reachable; retry shortly") from None
+    if live is None or live != user:
+        log.info("event=console_session_rejected reason=%s", "no_live_session" if known else "unknown_user")
+        session.clear()
+
+
 def login_required(fn):
     @wraps(fn)
     def wrapper(*a, **kw):
         if not session.get("user"):
             return redirect(url_for("console.login", next=request.full_path if request.query_string else request.path))
         if request.method == "POST":
-            given = request.form.get("csrf", "")
-            if not secrets.compare_digest(given, session.get("csrf", "")):
-                abort(400, "bad or missing CSRF token; reload the page")
+            _check_csrf()
         return fn(*a, **kw)
     return wrapper
 
@@ -94,32 +166,88 @@ def _globals():
 
 @bp.errorhandler(psycopg.Error)
 @bp.errorhandler(PoolTimeout)
+@bp.errorhandler(ServiceUnavailable)
 def _db_down(exc):
     return render_template("console_error.html", message="The ticket database is not reachable; retry shortly."), 503
 
 
+@bp.before_request
+def _signing_key() -> None:
+    """The session key comes from PostgreSQL unless configured: no key, no console (503)."""
+    if request.endpoint == "console.static":
+        return
+    if current_app.session_interface.get_signing_serializer(current_app) is None or getattr(
+            session, "unavailable", False):
+        raise ServiceUnavailable("the session key is not available (database down?)")
+
+
+def _safe_next(nxt: str) -> str:
+    """Where to go after login: a console path only (no other host, no scheme) (pure)."""
+    if isinstance(nxt, str) and nxt.startswith("/console/") and not _URL_UNSAFE.search(nxt) and "//" not in nxt:
+        return nxt
+    return "/console/"
+
+
+def _login_page(error: str | None, status: int, headers: dict | None = None):
+    no_users = not _st().cfg["receiver"]["console"]["users"]
+    return render_template("console_login.html", error=error, no_users=no_users), status, headers or {}
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    if request.method != "POST":
+        return _login_page(None, 200)
+    _check_csrf()  # the form's token, kept in the pre-login session cookie
     st = _st()
-    error = None
-    if request.method == "POST":
-        name = request.form.get("username", "")
+    lc = st.cfg["receiver"]["console"]["login"]
+    name = request.form.get("username", "")
+    name = name if isinstance(name, str) else ""
+    addr = request.remote_addr or "unknown"
+    keys = ["user:" + name[:200], "addr:" + addr]
+    # locked out: answer at once, without checking the password (even a right one)
+    locked = st.db.run(lambda conn: console_store.locked_for(conn, keys))
+    if locked > 0:
+        wait = console_store.retry_after(locked)
+        log.info("event=console_login_throttled retry_after=%s", wait)
+        return _login_page(f"Too many failed logins: try again in {wait}s.", 429, {"Retry-After": str(wait)})
+    if not st.login_slots.acquire(blocking=False):
+        return _login_page("The console is busy checking other logins: try again in a moment.", 503,
+                           {"Retry-After": "1"})
+    try:
         user = st.users.check(name, request.form.get("password", ""))
-        if user:
-            session.clear()
-            session["user"] = user["name"]
-            session["display"] = user.get("display_name") or user["name"]
-            _csrf()
-            nxt = request.args.get("next", "")
-            return redirect(nxt if nxt.startswith("/console") else url_for("console.index"))
-        error = "Wrong user name or password."
-    no_users = not st.cfg["receiver"]["console"]["users"]
-    return render_template("console_login.html", error=error, no_users=no_users), (401 if error else 200)
+    finally:
+        st.login_slots.release()
+    idle, lifetime = _timeouts()
+    if not user:
+        def fail(conn) -> float:
+            w = max(console_store.record_failure(conn, keys[0], lc["free_attempts"], lc["backoff"],
+                                                 lc["max_backoff"], lc["forget_after"]),
+                    console_store.record_failure(conn, keys[1], lc["address_free_attempts"], lc["backoff"],
+                                                 lc["max_backoff"], lc["forget_after"]))
+            console_store.sweep_failures(conn, lc["forget_after"])
+            return w
+        st.db.run(fail)
+        log.info("event=console_login_failed")
+        return _login_page("Wrong user name or password.", 401)
+
+    def start(conn) -> str:
+        console_store.clear_failures(conn, keys[0])
+        return console_store.create_session(conn, user["name"], addr, idle, lifetime)
+    sid = st.db.run(start)
+    session.clear()  # a new session (and CSRF token) on every login: no fixation
+    session["sid"] = sid
+    session["user"] = user["name"]
+    session["display"] = user.get("display_name") or user["name"]
+    _csrf()
+    log.info("event=console_login user=%s", user["name"])
+    return redirect(_safe_next(request.args.get("next", "")))
 
 
 @bp.post("/logout")
 @login_required
 def logout():
+    sid = session.get("sid")
+    _st().db.run(lambda conn: console_store.end_session(conn, sid))  # the cookie is dead from now on
     session.clear()
     return redirect(url_for("console.login"))
 
@@ -159,11 +287,15 @@ def ticket(tid: int):
         alerts = tickets.alerts(conn, tid)
         siblings = tickets.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
         enrichment, runs = _automation(conn, tid)
+        from webhook_receiver import notify
+
+        failed_notifications = notify.deliveries(conn, tid, failed_only=True)
     pol = st.ctx.policy(t["policy"])
     return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
                            siblings=[s for s in siblings if s["id"] != tid],
                            level_name=level_label(t["level"], pol.level(t["level"]).name),
-                           people=sorted(st.ctx.directory.people), enrichment=enrichment, runs=runs)
+                           people=sorted(st.ctx.directory.people), enrichment=enrichment, runs=runs,
+                           failed_notifications=failed_notifications)
 
 
 def _automation(conn, tid: int) -> tuple[dict | None, list]:

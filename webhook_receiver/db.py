@@ -149,6 +149,28 @@ MIGRATIONS: list[tuple[int, str]] = [
     create index if not exists ticket_payloads_pending on ticket_payloads (group_key, id)
         where processed_at is null;
     """),
+    (3, """
+    -- alert storms: what the last notification of a group carried, and how many alerts
+    -- Alertmanager left out of it (webhook max_alerts; payload field truncatedAlerts)
+    alter table ticket_groups add column if not exists last_alert_count int not null default 0;
+    alter table ticket_groups add column if not exists truncated_alerts int not null default 0;
+    alter table ticket_groups add column if not exists max_truncated_alerts int not null default 0;
+    -- a resolved notification that came before the firing one of the same episode: the late
+    -- firing finds it here and opens nothing
+    create table if not exists ticket_resolved_episodes (
+        fingerprint text not null,
+        starts_at timestamptz not null,
+        ends_at timestamptz,
+        recorded_at timestamptz not null default now(),
+        primary key (fingerprint, starts_at)
+    );
+    create index if not exists ticket_resolved_episodes_recorded on ticket_resolved_episodes (recorded_at);
+    """),
+    (4, """
+    -- the outbox claim looks for an older pending row of the same ticket and channel
+    create index if not exists ticket_notifications_key on ticket_notifications (ticket_id, channel, id)
+        where status = 'pending';
+    """),
 ]
 
 
@@ -156,7 +178,11 @@ def migrate(conn: psycopg.Connection) -> int:
     """Apply pending migrations; returns the schema version. Safe to run concurrently."""
     from stack.migrations import apply
 
-    return apply(conn, MIGRATIONS, "ticket_schema_versions", MIGRATE_LOCK, "receiver")
+    version = apply(conn, MIGRATIONS, "ticket_schema_versions", MIGRATE_LOCK, "receiver")
+    from webhook_receiver import console_store  # the console's sessions, secrets, login throttle
+
+    console_store.migrate(conn)
+    return version
 
 
 def connect(url: str, timeout: float = 5.0) -> psycopg.Connection:

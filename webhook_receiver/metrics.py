@@ -23,7 +23,7 @@ KPI_WINDOW = 30 * 86400  # seconds: MTTA/MTTR/MTBF over the last 30 days
 EXTRA_COLLECTORS: list = []
 
 WEBHOOK = Counter("opsstack_receiver_webhook_requests_total",
-                  "Alertmanager webhook deliveries by outcome (stored, invalid, unauthorized, db_error).",
+                  "Alertmanager webhook deliveries by outcome (stored, invalid, unauthorized, too_large, db_error).",
                   ["outcome"])
 REQUEST_SECONDS = Histogram("opsstack_receiver_request_duration_seconds",
                             "HTTP request duration by route.", ["route"],
@@ -80,10 +80,15 @@ class KpiCollector:
                                      "Mean time to acknowledge over the last 30 days, by service.", labels=["service"])
             mttr = GaugeMetricFamily("opsstack_tickets_mttr_seconds",
                                      "Mean time to resolve over the last 30 days, by service.", labels=["service"])
-            for r in q("""select service,
-                                 extract(epoch from avg(acknowledged_at - opened_at)) mtta,
-                                 extract(epoch from avg(resolved_at - opened_at)) mttr
-                          from tickets where opened_at > now() - make_interval(secs => %s)
+            # time to acknowledge from the acknowledged events: a reopen clears the ticket's
+            # acknowledged_at, but the page of its first episode was still answered
+            for r in q("""select t.service,
+                                 extract(epoch from avg(a.first_ack - t.opened_at)) mtta,
+                                 extract(epoch from avg(t.resolved_at - t.opened_at)) mttr
+                          from tickets t
+                          left join (select ticket_id, min(at) first_ack from ticket_events
+                                     where kind = 'acknowledged' group by 1) a on a.ticket_id = t.id
+                          where t.opened_at > now() - make_interval(secs => %s)
                           group by 1""", (KPI_WINDOW,)).fetchall():
                 if r["mtta"] is not None:
                     mtta.add_metric([r["service"]], float(r["mtta"]))

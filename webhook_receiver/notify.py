@@ -1,9 +1,14 @@
 """Notifications: a durable outbox in PostgreSQL and three channel types.
 
 Ticket changes insert rows into ``ticket_notifications`` in the same transaction as the
-change (so a notification is never lost and never blocks ticket handling); a loop sends
-them with retries and exponential backoff. A unique ``dedup_key`` per (ticket, episode,
-change, level, channel) means one message per change that matters. Messages of one ticket
+change (so a notification is never lost and never blocks ticket handling); the scheduler sends
+them through the shared outbox (webhook_receiver/outbox.py): a send that fails for any reason
+fails its own row only (exponential backoff, then ``failed`` after ``max_attempts``, counted in
+``opsstack_tickets_notification_failures_total``, listed on the ticket in the API and console).
+Header values never carry raw label text (webhook_receiver/sanitize.py), recipients come only
+from the channel config and the directory, and Slack text is escaped (& < >). A unique
+``dedup_key`` per (ticket, episode, change, level, channel) means one message per change that
+matters. Messages of one ticket
 on one channel go out in order and form a thread (e-mail In-Reply-To, Slack thread_ts); the
 resolved message closes it.
 
@@ -17,12 +22,15 @@ import logging
 import smtplib
 import ssl
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 import requests
 from psycopg.types.json import Jsonb
+
+from webhook_receiver import outbox
+from webhook_receiver.sanitize import email_address, header_value, slack_mention, slack_text
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +135,25 @@ def _read_secret(path: str | None) -> str | None:
 
 
 def send_smtp(ch: dict, p: dict, thread_ref: str | None) -> str | None:
-    to = list(ch["to"])
-    email = p["person"].get("email")
+    # recipients come from the channel's config and the directory (the owner's address), each
+    # checked to be one plain address: nothing an alert carries can add a recipient or a header
+    to = [a for a in (email_address(x) for x in ch["to"]) if a]
+    email = email_address(p["person"].get("email"))
     if ch["to_owner"] and email and email not in to:
         to.append(email)
     if not to:
         raise SendError("no recipients (set to: or give the owner an email)")
     msg = EmailMessage()
-    msg["Subject"] = subject(p)
-    msg["From"] = ch["sender"]
+    msg["Subject"] = header_value(subject(p), 900)
+    msg["From"] = header_value(ch["sender"], 300)
     msg["To"] = ", ".join(to)
     msg["Date"] = formatdate(localtime=False)
     msg_id = make_msgid(domain="opsstack")
     msg["Message-ID"] = msg_id
     if thread_ref:
-        msg["In-Reply-To"] = thread_ref
-        msg["References"] = thread_ref
-    msg["X-Opsstack-Ticket"] = str(p["ticket"]["id"])
+        msg["In-Reply-To"] = header_value(thread_ref, 300)
+        msg["References"] = header_value(thread_ref, 300)
+    msg["X-Opsstack-Ticket"] = str(int(p["ticket"]["id"]))
     msg.set_content(text(p))
     try:
         with smtplib.SMTP(ch["smtp_host"], ch["smtp_port"], timeout=ch["timeout"]) as s:
@@ -158,10 +168,11 @@ def send_smtp(ch: dict, p: dict, thread_ref: str | None) -> str | None:
 
 
 def _post(ch: dict, body: dict) -> requests.Response:
-    headers = {"Content-Type": "application/json", **{str(k): str(v) for k, v in ch["headers"].items()}}
+    headers = {"Content-Type": "application/json",
+               **{header_value(k, 200): header_value(v) for k, v in ch["headers"].items()}}
     tok = _read_secret(ch["token_file"])
     if tok:
-        headers["Authorization"] = f"Bearer {tok}"
+        headers["Authorization"] = f"Bearer {header_value(tok)}"
     try:
         r = requests.post(ch["url"], data=json.dumps(body), headers=headers, timeout=ch["timeout"])
     except requests.RequestException as exc:
@@ -172,12 +183,16 @@ def _post(ch: dict, body: dict) -> requests.Response:
 
 
 def send_slack(ch: dict, p: dict, thread_ref: str | None) -> str | None:
+    # every label- or annotation-derived text is escaped (& < >) as Slack's formatting rules say,
+    # so <!channel>, <@U...> or <https://evil|text> in an alert are shown as text; the only
+    # mention is ours: the owner's Slack id from the directory
     t = p["ticket"]
-    mention = p["person"].get("slack")
+    mention = slack_mention(p["person"].get("slack")) if p["kind"] in ("opened", "escalated", "reopened") else ""
     body = {
-        "text": subject(p) + (f" <{mention}>" if mention and p["kind"] in ("opened", "escalated", "reopened") else ""),
+        "text": slack_text(subject(p)) + (f" {mention}" if mention else ""),
         "attachments": [{"color": "#2eb886" if p["kind"] == "resolved" else SEVERITY_COLOR.get(t["severity"], "#888888"),
-                         "title": f"#{t['id']} {t['alertname']}", "text": text(p), "fallback": subject(p)}],
+                         "title": slack_text(f"#{t['id']} {t['alertname']}"), "text": slack_text(text(p)),
+                         "fallback": slack_text(subject(p))}],
     }
     if ch["channel"]:  # chat.postMessage: threads work
         body["channel"] = ch["channel"]
@@ -211,56 +226,55 @@ SENDERS = {"smtp": send_smtp, "slack": send_slack, "webhook": send_webhook}
 
 def backoff(ncfg: dict, attempts: int) -> float:
     """Seconds before retry number ``attempts`` (1-based): exponential, capped (pure)."""
-    return min(ncfg["max_backoff"], ncfg["initial_backoff"] * 2 ** max(attempts - 1, 0))
+    return outbox.backoff(ncfg["initial_backoff"], ncfg["max_backoff"], attempts)
+
+
+def queue(ncfg: dict) -> outbox.Queue:
+    return outbox.Queue(name="notifications", table="ticket_notifications", key=("ticket_id", "channel"),
+                        info=("ticket_id", "channel", "kind", "recipient"), done_status="sent", done_at="sent_at",
+                        max_attempts=ncfg["max_attempts"], initial_backoff=ncfg["initial_backoff"],
+                        max_backoff=ncfg["max_backoff"], error_limit=500)
 
 
 def run_outbox(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
-    """Send due notifications, one row per transaction (FOR UPDATE SKIP LOCKED)."""
-    from webhook_receiver.escalation import utcnow
+    """Send due notifications, one row per transaction, through the shared outbox: a send that
+    fails for any reason fails its own row (backoff, then ``failed``), never the queue."""
     from webhook_receiver.tickets import add_event
 
     ncfg = ctx.cfg["notifications"]
     chans = {c["name"]: c for c in ncfg["channels"]}
-    done = 0
-    for _ in range(batch):
-        with conn.transaction():
-            n = conn.execute(
-                """select * from ticket_notifications n where status = 'pending' and next_attempt_at <= %s
-                   and not exists (select 1 from ticket_notifications p where p.ticket_id = n.ticket_id
-                                   and p.channel = n.channel and p.status = 'pending' and p.id < n.id)
-                   order by id limit 1 for update skip locked""", (now or utcnow(),)).fetchone()
-            if n is None:
-                return done
-            done += 1
-            ch = chans.get(n["channel"])
-            attempts = n["attempts"] + 1
-            try:
-                if ch is None:
-                    raise SendError(f"channel {n['channel']!r} is no longer configured")
-                th = conn.execute("select thread_ref from ticket_threads where ticket_id = %s and channel = %s",
-                                  (n["ticket_id"], n["channel"])).fetchone()
-                ref = SENDERS[ch["type"]](ch, n["payload"], th["thread_ref"] if th else None)
-            except SendError as exc:
-                final = attempts >= ncfg["max_attempts"] or ch is None
-                conn.execute(
-                    """update ticket_notifications set attempts = %s, last_error = %s, status = %s,
-                           next_attempt_at = now() + %s where id = %s""",
-                    (attempts, str(exc)[:500], "failed" if final else "pending",
-                     timedelta(seconds=backoff(ncfg, attempts)), n["id"]))
-                log.warning("event=notification_failed id=%s ticket_id=%s channel=%s attempt=%s final=%s error=%r",
-                            n["id"], n["ticket_id"], n["channel"], attempts, final, str(exc))
-                if final:
-                    add_event(conn, n["ticket_id"], "notification_failed", "notifier",
-                              {"channel": n["channel"], "kind": n["kind"], "attempts": attempts, "error": str(exc)[:500]})
-                continue
-            conn.execute("update ticket_notifications set attempts = %s, status = 'sent', sent_at = now(), "
-                         "last_error = null where id = %s", (attempts, n["id"]))
-            if n["kind"] == "resolved":
-                conn.execute("delete from ticket_threads where ticket_id = %s and channel = %s",
-                             (n["ticket_id"], n["channel"]))
-            elif ref:
-                conn.execute("""insert into ticket_threads (ticket_id, channel, thread_ref) values (%s, %s, %s)
-                                on conflict (ticket_id, channel) do nothing""", (n["ticket_id"], n["channel"], ref))
-            add_event(conn, n["ticket_id"], "notified", "notifier",
-                      {"channel": n["channel"], "kind": n["kind"], "recipient": n["recipient"], "attempts": attempts})
-    return done
+
+    def deliver(conn, n: dict) -> None:
+        ch = chans.get(n["channel"])
+        if ch is None:
+            raise outbox.Permanent(f"channel {n['channel']!r} is no longer configured")
+        th = conn.execute("select thread_ref from ticket_threads where ticket_id = %s and channel = %s",
+                          (n["ticket_id"], n["channel"])).fetchone()
+        ref = SENDERS[ch["type"]](ch, n["payload"], th["thread_ref"] if th else None)
+        if n["kind"] == "resolved":
+            conn.execute("delete from ticket_threads where ticket_id = %s and channel = %s",
+                         (n["ticket_id"], n["channel"]))
+        elif ref:
+            conn.execute("""insert into ticket_threads (ticket_id, channel, thread_ref) values (%s, %s, %s)
+                            on conflict (ticket_id, channel) do nothing""", (n["ticket_id"], n["channel"], ref))
+        add_event(conn, n["ticket_id"], "notified", "notifier",
+                  {"channel": n["channel"], "kind": n["kind"], "recipient": n["recipient"],
+                   "attempts": n["attempts"] + 1})
+
+    def on_failed(conn, n: dict, error: str, attempts: int, final: bool) -> None:
+        log.warning("event=notification_failed id=%s ticket_id=%s channel=%s attempt=%s final=%s error=%r",
+                    n["id"], n["ticket_id"], n["channel"], attempts, final, error)
+        if final:
+            add_event(conn, n["ticket_id"], "notification_failed", "notifier",
+                      {"channel": n["channel"], "kind": n["kind"], "attempts": attempts, "error": error[:500]})
+
+    return outbox.run_due(conn, queue(ncfg), deliver, now=now, batch=batch, on_failed=on_failed)
+
+
+def deliveries(conn, ticket_id: int, failed_only: bool = False) -> list[dict]:
+    """The notification rows of a ticket (for the API and the console), oldest first."""
+    rows = conn.execute(
+        """select id, channel, kind, status, attempts, last_error, created_at, next_attempt_at, sent_at
+           from ticket_notifications where ticket_id = %s""" + (" and status = 'failed'" if failed_only else "")
+        + " order by id", (ticket_id,)).fetchall()
+    return [dict(r) for r in rows]

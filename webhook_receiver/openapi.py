@@ -58,8 +58,9 @@ def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> di
         "openapi": "3.0.3",
         "info": {"title": "opsstack receiver API", "version": "1.0.0",
                  "description": "Tickets made from Alertmanager alerts: list, read, acknowledge, resolve, "
-                                "comment, reassign, escalate. Reads may be anonymous (receiver.api.anonymous_read); "
-                                "writes need an API token (receiver.api.tokens) as a bearer token."},
+                                "comment, reassign, escalate. Reads need a bearer token with the read scope (receiver.api.tokens) "
+                                "or a console session (anonymous only with receiver.api.anonymous_read); "
+                                "writes need an API token with the write scope."},
         "servers": [{"url": "/"}],
         "paths": {
             "/api/v1/tickets": {"get": {
@@ -123,15 +124,32 @@ def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> di
                     "id": {"type": "integer"}, "at": _TS, "actor": {"type": "string"},
                     "kind": {"type": "string", "description": "opened, notified, escalated, acknowledged, reassigned, "
                                                               "resolved, reopened, comment, alert_attached, "
-                                                              "notification_failed"},
+                                                              "notification_failed, automation_failed"},
                     "details": {"type": "object"}}},
                 "Alert": {"type": "object", "properties": {
                     "fingerprint": {"type": "string"}, "starts_at": _TS, "ends_at": _TS_NULL,
                     "status": {"type": "string"}, "labels": {"type": "object"}, "annotations": {"type": "object"},
                     "group_id": {"type": "integer", "nullable": True}, "first_seen": _TS, "last_seen": _TS}},
+                "Group": {"type": "object", "nullable": True, "description": "The Alertmanager group", "properties": {
+                    "id": {"type": "integer"}, "group_key": {"type": "string"}, "receiver": {"type": "string"},
+                    "group_labels": {"type": "object"}, "first_seen": _TS, "last_seen": _TS,
+                    "last_alert_count": {"type": "integer", "description": "alerts in its last notification"},
+                    "truncated_alerts": {"type": "integer", "description":
+                                         "alerts Alertmanager left out of its last notification (webhook max_alerts)"},
+                    "max_truncated_alerts": {"type": "integer", "description": "the most ever left out"}}},
                 "TicketDetail": {"allOf": [{"$ref": "#/components/schemas/Ticket"}, {"type": "object", "properties": {
                     "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                    "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}}]},
+                    "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+                    "group": {"$ref": "#/components/schemas/Group"},
+                    "notifications": {"type": "array", "description": "deliveries: pending, sent or failed "
+                                                                      "(after max_attempts) with the last error",
+                                      "items": {"type": "object", "properties": {
+                                          "id": {"type": "integer"}, "channel": {"type": "string"},
+                                          "kind": {"type": "string"},
+                                          "status": {"type": "string", "enum": ["pending", "sent", "failed"]},
+                                          "attempts": {"type": "integer"},
+                                          "last_error": {"type": "string", "nullable": True},
+                                          "created_at": _TS, "next_attempt_at": _TS, "sent_at": _TS_NULL}}}}}]},
             },
         },
     }

@@ -1,4 +1,11 @@
-"""/healthz (the process answers), /readyz (database reachable and migrated), /metrics."""
+"""/healthz (the process answers), /readyz (database reachable and migrated), /metrics.
+
+These three are open (load balancers, supervisors and Prometheus reach them without a
+credential) and say nothing more than that: /healthz and /readyz answer a status and a
+database true/false, never an error text or a URL; /metrics carries aggregate counts only
+(tickets by service/severity, MTTA/MTTR, remediation outcomes by playbook), never a ticket,
+a label value beyond the bounded sets, a name or a secret. Everything else needs a credential.
+"""
 from __future__ import annotations
 
 import time

@@ -1,5 +1,9 @@
-"""The background loop of each receiver process: escalation timers, the notification
-outbox, heartbeat checks and raw-payload retention.
+"""The background loop of each receiver process: a list of jobs, each with one interface
+(``name``, ``run_due(conn, now)``), run in turn by the one Scheduler with errors isolated per
+job (a job that raises is logged and the others still run), as GoAlert's engine runs its
+updaters. The jobs: queued payloads, escalation timers, heartbeat checks, the notification
+outbox, raw-payload retention and, with automation, ITSM forwarding, the durable automation
+jobs (enrichment/remediation/restore: sweep + run) and orphaned remediation runs.
 
 Every step takes its rows with FOR UPDATE SKIP LOCKED, so any number of workers and replicas
 can run this loop against one database; state lives only in PostgreSQL, so a restart picks up
@@ -10,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Callable
 
 from webhook_receiver import escalation, heartbeat, notify, tickets
 
@@ -18,6 +23,19 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
 PRUNE_LOCK = 7_215_003
+
+
+class Job:
+    """One kind of background work: ``run_due(conn, now)`` does what is due and returns a summary
+    (usually how many rows it handled). ``every``: at most once per this many seconds."""
+
+    def __init__(self, name: str, fn: Callable[[object, datetime | None], object], every: float = 0.0):
+        self.name = name
+        self.fn = fn
+        self.every = every
+
+    def run_due(self, conn, now: datetime | None):
+        return self.fn(conn, now)
 
 
 def process_pending(st, limit: int = 1000) -> int:
@@ -29,40 +47,111 @@ def process_pending(st, limit: int = 1000) -> int:
     return n
 
 
-def tick(st, now=None) -> dict:
-    """One pass of every job (also what tests call instead of waiting for the thread)."""
-    cfg = st.cfg
-    batch = cfg["receiver"]["scheduler"]["batch"]
-    out = {"payloads": process_pending(st)}
-    with st.db.connection() as conn:
-        out["escalated"] = escalation.run_due(st.ctx, conn, now=now, batch=batch)
-        if getattr(st, "watching_since", None) is None:
-            st.watching_since = escalation.utcnow()   # the first pass of this process
-        out["heartbeat_alarms"] = heartbeat.check(st.ctx, conn, now or escalation.utcnow(),
-                                                  cfg["receiver"]["heartbeat_timeout"], st.watching_since)
-        out["notifications"] = notify.run_outbox(st.ctx, conn, now=now, batch=batch)
+def _heartbeats(st, conn, now):
+    if getattr(st, "watching_since", None) is None:
+        st.watching_since = escalation.utcnow()   # the first pass of this process
+    return heartbeat.check(st.ctx, conn, now or escalation.utcnow(), st.cfg["receiver"]["heartbeat_timeout"],
+                           st.watching_since)
+
+
+def _prune(st, conn, now) -> int:
+    keep = timedelta(seconds=st.cfg["receiver"]["raw_retention"])
+    with conn.transaction():
+        got = conn.execute("select pg_try_advisory_xact_lock(%s) ok", (PRUNE_LOCK,)).fetchone()["ok"]
+        if not got:
+            return 0
+        n = conn.execute("delete from ticket_payloads where received_at < now() - %s", (keep,)).rowcount
+    if n:
+        log.info("event=payloads_pruned rows=%s", n)
+    return n
+
+
+def automation_jobs(auto) -> list[Job]:
+    """The background jobs of the automation parts (ITSM, enrichment/remediation jobs, orphans)."""
+    from webhook_receiver import itsm, jobs
+
+    out: list[Job] = []
+    cfg = auto.cfg
+    if itsm.systems(cfg):
+        out.append(Job("itsm", lambda conn, now: auto.forwarder.run_due(conn, now=now)))
+    kinds = auto.job_kinds()
+
+    def run_jobs(conn, now):
+        auto.ensure_migrated()
+        swept = jobs.sweep(conn, kinds) if kinds else 0
+        due = conn.execute("select lane, count(*) n from automation_jobs where status = 'pending' "
+                           "and next_attempt_at <= %s group by 1", (now or escalation.utcnow(),)).fetchall()
+        for r in due:
+            auto.kick(r["lane"], now)  # the lane's pool runs them (long jobs never hold this loop)
+        return {"swept": swept, "due": sum(r["n"] for r in due)}
+    out.append(Job("automation_jobs", run_jobs))
+    if cfg["remediation"]["enabled"]:
+        out.append(Job("remediation_orphans", lambda conn, now: len(jobs.orphans(
+            conn, cfg, escalate=lambda tid, reason: auto.runner._escalate(tid, reason)))))
     return out
 
 
+def default_jobs(st) -> list[Job]:
+    batch = st.cfg["receiver"]["scheduler"]["batch"]
+    out = [
+        Job("payloads", lambda conn, now: process_pending(st)),
+        Job("escalated", lambda conn, now: escalation.run_due(st.ctx, conn, now=now, batch=batch)),
+        Job("heartbeat_alarms", lambda conn, now: _heartbeats(st, conn, now)),
+        Job("notifications", lambda conn, now: notify.run_outbox(st.ctx, conn, now=now, batch=batch)),
+        Job("prune", lambda conn, now: _prune(st, conn, now), every=PRUNE_EVERY),
+    ]
+    auto = getattr(st, "automation", None)
+    if auto is not None:
+        out.extend(automation_jobs(auto))
+    return out
+
+
+def run_jobs(st, jobs: list, now: datetime | None = None) -> dict:
+    """One pass over ``jobs``, each on a pooled connection of its own; a job that raises is
+    logged (and named in ``errors``) and the others still run."""
+    out: dict = {}
+    last = st.__dict__.setdefault("job_last_run", {})
+    for job in jobs:
+        every = getattr(job, "every", 0.0)
+        if every and time.monotonic() - last.get(job.name, -1e18) < every:
+            continue
+        last[job.name] = time.monotonic()
+        try:
+            with st.db.connection() as conn:
+                out[job.name] = job.run_due(conn, now)
+        except Exception as exc:  # noqa: BLE001 - one job's failure never stops the others
+            out[job.name] = None
+            out.setdefault("errors", {})[job.name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("event=scheduler_job_error job=%s error=%r", job.name, out["errors"][job.name])
+    return out
+
+
+def tick(st, now=None) -> dict:
+    """One pass of every job (also what tests call instead of waiting for the thread)."""
+    return run_jobs(st, default_jobs(st), now)
+
+
 def prune(st) -> int:
-    keep = timedelta(seconds=st.cfg["receiver"]["raw_retention"])
     with st.db.connection() as conn:
-        with conn.transaction():
-            got = conn.execute("select pg_try_advisory_xact_lock(%s) ok", (PRUNE_LOCK,)).fetchone()["ok"]
-            if not got:
-                return 0
-            return conn.execute("delete from ticket_payloads where received_at < now() - %s", (keep,)).rowcount
+        return _prune(st, conn, None)
+
+
+def _run_jobs_here(st) -> None:
+    auto = getattr(st, "automation", None)
+    if auto is not None:
+        auto.run_jobs = True  # this process does background work: it runs automation jobs too
 
 
 class Scheduler:
-    def __init__(self, st):
+    def __init__(self, st, jobs: list | None = None):
         self.st = st
         self.interval = st.cfg["receiver"]["scheduler"]["interval"]
+        self.jobs = jobs  # None: default_jobs(st) on every pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_prune = 0.0
 
     def start(self) -> None:
+        _run_jobs_here(self.st)
         self._thread = threading.Thread(target=self._run, name="receiver-scheduler", daemon=True)
         self._thread.start()
         log.info("event=scheduler_started interval=%s", self.interval)
@@ -72,16 +161,14 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def tick(self, now=None) -> dict:
+        return run_jobs(self.st, self.jobs if self.jobs is not None else default_jobs(self.st), now)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.st.db.ensure_migrated()
-                tick(self.st)
-                if time.monotonic() - self._last_prune > PRUNE_EVERY:
-                    self._last_prune = time.monotonic()
-                    n = prune(self.st)
-                    if n:
-                        log.info("event=payloads_pruned rows=%s", n)
+                self.tick()
             except Exception as exc:  # noqa: BLE001 - keep the loop alive; the DB may come back
                 log.warning("event=scheduler_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
             self._stop.wait(self.interval)
@@ -103,6 +190,7 @@ class Processor:
         self._generation = 0
 
     def start(self) -> None:
+        _run_jobs_here(self.st)
         self._threads = [threading.Thread(target=self._run, name=f"receiver-processor-{i}", daemon=True)
                          for i in range(self.threads)]
         self._threads.append(threading.Thread(target=self._listen, name="receiver-listener", daemon=True))

@@ -82,6 +82,13 @@ def auth(token: str = TOKEN) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
+def reader(client, token: str = TOKEN):
+    """A Flask test client that sends ``Authorization: Bearer <token>`` on every request (API reads
+    need a credential unless receiver.api.anonymous_read); headers given to a call still win."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 class ReceiverProcess:
     """`opsstack receiver serve` (real gunicorn) on a free loopback port, for tests and benches."""
 

@@ -2,7 +2,10 @@
 
 A ticket is one firing episode of one alert (fingerprint + startsAt); the episode rows in
 ``ticket_alerts`` carry the unique key that makes retries and clustered Alertmanagers
-idempotent. Work on one fingerprint is serialised by a transaction-level advisory lock.
+idempotent. A resolved notification that arrives before any firing one of its episode (two
+clustered Alertmanagers, a retry) is kept in ``ticket_resolved_episodes``: the late firing
+then opens nothing. Each notification's group records how many alerts Alertmanager left out
+(truncatedAlerts, webhook max_alerts). Work on one fingerprint is serialised by a transaction-level advisory lock.
 Every change writes a ``ticket_events`` row (the audit trail) and, where it matters,
 notification rows (the durable outbox); hooks fire after the commit.
 """
@@ -40,6 +43,7 @@ class Context:
         self.default_policy = cfg["escalation"]["default_policy"]
         self.directory = oncall.Directory(cfg["oncall"])
         self.reopen_window = float(cfg["receiver"]["reopen_window"])
+        self.raw_retention = float(cfg["receiver"]["raw_retention"])
         self.heartbeats = set(cfg["receiver"]["heartbeat_alerts"])
         self.db_url = cfg["database"]["url"]
 
@@ -125,11 +129,13 @@ class IngestResult:
     attached: list = field(default_factory=list)
     duplicates: int = 0
     heartbeats: int = 0
+    stale: int = 0  # firing alerts of an episode whose resolved notification came first: no ticket
+    truncated_alerts: int = 0  # alerts Alertmanager left out of the notification (max_alerts)
 
     def as_dict(self) -> dict:
         return {"payload_id": self.payload_id, "opened": self.opened, "reopened": self.reopened,
                 "resolved": self.resolved, "attached": self.attached, "duplicates": self.duplicates,
-                "heartbeats": self.heartbeats}
+                "heartbeats": self.heartbeats, "stale": self.stale, "truncated_alerts": self.truncated_alerts}
 
 
 PAYLOAD_CHANNEL = "opsstack_receiver_payloads"  # NOTIFY channel: a payload waits to be applied
@@ -146,13 +152,39 @@ def store_payload(conn, note: Notification, body: dict | str, processed: bool) -
                               body if isinstance(body, str) else Jsonb(body), processed)).fetchone()["id"]
 
 
+# the group of a notification: last seen, and how many alerts the last notification carried and
+# left out (truncatedAlerts > 0: the group is larger than alertmanager.max_alerts)
+_UPSERT_GROUP = """
+    insert into ticket_groups (group_key, receiver, group_labels, last_alert_count, truncated_alerts,
+                               max_truncated_alerts)
+    values (%s, %s, %s, %s, %s, %s)
+    on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver,
+        last_alert_count = excluded.last_alert_count, truncated_alerts = excluded.truncated_alerts,
+        max_truncated_alerts = greatest(ticket_groups.max_truncated_alerts, excluded.truncated_alerts)
+    returning id"""
+
+
+def _group_params(note: Notification) -> tuple:
+    return (note.group_key, note.receiver, Jsonb(note.group_labels), len(note.alerts), note.truncated_alerts,
+            note.truncated_alerts)
+
+
 def _upsert_group(conn, note: Notification) -> int | None:
     if not note.group_key:
         return None
-    return conn.execute(
-        """insert into ticket_groups (group_key, receiver, group_labels) values (%s, %s, %s)
-           on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver
-           returning id""", (note.group_key, note.receiver, Jsonb(note.group_labels))).fetchone()["id"]
+    return conn.execute(_UPSERT_GROUP, _group_params(note)).fetchone()["id"]
+
+
+def get_group(conn, group_id: int | None) -> dict | None:
+    """The Alertmanager group of a ticket (truncated_alerts: alerts its last notification left out)."""
+    if group_id is None:
+        return None
+    row = conn.execute("select id, group_key, receiver, group_labels, first_seen, last_seen, last_alert_count, "
+                       "truncated_alerts, max_truncated_alerts from ticket_groups where id = %s",
+                       (group_id,)).fetchone()
+    if row is None:
+        return None
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
 def ingest(ctx: Context, conn, note: Notification, body: dict | str, now: datetime | None = None) -> IngestResult:
@@ -263,6 +295,11 @@ def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResul
 
 def apply_notification(ctx: Context, conn, note: Notification, now: datetime, res: IngestResult,
                        emits: Emits) -> None:
+    res.truncated_alerts = note.truncated_alerts
+    if note.truncated_alerts:
+        log.warning("event=notification_truncated group_key=%r alerts=%s truncated_alerts=%s "
+                    "hint='raise alertmanager.max_alerts or split the group (group_by)'",
+                    note.group_key, len(note.alerts), note.truncated_alerts)
     alerts = []
     for a in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
         if a.alertname in ctx.heartbeats:
@@ -271,7 +308,11 @@ def apply_notification(ctx: Context, conn, note: Notification, now: datetime, re
             res.heartbeats += 1
         else:
             alerts.append(a)
+    stale = res.stale
     apply_alerts(ctx, conn, alerts, None, now, res, emits, note=note)
+    if res.stale > stale:
+        log.info("event=late_firing_ignored group_key=%r alerts=%s reason='resolved notification came first'",
+                 note.group_key, res.stale - stale)
 
 
 @dataclass
@@ -279,6 +320,8 @@ class _Known:
     episodes: dict
     active: dict
     recent: dict
+    resolved_first: dict = field(default_factory=dict)  # (fingerprint, starts_at) -> ends_at
+    recorded: list = field(default_factory=list)  # resolved-first episodes recorded by this call
 
 
 def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, res: IngestResult,
@@ -289,19 +332,19 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
     with conn.pipeline():  # the reads go out together: one round trip
         cur_group = None
         if note is not None and note.group_key:
-            cur_group = conn.execute(
-                """insert into ticket_groups (group_key, receiver, group_labels) values (%s, %s, %s)
-                   on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver
-                   returning id""", (note.group_key, note.receiver, Jsonb(note.group_labels)))
+            cur_group = conn.execute(_UPSERT_GROUP, _group_params(note))
         if alerts:
             fps = sorted({a.fingerprint for a in alerts})
             # one advisory lock per fingerprint, in a stable order (no deadlocks between deliveries)
             conn.execute("select count(pg_advisory_xact_lock(%s, hashtext(f))) from "
                          "(select f from unnest(%s::text[]) f order by f) s", (FINGERPRINT_LOCK, fps))
+            episode_keys = ([a.fingerprint for a in alerts], [a.starts_at for a in alerts])
             cur_ep = conn.execute(
                 "select * from ticket_alerts where (fingerprint, starts_at) in "
-                "(select * from unnest(%s::text[], %s::timestamptz[]))",
-                ([a.fingerprint for a in alerts], [a.starts_at for a in alerts]))
+                "(select * from unnest(%s::text[], %s::timestamptz[]))", episode_keys)
+            cur_rf = conn.execute(
+                "select fingerprint, starts_at, ends_at from ticket_resolved_episodes where (fingerprint, starts_at) in "
+                "(select * from unnest(%s::text[], %s::timestamptz[]))", episode_keys)
             # unresolved tickets, and those resolved recently enough to be reopened
             cutoff = now - timedelta(seconds=ctx.reopen_window) if ctx.reopen_window > 0 else now + timedelta(days=1)
             cur_t = conn.execute(
@@ -312,7 +355,8 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
         if not alerts:
             return
         known = _Known(episodes={(r["fingerprint"], r["starts_at"]): r for r in cur_ep.fetchall()}, active={},
-                       recent={})
+                       recent={},
+                       resolved_first={(r["fingerprint"], r["starts_at"]): r["ends_at"] for r in cur_rf.fetchall()})
         for r in cur_t.fetchall():
             if r["status"] != "resolved":
                 known.active[r["fingerprint"]] = r
@@ -336,6 +380,15 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
             if _apply_alert(ctx, conn, a, group_id, now, res, emits, known):
                 to_open.append(a)
         flush()
+        if known.recorded:
+            fps_, starts_, ends_ = zip(*known.recorded)
+            conn.execute(
+                "insert into ticket_resolved_episodes (fingerprint, starts_at, ends_at, recorded_at) "
+                "select f, s, e, %s from unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) u(f, s, e) "
+                "on conflict (fingerprint, starts_at) do nothing", (now, list(fps_), list(starts_), list(ends_)))
+            # kept as long as the raw payloads: far longer than any retry or cluster delay
+            conn.execute("delete from ticket_resolved_episodes where recorded_at < %s",
+                         (now - timedelta(seconds=ctx.raw_retention),))
 
 
 def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits,
@@ -358,10 +411,23 @@ def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: Ing
             known.active.pop(a.fingerprint, None)
         return False
 
+    key = (a.fingerprint, a.starts_at)
+    if key in known.resolved_first:
+        # the resolved notification of this episode came first: this firing is late, not news
+        if a.status == "resolved":
+            res.duplicates += 1
+        else:
+            res.stale += 1
+        return False
+
     active = known.active.get(a.fingerprint)
     if a.status == "resolved":
-        if active is None:  # never saw it fire (or it was resolved by hand): nothing to do
+        if active is None:
+            # never saw this episode fire: remember that it is over, so that its firing, should it
+            # still arrive (the other clustered Alertmanager, a retry), opens nothing
             res.duplicates += 1
+            known.resolved_first[key] = a.ends_at
+            known.recorded.append((a.fingerprint, a.starts_at, a.ends_at))
             return False
         _insert_episode(conn, active["id"], a, group_id, now)
         _resolve(ctx, conn, active, SYSTEM_ACTOR, "the alert resolved", now, emits)

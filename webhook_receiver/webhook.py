@@ -1,7 +1,9 @@
 """POST /webhook/alertmanager: Alertmanager webhook payload version 4 -> tickets.
 
-Answers: 200 stored; 400 bad JSON / not v4 / invalid (nothing written); 401 bad or missing
-bearer token; 413 too large; 503 the database could not be written (Alertmanager retries).
+Answers: 200 stored; 400 bad JSON / nested too deeply / not v4 / invalid (nothing written);
+401 bad or missing bearer token; 413 larger than receiver.max_body_bytes, whether announced by
+Content-Length or streamed (chunked: read with a hard cap, never truncated); 415 not
+application/json; 503 the database could not be written (Alertmanager retries).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import psycopg
 from flask import Blueprint, current_app, jsonify, request
 from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_receiver import auth, intake, metrics
 from webhook_receiver.payload import PayloadError, parse_obj
@@ -30,6 +33,37 @@ def _err(status: int, error: str, message: str, **extra):
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN / Infinity: jsonb refuses them (was a 503)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """application/json, with or without parameters (Alertmanager sends exactly that)."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
+
+
+READ_CHUNK = 65536
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes; RequestEntityTooLarge (413) above it.
+
+    With Content-Length werkzeug refuses a larger one before reading. Without it (chunked)
+    werkzeug's stream would stop quietly at the limit (a truncated body that might still parse);
+    here the stream is read with a hard cap instead: one byte past the limit is a 413."""
+    request.max_content_length = limit
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    env = request.environ
+    if not env.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not end the stream: nothing can be read safely
+    stream = env["wsgi.input"]
+    buf = bytearray()
+    while True:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - len(buf)))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise RequestEntityTooLarge(f"the body is larger than {limit} bytes (receiver.max_body_bytes)")
 
 
 def _load(body: bytes):
@@ -53,7 +87,16 @@ def alertmanager():
     if not auth.token_matches(auth.bearer(request.headers.get("Authorization")), st.token):
         metrics.WEBHOOK.labels("unauthorized").inc()
         return _err(401, "unauthorized", "missing or wrong bearer token")
-    body = request.get_data(cache=False)  # 413 above max_body_bytes (MAX_CONTENT_LENGTH)
+    if not _is_json(request.headers.get("Content-Type")):
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(415, "unsupported_media_type", "the body must be Content-Type: application/json")
+    try:
+        body = read_body(st.cfg["receiver"]["max_body_bytes"])
+    except RequestEntityTooLarge:
+        metrics.WEBHOOK.labels("too_large").inc()
+        log.warning("event=webhook_too_large limit=%s length=%s", st.cfg["receiver"]["max_body_bytes"],
+                    request.content_length)
+        raise
     if b"\\u0000" in body:  # PostgreSQL cannot store NUL in text/jsonb: bad input, not a retry case
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_payload", "NUL characters (\\u0000) are not accepted")
@@ -62,6 +105,9 @@ def alertmanager():
     except (ValueError, UnicodeDecodeError) as exc:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_json", f"malformed JSON: {exc}")
+    except RecursionError:
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(400, "invalid_json", "malformed JSON: nested too deeply")
     try:
         note = parse_obj(data)
         if text is None:
@@ -74,6 +120,9 @@ def alertmanager():
     except UnicodeEncodeError:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_payload", "the JSON holds an unpaired UTF-16 surrogate escape")
+    except RecursionError:
+        metrics.WEBHOOK.labels("invalid").inc()
+        return _err(400, "invalid_json", "malformed JSON: nested too deeply")
     queued = st.cfg["receiver"]["processing"] == "queued"
     try:
         st.db.ensure_migrated()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import yaml
 
 from stack import runtime
+from stack.config import redacted
 
 
 def add_arguments(p):
@@ -13,8 +14,7 @@ def add_arguments(p):
 
 def run(args, cfg) -> int:
     out = runtime.resolve(cfg, persist=False) if args.resolved else cfg
-    out = {k: v for k, v in out.items() if k != "runtime"}
-    if out.get("receiver", {}).get("token"):
-        out["receiver"]["token"] = "<hidden>"
+    # every secret the schema marks (tokens, password hashes, credentials, URL passwords) as ***
+    out = redacted({k: v for k, v in out.items() if k != "runtime"})
     print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0

@@ -31,11 +31,9 @@ def run(args, cfg) -> int:
     if rec:
         print(f"\n  incident console: {rec}/console   API: {rec}/api/v1/openapi.json")
         login = (resolved.get("runtime") or {}).get("console_login")
-        if login:
-            from pathlib import Path
-            pw = Path(login["password_file"]).read_text().strip()
-            print(f"  console login: {login['user']} / {pw}   (no receiver.console.users configured;"
-                  f" the password is kept in {login['password_file']})")
+        if login:  # the password itself is never printed (terminal scrollback, CI logs): it stays in its 0600 file
+            print(f"  console login: user {login['user']}, password in {login['password_file']}"
+                  f" (readable only by you; no receiver.console.users configured)")
     if not any(n == "grafana" for n in st["components"]):
         print("\n  Grafana does not run in the native stack (no Debian/PyPI package);"
               " `docker compose up` runs the same stack with Grafana on http://localhost:3000.")

@@ -14,4 +14,9 @@ SECTION = {
     # the Watchdog heartbeat: repeat_interval is how often the receiver hears it
     "watchdog_repeat_interval": Field("duration", "1m", minimum=1),
     "group_by": Field("list", ["alertname", "service"]),
+    # max_alerts of every generated webhook_config: the most alerts one notification carries.
+    # Alertmanager drops the rest of a bigger group for good (the payload's truncatedAlerts says
+    # how many; the receiver records it on the group). receiver.max_body_bytes is sized for it.
+    "max_alerts": Field("int", 10000, minimum=1, maximum=1000000,
+                        help="alerts per webhook notification (the rest of a larger group is left out)"),
 }

@@ -2,7 +2,7 @@
 
 The rule modules in alert_rules/ and the dashboards read these values, so an alert and the
 panel that shows the same signal always use the same threshold. Ratios are 0..1, latencies
-seconds, rates requests per second (CONVENTIONS: base units). A duration of 0 means
+seconds, rates requests per second (docs/development.md: base units). A duration of 0 means
 "at once" (the rule has no `for:`).
 """
 from stack.config import ConfigError, Field

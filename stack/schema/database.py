@@ -4,6 +4,7 @@ from stack.config import Field
 SECTION = {
     # A libpq URL. OPSSTACK_DATABASE_URL overrides it. null = the embedded cluster that
     # `opsstack up` runs in <run_dir>/postgres (initdb from the installed server binaries).
+    # (a password in it is never shown: kind "url" hides it in logs and `opsstack config`)
     "url": Field("url", None, nullable=True),
     "name": Field("str", "opsstack", "database created when missing"),
     "embedded": {

@@ -6,10 +6,11 @@ CHANNEL = {
     "type": Field("str", choices=("smtp", "slack", "webhook")),
     # slack / webhook: where to POST. slack: an incoming-webhook URL, or a chat.postMessage
     # compatible URL (then set token and channel, and replies go to the ticket's thread).
-    "url": Field("url", None, nullable=True),
+    # an incoming-webhook URL is itself the credential: shown as ***
+    "url": Field("url", None, nullable=True, secret=True),
     "token_file": Field("str", None, nullable=True, help="bearer token for the URL, read from a file"),
     "channel": Field("str", None, nullable=True, help="slack channel for chat.postMessage"),
-    "headers": Field("dict", {}),
+    "headers": Field("dict", {}, secret=True),  # may carry Authorization
     # smtp
     "smtp_host": Field("str", "127.0.0.1"),
     "smtp_port": Field("port", 25),

@@ -13,24 +13,30 @@ def _name(v):
 API_TOKEN = {
     "name": Field("str", check=_name, help="who uses the token (shown as the actor in events)"),
     # the token itself, or 'sha256:<hex digest>' of it (preferred: the file then holds no secret)
-    "token": Field("str"),
+    "token": Field("str", secret=True),
     "scopes": Field("list", ["read", "write"]),
 }
 
 USER = {
     "name": Field("str", check=_name),
     # werkzeug hash, e.g. from `opsstack receiver hash-password`
-    "password_hash": Field("str"),
+    "password_hash": Field("str", secret=True),
     "display_name": Field("str", None, nullable=True),
 }
 
 SECTION = {
     # Bearer token Alertmanager must send. null = generated on first `up` into <run_dir>/receiver_token.
     # OPSSTACK_RECEIVER_TOKEN overrides it.
-    "token": Field("str", None, nullable=True),
+    "token": Field("str", None, nullable=True, secret=True),
     "workers": Field("int", 2, minimum=1),
     "threads": Field("int", 8, minimum=1, help="gunicorn threads per worker (gthread)"),
-    "max_body_bytes": Field("int", 1048576, minimum=1024),
+    # The largest webhook body accepted (else 413, which Alertmanager does not retry).
+    # null = sized for the largest notification the config allows:
+    # alertmanager.max_alerts x max_alert_bytes + ENVELOPE_BYTES. A set value must be at least that.
+    "max_body_bytes": Field("int", None, nullable=True, minimum=1024),
+    # The bound on one alert as Alertmanager encodes it (labels, annotations, generatorURL, times):
+    # the body limit is sized with it. Keep alert rules' labels and annotations under it.
+    "max_alert_bytes": Field("int", 4096, minimum=512),
     # queued: the webhook stores the raw payload, answers 200, and workers turn it into tickets
     # right after (ordered per Alertmanager group). inline: tickets are made before the answer.
     "processing": Field("str", "queued", choices=("queued", "inline")),
@@ -49,16 +55,35 @@ SECTION = {
     # A heartbeat that stops arriving for this long opens a ticket (0 = never).
     "heartbeat_timeout": Field("duration", "10m", minimum=0),
     "api": {
-        "anonymous_read": Field("bool", True, help="GET /api/v1/* without a token"),
+        # true = tickets, attachments, remediation runs, on-call and automation metrics answer
+        # GETs without any credential. Off by default: reads need a token (scope read) or a console login.
+        "anonymous_read": Field("bool", False, help="GET /api/v1/* and /metrics/automation without a token"),
         # the receiver token (the one Alertmanager sends) also works as a read+write API token
         "accept_receiver_token": Field("bool", True),
         "tokens": ListOf(API_TOKEN, unique_key="name"),
     },
     "console": {
         "users": ListOf(USER, unique_key="name"),
-        # secret for session cookies; null = derived from receiver.token
-        "session_secret": Field("str", None, nullable=True),
+        # key that signs session cookies; null = a random key generated once and kept in PostgreSQL
+        # (table receiver_secrets), shared by every worker and replica. Never derived from other secrets.
+        "session_secret": Field("str", None, nullable=True, secret=True),
         "title": Field("str", "opsstack incidents"),
+        # a session ends after this long without a request, and at the latest this long after login
+        "session_idle_timeout": Field("duration", "12h", minimum=1),
+        "session_lifetime": Field("duration", "7d", minimum=1),
+        "login": {
+            # wrong passwords before a user name / a client address is locked out, then locked
+            # for backoff, doubling with each further failure up to max_backoff (429 + Retry-After,
+            # the password is not checked while locked)
+            "free_attempts": Field("int", 5, minimum=0),
+            "address_free_attempts": Field("int", 20, minimum=0),
+            "backoff": Field("duration", "1s", minimum=0.01),
+            "max_backoff": Field("duration", "15m", minimum=0.01),
+            "forget_after": Field("duration", "1h", minimum=1, help="failures older than this are forgotten"),
+            # password hashes checked at once per process; a login past that gets 503 at once, so
+            # logins never take the webhook's threads and CPU
+            "concurrent_checks": Field("int", 1, minimum=1),
+        },
     },
     "scheduler": {
         "enabled": Field("bool", True, help="run escalation + notification loops in each worker"),
@@ -68,8 +93,25 @@ SECTION = {
 }
 
 
+# room for the rest of a notification: groupKey, group/common labels and annotations, externalURL
+ENVELOPE_BYTES = 65536
+
+
+def body_bytes_needed(cfg) -> int:
+    """The largest webhook body the config allows Alertmanager to send."""
+    return int(cfg["alertmanager"]["max_alerts"]) * int(cfg["receiver"]["max_alert_bytes"]) + ENVELOPE_BYTES
+
+
 def check(cfg):
     r = cfg["receiver"]
+    need = body_bytes_needed(cfg)
+    if r["max_body_bytes"] is None:
+        r["max_body_bytes"] = need
+    elif r["max_body_bytes"] < need:
+        raise ConfigError("receiver.max_body_bytes",
+                          f"must be >= {need} (alertmanager.max_alerts x receiver.max_alert_bytes + {ENVELOPE_BYTES}), "
+                          f"got {r['max_body_bytes']}: a storm that large would get 413 and be lost; "
+                          "lower alertmanager.max_alerts or leave max_body_bytes null")
     for i, t in enumerate(r["api"]["tokens"]):
         bad = [s for s in t["scopes"] if s not in ("read", "write")]
         if bad:

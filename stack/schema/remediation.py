@@ -95,12 +95,22 @@ SECTION = {
     # null = http://<stack.host>:<stack.ports.prometheus>
     "prometheus_url": Field("url", None, nullable=True),
     "workers": Field("int", 4, minimum=1, help="playbook runs at once per receiver process"),
+    # enrichment / remediation / restore jobs live in PostgreSQL (automation_jobs): retried with
+    # backoff, then failed (visible on the ticket); resumed by any receiver after a restart
+    "jobs": {
+        "max_attempts": Field("int", 5, minimum=1, help="tries of one job before it is marked failed"),
+        "initial_backoff": Field("duration", "10s", minimum=0.01, help="first retry delay (doubles)"),
+        "max_backoff": Field("duration", "5m", minimum=0.01),
+    },
+    # a run left pending/running by a replica that died (it holds no run lock any more) is marked
+    # failed on its ticket (and escalated) once it is this old
+    "orphan_after": Field("duration", "10m", minimum=1),
     "backends": {
         "supervisor": {
             # null = http://<stack.host>:<stack.ports.supervisor>/RPC2
             "url": Field("url", None, nullable=True),
             "username": Field("str", None, nullable=True),
-            "password": Field("str", None, nullable=True),
+            "password": Field("str", None, nullable=True, secret=True),
         },
         "docker": {
             # unix:///var/run/docker.sock or http://host:2375
@@ -112,13 +122,13 @@ SECTION = {
             # null = in-cluster (https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)
             "url": Field("url", None, nullable=True),
             "namespace": Field("str", "default"),
-            "token": Field("str", None, nullable=True),
+            "token": Field("str", None, nullable=True, secret=True),
             "token_file": Field("str", "/var/run/secrets/kubernetes.io/serviceaccount/token"),
             "ca_file": Field("str", None, nullable=True),
             "verify_tls": Field("bool", True),
         },
         "http": {
-            "headers": Field("dict", {}),
+            "headers": Field("dict", {}, secret=True),  # may carry Authorization
         },
         "command": {
             "enabled": Field("bool", True, "allow the command backend at all"),

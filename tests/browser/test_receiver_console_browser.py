@@ -1,5 +1,6 @@
 """The incident console in headless Chromium: log in, see a ticket, acknowledge it, and the
-escalation stops (while an unacknowledged ticket beside it escalates)."""
+escalation stops (while an unacknowledged ticket beside it escalates); a javascript: runbook is
+no link, and the pages work under their Content-Security-Policy."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = os.environ.get("OPSSTACK_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("OPSSTACK_CHROMEDRIVER", "/usr/bin/chromedriver")
+JSON_AUTH = {**T.auth(), "Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -56,11 +58,12 @@ def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db)
     from selenium.webdriver.support.ui import WebDriverWait
 
     body = T.payload([T.alert(service="user-app"), T.alert(service="gate-management")])
-    r = requests.post(receiver.url + "/webhook/alertmanager", data=json.dumps(body), headers=T.auth(), timeout=5)
+    r = requests.post(receiver.url + "/webhook/alertmanager", data=json.dumps(body), headers=JSON_AUTH, timeout=5)
     assert r.status_code == 200
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # queued processing: the tickets appear right after
-        tickets = {t["service"]: t["id"] for t in requests.get(receiver.url + "/api/v1/tickets", timeout=5).json()}
+        tickets = {t["service"]: t["id"] for t in requests.get(receiver.url + "/api/v1/tickets", headers=T.auth(),
+                                                                 timeout=5).json()}
         if len(tickets) == 2:
             break
         time.sleep(0.1)
@@ -94,8 +97,8 @@ def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db)
         scheduler.tick(state(app), now=escalation.utcnow() + timedelta(hours=3))
     finally:
         close_app(app)
-    a = requests.get(f"{receiver.url}/api/v1/tickets/{acked}", timeout=5).json()
-    c = requests.get(f"{receiver.url}/api/v1/tickets/{control}", timeout=5).json()
+    a = requests.get(f"{receiver.url}/api/v1/tickets/{acked}", headers=T.auth(), timeout=5).json()
+    c = requests.get(f"{receiver.url}/api/v1/tickets/{control}", headers=T.auth(), timeout=5).json()
     assert (a["status"], a["level"], a["acknowledged_by"]) == ("acknowledged", 1, "alice")
     assert not [e for e in a["events"] if e["kind"] == "escalated"]
     assert c["level"] > 1  # the one nobody acknowledged escalated
@@ -114,7 +117,7 @@ def test_ticket_page_shows_the_enrichment_graph(browser, pg_db, tmp_path):
         "anonymous_read": False}, "console": {"users": [{"name": "bob", "password_hash": hash_password("pw-bob")}]}}}
     with T.ReceiverProcess(data, tmp_path / "rcv") as rcv:
         r = requests.post(rcv.url + "/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])),
-                          headers=T.auth(), timeout=5)
+                          headers=JSON_AUTH, timeout=5)
         tid = r.json()["opened"][0]
         now = escalation.utcnow()
         series = [{"metric": {"service": "user-app"},
@@ -134,3 +137,65 @@ def test_ticket_page_shows_the_enrichment_graph(browser, pg_db, tmp_path):
             "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
         assert browser.execute_script("return arguments[0].naturalWidth", img) == 640
         assert 'connection refused' in browser.find_element(By.ID, "logs").text
+
+
+def test_javascript_runbook_is_no_link_and_the_console_works_under_csp(browser, receiver):
+    """The attack of issue 10: a runbook_url (and a generatorURL) of javascript: that resolves the
+    critical ticket when a logged-in operator clicks it. It is shown as text, clicking it does
+    nothing; the CSP is sent and enforced, and the console still works under it."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    payload = "javascript:document.getElementById('resolve').click()"
+    a = T.alert(service="user-app")
+    a["annotations"]["runbook_url"] = payload
+    a["generatorURL"] = payload
+    r = requests.post(receiver.url + "/webhook/alertmanager", data=json.dumps(T.payload([a])), headers=JSON_AUTH,
+                      timeout=5)
+    assert r.status_code == 200
+    deadline = time.monotonic() + 20
+    while True:  # queued processing: the ticket appears right after
+        found = requests.get(receiver.url + "/api/v1/tickets", headers=T.auth(), timeout=5).json()
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    tid = found[0]["id"]
+
+    r = requests.get(receiver.url + "/console/login", timeout=5)
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+
+    browser.get(f"{receiver.url}/console/tickets/{tid}")
+    browser.find_element(By.ID, "username").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("s3cret-pass")
+    browser.find_element(By.ID, "login").click()
+    WebDriverWait(browser, 15).until(EC.presence_of_element_located((By.ID, "acknowledge")))
+    assert browser.find_element(By.ID, "status").text == "open"
+
+    hrefs = browser.execute_script("return Array.from(document.querySelectorAll('[href]'), e => e.href)")
+    assert hrefs and not [h for h in hrefs if not h.startswith(("http://", "https://"))], hrefs
+    for box in ("runbook", "source"):
+        el = browser.find_element(By.ID, box)
+        assert el.find_elements(By.TAG_NAME, "a") == [] and payload in el.text
+        el.find_element(By.TAG_NAME, "span").click()  # the operator clicks the "link"
+    assert browser.find_element(By.ID, "status").text == "open"
+    assert requests.get(f"{receiver.url}/api/v1/tickets/{tid}", headers=T.auth(), timeout=5).json()["status"] == "open"
+
+    # the policy is enforced: inline script does not run; the console's own stylesheet applies
+    ran = browser.execute_script(
+        "var s = document.createElement('script'); s.textContent = 'window.__inline_ran = true;';"
+        "document.body.appendChild(s); return window.__inline_ran === true;")
+    assert ran is False
+    assert browser.execute_script(
+        "return getComputedStyle(document.querySelector('header')).backgroundColor") == "rgb(29, 35, 41)"
+
+    # and the console works under it: acknowledge
+    browser.find_element(By.ID, "acknowledge").click()
+    WebDriverWait(browser, 15, ignored_exceptions=(WebDriverException,)).until(
+        EC.text_to_be_present_in_element((By.ID, "status"), "acknowledged"))
+    t = requests.get(f"{receiver.url}/api/v1/tickets/{tid}", headers=T.auth(), timeout=5).json()
+    assert (t["status"], t["acknowledged_by"]) == ("acknowledged", "alice")

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.e2e
 
 
 def api(stack, path):
-    # anonymous read (receiver.api.anonymous_read): the webhook token is not an API token
-    r = requests.get(stack.url("receiver") + "/api/v1" + path, timeout=10)
+    # reads need a credential: the stack's receiver token (receiver.api.accept_receiver_token)
+    r = requests.get(stack.url("receiver") + "/api/v1" + path, headers={"Authorization": f"Bearer {stack.token}"},
+                     timeout=10)
     r.raise_for_status()
     return r.json()
 

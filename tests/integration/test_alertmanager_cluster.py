@@ -72,7 +72,7 @@ def test_two_clustered_alertmanagers_make_one_ticket(stack, pg_db):
           "annotations": {"summary": "The alerting pipeline is alive."}, "startsAt": T.rfc3339(starts)}
     push([a, b], [alert, wd])
 
-    tickets = wait_for(lambda: requests.get(rcv.url + "/api/v1/tickets?status=open", timeout=5).json())
+    tickets = wait_for(lambda: requests.get(rcv.url + "/api/v1/tickets?status=open", headers=T.auth(), timeout=5).json())
     assert len(tickets) == 1
     t = tickets[0]
     assert (t["alertname"], t["service"], t["severity"], t["tier"]) == ("ServiceDown", "user-app", "critical", 1)
@@ -89,15 +89,15 @@ def test_two_clustered_alertmanagers_make_one_ticket(stack, pg_db):
 
     ends = datetime.now(timezone.utc)
     push([a, b], [{**alert, "endsAt": T.rfc3339(ends)}])
-    wait_for(lambda: requests.get(f"{rcv.url}/api/v1/tickets/{t['id']}", timeout=5).json()["status"] == "resolved")
+    wait_for(lambda: requests.get(f"{rcv.url}/api/v1/tickets/{t['id']}", headers=T.auth(), timeout=5).json()["status"] == "resolved")
     # the critical is gone: the warning is no longer inhibited and becomes its own (one) ticket
-    wait_for(lambda: requests.get(rcv.url + "/api/v1/tickets?status=open", timeout=5).json())
-    got = requests.get(rcv.url + "/api/v1/tickets", timeout=5).json()
+    wait_for(lambda: requests.get(rcv.url + "/api/v1/tickets?status=open", headers=T.auth(), timeout=5).json())
+    got = requests.get(rcv.url + "/api/v1/tickets", headers=T.auth(), timeout=5).json()
     assert sorted((x["alertname"], x["status"]) for x in got) == [("HighLatency", "open"), ("ServiceDown", "resolved")]
     assert q(pg_db, "select count(*) from tickets where alertname = 'Watchdog'")[0][0] == 0
     receivers = {r[0] for r in q(pg_db, "select receiver from ticket_payloads")}
     assert {"opsstack-critical", "opsstack-watchdog"} <= receivers
-    kinds = [e["kind"] for e in requests.get(f"{rcv.url}/api/v1/tickets/{t['id']}", timeout=5).json()["events"]]
+    kinds = [e["kind"] for e in requests.get(f"{rcv.url}/api/v1/tickets/{t['id']}", headers=T.auth(), timeout=5).json()["events"]]
     assert kinds == ["opened", "resolved"]
 
 
@@ -116,7 +116,7 @@ def test_two_independent_alertmanagers_both_deliver_one_ticket(pg_db, tmp_path):
                                "service": "integrated-platform", "team": "ops"}, "startsAt": T.rfc3339(starts)}])
         wait_for(lambda: q(pg_db, "select count(distinct body->>'externalURL') from ticket_payloads "
                                   "where processed_at is not null")[0][0] == 2)
-        got = requests.get(rcv.url + "/api/v1/tickets", timeout=5).json()
+        got = requests.get(rcv.url + "/api/v1/tickets", headers=T.auth(), timeout=5).json()
         assert len(got) == 1 and got[0]["level"] == 3
         assert {r[0] for r in q(pg_db, "select receiver from ticket_payloads")} == {"opsstack-critical-tier3"}
     finally:

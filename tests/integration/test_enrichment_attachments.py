@@ -118,7 +118,7 @@ def client_for(pg_db, world):
                                           "alertmanager_url": world["am"].url, **enrichment})
         app = create_app(cfg)
         apps.append(app)
-        return app.test_client()
+        return T.reader(app.test_client())  # API reads need a credential
     yield make
     for a in apps:
         a.extensions["opsstack.automation"].shutdown()

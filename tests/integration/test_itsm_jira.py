@@ -99,6 +99,8 @@ class FakeJira:
                 errors["project"] = "valid project is required"
             if not isinstance(f.get("summary"), str) or not f["summary"] or len(f["summary"]) > 255:
                 errors["summary"] = "You must specify a summary of the issue."
+            elif any(ch in f["summary"] for ch in "\r\n"):  # as JIRA Cloud answers
+                errors["summary"] = "The summary is invalid because it contains newline characters."
             if f.get("issuetype") != {"name": "Task"}:
                 errors["issuetype"] = "valid issue type is required"
             if not is_adf(f.get("description")):
@@ -162,7 +164,7 @@ def client(pg_db, jira):
                                 "max_attempts": 30,
                                 "jira": {"enabled": True, "url": jira.url, "email": "bot@example.com",
                                          "api_token": "jira-api-token"}},
-                   receiver={"api": {"tokens": [{"name": "ops", "token": "write-token-123",
+                   receiver={"api": {"anonymous_read": True, "tokens": [{"name": "ops", "token": "write-token-123",
                                                  "scopes": ["read", "write"]}]}})
     app = create_app(cfg)
     yield app.test_client()
@@ -244,3 +246,39 @@ def test_a_rejected_delivery_is_visible_and_can_be_retried(client, jira):
     st = settle(client, t["id"], 1)
     assert st["deliveries"][0]["status"] == "done" and list(jira.issues) == ["OPS-1"]
     assert client.post(f"/api/v1/itsm/deliveries/{d['id']}/retry", headers=WRITE).status_code == 404
+
+
+def test_crlf_in_labels_reaches_no_single_line_field(client, jira):
+    """JIRA refuses a summary with a line break (400, not retried): a CR/LF in an alert's summary
+    once made the issue never exist. The summary is one clean line now."""
+    a = T.alert()
+    a["annotations"]["summary"] = "Down.\r\nX-Injected: yes\x1b[31m"
+    assert client.post("/webhook/alertmanager", json=T.payload([a]), headers=T.auth()).status_code == 200
+    [t] = client.get("/api/v1/tickets").get_json()
+    st = settle(client, t["id"], 1)
+    assert st["deliveries"][0]["status"] == "done"
+    assert jira.issues["OPS-1"]["summary"] == "[critical] ServiceDown: Down. X-Injected: yes [31m"
+
+
+def test_a_delivery_that_raises_anything_fails_alone(client, jira, pg_db):
+    """The ITSM user of the shared outbox: a row whose delivery raises something unexpected (here a
+    payload that is not an object) is retried, then failed; the rows of other tickets flow."""
+    import psycopg
+
+    fire(client)
+    [t1] = client.get("/api/v1/tickets").get_json()
+    settle(client, t1["id"], 1)
+    with psycopg.connect(pg_db, autocommit=True) as conn:  # a comment row with a broken payload, due first
+        conn.execute("""insert into ticket_itsm_outbox (ticket_id, system, op, dedup_key, payload)
+                        values (%s, 'jira', 'comment', 'jira:broken', '["not", "an", "object"]')""", (t1["id"],))
+    fire(client, alertname="HighLatency", service="gate-management")
+    t2 = next(t for t in client.get("/api/v1/tickets").get_json() if t["id"] != t1["id"])
+    assert settle(client, t2["id"], 1)["deliveries"][0]["status"] == "done"
+    deadline = time.monotonic() + 60
+    while True:
+        broken = client.get(f"/api/v1/tickets/{t1['id']}/itsm").get_json()["deliveries"][1]
+        if broken["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert broken["status"] == "failed" and broken["attempts"] == 30 and "AttributeError" in broken["last_error"]
+    assert len(jira.issues) == 2

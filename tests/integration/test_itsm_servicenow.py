@@ -127,7 +127,7 @@ def client(pg_db, sn):
                                 "max_attempts": 30,
                                 "servicenow": {"enabled": True, "url": sn.url, "username": "opsstack",
                                                "password": "sn-pass", "assignment_group": "Platform Ops"}},
-                   receiver={"api": {"tokens": [{"name": "ops", "token": "write-token-123",
+                   receiver={"api": {"anonymous_read": True, "tokens": [{"name": "ops", "token": "write-token-123",
                                                  "scopes": ["read", "write"]}]}})
     app = create_app(cfg)
     yield app.test_client()
@@ -175,3 +175,14 @@ def test_lost_answers_are_not_applied_twice(client, sn):
     assert len(sn.incidents) == 1 and len(sn.journal) == 1, (sn.incidents, sn.journal)
     assert [(d["op"], d["attempts"]) for d in st["deliveries"]] == [("create", 2), ("comment", 2)]
     assert sn.problems == []
+
+
+def test_crlf_in_labels_stays_out_of_the_one_line_short_description(client, sn):
+    a = T.alert()
+    a["annotations"]["summary"] = "Down.\r\nCaused-By: attacker\x07"
+    client.post("/webhook/alertmanager", json=T.payload([a]), headers=T.auth())
+    [t] = client.get("/api/v1/tickets").get_json()
+    settle(client, t["id"], 1)
+    [inc] = sn.incidents.values()
+    assert inc["short_description"] == "[critical] ServiceDown: Down. Caused-By: attacker"
+    assert "Down.\r\nCaused-By" in inc["description"]  # the long text keeps its lines (a body, not a header)

@@ -36,9 +36,15 @@ def app(pg_db):
     close_app(a)
 
 
+def console_login(c, user: str = "alice", pw: str = "pw"):
+    """Log in through the form (it carries a CSRF token from the pre-login session)."""
+    tok = re.search(r'name="csrf" value="([^"]+)"', c.get("/console/login").get_data(as_text=True)).group(1)
+    return c.post("/console/login", data={"username": user, "password": pw, "csrf": tok})
+
+
 def open_ticket(c, alertname: str, **labels) -> int:
     r = c.post("/webhook/alertmanager", data=json.dumps(T.payload([T.alert(alertname, **labels)])),
-               headers=T.auth())
+               headers=T.auth(), content_type="application/json")
     assert r.status_code == 200, r.get_data(as_text=True)
     return r.get_json()["opened"][0]
 
@@ -82,7 +88,7 @@ def test_ticket_page_shows_attachments_and_remediation(app):
     assert runs[0]["status"] == "exhausted" and runs[0]["attempts"][0]["status"] == "ok"
     attach(db_url, tid)
 
-    assert c.post("/console/login", data={"username": "alice", "password": "pw"}).status_code == 302
+    assert console_login(c).status_code == 302
     page = c.get(f"/console/tickets/{tid}").get_data(as_text=True)
     # the graph inline, from a URL the logged-in console user can read
     img = re.search(r'<figure class="graph" id="graph"><img src="([^"]+)"', page)
@@ -116,7 +122,7 @@ def test_ticket_page_shows_attachments_and_remediation(app):
 def test_ticket_page_without_automation_output(app):
     c = app.test_client()
     tid = open_ticket(c, "DiskAlmostFull", service="gate-management")  # no playbook matches
-    c.post("/console/login", data={"username": "alice", "password": "pw"})
+    assert console_login(c).status_code == 302
     page = c.get(f"/console/tickets/{tid}").get_data(as_text=True)
     assert 'id="no-attachments"' in page and 'id="no-remediation"' in page and "<img" not in page
 

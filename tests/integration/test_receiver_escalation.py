@@ -1,7 +1,6 @@
 """Escalation with real PostgreSQL: timers in the database, row locks, ack/resolve, hooks."""
 from __future__ import annotations
 
-import json
 import threading
 from datetime import timedelta
 
@@ -31,11 +30,11 @@ def app(pg_db):
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    return T.reader(app.test_client())  # API reads need a credential
 
 
 def post(client, body):
-    r = client.post("/webhook/alertmanager", data=json.dumps(body), headers=T.auth())
+    r = client.post("/webhook/alertmanager", json=body, headers=T.auth())
     assert r.status_code == 200, r.get_data(as_text=True)
     return r.get_json()
 
@@ -107,7 +106,7 @@ def test_durations_in_seconds_and_the_thread_runs(pg_db):
             got.set()
     hooks.subscribe("ticket_updated", on_update)
     try:
-        c = app.test_client()
+        c = T.reader(app.test_client())
         [tid] = post(c, T.payload([T.alert()]))["opened"]
         start_scheduler(app)
         assert got.wait(30), "the scheduler thread did not escalate"

@@ -1,8 +1,6 @@
 """KPIs on /metrics read from the ticket tables: MTTA, MTTR, MTBF, escalations per level."""
 from __future__ import annotations
 
-import json
-
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,12 +24,17 @@ def test_kpis(pg_db):
     try:
         c = app.test_client()
         alerts = [T.alert(service="user-app", instance=str(i)) for i in range(3)]
-        c.post("/webhook/alertmanager", data=json.dumps(T.payload(alerts)), headers=T.auth())
+        c.post("/webhook/alertmanager", json=T.payload(alerts), headers=T.auth())
         with psycopg.connect(pg_db, autocommit=True) as conn:
             # three tickets an hour apart; acknowledged after 60/120/- s; resolved after 600/1200/- s
             conn.execute("""update tickets set opened_at = now() - interval '3 hours' + (id - 1) * interval '1 hour'""")
             conn.execute("""update tickets set status = 'resolved', acknowledged_at = opened_at + id * interval '60 s',
                             resolved_at = opened_at + id * interval '600 s' where id <= 2""")
+            # MTTA comes from the acknowledged events: ticket 1 was reopened since (which clears
+            # its acknowledged_at), its page was still answered after 60 s
+            conn.execute("""insert into ticket_events (ticket_id, kind, actor, at)
+                            select id, 'acknowledged', 'alice', acknowledged_at from tickets where id <= 2""")
+            conn.execute("update tickets set acknowledged_at = null where id = 1")
             conn.execute("""insert into ticket_events (ticket_id, kind, actor, details) values
                             (3, 'escalated', 'scheduler', '{"level": 2}'), (3, 'escalated', 'scheduler', '{"level": 3}'),
                             (3, 'escalated', 'scheduler', '{"level": 3}')""")

@@ -33,7 +33,7 @@ def test_restart_in_the_middle_of_an_escalation(pg_db, tmp_path):
         r = requests.post(first.url + "/webhook/alertmanager", json=T.payload([T.alert()]), headers=T.auth(),
                           timeout=5)
         assert r.json()["status"] == "accepted"  # queued processing (the default)
-        tid = wait_for(lambda: requests.get(first.url + "/api/v1/tickets", timeout=5).json())[0]["id"]
+        tid = wait_for(lambda: requests.get(first.url + "/api/v1/tickets", headers=T.auth(), timeout=5).json())[0]["id"]
     finally:
         first.stop()  # down before the L1 timer runs out
 
@@ -46,9 +46,9 @@ def test_restart_in_the_middle_of_an_escalation(pg_db, tmp_path):
     second = T.ReceiverProcess(data, tmp_path / "b", workers=2).start()
     try:
         def level():
-            return requests.get(f"{second.url}/api/v1/tickets/{tid}", timeout=5).json()["level"]
+            return requests.get(f"{second.url}/api/v1/tickets/{tid}", headers=T.auth(), timeout=5).json()["level"]
         wait_for(lambda: level() == 2)
-        t = requests.get(f"{second.url}/api/v1/tickets/{tid}", timeout=5).json()
+        t = requests.get(f"{second.url}/api/v1/tickets/{tid}", headers=T.auth(), timeout=5).json()
         assert t["assignee"] == "it-manager"
         assert [e["details"]["level"] for e in t["events"] if e["kind"] == "escalated"] == [2]
     finally:

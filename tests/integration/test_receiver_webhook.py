@@ -42,7 +42,7 @@ def test_same_notification_twice_is_one_ticket(client, pg_db):
     assert post(client, body).status_code == 200
     r = post(client, body)
     assert r.status_code == 200 and r.get_json()["duplicates"] == 1
-    got = client.get("/api/v1/tickets?status=open").get_json()
+    got = client.get("/api/v1/tickets?status=open", headers=T.auth()).get_json()
     assert len(got) == 1
     t = got[0]
     for k in ("id", "status", "alertname", "service", "severity", "tier", "fingerprint", "opened_at",
@@ -58,19 +58,19 @@ def test_resolved_resolves_and_refire_reopens(client, pg_db):
     a = T.alert()
     post(client, T.payload([a]))
     assert post(client, T.payload([T.resolved(a)])).status_code == 200
-    assert client.get("/api/v1/tickets?status=open").get_json() == []
-    [t] = client.get("/api/v1/tickets?status=resolved").get_json()
+    assert client.get("/api/v1/tickets?status=open", headers=T.auth()).get_json() == []
+    [t] = client.get("/api/v1/tickets?status=resolved", headers=T.auth()).get_json()
     assert t["resolved_at"] is not None
     # the same episode firing again late (a stale retry) changes nothing
     post(client, T.payload([a]))
-    assert client.get("/api/v1/tickets?status=open").get_json() == []
+    assert client.get("/api/v1/tickets?status=open", headers=T.auth()).get_json() == []
     # a new episode within the reopen window reopens the same ticket
     a2 = T.alert(starts_at=datetime(2026, 11, 26, 9, 30, tzinfo=timezone.utc))
     r = post(client, T.payload([a2])).get_json()
     assert r["reopened"] == [t["id"]]
-    [t2] = client.get("/api/v1/tickets?status=open").get_json()
+    [t2] = client.get("/api/v1/tickets?status=open", headers=T.auth()).get_json()
     assert t2["id"] == t["id"] and t2["reopened_count"] == 1
-    kinds = [e["kind"] for e in client.get(f"/api/v1/tickets/{t['id']}").get_json()["events"]]
+    kinds = [e["kind"] for e in client.get(f"/api/v1/tickets/{t['id']}", headers=T.auth()).get_json()["events"]]
     assert kinds == ["opened", "resolved", "reopened"]
 
 
@@ -82,7 +82,7 @@ def test_refire_outside_window_opens_a_new_ticket(pg_db):
         post(c, T.payload([a]))
         post(c, T.payload([T.resolved(a)]))
         post(c, T.payload([T.alert(starts_at=datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc))]))
-        assert len(c.get("/api/v1/tickets").get_json()) == 2
+        assert len(c.get("/api/v1/tickets", headers=T.auth()).get_json()) == 2
     finally:
         close_app(app)
 
@@ -90,11 +90,11 @@ def test_refire_outside_window_opens_a_new_ticket(pg_db):
 def test_group_alerts_are_linked(client):
     alerts = [T.alert(service=s) for s in ("user-app", "gate-management", "event-management")]
     post(client, T.payload(alerts, group_key='{}:{alertname="ServiceDown"}'))
-    got = client.get("/api/v1/tickets").get_json()
+    got = client.get("/api/v1/tickets", headers=T.auth()).get_json()
     assert len(got) == 3
     gid = {t["group_id"] for t in got}
     assert len(gid) == 1 and None not in gid
-    assert len(client.get(f"/api/v1/tickets?group_id={gid.pop()}").get_json()) == 3
+    assert len(client.get(f"/api/v1/tickets?group_id={gid.pop()}", headers=T.auth()).get_json()) == 3
 
 
 @pytest.mark.parametrize("token", [None, "wrong", T.TOKEN + "x"])
@@ -130,11 +130,138 @@ def test_bad_input_is_400_with_nothing_written(client, pg_db, raw, field):
     assert rows(pg_db, "select count(*) from tickets")[0][0] == 0
 
 
-def test_body_over_the_limit_is_413(client, pg_db):
-    big = T.payload([T.alert(description="x" * 2_000_000)])
-    r = post(client, big)
-    assert r.status_code == 413 and r.get_json()["error"]
+def test_body_over_the_limit_is_413(pg_db):
+    # limit = alertmanager.max_alerts x receiver.max_alert_bytes + 64 KiB = 104 KiB here
+    cfg = T.config(pg_db, alertmanager={"max_alerts": 10}, receiver={"max_alert_bytes": 4096})
+    assert cfg["receiver"]["max_body_bytes"] == 10 * 4096 + 65536
+    app = create_app(cfg)
+    try:
+        client = app.test_client()
+        big = T.payload([T.alert(description="x" * 200_000)])
+        r = post(client, big)
+        assert r.status_code == 413 and r.get_json()["error"]
+        assert rows(pg_db, "select count(*) from ticket_payloads")[0][0] == 0
+        # ten alerts of the bound's size fit: the limit is sized for the largest notification
+        fit = T.payload([T.alert(instance=f"i{i}", description="y" * 3000) for i in range(10)])
+        assert len(json.dumps(fit)) < cfg["receiver"]["max_body_bytes"]
+        assert post(client, fit).status_code == 200
+    finally:
+        close_app(app)
+
+
+def test_default_body_limit_fits_max_alerts_alerts(client):
+    """The default limit takes a notification of alertmanager.max_alerts alerts of max_alert_bytes
+    each (the old 1 MiB refused a 3,000-alert storm with 413 for good)."""
+    from stack.config import defaults
+
+    cfg = defaults()
+    assert cfg["receiver"]["max_body_bytes"] >= cfg["alertmanager"]["max_alerts"] * cfg["receiver"]["max_alert_bytes"]
+    storm = T.payload([T.alert("StormAlert", instance=f"host-{i}") for i in range(3000)])
+    assert len(json.dumps(storm)) > 1048576
+    r = post(client, storm)
+    assert r.status_code == 200, r.get_json()
+    assert len(r.get_json()["opened"]) == 3000
+
+
+def test_config_refuses_a_body_limit_below_max_alerts():
+    from stack.config import ConfigError, load_data
+
+    with pytest.raises(ConfigError, match="receiver.max_body_bytes"):
+        load_data({"receiver": {"max_body_bytes": 1048576}})  # 10,000 alerts cannot fit in 1 MiB
+    cfg = load_data({"alertmanager": {"max_alerts": 100}, "receiver": {"max_body_bytes": 1048576}})
+    assert cfg["receiver"]["max_body_bytes"] == 1048576
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None, "application/jsonx"])
+def test_webhook_not_json_is_415(client, pg_db, ctype):
+    headers = {**T.auth(), **({"Content-Type": ctype} if ctype else {})}
+    r = client.post("/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])), headers=headers)
+    assert r.status_code == 415 and r.get_json()["error"] == "unsupported_media_type"
     assert rows(pg_db, "select count(*) from ticket_payloads")[0][0] == 0
+
+
+def test_webhook_json_with_charset_is_accepted(client):
+    r = client.post("/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])),
+                    headers={**T.auth(), "Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("depth", [10_000, 100_000])
+def test_deeply_nested_json_is_400(client, pg_db, depth):
+    for raw in ("[" * depth + "]" * depth,
+                json.dumps(T.payload([T.alert()]))[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}"):
+        r = post(client, None, raw=raw.encode())
+        assert r.status_code == 400, r.status_code
+        assert r.get_json()["error"] == "invalid_json"
+    assert rows(pg_db, "select count(*) from ticket_payloads")[0][0] == 0
+
+
+def test_truncated_alerts_recorded_on_the_group(client, pg_db):
+    alerts = [T.alert("StormAlert", instance=f"host-{i}") for i in range(5)]
+    body = {**T.payload(alerts), "truncatedAlerts": 995}
+    r = post(client, body)
+    assert r.status_code == 200 and r.get_json()["truncated_alerts"] == 995
+    [g] = rows(pg_db, "select last_alert_count, truncated_alerts, max_truncated_alerts from ticket_groups")
+    assert g == (5, 995, 995)
+    t = client.get("/api/v1/tickets", headers=T.auth()).get_json()[0]
+    full = client.get(f"/api/v1/tickets/{t['id']}", headers=T.auth()).get_json()
+    assert full["group"]["truncated_alerts"] == 995 and full["group"]["last_alert_count"] == 5
+    # the next notification of the group carries everything: now nothing is left out, the peak stays
+    post(client, T.payload(alerts))
+    assert rows(pg_db, "select truncated_alerts, max_truncated_alerts from ticket_groups")[0] == (0, 995)
+
+
+def test_resolved_before_firing_leaves_nothing_open(client, pg_db):
+    """Two clustered Alertmanagers / a retry: the resolved notification of an episode arrives
+    before its firing one. The late firing must not open a ticket that nothing will ever resolve."""
+    a = T.alert()
+    r = post(client, T.payload([T.resolved(a)]))
+    assert r.status_code == 200
+    r = post(client, T.payload([a]))  # the late firing of the same episode (fingerprint + startsAt)
+    assert r.status_code == 200 and r.get_json()["opened"] == [] and r.get_json()["stale"] == 1
+    assert client.get("/api/v1/tickets?status=open,acknowledged", headers=T.auth()).get_json() == []
+    assert rows(pg_db, "select count(*) from ticket_resolved_episodes")[0][0] == 1
+    # the same resolved again, and the firing again: still nothing open
+    post(client, T.payload([T.resolved(a)]))
+    post(client, T.payload([a]))
+    assert rows(pg_db, "select count(*) from tickets")[0][0] == 0
+    # a new episode (a new startsAt) of the same alert is news: it opens a ticket
+    from datetime import timedelta
+
+    b = T.alert(starts_at=datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc) + timedelta(hours=1))
+    assert len(post(client, T.payload([b])).get_json()["opened"]) == 1
+
+
+def test_resolved_before_firing_does_not_reopen_a_recent_ticket(client, pg_db):
+    """Episode 1 fired and resolved (ticket resolved, inside the reopen window); episode 2's resolved
+    overtakes its firing: the late firing must not reopen the ticket."""
+    from datetime import timedelta
+
+    a1 = T.alert()
+    post(client, T.payload([a1]))
+    post(client, T.payload([T.resolved(a1)]))
+    a2 = T.alert(starts_at=datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc) + timedelta(minutes=30))
+    post(client, T.payload([T.resolved(a2)]))
+    r = post(client, T.payload([a2]))
+    assert r.get_json()["reopened"] == [] and r.get_json()["stale"] == 1
+    assert rows(pg_db, "select status, reopened_count from tickets") == [("resolved", 0)]
+
+
+def test_resolved_before_firing_queued_processing(pg_db):
+    """The same through queued processing (the default): the stored payloads are applied in order."""
+    from webhook_receiver.app import state
+    from webhook_receiver.scheduler import process_pending
+
+    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    try:
+        c = app.test_client()
+        a = T.alert()
+        assert post(c, T.payload([T.resolved(a)])).status_code == 200
+        assert post(c, T.payload([a])).status_code == 200
+        assert process_pending(state(app)) == 2
+        assert rows(pg_db, "select count(*) from tickets")[0][0] == 0
+    finally:
+        close_app(app)
 
 
 def test_health_ready_metrics(client):
@@ -227,11 +354,11 @@ def test_queued_stores_first_then_applies(qapp, pg_db):
     r = post(c, T.payload([a]))
     assert r.status_code == 200 and r.get_json()["status"] == "accepted"
     assert rows(pg_db, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 1
-    assert c.get("/api/v1/tickets").get_json() == []
+    assert c.get("/api/v1/tickets", headers=T.auth()).get_json() == []
     post(c, T.payload([a]))                   # a retry
     post(c, T.payload([T.resolved(a)]))       # then the resolve, same group
     assert process_pending(state(qapp)) == 3
-    [t] = c.get("/api/v1/tickets").get_json()
+    [t] = c.get("/api/v1/tickets", headers=T.auth()).get_json()
     assert t["status"] == "resolved"
     assert rows(pg_db, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 0
 
@@ -257,7 +384,7 @@ def test_queued_keeps_group_order_across_concurrent_processors(qapp, pg_db):
     for t in threads:
         t.join()
     process_pending(st)
-    got = c.get("/api/v1/tickets?limit=1000").get_json()
+    got = c.get("/api/v1/tickets?limit=1000", headers=T.auth()).get_json()
     assert len(got) == 30 and {t["status"] for t in got} == {"resolved"}
 
 
@@ -276,7 +403,7 @@ def test_queued_payload_that_cannot_be_applied_is_set_aside(qapp, pg_db):
     st = state(qapp)
     for _ in range(tickets.MAX_PROCESS_ATTEMPTS + 1):
         process_pending(st)
-    services = sorted(t["service"] for t in c.get("/api/v1/tickets").get_json())
+    services = sorted(t["service"] for t in c.get("/api/v1/tickets", headers=T.auth()).get_json())
     assert services == ["event-management", "gate-management"]
     [(attempts, error, done)] = rows(pg_db, "select attempts, error, processed_at is not null from ticket_payloads "
                                             "where error is not null")

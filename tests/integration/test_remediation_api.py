@@ -1,8 +1,6 @@
 """Schemathesis against the automation endpoints (automation.openapi_paths()): no 5xx, documented answers."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import schemathesis
 from flask import jsonify
@@ -24,7 +22,7 @@ def api_app(pg_db):
            "paths": openapi_paths()}
     app.add_url_rule("/test/automation-openapi.json", "automation_openapi", lambda: jsonify(doc))
     c = app.test_client()
-    c.post("/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])), headers=T.auth())
+    c.post("/webhook/alertmanager", json=T.payload([T.alert()]), headers=T.auth())
     yield app
     app.extensions["opsstack.automation"].shutdown()
     close_app(app)

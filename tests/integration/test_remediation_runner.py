@@ -22,6 +22,7 @@ from webhook_receiver.remediation import Alert, Runner, store
 pytestmark = pytest.mark.integration
 
 EXPR = "max by (service) (demo_value) > 5"
+PLATFORM = {"services": [{"name": "svc"}]}
 
 
 class Service:
@@ -123,6 +124,7 @@ def make_cfg(db, prom, actions, **pb):
     remediation = {k: pb.pop(k) for k in list(pb) if k in ("dry_run", "kill_switch")}
     return load_data({
         "database": {"url": db},
+        "platform": PLATFORM,  # the playbooks act on service "svc": a service of the platform
         "remediation": {"prometheus_url": prom.url, "verify_interval": "0.2s", "verify_consecutive": 1,
                         "verify_window": "15s", **remediation,
                         "playbooks": [{"name": "fix-svc", "match": {"alertname": "DemoHigh"},
@@ -400,11 +402,11 @@ def receiver(pg_db, prom, svc):
             "playbooks": [{"name": "fix-svc", "match": {"alertname": "DemoHigh"}, "target": "svc-{service}",
                            "actions": [{**a, "params": {"url": svc.url + a["params"]["url"][len("{base}"):]}}
                                        for a in actions], **pb}]},
-            enrichment={"enabled": False},
+            enrichment={"enabled": False}, platform=PLATFORM,
             receiver={"api": {"tokens": [{"name": "ops-bot", "token": "write-token-123", "scopes": ["read", "write"]}]}})
         app = create_app(cfg)
         apps.append(app)
-        return app.test_client()
+        return T.reader(app.test_client())  # API reads need a credential
     yield make
     for a in apps:
         close_app(a)
@@ -468,7 +470,8 @@ def test_receiver_escalates_to_people_when_the_ladder_is_exhausted(receiver, svc
 
 def test_kill_switch_api_needs_the_write_scope(receiver, svc):
     c = receiver([action("fix", "/fix")])
-    assert c.put("/api/v1/remediation/kill-switch", json={"enabled": True}).status_code == 401
+    anonymous = c.application.test_client()
+    assert anonymous.put("/api/v1/remediation/kill-switch", json={"enabled": True}).status_code == 401
     r = c.put("/api/v1/remediation/kill-switch", json={"enabled": True},
               headers={"Authorization": "Bearer write-token-123"})
     assert r.status_code == 200 and r.get_json()["enabled"] is True and r.get_json()["updated_by"] == "api:ops-bot"

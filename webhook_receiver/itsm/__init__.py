@@ -2,10 +2,11 @@
 
 Ticket hooks enqueue a row per enabled system (``ticket_itsm_outbox``): create when a ticket
 opens, comment on each change, resolve, reopen. ``Forwarder.deliver_due()`` (run by a daemon
-thread every ``itsm.poll_interval``) takes due rows with ``for update skip locked`` (several
-receiver processes share the work, none delivers a row twice at once), in order per ticket and
-system. A failed delivery is retried with exponential backoff up to ``itsm.max_attempts``, then
-marked failed; every error is kept on its row (``GET /api/v1/tickets/<id>/itsm``) and counted in
+thread every ``itsm.poll_interval``, and by the receiver's scheduler) runs the shared outbox
+(webhook_receiver/outbox.py): due rows with ``for update skip locked`` (several receiver
+processes share the work, none delivers a row twice at once), in order per ticket and system.
+A delivery that fails for any reason is retried with exponential backoff up to
+``itsm.max_attempts``, then marked failed (at once when not retryable); every error is kept on its row (``GET /api/v1/tickets/<id>/itsm``) and counted in
 ``opsstack_itsm_outbox{system,status}``. Every operation is idempotent on retries (see
 jira.py / servicenow.py): a delivery whose answer was lost is not made twice.
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import timedelta
 
 from psycopg.types.json import Jsonb
 
+from webhook_receiver import outbox
 from webhook_receiver.remediation import store
 
 from .base import DeliveryError, Link
@@ -95,60 +96,43 @@ class Forwarder:
             self._connectors[system] = connector(self.cfg, system)
         return self._connectors[system]
 
+    def queue(self) -> outbox.Queue:
+        return outbox.Queue(name="itsm", table="ticket_itsm_outbox", key=("ticket_id", "system"),
+                            info=("ticket_id", "system", "op"), done_status="done", done_at="done_at",
+                            max_attempts=self.it["max_attempts"], initial_backoff=self.it["retry_interval"],
+                            max_backoff=self.it["max_retry_interval"])
+
     def deliver_due(self, limit: int = 20) -> int:
-        """Deliver what is due now; returns how many rows were handled (done or retried)."""
-        handled = 0
-        with store.connect(self.db_url) as conn:
-            while handled < limit:
-                with conn.transaction():
-                    row = conn.execute(
-                        """select o.* from ticket_itsm_outbox o
-                           where o.status = 'pending' and o.next_attempt_at <= now()
-                             and not exists (select 1 from ticket_itsm_outbox p
-                                             where p.ticket_id = o.ticket_id and p.system = o.system
-                                               and p.status = 'pending' and p.id < o.id)
-                           order by o.id limit 1 for update skip locked""").fetchone()
-                    if row is None:
-                        break
-                    self._deliver(conn, row)
-                handled += 1
-        return handled
+        """Deliver what is due now; returns how many rows were handled (done, retried or failed)."""
+        with store.connect(self.db_url, autocommit=True) as conn:
+            return self.run_due(conn, limit=limit)
+
+    def run_due(self, conn, now=None, limit: int = 20) -> int:
+        return outbox.run_due(conn, self.queue(), self._deliver, now=now, batch=limit, on_failed=self._failed)
 
     def _deliver(self, conn, row: dict) -> None:
         system = row["system"]
-        try:
-            c = self._conn_for(system)
-            ticket = conn.execute("select * from tickets where id = %s", (row["ticket_id"],)).fetchone()
-            if ticket is None:
-                raise DeliveryError("ticket is gone", retryable=False)
-            link = self._link(conn, row["ticket_id"], system)
-            if link is None:
-                link = c.create(ticket)
-                conn.execute("""insert into ticket_itsm_links (ticket_id, system, external_id, external_key, url)
-                                values (%s, %s, %s, %s, %s)
-                                on conflict (ticket_id, system) do update set external_id = excluded.external_id,
-                                    external_key = excluded.external_key, url = excluded.url, updated_at = now()""",
-                             (row["ticket_id"], system, link.external_id, link.external_key, link.url))
-                log.info("event=itsm_linked system=%s ticket_id=%s key=%s", system, row["ticket_id"], link.external_key)
-            if row["op"] != "create":
-                marker = f"[opsstack:{row['dedup_key'].rsplit(':', 1)[-1][:12]}-{row['id']}]"
-                getattr(c, row["op"])(link, row["payload"].get("message", ""), marker, row["attempts"] > 0)
-            conn.execute("update ticket_itsm_outbox set status = 'done', done_at = now(), attempts = attempts + 1, "
-                         "last_error = null where id = %s", (row["id"],))
-            log.info("event=itsm_delivered system=%s ticket_id=%s op=%s key=%s", system, row["ticket_id"],
-                     row["op"], link.external_key)
-        except DeliveryError as exc:
-            self._failed(conn, row, str(exc), exc.retryable)
-        except Exception as exc:  # noqa: BLE001 - a bug or odd answer must not stop the queue
-            self._failed(conn, row, f"{exc.__class__.__name__}: {exc}", True)
+        c = self._conn_for(system)
+        ticket = conn.execute("select * from tickets where id = %s", (row["ticket_id"],)).fetchone()
+        if ticket is None:
+            raise DeliveryError("ticket is gone", retryable=False)
+        link = self._link(conn, row["ticket_id"], system)
+        if link is None:
+            link = c.create(ticket)
+            conn.execute("""insert into ticket_itsm_links (ticket_id, system, external_id, external_key, url)
+                            values (%s, %s, %s, %s, %s)
+                            on conflict (ticket_id, system) do update set external_id = excluded.external_id,
+                                external_key = excluded.external_key, url = excluded.url, updated_at = now()""",
+                         (row["ticket_id"], system, link.external_id, link.external_key, link.url))
+            log.info("event=itsm_linked system=%s ticket_id=%s key=%s", system, row["ticket_id"], link.external_key)
+        if row["op"] != "create":
+            marker = f"[opsstack:{row['dedup_key'].rsplit(':', 1)[-1][:12]}-{row['id']}]"
+            getattr(c, row["op"])(link, row["payload"].get("message", ""), marker, row["attempts"] > 0)
+        log.info("event=itsm_delivered system=%s ticket_id=%s op=%s key=%s", system, row["ticket_id"],
+                 row["op"], link.external_key)
 
-    def _failed(self, conn, row: dict, error: str, retryable: bool) -> None:
-        attempts = row["attempts"] + 1
-        final = (not retryable) or attempts >= self.it["max_attempts"]
-        delay = min(self.it["max_retry_interval"], self.it["retry_interval"] * (2 ** (attempts - 1)))
-        conn.execute("""update ticket_itsm_outbox set attempts = %s, last_error = %s,
-                            status = %s, next_attempt_at = now() + %s where id = %s""",
-                     (attempts, error[:2000], "failed" if final else "pending", timedelta(seconds=delay), row["id"]))
+    @staticmethod
+    def _failed(conn, row: dict, error: str, attempts: int, final: bool) -> None:
         log.warning("event=itsm_delivery_failed system=%s ticket_id=%s op=%s attempts=%s final=%s error=%r",
                     row["system"], row["ticket_id"], row["op"], attempts, final, error[:300])
 
@@ -183,10 +167,11 @@ class Forwarder:
 
 
 def status(conn, ticket_id: int) -> dict:
-    links = conn.execute("select system, external_id, external_key, url, created_at from ticket_itsm_links "
-                         "where ticket_id = %s order by system", (ticket_id,)).fetchall()
+    # deliveries first: a delivery seen done has its link committed with it (same transaction)
     rows = conn.execute("""select id, system, op, status, attempts, last_error, next_attempt_at, created_at, done_at
                            from ticket_itsm_outbox where ticket_id = %s order by id""", (ticket_id,)).fetchall()
+    links = conn.execute("select system, external_id, external_key, url, created_at from ticket_itsm_links "
+                         "where ticket_id = %s order by system", (ticket_id,)).fetchall()
 
     def iso(r):
         return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import requests
 
+from webhook_receiver.sanitize import header_value
+
 from .base import DeliveryError, Link, call, describe
 
 API = "/rest/api/3"
@@ -54,7 +56,7 @@ class Jira:
         self.http = requests.Session()
         self.http.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
         if settings.get("bearer_token"):
-            self.http.headers["Authorization"] = f"Bearer {settings['bearer_token']}"
+            self.http.headers["Authorization"] = f"Bearer {header_value(settings['bearer_token'])}"
         else:
             self.http.auth = (settings["email"], settings["api_token"])
 
@@ -77,8 +79,10 @@ class Jira:
         found = self.find(ticket)
         if found:
             return found
-        summary = (f"[{ticket.get('severity') or 'alert'}] {ticket.get('alertname')}: "
-                   f"{(ticket.get('annotations') or {}).get('summary') or ticket.get('summary') or ''}").strip()[:250]
+        # one line (JIRA's summary is a single-line field): no CR/LF or control characters
+        summary = header_value(f"[{ticket.get('severity') or 'alert'}] {ticket.get('alertname')}: "
+                               f"{(ticket.get('annotations') or {}).get('summary') or ticket.get('summary') or ''}",
+                               250)
         labels = [self.label(ticket)] + [str(x) for x in self.s.get("labels") or []]
         body = {"fields": {"project": {"key": self.s["project"]}, "summary": summary,
                            "issuetype": {"name": self.s["issue_type"]},

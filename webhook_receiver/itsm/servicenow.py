@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import requests
 
+from webhook_receiver.sanitize import header_value
+
 from .base import Link, call, describe, ticket_key
 
 API = "/api/now/table"
@@ -47,8 +49,9 @@ class ServiceNow:
             return found
         sev = ticket.get("severity") or "warning"
         level = (self.s.get("urgency") or {}).get(sev, "2")
-        summary = (f"[{sev}] {ticket.get('alertname')}: "
-                   f"{(ticket.get('annotations') or {}).get('summary') or ticket.get('summary') or ''}").strip()[:160]
+        summary = header_value(f"[{sev}] {ticket.get('alertname')}: "
+                               f"{(ticket.get('annotations') or {}).get('summary') or ticket.get('summary') or ''}",
+                               160)
         body = {"short_description": summary, "description": describe(ticket), "urgency": str(level),
                 "impact": str(level), "correlation_id": ticket_key(ticket), "correlation_display": "opsstack"}
         for k in ("caller_id", "assignment_group", "category"):

@@ -133,9 +133,80 @@ def find(playbooks: list[Playbook], labels: dict) -> Playbook | None:
     return None
 
 
+# ---------------------------------------------------------------- what a label may be
+# Placeholders the runner computes from the config (never taken from an alert's labels).
+COMPUTED = frozenset({"all_regions", "healthy_regions", "admin_url", "admin_urls", "services", "run_dir",
+                      "host", "target"})
+# A label value that reaches a target, a command, a path, a URL, a body or a PromQL guard: a plain
+# name (letters, digits, '-', '_', '.', ':', '@', '+', '='), no '/', no '..', no spaces, no quotes,
+# no shell or control characters.
+SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}")
+
+
+def placeholders(value: Any) -> set[str]:
+    """Names of the placeholders used anywhere in value (strings inside dicts and lists)."""
+    from .template import _PH
+
+    if isinstance(value, str):
+        return {m.group(1) for m in _PH.finditer(value) if m.group(1)}
+    if isinstance(value, (list, tuple)):
+        return set().union(*(placeholders(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        return set().union(*(placeholders(v) for v in value.values())) if value else set()
+    return set()
+
+
+def referenced_labels(pb: Playbook) -> set[str]:
+    """The alert labels a playbook puts into its target, guards, action params and verify queries."""
+    used = placeholders([pb.target, pb.verify or "", pb.skip_if or "", pb.restore_after or ""])
+    for a in (*pb.actions, *pb.on_resolved):
+        used |= placeholders(a.params) | placeholders(a.verify or "")
+    return used - COMPUTED
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_label(cfg: dict, name: str, value: Any) -> str | None:
+    """Why this label value may not reach a playbook's target, command, path or URL (None: it may).
+
+    ``service`` must be a service of ``platform.services`` and ``region`` one of ``platform.regions``;
+    any other label must be a plain name (SAFE_VALUE)."""
+    platform = cfg.get("platform") or {}
+    if name == "service":
+        known = [s["name"] for s in platform.get("services", [])]
+        if value not in known:
+            return f"service {_show(value)} is not a service of the platform (known: {', '.join(known)})"
+        return None
+    if name == "region":
+        known = list(platform.get("regions", []))
+        if value not in known:
+            return f"region {_show(value)} is not a region of the platform (known: {', '.join(known)})"
+        return None
+    if not isinstance(value, str) or not SAFE_VALUE.fullmatch(value) or ".." in value:
+        return (f"label {name}={_show(value)} is not a plain name (letters, digits, - _ . : @ + = only; "
+                f"no '/', '..', spaces or shell characters)")
+    return None
+
+
+def check_target(cfg: dict, pb: Playbook, labels: dict) -> str | None:
+    """None when every label the playbook uses is one it may act on; else why it refuses."""
+    for name in sorted(referenced_labels(pb)):
+        if name in labels:
+            problem = check_label(cfg, name, labels[name])
+            if problem:
+                return problem
+    return None
+
+
 def context(cfg: dict, labels: dict, extra: dict | None = None) -> dict[str, Any]:
-    """Values placeholders can use: the alert's labels plus platform facts."""
-    ctx: dict[str, Any] = dict(labels)
+    """Values placeholders can use: the alert's labels plus platform facts.
+
+    A label named like a computed value (admin_url, run_dir, ...) is dropped: those come from
+    the config only."""
+    ctx: dict[str, Any] = {k: v for k, v in labels.items() if k not in COMPUTED}
     regions = list(cfg.get("platform", {}).get("regions", []))
     ctx["all_regions"] = regions
     if labels.get("region") in regions:

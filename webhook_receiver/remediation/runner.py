@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 
 from . import store
 from .backends import Backend, BackendError, BackendTimeout, Result, make, truncate
-from .model import Action, Playbook, context, find, load_playbooks
+from .model import Action, Playbook, check_target, context, find, load_playbooks
 from .template import TemplateError, render
 from .verify import Prometheus, PrometheusError, any_series, check, expr_from_generator_url, prometheus_url
 
@@ -58,7 +58,7 @@ class Alert:
 
 @dataclass
 class Outcome:
-    status: str            # recovered | exhausted | skipped | dry_run | duplicate | no_playbook | not_firing
+    status: str            # recovered | exhausted | skipped | refused | dry_run | duplicate | no_playbook | not_firing
     reason: str = ""
     run_id: int | None = None
     playbook: str | None = None
@@ -173,10 +173,17 @@ class Runner:
             return Outcome("not_firing", f"alert is {alert.status}: remediation acts on firing alerts only",
                            playbook=pb.name)
         ctx = context(self.cfg, alert.labels)
-        try:
-            target = str(render(pb.target, ctx))
-        except TemplateError as exc:
-            return Outcome("skipped", f"target: {exc}", playbook=pb.name)
+        # labels are attacker-controlled text: a playbook acts only on a target it can resolve to
+        # a known service/region and plain names; anything else is refused (recorded, on the
+        # ticket, and the ticket goes on to people)
+        problem = check_target(self.cfg, pb, alert.labels)
+        if problem is None:
+            try:
+                target = str(render(pb.target, ctx))
+            except TemplateError as exc:
+                problem = f"target: {exc}"
+        if problem is not None:
+            return self._refuse(pb, alert, ticket_id, problem)
         ctx["target"] = target
         dry = self.dry_run(pb)
         with self._conn() as conn:
@@ -214,6 +221,25 @@ class Runner:
                                  (store.RUN_LOCK_CLASS, f"{pb.name}|{target}"))
             finally:
                 lock.close()
+
+    def _refuse(self, pb: Playbook, alert: Alert, ticket_id: int | None, problem: str) -> Outcome:
+        """Record a run that will not act (status refused), say why on the ticket, hand it to people."""
+        target = pb.target  # unrendered: the labels could not be trusted to fill it in
+        reason = f"refused: {problem}"
+        with self._conn() as conn:
+            row = conn.execute(
+                """insert into remediation_runs (ticket_id, playbook, target, alertname, fingerprint, alert_starts_at,
+                                                 labels, dry_run, replica)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   on conflict (playbook, target, fingerprint, alert_starts_at) do nothing returning id""",
+                (ticket_id, pb.name, target, alert.alertname, alert.fingerprint, alert.starts_at,
+                 Jsonb(alert.labels), self.dry_run(pb), self.replica)).fetchone()
+            if row is None:
+                return Outcome("duplicate", "this alert episode is already handled", playbook=pb.name, target=target)
+            log.warning("event=remediation_refused run_id=%s playbook=%s ticket_id=%s reason=%r",
+                        row["id"], pb.name, ticket_id, reason[:300])
+            self._ticket_event(conn, ticket_id, {"playbook": pb.name, "status": "refused", "reason": reason[:500]})
+            return self._finish(conn, row["id"], pb, target, ticket_id, "refused", reason, escalate=True)
 
     # ------------------------------------------------------------------ the ladder
     def _ladder(self, conn, run_id, pb: Playbook, alert: Alert, target: str, ctx: dict,

@@ -7,6 +7,7 @@ remediation_settings  run-time switches shared by every replica (the kill switch
 ticket_attachments    enrichment (graph PNG, current values, related alerts, log excerpt)
 ticket_itsm_links     ticket -> JIRA issue / ServiceNow incident
 ticket_itsm_outbox    changes waiting to be forwarded (retried with backoff, failures kept)
+automation_jobs       enrichment / remediation / restore work queued durably (jobs.py)
 
 Applied after the receiver's own migrations (the tables reference ``tickets``), under an
 advisory lock, each step recorded in ``remediation_schema_versions``.
@@ -125,6 +126,36 @@ MIGRATIONS: list[tuple[int, str]] = [
     create index if not exists ticket_itsm_outbox_due on ticket_itsm_outbox (next_attempt_at)
         where status = 'pending';
     create index if not exists ticket_itsm_outbox_ticket on ticket_itsm_outbox (ticket_id, system, id);
+    """),
+    # 'refused': the playbook would not act on a target it could not resolve from the alert's
+    # labels (an unknown service or region, a value with '/', '..' or shell characters)
+    (2, """
+    alter table remediation_runs drop constraint if exists remediation_runs_status_check;
+    alter table remediation_runs add constraint remediation_runs_status_check
+        check (status in ('pending', 'running', 'recovered', 'exhausted', 'skipped', 'dry_run', 'failed',
+                          'refused'));
+    """),
+    (3, """
+    -- enrichment and remediation work, durable (webhook_receiver/jobs.py on the shared outbox):
+    -- queued when a ticket opens/reopens/resolves, run by any receiver process, retried with backoff
+    create table if not exists automation_jobs (
+        id bigserial primary key,
+        ticket_id bigint not null references tickets (id) on delete cascade,
+        kind text not null check (kind in ('enrichment', 'remediation', 'restore')),
+        lane text not null,
+        dedup_key text not null unique,
+        payload jsonb not null default '{}',
+        status text not null default 'pending' check (status in ('pending', 'done', 'failed')),
+        attempts int not null default 0,
+        next_attempt_at timestamptz not null default now(),
+        last_error text,
+        created_at timestamptz not null default now(),
+        done_at timestamptz
+    );
+    create index if not exists automation_jobs_due on automation_jobs (next_attempt_at) where status = 'pending';
+    create index if not exists automation_jobs_key on automation_jobs (ticket_id, lane, id);
+    create index if not exists remediation_runs_unfinished on remediation_runs (created_at)
+        where status in ('pending', 'running');
     """),
 ]
 

@@ -7,8 +7,10 @@ runner adds an outer guard as well.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 
 class BackendError(RuntimeError):
@@ -60,3 +62,29 @@ def make(name: str, cfg: dict) -> Backend:
 
 def truncate(text: str, limit: int = 4000) -> str:
     return text if len(text) <= limit else text[: limit - 20] + f"... [{len(text) - limit + 20} more]"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_segment(value: Any, what: str) -> str:
+    """One URL path segment from a (rendered) parameter, percent-encoded; refused when it is
+    empty, '.' or '..', or holds '/', '\\' or control characters (it would name another resource)."""
+    v = str(value)
+    if v in ("", ".", "..") or "/" in v or "\\" in v or _CONTROL.search(v):
+        raise BackendError(f"{what} {v[:80]!r} is not a plain name (no '/', '..' or control characters)")
+    return quote(v, safe="")
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL whose path has no '.'/'..' segments (also percent-encoded) and no control characters."""
+    u = str(url)
+    parts = urlsplit(u)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BackendError(f"not an http(s) URL: {u[:120]!r}")
+    if _CONTROL.search(u) or " " in u:
+        raise BackendError(f"URL with spaces or control characters refused: {u[:120]!r}")
+    for seg in parts.path.split("/"):
+        if unquote(seg) in (".", "..") or "/" in unquote(seg) or "\\" in unquote(seg):
+            raise BackendError(f"URL path with '.' or '..' or an encoded '/' refused: {u[:120]!r}")
+    return u

@@ -20,7 +20,7 @@ import socket
 import time
 from urllib.parse import quote, urlencode, urlsplit
 
-from . import Backend, BackendError, BackendTimeout, Result, truncate
+from . import Backend, BackendError, BackendTimeout, Result, path_segment, truncate
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -92,7 +92,7 @@ class DockerBackend(Backend):
 
     def run(self, operation, params, timeout):
         c = DockerClient(self.settings["url"], self.settings["api_version"], timeout)
-        name = quote(str(params["container"]), safe="")
+        name = path_segment(params["container"], "container")
         t = int(params.get("stop_timeout", self.settings.get("stop_timeout", 10)))
         if operation == "restart":
             c.expect("POST", f"/containers/{name}/restart", ok=(204,), query={"t": t})

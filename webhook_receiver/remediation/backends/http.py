@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import requests
 
-from . import Backend, BackendError, BackendTimeout, Result, truncate
+from . import Backend, BackendError, BackendTimeout, Result, check_url, truncate
 
 
 def _urls(params: dict) -> list[str]:
@@ -16,14 +16,18 @@ def _urls(params: dict) -> list[str]:
     if not urls:
         raise BackendError("no url to call")
     path = str(params.get("path", ""))
-    return [str(u).rstrip("/") + path if path else str(u) for u in urls]
+    return [check_url(str(u).rstrip("/") + path if path else str(u)) for u in urls]
 
 
 class HttpBackend(Backend):
     name = "http"
 
     def describe(self, operation, params):
-        d = {"backend": "http", "method": str(params.get("method", "POST")).upper(), "url": _urls(params)}
+        try:
+            urls = _urls(params)
+        except BackendError as exc:
+            urls = [f"refused: {exc}"]
+        d = {"backend": "http", "method": str(params.get("method", "POST")).upper(), "url": urls}
         if "json" in params:
             d["json"] = params["json"]
         return d

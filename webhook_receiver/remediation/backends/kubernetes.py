@@ -19,11 +19,10 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import requests
 
-from . import Backend, BackendError, BackendTimeout, Result, truncate
+from . import Backend, BackendError, BackendTimeout, Result, path_segment, truncate
 
 KINDS = ("deployments", "statefulsets", "daemonsets")
 
@@ -75,14 +74,14 @@ class KubernetesBackend(Backend):
         return r.json() if r.content else {}
 
     def run(self, operation, params, timeout):
-        ns = quote(str(params.get("namespace", self.settings.get("namespace", "default"))), safe="")
+        ns = path_segment(params.get("namespace", self.settings.get("namespace", "default")), "namespace")
         kind = str(params.get("kind", "deployments"))
         if kind not in KINDS:
             raise BackendError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         base = self._base()
         s = self._session()
         if operation == "rollout_restart":
-            name = quote(str(params["name"]), safe="")
+            name = path_segment(params["name"], "name")
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
             body = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}}
             obj = self._call(s, "PATCH", f"{base}/apis/apps/v1/namespaces/{ns}/{kind}/{name}", timeout, json=body,
@@ -91,7 +90,7 @@ class KubernetesBackend(Backend):
             return Result(True, f"rollout restart of {kind}/{params['name']} at {now} (generation {gen})",
                           {"restartedAt": now})
         if operation == "scale":
-            name = quote(str(params["name"]), safe="")
+            name = path_segment(params["name"], "name")
             try:
                 replicas = int(params["replicas"])
             except (TypeError, ValueError):
@@ -104,6 +103,7 @@ class KubernetesBackend(Backend):
         if operation == "delete_pod":
             if "pod" in params:
                 pods = [str(params["pod"])]
+                path_segment(pods[0], "pod")
             else:
                 lst = self._call(s, "GET", f"{base}/api/v1/namespaces/{ns}/pods", timeout,
                                  params={"labelSelector": str(params["selector"])})
@@ -113,6 +113,6 @@ class KubernetesBackend(Backend):
                 if not pods:
                     return Result(False, f"no pod matches {params['selector']!r}")
             for p in pods:
-                self._call(s, "DELETE", f"{base}/api/v1/namespaces/{ns}/pods/{quote(p, safe='')}", timeout)
+                self._call(s, "DELETE", f"{base}/api/v1/namespaces/{ns}/pods/{path_segment(p, 'pod')}", timeout)
             return Result(True, f"deleted pod(s) {', '.join(pods)}", {"pods": pods})
         raise BackendError(f"kubernetes has no operation {operation!r}")

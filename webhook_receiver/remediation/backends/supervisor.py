@@ -83,12 +83,19 @@ class SupervisorBackend(Backend):
         except TimeoutError:
             raise BackendTimeout(f"supervisor did not answer within {timeout:g}s") from None
         except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
-            raise BackendError(f"supervisor unreachable: {exc}") from None
+            raise BackendError(f"supervisor unreachable: {self._scrub(str(exc))}") from None
         out = f"{program}: {'; '.join(steps)}; now {info['statename']} pid {info['pid']} (was pid {before})"
         ok = info["statename"] == "RUNNING" if operation != "stop" else info["statename"] != "RUNNING"
         if operation == "signal":
             ok = True
         return Result(ok, out, {"pid_before": before, "pid_after": info["pid"], "state": info["statename"]})
+
+    def _scrub(self, text: str) -> str:
+        """An error text without the RPC password (a ProtocolError names the URL with user:password@)."""
+        pw = self.settings.get("password")
+        if pw:
+            text = text.replace(quote(pw, safe=""), "***").replace(pw, "***")
+        return text
 
     @staticmethod
     def _pid(s, program):

@@ -1,0 +1,159 @@
+"""Durable automation jobs: enrichment, remediation and restore work in PostgreSQL.
+
+A ticket hook (opened, reopened, resolved) queues a row in ``automation_jobs`` (one per ticket,
+kind and episode: the dedup key ``<kind>:<ticket>:<reopened_count>``); any receiver process
+runs it through the shared outbox (webhook_receiver/outbox.py): taken with FOR UPDATE SKIP
+LOCKED, in order per ticket and lane (a restore waits for the remediation of its ticket),
+retried with exponential backoff after any error (a database outage included), then
+``failed`` for good and shown on the ticket. A process that dies while running a job drops
+its row lock with its connection, so the job is taken again by the next process.
+
+Because hooks fire after the ticket's commit, a crash between the two could lose a job: the
+scheduler's sweep queues the jobs of recently opened tickets that have none (same dedup key:
+it never doubles one). ``orphans`` marks remediation runs failed whose replica died mid-run.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from psycopg.types.json import Jsonb
+
+from webhook_receiver import outbox
+
+log = logging.getLogger(__name__)
+
+LANES = {"enrichment": "enrichment", "remediation": "remediation", "restore": "remediation"}
+SWEEP_WINDOW = 6 * 3600  # seconds: tickets opened this recently get their missing jobs
+
+
+def queue(cfg: dict, lane: str | None = None) -> outbox.Queue:
+    j = cfg["remediation"]["jobs"]
+    where = {"enrichment": "o.lane = 'enrichment'", "remediation": "o.lane = 'remediation'", None: ""}[lane]
+    return outbox.Queue(name="jobs", table="automation_jobs", key=("ticket_id", "lane"),
+                        info=("ticket_id", "kind"), done_status="done", done_at="done_at",
+                        max_attempts=j["max_attempts"], initial_backoff=j["initial_backoff"],
+                        max_backoff=j["max_backoff"], where=where)
+
+
+def wanted(cfg: dict, playbooks: list) -> set[str]:
+    """Kinds of job this configuration runs (pure)."""
+    from webhook_receiver.remediation.verify import prometheus_url
+
+    out = set()
+    e = cfg["enrichment"]
+    if e["enabled"] and (prometheus_url(cfg, e["prometheus_url"]) or e["logs"]["source"] != "none"):
+        out.add("enrichment")
+    r = cfg["remediation"]
+    if r["enabled"] and playbooks:
+        out.add("remediation")
+        if any(p.on_resolved for p in playbooks):
+            out.add("restore")
+    return out
+
+
+def enqueue(conn, ticket_id: int, kind: str, payload: dict | None = None) -> int | None:
+    """Queue a job for the ticket's current episode; None when it is already queued."""
+    row = conn.execute(
+        """insert into automation_jobs (ticket_id, kind, lane, dedup_key, payload)
+           select id, %s, %s, %s || ':' || id || ':' || reopened_count, %s from tickets where id = %s
+           on conflict (dedup_key) do nothing returning id""",
+        (kind, LANES[kind], kind, Jsonb(payload or {}), ticket_id)).fetchone()
+    return row["id"] if row else None
+
+
+def sweep(conn, kinds: set[str]) -> int:
+    """Queue the enrichment/remediation jobs that recently opened tickets lack (a receiver that
+    died between the ticket's commit and its hook); returns how many were queued."""
+    n = 0
+    for kind, done in (("enrichment", "select 1 from ticket_attachments a where a.ticket_id = t.id"),
+                       ("remediation", "select 1 from remediation_runs r where r.ticket_id = t.id")):
+        if kind not in kinds:
+            continue
+        n += conn.execute(
+            f"""insert into automation_jobs (ticket_id, kind, lane, dedup_key)
+                select t.id, %s, %s, %s || ':' || t.id || ':' || t.reopened_count from tickets t
+                where t.status <> 'resolved'
+                  and coalesce(t.last_reopened_at, t.opened_at) > now() - make_interval(secs => %s)
+                  and not exists ({done})
+                on conflict (dedup_key) do nothing""", (kind, LANES[kind], kind, SWEEP_WINDOW)).rowcount
+    if n:
+        log.info("event=automation_jobs_swept queued=%s", n)
+    return n
+
+
+def run_due(conn, cfg: dict, runner_of, lane: str | None = None, now: datetime | None = None,
+            batch: int = 20) -> int:
+    """Run due jobs (of one lane, or all); ``runner_of()`` gives the remediation Runner."""
+    from webhook_receiver import enrichment
+    from webhook_receiver.tickets import add_event
+
+    db_url = cfg["database"]["url"]
+
+    def deliver(conn, job: dict) -> None:
+        if job["kind"] == "enrichment":
+            enrichment.enrich(cfg, db_url, job["ticket_id"])
+        elif job["kind"] == "remediation":
+            runner_of().handle_ticket(job["ticket_id"])
+        elif job["kind"] == "restore":
+            runner_of().restore(job["ticket_id"])
+        else:
+            raise outbox.Permanent(f"unknown job kind {job['kind']!r}")
+
+    def on_failed(conn, job: dict, error: str, attempts: int, final: bool) -> None:
+        log.warning("event=automation_job_failed id=%s kind=%s ticket_id=%s attempt=%s final=%s error=%r",
+                    job["id"], job["kind"], job["ticket_id"], attempts, final, error[:300])
+        if final:
+            add_event(conn, job["ticket_id"], "automation_failed", "automation",
+                      {"job": job["kind"], "attempts": attempts, "error": error[:500]})
+
+    return outbox.run_due(conn, queue(cfg, lane), deliver, now=now, batch=batch, on_failed=on_failed)
+
+
+def orphans(conn, cfg: dict, escalate=None) -> list[dict]:
+    """Remediation runs left pending/running by a replica that died: no session holds their run
+    lock (a live run holds it from before 'running' until it finishes) and they are older than
+    ``remediation.orphan_after``. Each is marked failed, the ticket says why, and (with
+    escalate_on_failure) the ticket goes to people: nobody knows what the dead run did."""
+    from webhook_receiver.remediation import store
+    from webhook_receiver.tickets import add_event
+
+    r = cfg["remediation"]
+    with conn.transaction():
+        rows = conn.execute(
+            """select r.id, r.ticket_id, r.playbook, r.target, r.status, r.replica from remediation_runs r
+               where r.status in ('pending', 'running')
+                 and coalesce(r.started_at, r.created_at) < now() - make_interval(secs => %s)
+                 and not exists (select 1 from pg_locks l where l.locktype = 'advisory' and l.granted
+                                 and l.classid::bigint = %s and l.objsubid = 2
+                                 and l.objid::bigint = (hashtext(r.playbook || '|' || r.target)::bigint
+                                                        + 4294967296) %% 4294967296)
+               for update of r skip locked""", (r["orphan_after"], store.RUN_LOCK_CLASS)).fetchall()
+        for run in rows:
+            reason = (f"the replica running it ({run['replica'] or 'unknown'}) stopped while the run was "
+                      f"{run['status']}: what it did is unknown, check {run['target']} by hand")
+            conn.execute("update remediation_runs set status = 'failed', reason = %s, finished_at = now() "
+                         "where id = %s", (reason, run["id"]))
+            log.warning("event=remediation_run_orphaned run_id=%s playbook=%s target=%s replica=%s",
+                        run["id"], run["playbook"], run["target"], run["replica"])
+            if run["ticket_id"] is not None:
+                add_event(conn, run["ticket_id"], "remediation", "remediation",
+                          {"playbook": run["playbook"], "target": run["target"], "status": "failed",
+                           "output": reason})
+    out = [dict(x) for x in rows]
+    if escalate is not None and r["escalate_on_failure"]:
+        for run in out:
+            if run["ticket_id"] is None:
+                continue
+            try:
+                escalate(run["ticket_id"], f"automatic remediation {run['playbook']} on {run['target']} "
+                                           f"did not finish: its receiver stopped mid-run.")
+            except Exception:  # noqa: BLE001 - the run is marked; the escalation timers still run
+                log.exception("event=remediation_orphan_escalate_failed run_id=%s", run["id"])
+    return out
+
+
+def status(conn, ticket_id: int) -> list[dict]:
+    rows = conn.execute("""select id, kind, status, attempts, last_error, next_attempt_at, created_at, done_at
+                           from automation_jobs where ticket_id = %s order by id""", (ticket_id,)).fetchall()
+    return [dict(r) for r in rows]

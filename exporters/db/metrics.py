@@ -181,6 +181,8 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     # ---- the exporter itself
     "opsstack_db_sizes_cache_age_seconds": (G, "Age of the database/table/index sizes (re-read every sizes_interval).", D),
     "opsstack_db_query_errors_total": (C, "Exporter queries that failed (timeout, permission...), by query group.", S + ["query"]),
+    "opsstack_db_collector_success": (G, "1 when the collector read its area without a failed query or error in this scrape (per-database collectors: on every database), else 0.", S + ["collector"]),
+    "opsstack_db_collector_duration_seconds": (G, "Time the collector took in this scrape (per-database collectors: summed over the databases).", S + ["collector"]),
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from stack.config import Field, ListOf
+from stack.config import ConfigError, Field, ListOf
 
 SECTION = {
     "enabled": Field("bool", True),
@@ -13,7 +13,7 @@ SECTION = {
         "name": Field("str", check=lambda v: None if re.match(r"^[a-z][a-z0-9_-]*$", v)
                       else f"must be lowercase letters, digits, '-' or '_', got {v!r}"),
         "url": Field("url", None, nullable=True),
-        "databases": Field("list", []),
+        "databases": ListOf(Field("str")),
         "pgbouncer_url": Field("url", None, nullable=True, help="pgbouncer admin console: SHOW POOLS"),
     }, default=[{"name": "main"}], min_items=1, unique_key="name"),
     "connect_timeout": Field("duration", "3s", minimum=1),
@@ -77,3 +77,12 @@ SECTION = {
         "deadlocks_window": Field("duration", "10m", minimum=60),
     },
 }
+
+
+def check(cfg: dict) -> None:
+    """Rules that span keys of the section (called from stack/schema/exporters.py at load)."""
+    b = cfg["exporters"]["db"]["backup"]
+    if b["source"] == "file" and not b["path"]:
+        raise ConfigError("exporters.db.backup.path", "is required when backup.source is file")
+    if b["source"] == "query" and not b["query"]:
+        raise ConfigError("exporters.db.backup.query", "is required when backup.source is query")

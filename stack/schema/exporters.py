@@ -1,5 +1,6 @@
 """`exporters:` settings of opsstack's own exporters."""
 from exporters.db.schema import SECTION as DB_SECTION
+from exporters.db.schema import check as check_db
 from stack.config import ConfigError, Field
 
 SECTION = {
@@ -20,6 +21,7 @@ SECTION = {
 
 
 def check(cfg):
+    check_db(cfg)  # exporters/db/schema.py
     app = cfg["exporters"]["app"]
     if app["probe_timeout"] >= cfg["stack"]["scrape_timeout"]:
         raise ConfigError("exporters.app.probe_timeout", "must be shorter than stack.scrape_timeout "

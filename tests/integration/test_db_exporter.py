@@ -116,6 +116,12 @@ def test_exporter_reads_every_fact_group(demo_db):
     assert _value(s, "opsstack_db_rows_older_than_retention", datname=db, table="platform.gate_logs") == 5000 * SCALE
     assert _value(s, "opsstack_db_archiver_enabled", server="main") == 0
     assert _value(s, "opsstack_db_replicas", server="main") == 0
+    # every collector ran and succeeded, each with its duration
+    from exporters.db.collectors import COLLECTORS
+
+    ran = {lab["collector"]: v for lab, v in s["opsstack_db_collector_success"] if lab["server"] == "main"}
+    assert ran == {c.name: 1 for c in COLLECTORS if c.name != "pgbouncer"}  # no pgbouncer_url
+    assert {lab["collector"] for lab, _ in s["opsstack_db_collector_duration_seconds"]} == set(ran)
     # and the whole output passes promtool's lint
     res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -181,6 +187,30 @@ def test_a_locked_table_does_not_hang_the_scrape(demo_db):
         locker.close()
     assert _value(s, "opsstack_db_up", server="main") == 1
     assert _value(s, "opsstack_db_query_errors_total", server="main", query="tables") >= 1
+    # the collector whose query timed out is recorded; the others are not affected
+    assert _value(s, "opsstack_db_collector_success", server="main", collector="tables") == 0
+    assert _value(s, "opsstack_db_collector_success", server="main", collector="indexes") == 1
+    assert _value(s, "opsstack_db_collector_success", server="main", collector="settings") == 1
+    assert _value(s, "opsstack_db_index_scans_total", server="main", indexrelname="registrations_participant_idx") >= 0
+
+
+def test_a_failing_collector_does_not_fail_the_others(demo_db):
+    """A backup query that fails: the backup collector is down, every other one answers."""
+    col = DbCollector(_cfg(demo_db, backup={"source": "query", "query": "select max(at) from no_such_backups"}))
+    try:
+        text, s = _scrape(col)
+    finally:
+        col.close()
+    assert _value(s, "opsstack_db_up", server="main") == 1
+    assert _value(s, "opsstack_db_collector_success", server="main", collector="backup") == 0
+    assert _value(s, "opsstack_db_query_errors_total", server="main", query="backup") == 1
+    assert _value(s, "opsstack_db_backup_configured", server="main") == 1
+    assert "opsstack_db_backup_last_success_timestamp_seconds" not in s
+    others = {lab["collector"]: v for lab, v in s["opsstack_db_collector_success"] if lab["collector"] != "backup"}
+    assert others and set(others.values()) == {1}, others
+    assert _value(s, "opsstack_db_tables", server="main", datname=demo_db.rsplit("/", 1)[1]) > 0
+    res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_exporter_answers_while_the_database_is_down_and_recovers(tmp_path):

@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.db import advisor as adv
 from exporters.db import logic
-from exporters.db.collector import check_config
 from exporters.db.metrics import METRICS, Families
 from stack.config import ConfigError, defaults, load_data
 
@@ -207,15 +206,7 @@ def test_defaults_and_example():
     assert set(example["exporters"]["db"]) == set(dbc)
 
 
-@pytest.mark.parametrize("data,key", [
-    ({"backup": {"source": "file"}}, "exporters.db.backup.path"),
-    ({"backup": {"source": "query"}}, "exporters.db.backup.query"),
-])
-def test_backup_source_needs_its_setting(data, key):
-    cfg = load_data({"exporters": {"db": data}})
-    with pytest.raises(ConfigError) as ei:
-        check_config(cfg["exporters"]["db"])
-    assert ei.value.key == key
+# backup.source needs its path/query: checked at load, tests/unit/test_db_config.py
 
 
 @pytest.mark.parametrize("data,key", [

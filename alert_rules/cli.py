@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from alert_rules import build
-from stack.config import defaults
+from core.config import defaults
 
 
 def add_arguments(p):

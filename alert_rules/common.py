@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from stack.config import format_duration
+from core.config import format_duration
 
 SEVERITIES = ("critical", "warning", "info")
 TIERS = ("1", "2", "3")

@@ -7,7 +7,7 @@ the dashboard agree. Every series carries `server` (the exporter's target name).
 from __future__ import annotations
 
 from alert_rules.common import alert, fmt, group
-from stack.config import format_duration
+from core.config import format_duration
 
 
 def groups(cfg: dict) -> list[dict]:

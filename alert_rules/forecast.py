@@ -2,13 +2,13 @@
 
 Thresholds and horizons come from `forecast.alerts` in the config; the forecaster publishes
 `threshold` and `horizon` labels with the same formatting (forecasters.targets.threshold_label,
-stack.config.format_duration), so a target must list the alert's threshold among its
+core.config.format_duration), so a target must list the alert's threshold among its
 `thresholds` (the default targets do). Every gauge carries target/kind/service/team labels,
 so each alert routes to the team of the service it is about.
 """
 from __future__ import annotations
 
-from stack.config import format_duration
+from core.config import format_duration
 
 
 def _thr(v: float) -> str:

@@ -10,7 +10,7 @@ service's /metrics is gone, the alerts built on them cannot fire: this one says 
 from __future__ import annotations
 
 from alert_rules.common import alert, group
-from stack.config import format_duration
+from core.config import format_duration
 
 
 TARGET_SERVICE = "{{ with $labels.service }}{{ . }}{{ else }}{{ $labels.job }}{{ end }}"

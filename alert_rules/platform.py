@@ -20,8 +20,10 @@ Recording rules (names level:metric:operations):
 """
 from __future__ import annotations
 
-from stack.config import format_duration
+from core.config import format_duration
 from alert_rules.common import alert, fmt, group, record, selector, team_scopes
+from core.series import (BUCKETS_5M, ERROR_RATIO_5M, ERRORS_5M, REGION_SHARE_5M, REQUESTS_5M,  # noqa: F401
+                         SERVICE_UPTIME_30D, SHARE_5M, UPTIME_30D, availability, latency)
 
 REQ = "opsstack_http_requests_total"
 DUR = "opsstack_http_request_duration_seconds_bucket"
@@ -33,23 +35,7 @@ LONG_WINDOWS = ("1d", "3d", "30d")
 AVAILABILITY_WINDOWS = ("5m", *SHORT_WINDOWS, *LONG_WINDOWS)
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
-# recording rule names the alerts and dashboards use
-REQUESTS_5M = "service_region:opsstack_http_requests:rate5m"
-ERRORS_5M = "service_region:opsstack_http_errors:rate5m"
-ERROR_RATIO_5M = "service_region:opsstack_http_error_ratio:rate5m"
-BUCKETS_5M = "service_region_le:opsstack_http_request_duration_seconds_bucket:rate5m"
-SHARE_5M = "service_region:opsstack_http_requests:share_rate5m"
-REGION_SHARE_5M = "region:opsstack_http_requests:share_rate5m"
-UPTIME_30D = "service_region:opsstack_probe_up:avg_over_time30d"
-SERVICE_UPTIME_30D = "service:opsstack_probe_up:avg_over_time30d"
-
-
-def latency(q: str) -> str:
-    return f"service_region:opsstack_http_request_duration_seconds:{q}_rate5m"
-
-
-def availability(window: str) -> str:
-    return f"service_region:opsstack_availability:ratio_rate{window}"
+# recording rule names the alerts and dashboards use: core/series.py
 
 
 def error_ratio_expr(by: str, platform_selector: str, window: str) -> str:
@@ -266,7 +252,7 @@ def _quote(s: str) -> str:
 
 
 def _dur(seconds: float) -> str:
-    from stack.config import format_duration
+    from core.config import format_duration
 
     return format_duration(seconds)
 

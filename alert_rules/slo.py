@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from alert_rules.common import alert, fmt, group, record, selector, team_scopes
 from alert_rules.platform import ERR, REQ, error_ratio_expr
+from core.series import (SLO_BUDGET_REMAINING, SLO_ERRORS_5M, SLO_REQUESTS_1H, SLO_REQUESTS_5M, slo_budget,
+                         slo_error_ratio)
 
-REQUESTS_5M = "service:opsstack_http_requests:rate5m"
-ERRORS_5M = "service:opsstack_http_errors:rate5m"
-REQUESTS_1H = "service:opsstack_http_requests:increase1h"
-BUDGET_REMAINING = "service:opsstack_slo_error_budget_remaining:ratio30d"
+REQUESTS_5M = SLO_REQUESTS_5M
+ERRORS_5M = SLO_ERRORS_5M
+REQUESTS_1H = SLO_REQUESTS_1H
+BUDGET_REMAINING = SLO_BUDGET_REMAINING
 SHORT_WINDOWS = ("30m", "1h", "2h", "6h")
 LONG_WINDOWS = ("1d", "3d", "30d")
 
@@ -34,12 +36,8 @@ PAGE = ((14.4, "1h", "5m"), (6, "6h", "30m"))
 TICKET = ((3, "1d", "2h"), (1, "3d", "6h"))
 
 
-def error_ratio(window: str) -> str:
-    return f"service:opsstack_slo_error_ratio:rate{window}"
-
-
-def budget(cfg: dict) -> float:
-    return round(1 - cfg["alerts"]["slo"]["availability"], 10)
+error_ratio = slo_error_ratio
+budget = slo_budget
 
 
 def recording_groups(cfg: dict) -> list[dict]:

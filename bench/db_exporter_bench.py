@@ -46,7 +46,7 @@ import yaml  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from stack.pgcluster import Cluster  # noqa: E402
-from stack.procs import binary, free_port, wait_http  # noqa: E402
+from core.procs import binary, free_port, wait_http  # noqa: E402
 
 HOST = "127.0.0.1"
 QUERIES_YAML = Path("/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml")

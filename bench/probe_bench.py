@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from demo.testing import REGIONS, AppExporterProcess  # noqa: E402
-from stack.procs import binary, free_port, wait_http  # noqa: E402
+from core.procs import binary, free_port, wait_http  # noqa: E402
 
 HOST = "127.0.0.1"
 SCRAPE_TIMEOUT = 10.0

@@ -44,7 +44,7 @@ TOKEN = "bench-token"
 # ------------------------------------------------------------------ server (own process)
 def serve(config_file: str, port: int, workers: int, threads: int, process: bool = True) -> None:
     """`opsstack receiver serve` itself (gunicorn, background process), plus the no-op route."""
-    from stack.config import load
+    from core.config import load
     from webhook_receiver import cli
 
     cfg = load(config_file)
@@ -193,8 +193,9 @@ def drain(url: str, since: float = 0.0, timeout: float = 600) -> dict:
 def database():
     import psycopg
 
-    from stack.pgcluster import Cluster, with_dbname
-    from stack.procs import free_port
+    from core.pg import with_dbname
+    from stack.pgcluster import Cluster
+    from core.procs import free_port
 
     admin = os.environ.get("OPSSTACK_DATABASE_URL")
     cluster = None
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rate", type=float, default=200.0)
-    from stack.config import defaults
+    from core.config import defaults
 
     rd = defaults()["receiver"]
     ap.add_argument("--workers", type=int, default=rd["workers"], help="default: receiver.workers")
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from stack.procs import free_port, tail, wait_http
+    from core.procs import free_port, tail, wait_http
 
     url, drop = database()
     work = Path(tempfile.mkdtemp(prefix="receiver-bench-"))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from dashboards.registry import DASHBOARDS
-from stack.config import defaults
+from core.config import defaults
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 

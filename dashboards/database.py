@@ -30,7 +30,7 @@ from dashboards.common import (
     to_model,
     up_down_mappings,
 )
-from stack.config import format_duration
+from core.config import format_duration
 
 UID = "opsstack-database"
 TITLE = "Database Performance"

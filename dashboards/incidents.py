@@ -48,7 +48,7 @@ def _lines() -> timeseries.Panel:
 
 
 def _human(seconds: float) -> str:
-    from stack.config import format_duration
+    from core.config import format_duration
 
     return format_duration(seconds)
 

@@ -21,8 +21,7 @@ from grafana_foundation_sdk.models.common import (
     VizOrientation,
 )
 
-from alert_rules import platform as rules
-from alert_rules import slo as slo_rules
+from core import series
 from dashboards.common import (
     GREEN,
     ORANGE,
@@ -79,7 +78,7 @@ def system_health(cfg: dict) -> list:
               "Share of successful health probes over the last 30 days per service "
               "(service_region:opsstack_probe_up:avg_over_time30d). Green at or above the "
               f"{objective:.3%} availability objective, red below it.",
-              "percentunit", [prom(f"avg by (service) ({rules.UPTIME_30D}{{{SERVICE_REGION}}})",
+              "percentunit", [prom(f"avg by (service) ({series.UPTIME_30D}{{{SERVICE_REGION}}})",
                                    "{{service}}", instant=True)],
               thresholds=steps([(None, RED), (objective, GREEN)]), decimals=3, w=12, h=6),
         panel(_bars(), "Service CPU vs limit",
@@ -144,7 +143,7 @@ def realtime_performance(cfg: dict) -> list:
               "Highest p95 latency of any selected service-region over the last 5 minutes "
               "(service_region:opsstack_http_request_duration_seconds:p95_rate5m) against the "
               f"{target * 1000:g} ms target.",
-              "s", [prom(f"max({rules.latency('p95')}{{{SERVICE_REGION}}})", "worst p95", instant=True)],
+              "s", [prom(f"max({series.latency('p95')}{{{SERVICE_REGION}}})", "worst p95", instant=True)],
               thresholds=steps([(None, GREEN), (target * 0.8, YELLOW), (target, RED)]), w=4, h=8),
     ]
     if cfg["exporters"].get("db", {}).get("enabled"):
@@ -195,20 +194,20 @@ def regional_performance(cfg: dict) -> list:
               "(from service_region:opsstack_http_errors:rate5m and ..._requests:rate5m). Red below "
               f"{1 - err:.0%} (ServiceErrorRatioHigh), yellow below the {objective:.1%} objective.",
               "percentunit",
-              [prom(f"1 - (\n  sum by (region) ({rules.ERRORS_5M}{{{SERVICE_REGION}}})\n/\n"
-                    f"  sum by (region) ({rules.REQUESTS_5M}{{{SERVICE_REGION}}})\n)", "{{region}}")],
+              [prom(f"1 - (\n  sum by (region) ({series.ERRORS_5M}{{{SERVICE_REGION}}})\n/\n"
+                    f"  sum by (region) ({series.REQUESTS_5M}{{{SERVICE_REGION}}})\n)", "{{region}}")],
               thresholds=steps([(None, RED), (1 - err, YELLOW), (objective, GREEN)]), max_value=1, w=8, h=8),
         panel(piechart.Panel().reduce_options(reduce_last()), "Traffic share by region",
               "Requests per second of the selected services, split by region (last 5 minutes).",
               "reqps",
-              [prom(f"sum by (region) ({rules.REQUESTS_5M}{{{SERVICE_REGION}}})", "{{region}}", instant=True)],
+              [prom(f"sum by (region) ({series.REQUESTS_5M}{{{SERVICE_REGION}}})", "{{region}}", instant=True)],
               w=8, h=8),
         panel(_bars(), "Region share of each service's traffic",
               "For every service, the share of its requests served by each region "
               "(service_region:opsstack_http_requests:share_rate5m). A region near 0 while others grow "
               "means traffic was rerouted away from it.",
               "percentunit",
-              [prom(f"{rules.SHARE_5M}{{{SERVICE_REGION}}}", "{{service}} · {{region}}", instant=True)],
+              [prom(f"{series.SHARE_5M}{{{SERVICE_REGION}}}", "{{service}} · {{region}}", instant=True)],
               min_value=0, max_value=1, w=12, h=8),
         panel(_lines(), "Synthetic probe latency by region",
               "Total duration of the health probes per region as the probe exporter sees it "
@@ -241,7 +240,7 @@ def user_activity(cfg: dict) -> list:
               "reqpm",
               [prom(f"sum(rate(opsstack_http_requests_total{{{SERVICE_REGION}}}[$__rate_interval])) * 60",
                     "requests/min"),
-               prom(f"max_over_time(sum({rules.REQUESTS_5M}{{{SERVICE_REGION}}})[1d:1m]) * 60", "24h peak")],
+               prom(f"max_over_time(sum({series.REQUESTS_5M}{{{SERVICE_REGION}}})[1d:1m]) * 60", "24h peak")],
               min_value=0, w=24, h=8),
     ]
 
@@ -285,28 +284,28 @@ def active_alerts(cfg: dict) -> list:
 def slo_budget(cfg: dict) -> list:
     slo = cfg["alerts"]["slo"]
     objective = slo["availability"]
-    budget = slo_rules.budget(cfg)
+    budget = series.slo_budget(cfg)
     return [
         panel(_bars(), "Error budget remaining (30 days)",
               f"Share of the 30-day error budget ({budget:.2%} of the requests may fail for the "
               f"{objective:.1%} availability objective) that is left per service "
               "(service:opsstack_slo_error_budget_remaining:ratio30d). Below 0 the objective is missed.",
               "percentunit",
-              [prom(f"{slo_rules.BUDGET_REMAINING}{{{SERVICE}}}", "{{service}}", instant=True)],
+              [prom(f"{series.SLO_BUDGET_REMAINING}{{{SERVICE}}}", "{{service}}", instant=True)],
               thresholds=steps([(None, RED), (0, ORANGE), (0.25, YELLOW), (0.5, GREEN)]),
               min_value=-1, max_value=1, w=8, h=8),
         panel(_stat(), "Availability (30 days)",
               "Share of requests that did not answer 5xx over 30 days per service "
               f"(1 - service:opsstack_slo_error_ratio:rate30d). Green at or above {objective:.1%}.",
               "percentunit",
-              [prom(f"1 - {slo_rules.error_ratio('30d')}{{{SERVICE}}}", "{{service}}", instant=True)],
+              [prom(f"1 - {series.slo_error_ratio('30d')}{{{SERVICE}}}", "{{service}}", instant=True)],
               thresholds=steps([(None, RED), (objective, GREEN)]), decimals=3, w=6, h=8),
         panel(_lines(), "Burn rate (1 hour)",
               "How fast each service spends its error budget: the 1-hour error ratio over the budget. "
               "1 spends it exactly in 30 days; SloErrorBudgetBurnFast pages at 14.4 (with the 5-minute "
               "window) or 6 (6 hours / 30 minutes), SloErrorBudgetBurnSlow tickets at 3 and 1.",
               "suffix:x",
-              [prom(f"{slo_rules.error_ratio('1h')}{{{SERVICE}}} / {budget:g}", "{{service}}")],
+              [prom(f"{series.slo_error_ratio('1h')}{{{SERVICE}}} / {budget:g}", "{{service}}")],
               thresholds=steps([(None, GREEN), (1, YELLOW), (6, ORANGE), (14.4, RED)]), min_value=0, w=10, h=8),
     ]
 
@@ -344,6 +343,6 @@ def _stack():
 
 
 def _dur(seconds: float) -> str:
-    from stack.config import format_duration
+    from core.config import format_duration
 
     return format_duration(seconds)

@@ -65,7 +65,7 @@ def running_ports(cfg: dict) -> tuple[str, dict]:
     """(host, demo ports) of the running stack: from the config, else the resolved file."""
     if cfg["demo"]["ports"]:
         return cfg["stack"]["host"], cfg["demo"]["ports"]
-    from stack.runtime import RESOLVED_NAME, run_dir
+    from core.config import RESOLVED_NAME, run_dir
 
     p = run_dir(cfg) / RESOLVED_NAME
     try:

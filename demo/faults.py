@@ -55,7 +55,7 @@ def parse_quantity(value) -> float:
 
 def parse_seconds(value) -> float:
     """A duration: a number of seconds or a Prometheus-style string ('90s', '5m', '1h')."""
-    from stack.config import parse_duration
+    from core.config import parse_duration
 
     try:
         return parse_quantity(value) if isinstance(value, (int, float)) else float(value)

@@ -63,7 +63,7 @@ ROUTE_LABELS = [r[2] for r in ROUTES] + ["other"]
 def volume_dir(cfg: dict, service: str) -> Path:
     """<run_dir>/demo-volumes/<service> of a service of the platform; anything else (a name with
     '/' or '..', an unknown service) is refused, so no caller can point a volume elsewhere."""
-    from stack.runtime import run_dir
+    from core.config import run_dir
 
     known = [s["name"] for s in cfg["platform"]["services"]]
     if service not in known:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from stack.procs import free_port, port_open, tail, wait_http
+from core.procs import free_port, port_open, tail, wait_http
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 

@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stack.config import load  # noqa: E402
+from core.config import load  # noqa: E402
 from stack.prometheus_config import build  # noqa: E402
 
 DOCKER_CONFIG = ROOT / "docker" / "opsstack.yaml"

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from stack.procs import binary
+from core.procs import binary
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 

@@ -103,7 +103,7 @@ def _targets(cfg, shard_spec, names=None):
 def _serve(args, cfg) -> int:
     import threading
 
-    from exporters.common import registry_for, serve
+    from core.exporter import registry_for, serve
     from forecasters.service import ForecastCollector, Forecaster
 
     host = args.host or cfg["stack"]["host"]
@@ -175,7 +175,7 @@ def _csv(args, cfg) -> int:
     from forecasters.engine import Spec, forecast_series, infer_step, regularize
     from forecasters.evaluate import read_csv
     from forecasters.targets import _SEASONS
-    from stack.config import parse_duration
+    from core.config import parse_duration
 
     if args.horizon < 1:
         print("opsstack forecast csv: --horizon must be >= 1", file=sys.stderr)

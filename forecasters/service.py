@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from exporters.common import ExporterCollector
+from core.exporter import ExporterCollector
 from forecasters.engine import Forecast, forecast_series, seconds_until
 from forecasters.prom import QueryError, prometheus_url, query_range
 from forecasters.targets import Target, build, threshold_label

@@ -108,7 +108,7 @@ class Store:
 
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
-        from stack.migrations import apply
+        from core.migrations import apply
 
         with self.connect() as c:
             return apply(c, MIGRATIONS, "forecast_migrations", "forecast_migrations", "forecaster")

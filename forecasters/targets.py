@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from forecasters.engine import Spec
 from forecasters.models import DAY, PROPHET_DEFAULTS, WEEK
-from stack.config import format_duration, parse_duration
+from core.config import format_duration, parse_duration
 
 _SEASONS = {"daily": DAY, "weekly": WEEK}
 

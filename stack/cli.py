@@ -11,7 +11,8 @@ import importlib
 import logging
 import sys
 
-from stack.config import ConfigError, load
+from core.config import ConfigError, load
+from core.logs import setup_logging
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rules": ("alert_rules.cli", "render or check the Prometheus rule files"),
     "forecast": ("forecasters.cli", "forecasters: serve, run once, csv, evaluate"),
     "capacity": ("forecasters.capacity_cli", "capacity planning report"),
-    "db": ("exporters.db.cli", "database tools: index advisor"),
+    "db": ("stack.commands.db", "database tools: index advisor, demo database workload and faults"),
     "bench": ("stack.commands.bench", "run a benchmark script from bench/"),
 }
 
@@ -43,16 +44,6 @@ def _top_parser() -> argparse.ArgumentParser:
     p.add_argument("command", choices=sorted(COMMANDS), metavar="command")
     p.add_argument("args", nargs=argparse.REMAINDER)
     return p
-
-
-def setup_logging(level: str) -> None:
-    """key=value logs, one line per event, on stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,7 @@ class StackHandle:
 
     def up(self) -> "StackHandle":
         self.cli("up")
-        from stack.config import load
+        from core.config import load
         cfg = load(self.config_file)
         rdir = runtime.run_dir(cfg) if Path(cfg["stack"]["run_dir"]).is_absolute() else \
             (self.workdir / cfg["stack"]["run_dir"]).resolve()

@@ -23,9 +23,10 @@ from typing import Callable
 import yaml
 
 from stack import runtime
-from stack.config import format_duration, redact_url
-from stack.pgcluster import Cluster, PostgresUnavailable, ensure_database
-from stack.procs import binary, http_ok, tail
+from core.config import format_duration, redact_url
+from core.pg import PostgresUnavailable, ensure_database
+from stack.pgcluster import Cluster
+from core.procs import binary, http_ok, tail
 
 log = logging.getLogger(__name__)
 

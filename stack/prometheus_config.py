@@ -7,7 +7,7 @@ names on their container ports and rule files are the committed alert_rules/*.ym
 """
 from __future__ import annotations
 
-from stack.config import format_duration
+from core.config import format_duration
 
 # container ports used in docker-compose.yml
 DOCKER_PORTS = {

@@ -15,15 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from stack.procs import free_port, port_open
+from core.config import RESOLVED_NAME, run_dir  # noqa: F401 (part of the runtime's interface)
+from core.procs import free_port, port_open
 
-RESOLVED_NAME = "opsstack.resolved.yaml"
 ENV_DATABASE_URL = "OPSSTACK_DATABASE_URL"
 ENV_RECEIVER_TOKEN = "OPSSTACK_RECEIVER_TOKEN"
-
-
-def run_dir(cfg: dict) -> Path:
-    return Path(cfg["stack"]["run_dir"]).resolve()
 
 
 def demo_port_names(cfg: dict) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from stack.procs import binary, free_port, tail, wait_http
+from core.procs import binary, free_port, tail, wait_http
 
 
 class _Proc:

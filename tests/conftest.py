@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stack.pgcluster import Cluster, with_dbname
-from stack.procs import free_port
+from core.pg import with_dbname
+from stack.pgcluster import Cluster
+from core.procs import free_port
 
 
 def _answers(url: str) -> bool:

@@ -1,7 +1,7 @@
 """The receiver's Flask application factory.
 
     from webhook_receiver.app import create_app
-    app = create_app(cfg)          # cfg = stack.config.load(...) with database.url and receiver.token set
+    app = create_app(cfg)          # cfg = core.config.load(...) with database.url and receiver.token set
 
 Blueprints: webhook (POST /webhook/alertmanager), api (/api/v1/..., OpenAPI at
 /api/v1/openapi.json), console (/console, HTML), ops (/healthz, /readyz, /metrics).

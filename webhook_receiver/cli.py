@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
 def _db_url(cfg: dict) -> str:
     url = os.environ.get("OPSSTACK_DATABASE_URL") or cfg["database"]["url"]
     if not url:
-        from stack.config import ConfigError
+        from core.config import ConfigError
 
         raise ConfigError("database.url", "is not set (start through `opsstack up` or set OPSSTACK_DATABASE_URL)")
     return url
@@ -70,7 +70,7 @@ def run(args, cfg) -> int:
     port = cfg["stack"]["ports"]["receiver"]
     bind = args.bind or f"{cfg['stack']['host']}:{port}"
     if not args.bind and port == "auto":
-        from stack.config import ConfigError
+        from core.config import ConfigError
 
         raise ConfigError("stack.ports.receiver", "is 'auto': run through `opsstack up` or pass --bind")
     return serve(cfg, bind, args.workers or cfg["receiver"]["workers"], scheduler=not args.no_scheduler)

@@ -53,7 +53,7 @@ SESSION_KEY_NAME = "console_session_key"
 
 
 def migrate(conn: psycopg.Connection) -> int:
-    from stack.migrations import apply
+    from core.migrations import apply
 
     return apply(conn, MIGRATIONS, "console_schema_versions", MIGRATE_LOCK, "console")
 

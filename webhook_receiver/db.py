@@ -176,7 +176,7 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 def migrate(conn: psycopg.Connection) -> int:
     """Apply pending migrations; returns the schema version. Safe to run concurrently."""
-    from stack.migrations import apply
+    from core.migrations import apply
 
     version = apply(conn, MIGRATIONS, "ticket_schema_versions", MIGRATE_LOCK, "receiver")
     from webhook_receiver import console_store  # the console's sessions, secrets, login throttle

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+
+from core.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,6 @@ def initial_state(tier: int, policy: Policy, now: datetime) -> tuple[State, date
     return s, due_at(s, policy)
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # --- database side -----------------------------------------------------------------------

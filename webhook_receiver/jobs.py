@@ -2,7 +2,7 @@
 
 A ticket hook (opened, reopened, resolved) queues a row in ``automation_jobs`` (one per ticket,
 kind and episode: the dedup key ``<kind>:<ticket>:<reopened_count>``); any receiver process
-runs it through the shared outbox (webhook_receiver/outbox.py): taken with FOR UPDATE SKIP
+runs it through the shared outbox (core/outbox.py): taken with FOR UPDATE SKIP
 LOCKED, in order per ticket and lane (a restore waits for the remediation of its ticket),
 retried with exponential backoff after any error (a database outage included), then
 ``failed`` for good and shown on the ticket. A process that dies while running a job drops
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
-from webhook_receiver import outbox
+from core import outbox
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Ticket changes insert rows into ``ticket_notifications`` in the same transaction as the
 change (so a notification is never lost and never blocks ticket handling); the scheduler sends
-them through the shared outbox (webhook_receiver/outbox.py): a send that fails for any reason
+them through the shared outbox (core/outbox.py): a send that fails for any reason
 fails its own row only (exponential backoff, then ``failed`` after ``max_attempts``, counted in
 ``opsstack_tickets_notification_failures_total``, listed on the ticket in the API and console).
 Header values never carry raw label text (webhook_receiver/sanitize.py), recipients come only
@@ -29,7 +29,7 @@ from email.utils import formatdate, make_msgid
 import requests
 from psycopg.types.json import Jsonb
 
-from webhook_receiver import outbox
+from core import outbox
 from webhook_receiver.sanitize import email_address, header_value, slack_mention, slack_text
 
 log = logging.getLogger(__name__)

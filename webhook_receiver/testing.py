@@ -62,7 +62,7 @@ def resolved(a: dict, ends_at: datetime | None = None) -> dict:
 
 def config(db_url: str, **sections) -> dict:
     """A validated config for a receiver on ``db_url`` (sections deep-merged over defaults)."""
-    from stack.config import load_data
+    from core.config import load_data
 
     data = {"database": {"url": db_url}, "receiver": {"token": TOKEN, "db_timeout": "2s", "processing": "inline",
                                                        "background": "workers", "scheduler": {"enabled": False}}}
@@ -95,7 +95,7 @@ class ReceiverProcess:
     def __init__(self, cfg_data: dict, workdir, workers: int = 1, extra_args: list[str] | None = None):
         from pathlib import Path
 
-        from stack.procs import free_port
+        from core.procs import free_port
 
         self.port = free_port()
         self.workdir = Path(workdir)
@@ -120,7 +120,7 @@ class ReceiverProcess:
         import sys
         from pathlib import Path
 
-        from stack.procs import tail, wait_http
+        from core.procs import tail, wait_http
 
         exe = Path(sys.executable).with_name("opsstack")
         env = {k: v for k, v in os.environ.items() if k not in ("OPSSTACK_DATABASE_URL", "OPSSTACK_RECEIVER_TOKEN")}

@@ -30,7 +30,7 @@ def database_url(args, cfg) -> str | None:
         return None
     from psycopg import conninfo
 
-    from stack.pgcluster import ensure_database
+    from core.pg import ensure_database
 
     name = conninfo.conninfo_to_dict(url).get("dbname") or cfg["database"]["name"]
     return ensure_database(url, name)
@@ -39,7 +39,7 @@ def database_url(args, cfg) -> str | None:
 def run(args, cfg) -> int:
     from demo.db.seed import seed
     from demo.db.workload import Workload
-    from stack.pgcluster import PostgresUnavailable
+    from core.pg import PostgresUnavailable
 
     try:
         url = database_url(args, cfg)
@@ -60,4 +60,69 @@ def run(args, cfg) -> int:
     log.info("event=demo_db_workload_started rate=%s threads=%s", args.rate, args.threads)
     w.run()
     log.info("event=demo_db_workload_stopped counts=%s errors=%d", w.counts, w.errors)
+    return 0
+
+
+# --- `opsstack db workload|seed|fault|heal|faults` (wired by stack/commands/db.py) ----------
+
+
+def add_tool_arguments(sub) -> None:
+    """The demo database's subcommands of `opsstack db`."""
+    from demo.db.faults import KINDS
+
+    w = sub.add_parser("workload", help="seed the demo schema and run the demo workload (supervised)")
+    add_arguments(w)
+    s = sub.add_parser("seed", help="create and seed the demo schema, then exit")
+    s.add_argument("--database-url")
+    s.add_argument("--scale", type=float, default=2.0)
+    s.add_argument("--reseed", action="store_true")
+    f = sub.add_parser("fault", help="inject a demo database fault (the workload applies it)")
+    f.add_argument("kind", choices=sorted(KINDS))
+    f.add_argument("--rate", type=float, help="slow-queries: share 0..1; deadlocks: per minute")
+    f.add_argument("--duration", help="heal by itself after this long (e.g. 10m)")
+    f.add_argument("--database-url")
+    h = sub.add_parser("heal", help="remove demo database faults")
+    h.add_argument("--kind", choices=sorted(KINDS))
+    h.add_argument("--database-url")
+    fl = sub.add_parser("faults", help="list the demo database fault kinds and the active ones")
+    fl.add_argument("--database-url")
+
+
+TOOL_ACTIONS = ("workload", "seed", "fault", "heal", "faults")
+
+
+def run_tool(args, cfg) -> int:
+    if args.action == "workload":
+        return run(args, cfg)
+    if args.action == "seed":
+        args.seed_only = True
+        return run(args, cfg) if database_url(args, cfg) else 2
+    return _faults(args, cfg)
+
+
+def _faults(args, cfg) -> int:
+    import psycopg
+
+    from demo.db import faults
+    from demo.db.seed import apply_schema
+    from core.config import parse_duration
+
+    url = database_url(args, cfg)
+    if not url:
+        print("opsstack db: no database: set database.url or pass --database-url", file=sys.stderr)
+        return 2
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_schema(conn)
+        if args.action == "fault":
+            duration = parse_duration(args.duration) if args.duration else None
+            faults.inject(conn, args.kind, args.rate, duration)
+            print(f"fault {args.kind} injected; the demo workload applies it within seconds")
+        elif args.action == "heal":
+            n = faults.heal(conn, args.kind)
+            print(f"healed {n} fault(s)")
+        else:
+            act = faults.active(conn)
+            for k, (what, default) in faults.KINDS.items():
+                state = f"ACTIVE rate={act[k]:g}" if k in act else "-"
+                print(f"{k:<18} {state:<18} {what} (default rate {default:g})")
     return 0

@@ -11,7 +11,7 @@ the scrape beyond it. Metrics (labels service, region):
 - ``opsstack_probe_latency_seconds``: histogram of the total time of every probe that got
   an answer (since the exporter started);
 - ``opsstack_probe_tls_cert_expiry_timestamp_seconds``: notAfter of the https certificate;
-- the exporter self-metrics (exporters.common), source="probes".
+- the exporter self-metrics (core.exporter), source="probes".
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from exporters.app.probe import PHASES, ProbeResult, probe, tls_context
-from exporters.common import ExporterCollector, Scrape
+from core.exporter import ExporterCollector, Scrape
 
 log = logging.getLogger("opsstack.exporter.app")
 

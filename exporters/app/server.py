@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from stack.config import ConfigError
+from core.config import ConfigError
 
 log = logging.getLogger("opsstack.exporter.app")
 
@@ -12,7 +12,7 @@ def serve(cfg: dict, stop=None) -> int:
     from prometheus_client import disable_created_metrics
 
     from exporters.app.collector import AppProbeCollector
-    from exporters.common import registry_for, serve as serve_registry
+    from core.exporter import registry_for, serve as serve_registry
 
     port = cfg["stack"]["ports"]["exporter_app"]
     if port == "auto":

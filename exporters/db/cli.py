@@ -1,12 +1,8 @@
-"""`opsstack db ...`: database tools.
+"""`opsstack db advise`: the index advisor (the `db` command itself is stack/commands/db.py,
+which adds the demo database's tools beside it).
 
     opsstack db advise [--json] [--target NAME] [--database DB] [--url URL]
         index advisor: missing indexes proven with HypoPG (never creates one)
-    opsstack db workload [...]     the demo database workload (same as `opsstack demo db-workload`)
-    opsstack db seed [--scale X]   create and seed the demo schema, then exit
-    opsstack db fault KIND [--rate X] [--duration D]   break the demo database on purpose
-    opsstack db heal [--kind KIND]                     undo it
-    opsstack db faults                                 list fault kinds and the active ones
 """
 from __future__ import annotations
 
@@ -14,35 +10,14 @@ import json
 import sys
 
 
-def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="action")
-    a = sub.add_parser("advise", help="suggest missing indexes, proven by plan cost with HypoPG")
+def add_arguments(a) -> None:
+    """The arguments of `db advise` (on its own subparser)."""
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a.add_argument("--target", help="exporters.db.targets[].name (default: every target)")
     a.add_argument("--database", help="only this database of the target")
     a.add_argument("--url", help="a libpq URL instead of the configured targets")
     a.add_argument("--min-cost-drop", type=float, help="override exporters.db.advisor.min_cost_drop")
     a.add_argument("--statements", type=int, help="override exporters.db.advisor.statements")
-    from demo.db import cli as demo_cli
-
-    w = sub.add_parser("workload", help="seed the demo schema and run the demo workload (supervised)")
-    demo_cli.add_arguments(w)
-    s = sub.add_parser("seed", help="create and seed the demo schema, then exit")
-    s.add_argument("--database-url")
-    s.add_argument("--scale", type=float, default=2.0)
-    s.add_argument("--reseed", action="store_true")
-    from demo.db.faults import KINDS
-
-    f = sub.add_parser("fault", help="inject a demo database fault (the workload applies it)")
-    f.add_argument("kind", choices=sorted(KINDS))
-    f.add_argument("--rate", type=float, help="slow-queries: share 0..1; deadlocks: per minute")
-    f.add_argument("--duration", help="heal by itself after this long (e.g. 10m)")
-    f.add_argument("--database-url")
-    h = sub.add_parser("heal", help="remove demo database faults")
-    h.add_argument("--kind", choices=sorted(KINDS))
-    h.add_argument("--database-url")
-    fl = sub.add_parser("faults", help="list the demo database fault kinds and the active ones")
-    fl.add_argument("--database-url")
 
 
 def _jobs(args, cfg) -> list[tuple[str, str, str]]:
@@ -91,19 +66,6 @@ def format_report(server: str, rep) -> str:
 
 
 def run(args, cfg) -> int:
-    if args.action == "workload":
-        from demo.db import cli as demo_cli
-
-        return demo_cli.run(args, cfg)
-    if args.action == "seed":
-        from demo.db import cli as demo_cli
-
-        args.seed_only = True
-        return demo_cli.run(args, cfg) if demo_cli.database_url(args, cfg) else 2
-
-    if args.action in ("fault", "heal", "faults"):
-        return _faults(args, cfg)
-
     import psycopg
 
     from exporters.db.advisor import advise_url
@@ -137,32 +99,3 @@ def run(args, cfg) -> int:
         if out:
             print("\nThe advisor never creates an index: review and run the statements yourself.")
     return status
-
-
-def _faults(args, cfg) -> int:
-    import psycopg
-
-    from demo.db import cli as demo_cli
-    from demo.db import faults
-    from demo.db.seed import apply_schema
-    from stack.config import parse_duration
-
-    url = demo_cli.database_url(args, cfg)
-    if not url:
-        print("opsstack db: no database: set database.url or pass --database-url", file=sys.stderr)
-        return 2
-    with psycopg.connect(url, autocommit=True) as conn:
-        apply_schema(conn)
-        if args.action == "fault":
-            duration = parse_duration(args.duration) if args.duration else None
-            faults.inject(conn, args.kind, args.rate, duration)
-            print(f"fault {args.kind} injected; the demo workload applies it within seconds")
-        elif args.action == "heal":
-            n = faults.heal(conn, args.kind)
-            print(f"healed {n} fault(s)")
-        else:
-            act = faults.active(conn)
-            for k, (what, default) in faults.KINDS.items():
-                state = f"ACTIVE rate={act[k]:g}" if k in act else "-"
-                print(f"{k:<18} {state:<18} {what} (default rate {default:g})")
-    return 0

@@ -9,11 +9,11 @@ log line, never an exception; the next scrape reconnects.
 Cached because expensive, with their age exported: sizes (`sizes_interval`), old-row
 counts (`lifecycle.interval`) and the index advisor's suggestions (`advisor.interval`,
 computed in a background thread so that a scrape never waits for it). The config is
-validated at load (exporters/db/schema.py), so nothing here checks it again.
+validated at load (core/schema/db_exporter.py), so nothing here checks it again.
 """
 from __future__ import annotations
 
-from exporters.common import ExporterCollector, Scrape
+from core.exporter import ExporterCollector, Scrape
 from exporters.db.executor import Executor, Target
 from exporters.db.metrics import Families, render_families
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from exporters.common import Scrape
+from core.exporter import Scrape
 from exporters.db.collectors import COLLECTORS
 from exporters.db.collectors.base import (DATABASE, OWN, SERVER, Collector, Queries, QueryFailed, RelationSizes,
                                           Scope, ServerFacts, first_line)

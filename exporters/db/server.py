@@ -16,7 +16,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from exporters.common import wait_until_stopped
+from core.exporter import wait_until_stopped
 from exporters.db.collector import DbCollector
 
 log = logging.getLogger("opsstack.exporter.db")
@@ -95,8 +95,8 @@ def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin wrapper
-    from stack.cli import setup_logging
-    from stack.config import load
+    from core.logs import setup_logging
+    from core.config import load
 
     p = argparse.ArgumentParser(prog="python -m exporters.db.server")
     p.add_argument("-c", "--config")

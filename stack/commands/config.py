@@ -4,7 +4,7 @@ from __future__ import annotations
 import yaml
 
 from stack import runtime
-from stack.config import redacted
+from core.config import redacted
 
 
 def add_arguments(p):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 from stack.launcher import LaunchError, Stack
-from stack.pgcluster import PostgresUnavailable
-from stack.procs import MissingBinary
+from core.pg import PostgresUnavailable
+from core.procs import MissingBinary
 
 
 def add_arguments(p):

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from stack import alertmanager_config as amc
-from stack.config import load_data
+from core.config import load_data
 from stack.servers import Alertmanager
 from webhook_receiver import testing as T
 

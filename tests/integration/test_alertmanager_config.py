@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from stack import alertmanager_config as amc
-from stack.config import defaults, load_data
-from stack.procs import binary
+from core.config import defaults, load_data
+from core.procs import binary
 
 pytestmark = pytest.mark.integration
 

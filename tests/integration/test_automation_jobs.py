@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from stack.procs import free_port
+from core.procs import free_port
 from webhook_receiver import scheduler
 from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app, state

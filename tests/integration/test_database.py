@@ -7,8 +7,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stack.pgcluster import PostgresUnavailable, ensure_database, with_dbname
-from stack.procs import free_port
+from core.pg import PostgresUnavailable, ensure_database, with_dbname
+from core.procs import free_port
 
 pytestmark = pytest.mark.integration
 

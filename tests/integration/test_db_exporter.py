@@ -18,12 +18,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.common import registry_for
+from core.exporter import registry_for
 from exporters.db.advisor import Advisor, advise_url
 from exporters.db.collector import DbCollector
-from stack.config import load_data
-from stack.pgcluster import Cluster, with_dbname
-from stack.procs import binary, free_port
+from core.config import load_data
+from core.pg import with_dbname
+from stack.pgcluster import Cluster
+from core.procs import binary, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +244,7 @@ def test_server_serves_metrics(demo_db):
     th = threading.Thread(target=serve, args=(cfg,), kwargs={"stop": stop, "port": port}, daemon=True)
     th.start()
     try:
-        from stack.procs import wait_http
+        from core.procs import wait_http
 
         wait_http(f"http://127.0.0.1:{port}/metrics", timeout=20)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.testing import REGIONS, DemoProcess, opsstack_argv
-from stack.procs import binary
+from core.procs import binary
 
 MIB = 1024 * 1024
 pytestmark = pytest.mark.integration

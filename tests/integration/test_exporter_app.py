@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.testing import REGIONS, AppExporterProcess, DemoProcess
-from stack.procs import binary, free_port
+from core.procs import binary, free_port
 
 pytestmark = pytest.mark.integration
 PROBE_TIMEOUT = 1.0

@@ -9,11 +9,11 @@ import pytest
 import requests
 
 from demo.testing import DemoProcess
-from exporters.common import registry_for, start
+from core.exporter import registry_for, start
 from forecasters.service import ForecastCollector, Forecaster
 from forecasters.targets import build
-from stack.config import load_data
-from stack.procs import free_port
+from core.config import load_data
+from core.procs import free_port
 from stack.servers import Prometheus
 
 pytestmark = pytest.mark.integration

@@ -19,12 +19,12 @@ import psycopg
 import pytest
 import requests
 
-from exporters.common import registry_for, start
+from core.exporter import registry_for, start
 from forecasters.backfill import create_blocks, openmetrics
 from forecasters.service import ForecastCollector, Forecaster
 from forecasters.storage import Store
-from stack.config import load_data
-from stack.procs import binary, free_port
+from core.config import load_data
+from core.procs import binary, free_port
 from stack.servers import Prometheus
 
 pytestmark = pytest.mark.integration
@@ -171,7 +171,7 @@ def test_forecast_round_trip_through_prometheus(setup):
     # every SQL query of the Predictive Maintenance dashboard runs on these tables and returns rows
     from dashboards import predictive
     from dashboards.common import panels
-    from stack.config import defaults
+    from core.config import defaults
 
     model = predictive.build(defaults())
     with psycopg.connect(setup["pg"]) as c:

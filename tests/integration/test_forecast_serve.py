@@ -12,7 +12,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stack.procs import free_port, wait_http
+from core.procs import free_port, wait_http
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The shared outbox (webhook_receiver/outbox.py) on real PostgreSQL: a delivery that fails for
+"""The shared outbox (core/outbox.py) on real PostgreSQL: a delivery that fails for
 any reason fails its own row (backoff, then 'failed'); rows behind it in its key wait their turn,
 every other key flows, and no row, however broken, blocks the queue."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from webhook_receiver import outbox
+from core import outbox
 from webhook_receiver.escalation import utcnow
 
 pytestmark = pytest.mark.integration

@@ -115,7 +115,7 @@ def test_openapi_names_people_only_to_readers(app):
 
 
 def test_anonymous_read_is_an_explicit_setting(pg_db):
-    from stack.config import defaults
+    from core.config import defaults
 
     assert defaults()["receiver"]["api"]["anonymous_read"] is False
     a = create_app(T.config(pg_db, receiver={"api": {"anonymous_read": True}}, enrichment={"enabled": False}))

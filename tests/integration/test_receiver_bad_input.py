@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import requests
 
-from stack.procs import free_port
+from core.procs import free_port
 from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app
 

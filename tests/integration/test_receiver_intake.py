@@ -184,7 +184,7 @@ def test_a_queued_request_never_waits_past_the_time_limit(pg_db):
 
 def test_database_stopped_every_waiting_request_is_503_and_nothing_written(tmp_path):
     from stack.pgcluster import Cluster
-    from stack.procs import free_port
+    from core.procs import free_port
 
     cl = Cluster(tmp_path / "data", port=free_port(), preload=())
     cl.start()

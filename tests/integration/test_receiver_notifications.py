@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
-from stack.procs import free_port
+from core.procs import free_port
 from webhook_receiver import escalation, notify, scheduler
 from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app, state

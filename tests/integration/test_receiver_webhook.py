@@ -152,7 +152,7 @@ def test_body_over_the_limit_is_413(pg_db):
 def test_default_body_limit_fits_max_alerts_alerts(client):
     """The default limit takes a notification of alertmanager.max_alerts alerts of max_alert_bytes
     each (the old 1 MiB refused a 3,000-alert storm with 413 for good)."""
-    from stack.config import defaults
+    from core.config import defaults
 
     cfg = defaults()
     assert cfg["receiver"]["max_body_bytes"] >= cfg["alertmanager"]["max_alerts"] * cfg["receiver"]["max_alert_bytes"]
@@ -164,7 +164,7 @@ def test_default_body_limit_fits_max_alerts_alerts(client):
 
 
 def test_config_refuses_a_body_limit_below_max_alerts():
-    from stack.config import ConfigError, load_data
+    from core.config import ConfigError, load_data
 
     with pytest.raises(ConfigError, match="receiver.max_body_bytes"):
         load_data({"receiver": {"max_body_bytes": 1048576}})  # 10,000 alerts cannot fit in 1 MiB
@@ -276,7 +276,7 @@ def test_health_ready_metrics(client):
     assert "opsstack_receiver_payloads_pending 0.0" in text
     import subprocess
 
-    from stack.procs import binary
+    from core.procs import binary
 
     res = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -316,7 +316,7 @@ def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db, mo
 def test_database_down_is_503_and_not_ready(make_pg_db, tmp_path):
     """A receiver pointed at a server that is stopped answers 503 and /readyz 503."""
     from stack.pgcluster import Cluster
-    from stack.procs import free_port
+    from core.procs import free_port
 
     cl = Cluster(tmp_path / "data", port=free_port(), preload=())
     cl.start()

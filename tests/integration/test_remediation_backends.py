@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from stack.config import load_data
+from core.config import load_data
 from webhook_receiver.remediation.backends import BackendError, BackendTimeout, make
 
 pytestmark = pytest.mark.integration
@@ -107,7 +107,7 @@ def test_http_backend_timeout_and_refused():
     finally:
         ev.set()
         slow.close()
-    from stack.procs import free_port
+    from core.procs import free_port
 
     with pytest.raises(BackendError, match="ConnectionError"):
         make("http", load_data({})).run("request", {"url": f"http://127.0.0.1:{free_port()}/x"}, timeout=2)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from stack.config import load_data
+from core.config import load_data
 from stack.servers import Prometheus
 from webhook_receiver.remediation import Alert, Runner, store
 
@@ -445,7 +445,7 @@ def test_receiver_runs_the_playbook_when_a_ticket_opens(receiver, svc, pg_db):
     assert "opsstack_remediation_time_to_recover_seconds_count{playbook=\"fix-svc\"} 1.0" in text
     import subprocess
 
-    from stack.procs import binary
+    from core.procs import binary
 
     lint = subprocess.run([binary("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr

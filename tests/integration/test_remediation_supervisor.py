@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stack.config import load_data
-from stack.procs import free_port, tail
+from core.config import load_data
+from core.procs import free_port, tail
 from webhook_receiver.remediation.backends import BackendError, make
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from stack import runtime
-from stack.config import load_data
+from core.config import load_data
 from stack.launcher import Stack
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def _url_with_password(pg_db: str) -> str:
 
 
 def test_a_failing_automation_job_logs_no_secret(pg_db, caplog):
-    from stack.procs import free_port
+    from core.procs import free_port
     from webhook_receiver import testing as T
     from webhook_receiver.app import close_app, create_app
 

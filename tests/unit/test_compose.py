@@ -14,7 +14,7 @@ import yaml
 
 from alert_rules import build as rules_build
 from dashboards import provisioning as dash_prov
-from stack.config import load
+from core.config import load
 from stack.prometheus_config import DOCKER_HOSTS
 
 ROOT = Path(__file__).resolve().parents[2]

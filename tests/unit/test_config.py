@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack.config import ConfigError, defaults, format_duration, load, load_data, parse_duration
+from core.config import ConfigError, defaults, format_duration, load, load_data, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_example_config_is_valid_and_lists_every_section():
     example = ROOT / "opsstack.example.yaml"
     cfg = load(example)
     data = yaml.safe_load(example.read_text())
-    from stack.schema import SCHEMA
+    from core.schema import SCHEMA
     assert set(data) == set(SCHEMA), "the example must show every top-level section"
     assert cfg == load_data(data)
 
@@ -121,7 +121,7 @@ def _data_paths(data, prefix=""):
 
 
 def test_example_shows_every_key():
-    from stack.schema import SCHEMA
+    from core.schema import SCHEMA
     data = yaml.safe_load((ROOT / "opsstack.example.yaml").read_text())
     missing = sorted(set(_schema_paths(SCHEMA)) - set(_data_paths(data)))
     assert not missing, f"opsstack.example.yaml does not show: {missing}"

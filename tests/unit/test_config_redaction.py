@@ -8,8 +8,8 @@ import pickle
 
 import yaml
 
-from stack.config import ConfigDict, Field, ListOf, load_data, redact_url, redacted
-from stack.schema import SCHEMA
+from core.config import ConfigDict, Field, ListOf, load_data, redact_url, redacted
+from core.schema import SCHEMA
 
 SECRETS = {
     "receiver-token": "rcv-TOKEN-5f1e2d",
@@ -101,7 +101,7 @@ def test_opsstack_config_command_prints_no_secret(capsys):
 
 
 def test_every_secret_looking_key_of_the_schema_is_marked_secret():
-    """A new credential key in stack/schema/*.py must carry secret=True (kind url hides its password)."""
+    """A new credential key in core/schema/*.py must carry secret=True (kind url hides its password)."""
     words = ("token", "password", "secret", "credential", "api_key", "apikey", "private_key")
     unmarked = []
 
@@ -130,7 +130,7 @@ def test_redact_url():
 def test_a_config_error_does_not_repeat_a_secret():
     import pytest
 
-    from stack.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError) as e:
         load_data({"database": {"url": "postgres:ops:PW-in-error-1@db/x"}})

@@ -17,8 +17,8 @@ import yaml
 from dashboards import cli as dcli
 from dashboards.common import counter_problems, expand_variables, lint, panel_queries, panels
 from dashboards.registry import DASHBOARDS
-from stack.config import defaults, load_data
-from stack.procs import binary
+from core.config import defaults, load_data
+from core.procs import binary
 
 PROVISIONED_UIDS = {"prometheus", "alertmanager", "postgres"}
 

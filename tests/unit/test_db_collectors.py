@@ -14,7 +14,7 @@ import threading
 import psycopg
 import pytest
 
-from exporters.common import Scrape
+from core.exporter import Scrape
 from exporters.db import queries
 from exporters.db.collectors import COLLECTORS, DATABASE, OWN, SERVER, Collector, Queries, QueryFailed, Scope
 from exporters.db.collectors.activity import ActivityCollector
@@ -35,7 +35,7 @@ from exporters.db.collectors.statements import StatementsCollector
 from exporters.db.collectors.tables import TablesCollector
 from exporters.db.executor import Executor, Target
 from exporters.db.metrics import METRICS, Families
-from stack.config import load_data
+from core.config import load_data
 
 UTC = dt.timezone.utc
 NOW = 1_800_000_000.0

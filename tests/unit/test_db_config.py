@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.config import ConfigError, load_data
+from core.config import ConfigError, load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 

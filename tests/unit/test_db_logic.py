@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters.db import advisor as adv
 from exporters.db import logic
 from exporters.db.metrics import METRICS, Families
-from stack.config import ConfigError, defaults, load_data
+from core.config import ConfigError, defaults, load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc

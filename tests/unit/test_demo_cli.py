@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from demo.cli import NotRunning, _services, running_ports
-from stack.config import load_data
+from core.config import load_data
 
 
 def test_ports_from_the_config_when_given():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from demo import faults as F
-from stack.config import load_data
+from core.config import load_data
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 LIM = F.Limits(max_duration=600, memory_leak_max_bytes=100 * 1024 ** 2, cpu_ramp_max_cores=0.9,

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from demo import model
-from stack.config import ConfigError, load_data
+from core.config import ConfigError, load_data
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 GEO = {"capital": 0.65, "provinces": 0.25, "overseas": 0.10}

@@ -14,7 +14,7 @@ from forecasters.backfill import openmetrics
 from forecasters.engine import forecast_series
 from forecasters.targets import build
 from stack.cli import main
-from stack.config import load_data
+from core.config import load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 NAB = ROOT / "datasets" / "nab"

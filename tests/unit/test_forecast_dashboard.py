@@ -7,7 +7,7 @@ from pathlib import Path
 from dashboards import predictive
 from dashboards.common import lint, panel_queries, panels
 from dashboards.registry import DASHBOARDS
-from stack.config import defaults
+from core.config import defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 

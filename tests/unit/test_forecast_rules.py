@@ -9,8 +9,8 @@ import yaml
 
 from alert_rules import build
 from alert_rules.forecast import groups
-from stack.config import defaults
-from stack.procs import binary
+from core.config import defaults
+from core.procs import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alert_rules" / "forecast.yml"

@@ -6,11 +6,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.common import registry_for
+from core.exporter import registry_for
 from forecasters.engine import forecast_series
 from forecasters.service import ForecastCollector, State, TargetState, shard
 from forecasters.targets import build, threshold_label
-from stack.config import ConfigError, defaults, load_data
+from core.config import ConfigError, defaults, load_data
 
 DAY = 86400.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import configparser
 
 from stack import prometheus_config, runtime
-from stack.config import load_data
+from core.config import load_data
 from stack.launcher import Stack
 
 

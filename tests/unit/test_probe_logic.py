@@ -10,7 +10,7 @@ import pytest
 
 from exporters.app.collector import _Histogram, targets_from_config
 from exporters.app.probe import _status, cert_not_after
-from stack.config import ConfigError, load_data
+from core.config import ConfigError, load_data
 
 
 def test_targets_are_every_service_region_endpoint_with_health_path():
@@ -58,12 +58,12 @@ def test_probe_timeout_must_fit_in_the_scrape_timeout():
         load_data({"exporters": {"app": {"latency_buckets": [0.5, 0.1]}}})
 
 
-# ------------------------------------------------------------------ exporters/common.py
+# ------------------------------------------------------------------ core/exporter.py
 def test_exporter_common_self_metrics_and_failing_source():
     from prometheus_client import generate_latest
     from prometheus_client.core import GaugeMetricFamily
 
-    from exporters.common import ExporterCollector, registry_for
+    from core.exporter import ExporterCollector, registry_for
 
     class C(ExporterCollector):
         exporter = "x"

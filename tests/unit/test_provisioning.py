@@ -11,7 +11,7 @@ import yaml
 
 from dashboards import common, provisioning as dash_prov
 from dashboards.registry import DASHBOARDS
-from stack.procs import binary
+from core.procs import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "provisioning" / "grafana"
@@ -48,11 +48,11 @@ def test_datasources_point_at_compose_services_and_keep_secrets_out():
 
 
 def test_prometheus_datasource_scrape_interval_matches_the_stack():
-    from stack.config import load
+    from core.config import load
 
     cfg = load(ROOT / "docker" / "opsstack.yaml")
     prom = next(d for d in datasources() if d["uid"] == "prometheus")
-    from stack.config import parse_duration
+    from core.config import parse_duration
 
     assert parse_duration(prom["jsonData"]["timeInterval"]) == cfg["stack"]["scrape_interval"]
 
@@ -90,7 +90,7 @@ def test_promtool_check_config():
 def test_prometheus_yml_scrapes_the_jobs_the_rules_and_dashboards_select():
     prom = yaml.safe_load(PROMETHEUS_YML.read_text())
     jobs = {j["job_name"] for j in prom["scrape_configs"]}
-    from stack.config import load
+    from core.config import load
 
     sel = load(ROOT / "docker" / "opsstack.yaml")["alerts"]["selectors"]
     for key in ("platform", "node"):

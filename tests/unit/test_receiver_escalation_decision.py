@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from stack.config import defaults
+from core.config import defaults
 from webhook_receiver.escalation import (Decision, Level, Policy, State, decide, due_at, entry_level,
                                          initial_state, policies)
 

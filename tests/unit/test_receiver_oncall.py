@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stack.config import ConfigError, load_data
+from core.config import ConfigError, load_data
 from webhook_receiver.oncall import next_handover, on_call
 
 SEOUL = ZoneInfo("Asia/Seoul")

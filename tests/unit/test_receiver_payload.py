@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stack.config import defaults, load_data
+from core.config import defaults, load_data
 from webhook_receiver import notify
 from webhook_receiver import testing as T
 from webhook_receiver.auth import ApiTokens, bearer, token_matches

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stack.config import ConfigError, defaults, load_data
+from core.config import ConfigError, defaults, load_data
 from webhook_receiver.remediation import model
 from webhook_receiver.remediation.template import TemplateError, render, render_str
 from webhook_receiver.remediation.verify import belongs, expr_from_generator_url

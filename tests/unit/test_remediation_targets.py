@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from stack.config import load_data
+from core.config import load_data
 from webhook_receiver.remediation import model
 from webhook_receiver.remediation.backends import BackendError, check_url, path_segment
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from alert_rules import build
-from stack.config import defaults, load_data
-from stack.procs import binary
+from core.config import defaults, load_data
+from core.procs import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "alert_rules"

@@ -3,7 +3,7 @@
 Ticket hooks enqueue a row per enabled system (``ticket_itsm_outbox``): create when a ticket
 opens, comment on each change, resolve, reopen. ``Forwarder.deliver_due()`` (run by a daemon
 thread every ``itsm.poll_interval``, and by the receiver's scheduler) runs the shared outbox
-(webhook_receiver/outbox.py): due rows with ``for update skip locked`` (several receiver
+(core/outbox.py): due rows with ``for update skip locked`` (several receiver
 processes share the work, none delivers a row twice at once), in order per ticket and system.
 A delivery that fails for any reason is retried with exponential backoff up to
 ``itsm.max_attempts``, then marked failed (at once when not retryable); every error is kept on its row (``GET /api/v1/tickets/<id>/itsm``) and counted in
@@ -18,7 +18,7 @@ import uuid
 
 from psycopg.types.json import Jsonb
 
-from webhook_receiver import outbox
+from core import outbox
 from webhook_receiver.remediation import store
 
 from .base import DeliveryError, Link

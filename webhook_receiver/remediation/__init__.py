@@ -5,5 +5,5 @@
 
 See runner.py for the order of the safety gates and docs/remediation.md for playbooks.
 """
-from .model import Action, Playbook, find, load_playbooks, parse_file  # noqa: F401
+from .model import Action, Playbook, find, load_playbooks  # noqa: F401
 from .runner import Alert, Outcome, Runner  # noqa: F401

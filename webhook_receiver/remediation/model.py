@@ -8,8 +8,9 @@ from typing import Any
 
 import yaml
 
-from stack.config import ConfigError, ListOf, validate
-from stack.schema import remediation as schema
+from core.config import ConfigError, ListOf, validate
+from core.schema import remediation as schema
+from core.schema.remediation import parse_file
 
 DEMO_FILE = Path(__file__).parent / "playbooks" / "demo.yaml"
 
@@ -79,28 +80,6 @@ def _playbook(pb: dict, r: dict, source: str) -> Playbook:
         attempt_window=pb["attempt_window"] if pb["attempt_window"] is not None else r["attempt_window"],
         dry_run=bool(pb["dry_run"]) if pb["dry_run"] is not None else False,
         description=pb["description"], source=source, _regex=rx)
-
-
-def parse_file(path: str | Path) -> list[dict]:
-    """Validate a playbook YAML file (a list, or a mapping with key `playbooks`)."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("", "file not found", str(p)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"not valid YAML: {str(exc).splitlines()[0]}", str(p)) from None
-    if isinstance(data, dict) and set(data) == {"playbooks"}:
-        data = data["playbooks"]
-    if not isinstance(data, list):
-        raise ConfigError("playbooks", "expected a list of playbooks", str(p))
-    try:
-        out = validate(ListOf(schema.PLAYBOOK, unique_key="name"), data, "playbooks")
-        for i, pb in enumerate(out):
-            schema.check_playbook(pb, f"playbooks[{i}]")
-    except ConfigError as exc:
-        raise ConfigError(exc.key, exc.problem, str(p)) from None
-    return out
 
 
 def load_playbooks(cfg: dict) -> list[Playbook]:

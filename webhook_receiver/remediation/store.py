@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import dict_row
+
+from core.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ def connect(url: str, autocommit: bool = False, timeout: float = 5.0) -> psycopg
 
 def migrate(conn: psycopg.Connection) -> int:
     """Apply the receiver's migrations, then ours. Safe to run concurrently and twice."""
-    from stack.migrations import apply
+    from core.migrations import apply
     from webhook_receiver import db as receiver_db
 
     receiver_db.migrate(conn)
@@ -178,8 +180,6 @@ def migrate_url(url: str) -> int:
         return migrate(conn)
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # ----------------------------------------------------------------- settings (kill switch)

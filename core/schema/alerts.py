@@ -5,7 +5,7 @@ panel that shows the same signal always use the same threshold. Ratios are 0..1,
 seconds, rates requests per second (docs/development.md: base units). A duration of 0 means
 "at once" (the rule has no `for:`).
 """
-from stack.config import ConfigError, Field
+from core.config import ConfigError, Field
 
 
 def _ratio(default: float) -> Field:

@@ -1,5 +1,5 @@
 """`notifications:` channels (SMTP, Slack-compatible webhook, generic HTTP webhook) and rules."""
-from stack.config import ConfigError, Field, ListOf
+from core.config import ConfigError, Field, ListOf
 
 CHANNEL = {
     "name": Field("str"),

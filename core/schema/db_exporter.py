@@ -1,9 +1,9 @@
-"""The `exporters.db` config section (registered as the "db" key in stack/schema/exporters.py)."""
+"""The `exporters.db` config section (registered as the "db" key in core/schema/exporters.py)."""
 from __future__ import annotations
 
 import re
 
-from stack.config import ConfigError, Field, ListOf
+from core.config import ConfigError, Field, ListOf
 
 SECTION = {
     "enabled": Field("bool", True),
@@ -80,7 +80,7 @@ SECTION = {
 
 
 def check(cfg: dict) -> None:
-    """Rules that span keys of the section (called from stack/schema/exporters.py at load)."""
+    """Rules that span keys of the section (called from core/schema/exporters.py at load)."""
     b = cfg["exporters"]["db"]["backup"]
     if b["source"] == "file" and not b["path"]:
         raise ConfigError("exporters.db.backup.path", "is required when backup.source is file")

@@ -8,7 +8,7 @@ Every exporter exports (docs/development.md):
 
 Usage in a custom collector (reads its source at scrape time)::
 
-    from exporters.common import ExporterCollector, serve
+    from core.exporter import ExporterCollector, serve
 
     class DbCollector(ExporterCollector):
         exporter = "db"

@@ -13,8 +13,11 @@ must be unique across all of them.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from stack.config import ConfigError, Field, ListOf
+import yaml
+
+from core.config import ConfigError, Field, ListOf, validate
 
 BACKENDS = ("supervisor", "docker", "kubernetes", "http", "command")
 
@@ -181,10 +184,31 @@ def check(cfg):
     for i, f in enumerate(r["playbook_files"]):
         if not isinstance(f, str) or not f.strip():
             raise ConfigError(f"remediation.playbook_files[{i}]", "expected a file path")
-        from webhook_receiver.remediation.model import parse_file  # validates with this schema
 
         for pb in parse_file(f):
             if pb["name"] in names:
                 raise ConfigError(f"remediation.playbook_files[{i}]",
                                   f"playbook {pb['name']!r} is also defined in {names[pb['name']]}")
             names[pb["name"]] = f
+
+
+def parse_file(path: str | Path) -> list[dict]:
+    """Validate a playbook YAML file (a list, or a mapping with key `playbooks`)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("", "file not found", str(p)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"not valid YAML: {str(exc).splitlines()[0]}", str(p)) from None
+    if isinstance(data, dict) and set(data) == {"playbooks"}:
+        data = data["playbooks"]
+    if not isinstance(data, list):
+        raise ConfigError("playbooks", "expected a list of playbooks", str(p))
+    try:
+        out = validate(ListOf(PLAYBOOK, unique_key="name"), data, "playbooks")
+        for i, pb in enumerate(out):
+            check_playbook(pb, f"playbooks[{i}]")
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.problem, str(p)) from None
+    return out

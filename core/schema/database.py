@@ -1,5 +1,5 @@
 """`database:` where tickets, forecasts and the demo schema live."""
-from stack.config import Field
+from core.config import Field
 
 SECTION = {
     # A libpq URL. OPSSTACK_DATABASE_URL overrides it. null = the embedded cluster that

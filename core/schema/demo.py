@@ -1,5 +1,5 @@
 """`demo:` the simulated Integrated Platform that `opsstack up` monitors by default."""
-from stack.config import ConfigError, Field
+from core.config import ConfigError, Field
 
 
 def _mix(*names):

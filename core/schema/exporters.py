@@ -1,7 +1,7 @@
 """`exporters:` settings of opsstack's own exporters."""
-from exporters.db.schema import SECTION as DB_SECTION
-from exporters.db.schema import check as check_db
-from stack.config import ConfigError, Field
+from core.schema.db_exporter import SECTION as DB_SECTION
+from core.schema.db_exporter import check as check_db
+from core.config import ConfigError, Field
 
 SECTION = {
     "app": {
@@ -16,12 +16,12 @@ SECTION = {
         "tls_ca_file": Field("str", None, nullable=True),
         "tls_insecure_skip_verify": Field("bool", False),
     },
-    "db": DB_SECTION,  # exporters/db/schema.py
+    "db": DB_SECTION,  # core/schema/db_exporter.py
 }
 
 
 def check(cfg):
-    check_db(cfg)  # exporters/db/schema.py
+    check_db(cfg)  # core/schema/db_exporter.py
     app = cfg["exporters"]["app"]
     if app["probe_timeout"] >= cfg["stack"]["scrape_timeout"]:
         raise ConfigError("exporters.app.probe_timeout", "must be shorter than stack.scrape_timeout "

@@ -27,6 +27,8 @@ from typing import Callable
 
 from psycopg import sql
 
+from core.clock import utcnow
+
 log = logging.getLogger(__name__)
 
 _counts: Counter = Counter()
@@ -108,8 +110,6 @@ def run_due(conn, q: Queue, deliver: Callable[[object, dict], object], now: date
     (delivered, put back with a backoff, or failed). ``conn``: an autocommit connection with
     dict rows. ``on_failed(conn, row, error, attempts, final)`` runs in the failing row's
     transaction (in a savepoint: its own failure is only logged)."""
-    from webhook_receiver.escalation import utcnow
-
     claim = _claim_sql(q)
     get = sql.SQL("select * from {} where id = %s").format(sql.Identifier(q.table))
     done_sql = sql.SQL("update {} set status = %s, {} = now(), attempts = attempts + 1, last_error = null "

@@ -1,6 +1,6 @@
 """Load and validate opsstack.yaml.
 
-The schema is declarative: each section lives in ``stack/schema/<section>.py`` as a
+The schema is declarative: each section lives in ``core/schema/<section>.py`` as a
 ``SECTION`` mapping of key -> Field (or nested mapping, or ListOf). ``load()`` returns
 plain nested dicts with every default filled in and every value converted (durations
 become float seconds). Any problem raises ConfigError whose ``str()`` is one line naming
@@ -326,7 +326,7 @@ def validate(spec: Any, value: Any, key: str = "") -> Any:
 
 
 def schema() -> dict:
-    from stack.schema import SCHEMA  # local import: sections import Field from here
+    from core.schema import SCHEMA  # local import: sections import Field from here
 
     return SCHEMA
 
@@ -346,7 +346,7 @@ def load_data(data: Any, source: str | None = None) -> dict:
     """Validate already-parsed YAML data (a mapping or None) and run cross-section checks."""
     try:
         cfg = validate(schema(), data if data is not None else {}, "")
-        from stack.schema import cross_checks
+        from core.schema import cross_checks
 
         cross_checks(cfg)
     except ConfigError as exc:
@@ -382,3 +382,11 @@ def load(path: str | os.PathLike | None = None) -> dict:
 
 def defaults() -> dict:
     return load_data({}, None)
+
+
+RESOLVED_NAME = "opsstack.resolved.yaml"  # the config `opsstack up` resolved, in the run folder
+
+
+def run_dir(cfg: dict) -> Path:
+    """The folder of a running stack's state (stack.run_dir), absolute."""
+    return Path(cfg["stack"]["run_dir"]).resolve()

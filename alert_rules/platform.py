@@ -252,8 +252,6 @@ def _quote(s: str) -> str:
 
 
 def _dur(seconds: float) -> str:
-    from core.config import format_duration
-
     return format_duration(seconds)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import load  # noqa: E402
-from stack.harness import StackHandle, fast_config, wait_for  # noqa: E402
+from tests.support.harness import StackHandle, fast_config, wait_for  # noqa: E402
 
 
 def main() -> int:

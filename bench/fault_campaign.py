@@ -3,7 +3,7 @@
     .venv/bin/python bench/fault_campaign.py [--faults 20] [--seed 7] [--keep] [--json out.json]
     opsstack bench fault_campaign --faults 20
 
-Starts the native stack (`opsstack up`, stack.harness) with test intervals (1s scrape and rule
+Starts the native stack (`opsstack up`, tests/support/harness.py) with test intervals (1s scrape and rule
 evaluation, short `for:`, Alertmanager group timings of a few seconds, remediation verify every
 second), then injects N faults one after another, each drawn at random from the kinds that
 have a shipped playbook:
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from stack.harness import StackHandle, fast_config, wait_for  # noqa: E402
+from tests.support.harness import StackHandle, fast_config, wait_for  # noqa: E402
 
 # cache-miss-storm has a playbook too, but with test intervals (20s rate window, for 3s) the demo's
 # CacheHitRatioLow flaps on its own (cold caches after starts, 60s TTL): pass --kinds to include it

@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from demo.testing import REGIONS, AppExporterProcess  # noqa: E402
 from core.procs import binary, free_port, wait_http  # noqa: E402
+from tests.support.demo import REGIONS, AppExporterProcess  # noqa: E402
+from tests.support.fakehttp import FakeHTTP  # noqa: E402
 
 HOST = "127.0.0.1"
 SCRAPE_TIMEOUT = 10.0
@@ -43,31 +44,17 @@ SCRAPE_TIMEOUT = 10.0
 
 # ------------------------------------------------------------------ target server (own process)
 def serve_targets(port: int) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    """GET /delay/<ms> answers "ok" after <ms> milliseconds (the one fake HTTP server, HTTP/1.0)."""
 
-    class H(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
+    def delay(req):
+        m = re.fullmatch(r"/delay/(\d+)", req.path)
+        if not m:
+            return 404, "not found\n"
+        time.sleep(int(m.group(1)) / 1000.0)
+        return 200, b"ok\n"
 
-        def do_GET(self):
-            m = re.match(r"^/delay/(\d+)$", self.path)
-            if not m:
-                self.send_error(404)
-                return
-            time.sleep(int(m.group(1)) / 1000.0)
-            body = b"ok\n"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    class S(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 256
-
-    S((HOST, port), H).serve_forever()
+    FakeHTTP({"GET /delay/*": delay}, host=HOST, port=port, protocol="HTTP/1.0", backlog=256,
+             record=False).serve_forever()
 
 
 # ------------------------------------------------------------------ helpers

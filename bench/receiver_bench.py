@@ -66,7 +66,7 @@ class Bodies:
     """A new group of N new alerts per call (thread-safe)."""
 
     def __init__(self, n: int):
-        from webhook_receiver import testing as T
+        from tests.support import receiver as T
 
         self.T, self.n = T, n
         self.lock = threading.Lock()

@@ -56,6 +56,25 @@ class Queue:
     error_limit: int = 2000
 
 
+def table_ddl(table: str, columns: str, done_status: str = "done", done_at: str = "done_at") -> str:
+    """CREATE TABLE (and the due index) of a queue: ``columns`` are its own (ticket_id, key
+    columns, dedup_key, payload...); the bookkeeping columns ``run_due`` relies on are added here,
+    so every queue has the same ones. For migrations (no user data: names are the caller's)."""
+    return f"""
+    create table if not exists {table} (
+        id bigserial primary key,
+        {columns.strip()},
+        status text not null default 'pending' check (status in ('pending', '{done_status}', 'failed')),
+        attempts int not null default 0,
+        next_attempt_at timestamptz not null default now(),
+        last_error text,
+        created_at timestamptz not null default now(),
+        {done_at} timestamptz
+    );
+    create index if not exists {table}_due on {table} (next_attempt_at) where status = 'pending';
+    """
+
+
 def backoff(initial: float, cap: float, attempts: int) -> float:
     """Seconds before the retry after failure number ``attempts`` (1-based): doubles, capped (pure)."""
     return min(cap, initial * 2 ** max(attempts - 1, 0))

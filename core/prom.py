@@ -17,6 +17,10 @@ class PrometheusError(RuntimeError):
     pass
 
 
+class PrometheusUnreachable(PrometheusError):
+    """No answer at all (connection refused, timeout): the source is down, not the query bad."""
+
+
 def base_url(cfg: dict, explicit: str | None = None) -> str | None:
     """``explicit`` when set, else the stack's own Prometheus (stack.host, stack.ports.prometheus);
     None when that port is still 'auto' (not resolved by `opsstack up`)."""
@@ -39,7 +43,7 @@ class Prometheus:
         try:
             r = self._http.get(self.url + path, params=params or {}, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise PrometheusError(f"prometheus unreachable: {exc}") from None
+            raise PrometheusUnreachable(f"prometheus unreachable: {exc}") from None
         try:
             body = r.json()
         except ValueError:

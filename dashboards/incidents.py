@@ -15,6 +15,7 @@ from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, t
 from grafana_foundation_sdk.models.common import (BarGaugeDisplayMode, BigValueColorMode, BigValueGraphMode,
                                                   VizOrientation)
 
+from core.config import format_duration
 from dashboards.common import (BLUE, GREEN, ORANGE, POSTGRES, RED, SERVICE, YELLOW, label_variable, new_dashboard,
                                panel, prom, reduce_last, steps, threshold_lines, to_model)
 
@@ -48,8 +49,6 @@ def _lines() -> timeseries.Panel:
 
 
 def _human(seconds: float) -> str:
-    from core.config import format_duration
-
     return format_duration(seconds)
 
 

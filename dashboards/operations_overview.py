@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models.common import (
 )
 
 from core import series
+from core.config import format_duration
 from dashboards.common import (
     GREEN,
     ORANGE,
@@ -343,6 +344,4 @@ def _stack():
 
 
 def _dur(seconds: float) -> str:
-    from core.config import format_duration
-
     return format_duration(seconds)

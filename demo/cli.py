@@ -23,6 +23,11 @@ import urllib.error
 import urllib.request
 
 import yaml
+from prometheus_client import disable_created_metrics
+
+from core.config import RESOLVED_NAME, run_dir
+from demo.faults import KINDS
+from demo.service import DemoService
 
 
 def add_arguments(parser) -> None:
@@ -65,8 +70,6 @@ def running_ports(cfg: dict) -> tuple[str, dict]:
     """(host, demo ports) of the running stack: from the config, else the resolved file."""
     if cfg["demo"]["ports"]:
         return cfg["stack"]["host"], cfg["demo"]["ports"]
-    from core.config import RESOLVED_NAME, run_dir
-
     p = run_dir(cfg) / RESOLVED_NAME
     try:
         resolved = yaml.safe_load(p.read_text())
@@ -129,10 +132,6 @@ def _services(cfg: dict, ports: dict, service: str | None) -> list[str]:
 
 
 def _serve(args, cfg) -> int:
-    from prometheus_client import disable_created_metrics
-
-    from demo.service import DemoService
-
     disable_created_metrics()
 
     try:
@@ -158,8 +157,6 @@ def run(args, cfg) -> int:
     if args.action == "serve":
         return _serve(args, cfg)
     if args.action == "faults" and not args.active:
-        from demo.faults import KINDS
-
         for kind, (what, rate) in KINDS.items():
             print(f"{kind:<17} {what}\n{'':<17} --rate: {rate}")
         return 0

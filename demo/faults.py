@@ -12,6 +12,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from core.config import parse_duration
+
 # kind -> (what it does, what --rate means, default rate description)
 KINDS: dict[str, tuple[str, str]] = {
     "service-down": ("the service's region listeners close their sockets (connections refused); "
@@ -55,8 +57,6 @@ def parse_quantity(value) -> float:
 
 def parse_seconds(value) -> float:
     """A duration: a number of seconds or a Prometheus-style string ('90s', '5m', '1h')."""
-    from core.config import parse_duration
-
     try:
         return parse_quantity(value) if isinstance(value, (int, float)) else float(value)
     except (TypeError, ValueError):

@@ -24,9 +24,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from core.config import run_dir
 from demo import faults as F
 from demo import model
 from demo.http import Listener, Request, Response
+from demo.loadgen import LoadGenerator
 
 log = logging.getLogger("opsstack.demo")
 
@@ -63,8 +65,6 @@ ROUTE_LABELS = [r[2] for r in ROUTES] + ["other"]
 def volume_dir(cfg: dict, service: str) -> Path:
     """<run_dir>/demo-volumes/<service> of a service of the platform; anything else (a name with
     '/' or '..', an unknown service) is refused, so no caller can point a volume elsewhere."""
-    from core.config import run_dir
-
     known = [s["name"] for s in cfg["platform"]["services"]]
     if service not in known:
         raise ValueError(f"no demo volume for {service[:80]!r} (services: {', '.join(known)})")
@@ -251,8 +251,6 @@ class DemoService:
         self._sync_listeners()
         threading.Thread(target=self._ticker, name="demo-ticker", daemon=True).start()
         if self.demo["load"] if load is None else load:
-            from demo.loadgen import LoadGenerator
-
             self.loadgen = LoadGenerator(self)
             self.loadgen.start()
         log.info("event=service_started service=%s admin=%s:%d regions=%s", self.name, self.host,

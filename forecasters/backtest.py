@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forecasters.metrics import mase, mase_scale
-from forecasters.models import FitContext, make_model
+from forecasters.models import FitContext, clip, make_model
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,6 @@ def run(t: np.ndarray, y: np.ndarray, ctx: FitContext, candidates: tuple[str, ..
             log.debug("event=backtest_model_failed model=%s error=%r", name, exc)
             continue
         if ctx.lower is not None or ctx.upper is not None:
-            from forecasters.models import clip
-
             out = clip(out, ctx.lower, ctx.upper)
         forecasts[name] = out
         scores[name] = _score(truth, out, scale)

@@ -9,6 +9,15 @@ import logging
 import sys
 import time
 
+import psycopg
+
+from forecasters import capacity
+from forecasters.engine import Forecast
+from forecasters.prom import QueryError
+from forecasters.service import Forecaster
+from forecasters.storage import Store, database_url
+from forecasters.targets import build
+
 log = logging.getLogger("opsstack.capacity")
 
 
@@ -22,19 +31,11 @@ def add_arguments(p):
 
 
 def run(args, cfg) -> int:
-    from forecasters import capacity
-
     now = time.time()
     if args.run:
-        from forecasters.engine import Forecast
-        from forecasters.service import Forecaster
-        from forecasters.targets import build
-
-        from forecasters.prom import QueryError
-
         targets = [t for t in build(cfg) if not args.target or t.name in args.target]
         try:
-            fc = Forecaster(cfg, targets=targets)
+            fc = Forecaster.from_config(cfg, targets=targets)
         except QueryError as exc:
             print(f"opsstack capacity report: {exc}", file=sys.stderr)
             return 2
@@ -50,14 +51,10 @@ def run(args, cfg) -> int:
             else:
                 log.warning("event=capacity_target_failed target=%s error=%r", t.name, str(res))
     else:
-        from forecasters.storage import Store, database_url
-
         url = database_url(cfg)
         if not url:
             print("opsstack capacity report: no database.url (or OPSSTACK_DATABASE_URL); use --run", file=sys.stderr)
             return 2
-        import psycopg
-
         store = Store(url)
         try:
             store.migrate()

@@ -9,8 +9,24 @@ backfill  CSV history -> Prometheus TSDB blocks (promtool create-blocks-from ope
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core.config import parse_duration
+from core.exporter import registry_for, serve
+from forecasters import evaluate
+from forecasters.backfill import create_blocks, openmetrics, shift_to_end
+from forecasters.engine import Forecast, Spec, forecast_series, infer_step, regularize
+from forecasters.evaluate import read_csv
+from forecasters.prom import QueryError
+from forecasters.service import ForecastCollector, Forecaster, Waiting, shard
+from forecasters.storage import Store, database_url
+from forecasters.targets import SEASONS, build
 
 log = logging.getLogger("opsstack.forecaster")
 
@@ -59,8 +75,6 @@ def add_arguments(p):
 
 
 def run(args, cfg) -> int:
-    from forecasters.prom import QueryError
-
     try:
         return {"serve": _serve, "run": _run, "csv": _csv, "evaluate": _evaluate,
                 "backfill": _backfill}[args.action](args, cfg)
@@ -73,8 +87,6 @@ def run(args, cfg) -> int:
 
 
 def _store(cfg):
-    from forecasters.storage import Store, database_url
-
     if not cfg["forecast"]["store"]:
         return None
     url = database_url(cfg)
@@ -91,9 +103,6 @@ def _store(cfg):
 
 
 def _targets(cfg, shard_spec, names=None):
-    from forecasters.service import shard
-    from forecasters.targets import build
-
     targets = shard(build(cfg), shard_spec)
     if names:
         targets = [t for t in targets if t.name in names]
@@ -101,11 +110,6 @@ def _targets(cfg, shard_spec, names=None):
 
 
 def _serve(args, cfg) -> int:
-    import threading
-
-    from core.exporter import registry_for, serve
-    from forecasters.service import ForecastCollector, Forecaster
-
     host = args.host or cfg["stack"]["host"]
     port = args.port or cfg["stack"]["ports"]["forecaster"]
     if port == "auto":
@@ -113,7 +117,7 @@ def _serve(args, cfg) -> int:
               file=sys.stderr)
         return 2
     store = _store(cfg)
-    fc = Forecaster(cfg, targets=_targets(cfg, args.shard), store=store)
+    fc = Forecaster.from_config(cfg, targets=_targets(cfg, args.shard), store=store)
     stop = threading.Event()
     worker = threading.Thread(target=fc.serve_forever, args=(stop,), name="forecast-runs", daemon=True)
     worker.start()
@@ -129,15 +133,12 @@ def _serve(args, cfg) -> int:
 
 
 def _run(args, cfg) -> int:
-    from forecasters.engine import Forecast
-    from forecasters.service import Forecaster, Waiting
-
     targets = _targets(cfg, args.shard, args.target)
     if not targets:
         print("no targets", file=sys.stderr)
         return 1
     store = None if args.no_store else _store(cfg)
-    fc = Forecaster(cfg, targets=targets, store=store)
+    fc = Forecaster.from_config(cfg, targets=targets, store=store)
     try:
         results = fc.run_once(progress=args.progress)
     finally:
@@ -163,19 +164,12 @@ def _run(args, cfg) -> int:
 def _fmt_time(ts):
     if ts is None:
         return "never"
-    from datetime import datetime, timezone
-
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _csv(args, cfg) -> int:
     import numpy as np
-    import pandas as pd
-
-    from forecasters.engine import Spec, forecast_series, infer_step, regularize
-    from forecasters.evaluate import read_csv
-    from forecasters.targets import _SEASONS
-    from core.config import parse_duration
+    import pandas as pd  # heavy: pandas, only to read and write the CSV files
 
     if args.horizon < 1:
         print("opsstack forecast csv: --horizon must be >= 1", file=sys.stderr)
@@ -194,7 +188,7 @@ def _csv(args, cfg) -> int:
     spec = Spec(step=step, horizons=(args.horizon * step,), lower=args.min, upper=args.max,
                 level=args.level, model=args.model, candidates=tuple(f["models"]),
                 folds=f["backtest"]["folds"], ensemble=f["ensemble"], ensemble_within=f["ensemble_within"],
-                seasonalities=tuple(_SEASONS[s] for s in f["seasonality"]))
+                seasonalities=tuple(SEASONS[s] for s in f["seasonality"]))
     fc = forecast_series(t, y, spec, horizon_rows=args.horizon)
     numeric = pd.api.types.is_numeric_dtype(pd.read_csv(args.input, nrows=5).iloc[:, 0])
     if numeric:
@@ -212,10 +206,6 @@ def _csv(args, cfg) -> int:
 
 
 def _evaluate(args, cfg) -> int:
-    import json
-
-    from forecasters import evaluate
-
     data = args.data or evaluate.DATA_DIR
     paths = evaluate.list_series(data, args.series)
     if not paths:
@@ -236,14 +226,7 @@ def _evaluate(args, cfg) -> int:
 
 
 def _backfill(args, cfg) -> int:
-    import time
-    from pathlib import Path
-
     from tqdm import tqdm
-
-    from forecasters.backfill import create_blocks, openmetrics, shift_to_end
-    from forecasters.engine import infer_step, regularize
-    from forecasters.evaluate import read_csv
 
     labels = {}
     for kv in args.label:

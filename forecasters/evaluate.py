@@ -22,6 +22,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from forecasters._quiet import quiet_prophet
+from forecasters.engine import Spec, forecast_series, infer_step, regularize
 from forecasters.metrics import coverage, mase, mase_scale, smape
 
 log = logging.getLogger(__name__)
@@ -89,9 +91,7 @@ def baseline(name: str, t: np.ndarray, y: np.ndarray, h: int) -> tuple[np.ndarra
 
 
 def prophet_default(t: np.ndarray, y: np.ndarray, h: int):
-    import pandas as pd
-
-    from forecasters._quiet import quiet_prophet
+    import pandas as pd  # heavy: pandas, only for the Prophet baseline
 
     quiet_prophet()
     from prophet import Prophet
@@ -119,8 +119,6 @@ class TaskResult:
 
 def evaluate_one(path: str, cutoff: float, with_prophet_default: bool = True, widen: float = 1.0,
                  models: tuple[str, ...] | None = None, baselines: bool = True) -> TaskResult:
-    from forecasters.engine import Spec, forecast_series, infer_step, regularize
-
     started = time.perf_counter()
     t, y = read_csv(path)
     t, y = regularize(t, y)

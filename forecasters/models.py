@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forecasters._quiet import quiet_prophet
+
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
@@ -268,9 +270,7 @@ class ProphetModel(Model):
         return s
 
     def fit(self, t, y):
-        import pandas as pd
-
-        from forecasters._quiet import quiet_prophet
+        import pandas as pd  # heavy: pandas, only when Prophet fits
 
         quiet_prophet()
         from prophet import Prophet

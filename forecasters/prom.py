@@ -1,41 +1,40 @@
-"""Prometheus HTTP API: the range query the forecaster reads its history with."""
+"""The range query the forecaster reads its history with, over the one Prometheus client
+(core.prom): one series -> (unix seconds, values) as numpy arrays."""
 from __future__ import annotations
 
 import numpy as np
 import requests
 
+from core.prom import Prometheus, PrometheusError, PrometheusUnreachable, base_url
+
 
 class QueryError(RuntimeError):
-    pass
+    """A target's history could not be read; ``unreachable`` when Prometheus did not answer."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
-def prometheus_url(cfg: dict) -> str:
-    f = cfg["forecast"]
-    if f.get("prometheus_url"):
-        return f["prometheus_url"].rstrip("/")
-    port = cfg["stack"]["ports"]["prometheus"]
-    if port == "auto":
+def prometheus_url(forecast, cfg: dict) -> str:
+    """forecast.prometheus_url (``forecast``: the section's view), else the stack's own Prometheus
+    (stack.host, stack.ports.prometheus)."""
+    url = base_url(cfg, forecast.prometheus_url)
+    if url is None:
         raise QueryError("stack.ports.prometheus is 'auto': run through `opsstack up` or set forecast.prometheus_url")
-    return f"http://{cfg['stack']['host']}:{port}"
+    return url
 
 
-def query_range(base_url: str, query: str, start: float, end: float, step: float,
+def query_range(base: str, query: str, start: float, end: float, step: float,
                 timeout: float = 30.0, session: requests.Session | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(unix seconds, values) of the ONE series `query` returns over [start, end]."""
-    s = session or requests
     try:
-        r = s.get(f"{base_url}/api/v1/query_range",
-                  params={"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
-                  timeout=timeout)
-    except requests.RequestException as exc:
-        raise QueryError(f"Prometheus unreachable: {exc}") from None
-    try:
-        body = r.json()
-    except ValueError:
-        raise QueryError(f"Prometheus answered {r.status_code} with non-JSON") from None
-    if body.get("status") != "success":
-        raise QueryError(f"{body.get('errorType', r.status_code)}: {body.get('error', 'query failed')}")
-    result = body["data"]["result"]
+        data = Prometheus(base, timeout=timeout, session=session).query_range(query, start, end, step)
+    except PrometheusUnreachable as exc:
+        raise QueryError(str(exc), unreachable=True) from None
+    except PrometheusError as exc:
+        raise QueryError(str(exc)) from None
+    result = data["result"]
     if not result:
         raise QueryError("the query returned no series")
     if len(result) > 1:

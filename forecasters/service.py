@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from core.config import view
 from core.exporter import ExporterCollector
 from forecasters.engine import Forecast, forecast_series, seconds_until
 from forecasters.prom import QueryError, prometheus_url, query_range
@@ -81,17 +82,29 @@ def _init_worker():
 
 
 class Forecaster:
-    def __init__(self, cfg: dict, targets: list[Target] | None = None, store=None, workers: int | None = None,
-                 prometheus: str | None = None):
-        self.cfg = cfg
-        self.targets = targets if targets is not None else build(cfg)
+    """Forecasts ``targets`` every ``settings.interval`` from the history in Prometheus at
+    ``prometheus``. ``settings`` is the view of the forecast section (core.config.view);
+    ``Forecaster.from_config(cfg)`` builds all of it from a whole config."""
+
+    def __init__(self, settings, targets: list[Target], prometheus: str, store=None, workers: int | None = None):
+        self.settings = settings
+        self.targets = list(targets)
         self.store = store
-        self.workers = workers or cfg["forecast"]["workers"]
-        self.prometheus = prometheus or prometheus_url(cfg)
+        self.workers = workers or settings.workers
+        self.prometheus = prometheus
         self.state = State(targets={t.name: TargetState(t) for t in self.targets})
         self._pool: ProcessPoolExecutor | None = None
         self._history: dict[str, tuple] = {}
-        self.min_history = cfg["forecast"]["min_history"]
+        self.min_history = settings.min_history
+
+    @classmethod
+    def from_config(cls, cfg: dict, targets: list[Target] | None = None, store=None, workers: int | None = None,
+                    prometheus: str | None = None) -> "Forecaster":
+        """The forecaster of a validated config: its forecast view, the targets it configures
+        (or ``targets``), Prometheus at forecast.prometheus_url or the stack's own."""
+        settings = view(cfg, "forecast")
+        return cls(settings, targets if targets is not None else build(cfg),
+                   prometheus or prometheus_url(settings, cfg), store=store, workers=workers)
 
     # ---- workers
     def pool(self) -> ProcessPoolExecutor | None:
@@ -127,7 +140,7 @@ class Forecaster:
                 t, y = query_range(self.prometheus, tg.query, now - tg.history, now, tg.step, session=session)
                 query_time[tg.name] = time.time() - started[tg.name]
             except QueryError as exc:
-                if "unreachable" in str(exc):
+                if exc.unreachable:
                     prom_ok = False
                 results[tg.name] = exc
                 continue
@@ -217,7 +230,7 @@ class Forecaster:
 
     # ---- the loop
     def serve_forever(self, stop: threading.Event) -> None:
-        interval = self.cfg["forecast"]["interval"]
+        interval = self.settings.interval
         while not stop.is_set():
             t0 = time.time()
             try:

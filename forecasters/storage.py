@@ -14,6 +14,9 @@ from datetime import datetime, timezone
 
 import psycopg
 
+from core.migrations import apply
+from core.pg import connect
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -104,12 +107,10 @@ class Store:
         self.url = url
 
     def connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.url, connect_timeout=10)
+        return connect(self.url, timeout=10)
 
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
-        from core.migrations import apply
-
         with self.connect() as c:
             return apply(c, MIGRATIONS, "forecast_migrations", "forecast_migrations", "forecaster")
 

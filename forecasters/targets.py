@@ -7,7 +7,7 @@ from forecasters.engine import Spec
 from forecasters.models import DAY, PROPHET_DEFAULTS, WEEK
 from core.config import format_duration, parse_duration
 
-_SEASONS = {"daily": DAY, "weekly": WEEK}
+SEASONS = {"daily": DAY, "weekly": WEEK}
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def build(cfg: dict) -> list[Target]:
         t = _with_defaults(t)
         step = t["step"] or f["step"]
         horizons = tuple(sorted(parse_duration(h) for h in (t["horizons"] or f["horizons"])))
-        seasons = tuple(_SEASONS[s] for s in (t["seasonality"] or f["seasonality"]))
+        seasons = tuple(SEASONS[s] for s in (t["seasonality"] or f["seasonality"]))
         spec = Spec(
             step=step, horizons=horizons, thresholds=tuple(float(x) for x in t["thresholds"]),
             direction=t["direction"], lower=t["min"], upper=t["max"], seasonalities=seasons,

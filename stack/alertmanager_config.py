@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from core.config import format_duration
+from core.config import defaults, format_duration
 
 DOCKER_RECEIVER_URL = "http://receiver:9095/webhook/alertmanager"
 DOCKER_TOKEN_FILE = "/etc/alertmanager/receiver_token"
@@ -108,8 +108,6 @@ def render(cfg: dict, receiver_url: str, token_file: str) -> str:
 
 
 def render_docker() -> str:
-    from core.config import defaults
-
     return HEADER + render(defaults(), DOCKER_RECEIVER_URL, DOCKER_TOKEN_FILE)
 
 

@@ -22,11 +22,13 @@ from typing import Callable
 
 import yaml
 
-from stack import runtime
+from alert_rules import build as rules_build
 from core.config import format_duration, redact_url
 from core.pg import PostgresUnavailable, ensure_database
-from stack.pgcluster import Cluster
 from core.procs import binary, http_ok, tail
+from demo.db import launcher_programs
+from stack import alertmanager_config, prometheus_config, runtime
+from stack.pgcluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +167,6 @@ class Stack:
     def _extra_programs(self, r: dict, ops: list[str]) -> list[Program]:
         """Programs that other parts declare (e.g. the demo database workload)."""
         extra = []
-        try:
-            from demo.db import launcher_programs  # type: ignore
-        except ImportError:
-            return extra
         for spec in launcher_programs(r):
             prog = Program(spec["name"], ops + spec["args"], ready_url=spec.get("ready_url"),
                            url=spec.get("url") or f"file://{self.logs / (spec['name'] + '.log')}")
@@ -195,17 +193,12 @@ class Stack:
 
     # ----------------------------------------------------------------- rendering
     def render(self, r: dict, progs: list[Program]) -> None:
-        from alert_rules import build as rules_build
-        from stack import alertmanager_config
-
         rd = Path(r["stack"]["run_dir"])
         for sub in ("logs", "prometheus", "alertmanager", "rules"):
             (rd / sub).mkdir(parents=True, exist_ok=True)
         for old in (rd / "rules").glob("*.yml"):
             old.unlink()
         rules_build.write(r, rd / "rules")
-        from stack import prometheus_config
-
         # every file here that holds or points at a credential is created 0600 (runtime.write_private)
         token_file = rd / "receiver_token"
         runtime.write_private(token_file, r["receiver"]["token"])

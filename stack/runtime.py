@@ -110,22 +110,21 @@ def receiver_token(cfg: dict, rdir: Path) -> str:
     tok = os.environ.get(ENV_RECEIVER_TOKEN) or cfg["receiver"]["token"]
     if tok:
         return tok
-    f = rdir / "receiver_token"
-    if f.exists():
-        return _read_private(f)
-    tok = secrets.token_urlsafe(32)
-    write_private(f, tok)
-    return tok
+    return _generated_secret(rdir / "receiver_token", 32)
 
 
 def console_password(rdir: Path) -> str:
     """The generated console password of this run folder (made once, kept in console_password)."""
-    f = rdir / "console_password"
+    return _generated_secret(rdir / "console_password", 12)
+
+
+def _generated_secret(f: Path, nbytes: int) -> str:
+    """The secret kept in file ``f`` (0600), made at random the first time."""
     if f.exists():
         return _read_private(f)
-    pw = secrets.token_urlsafe(12)
-    write_private(f, pw)
-    return pw
+    value = secrets.token_urlsafe(nbytes)
+    write_private(f, value)
+    return value
 
 
 def resolve(cfg: dict, persist: bool = True) -> dict:

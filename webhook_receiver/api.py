@@ -10,11 +10,16 @@ the people reassign accepts only to a caller who may read).
 from __future__ import annotations
 
 import psycopg
-from flask import Blueprint, current_app, jsonify, request, session
+from flask import Blueprint, current_app, jsonify, request
 from psycopg_pool import PoolTimeout
 
-from webhook_receiver import auth, escalation, tickets
-from webhook_receiver.openapi import spec
+from core.clock import utcnow
+from webhook_receiver import escalation, notify, oncall, ticket_store, tickets
+from webhook_receiver.errors import ApiError, require
+from webhook_receiver.errors import register as register_errors
+from webhook_receiver.errors import ticket_id as _ticket_id
+from webhook_receiver.openapi import for_app, ticket_paths
+from webhook_receiver.state import state
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -22,18 +27,7 @@ MAX_TEXT = 4000
 SEVERITIES = ("critical", "warning", "info")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str):
-        self.status, self.error, self.message = status, error, message
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError):
-    resp = jsonify(error=exc.error, message=exc.message)
-    resp.status_code = exc.status
-    if exc.status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-api"'
-    return resp
+register_errors(bp)
 
 
 @bp.errorhandler(psycopg.DataError)
@@ -49,40 +43,7 @@ def _db_error(exc):
 
 
 def _st():
-    from webhook_receiver.app import state
-
     return state(current_app)
-
-
-def _require(scope: str) -> str:
-    """The actor name for the request, or ApiError 401/403."""
-    st = _st()
-    tok = auth.bearer(request.headers.get("Authorization"))
-    if tok:
-        client = st.api_tokens.client(tok)
-        if client is None and st.cfg["receiver"]["api"]["accept_receiver_token"] and auth.token_matches(tok, st.token):
-            return "api:stack"  # the stack's own secret (opsstack up, tests, automation)
-        if client is None:
-            raise ApiError(401, "unauthorized", "unknown API token")
-        if scope not in client.scopes:
-            raise ApiError(403, "forbidden", f"the token lacks the {scope!r} scope")
-        return f"api:{client.name}"
-    if scope == "read":
-        if session.get("user"):
-            return session["user"]
-        if st.cfg["receiver"]["api"]["anonymous_read"]:
-            return "anonymous"
-    raise ApiError(401, "unauthorized", "send Authorization: Bearer <API token>")
-
-
-def _ticket_id(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise ApiError(404, "not_found", "no such ticket") from None
-    if not 0 < n < 2**63:
-        raise ApiError(404, "not_found", "no such ticket")
-    return n
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -143,24 +104,25 @@ def _text(data: dict, key: str, required: bool = False) -> str:
     return v
 
 
+# the paths this blueprint serves, for /api/v1/openapi.json (openapi.for_app reads every
+# registered blueprint's openapi_paths)
+bp.openapi_paths = ticket_paths
+
+
 @bp.get("/openapi.json")
 def openapi():
-    from webhook_receiver import automation
-
-    # the automation endpoints (attachments, remediation, ITSM) when automation runs in this app
-    extra = automation.openapi_paths() if automation.EXT in current_app.extensions else None
     try:  # the document is public; who works here (oncall.people) only for a caller who may read
-        _require("read")
+        require("read")
         people = sorted(_st().ctx.directory.people)
     except ApiError:
         people = None
-    return jsonify(spec(people, extra_paths=extra))
+    return jsonify(for_app(current_app, people))
 
 
 @bp.get("/tickets")
 def list_tickets():
     """A JSON list of ticket objects, newest first."""
-    _require("read")
+    require("read")
     status = _multi("status", tickets.STATUSES)
     severity = _multi("severity", SEVERITIES)
     group_id = request.args.get("group_id")
@@ -172,40 +134,39 @@ def list_tickets():
         except ValueError:
             raise ApiError(400, "bad_request", "group_id must be a positive whole number") from None
     with _st().db.connection() as conn:
-        rows = tickets.list_tickets(conn, status=status, severity=severity, service=_str_arg("service"),
+        rows = ticket_store.list_tickets(conn, status=status, severity=severity, service=_str_arg("service"),
                                     alertname=_str_arg("alertname"), fingerprint=_str_arg("fingerprint"),
                                     group_id=group_id, limit=_int_arg("limit", 100, 1, 1000),
                                     offset=_int_arg("offset", 0, 0, 10**9))
-    return jsonify([tickets.public(r) for r in rows])
+    return jsonify([ticket_store.public(r) for r in rows])
 
 
 def _full(conn, t: dict) -> dict:
-    out = tickets.public(t)
-    out["events"] = [{**e, "at": e["at"].isoformat()} for e in tickets.events(conn, t["id"])]
+    out = ticket_store.public(t)
+    out["events"] = [{**e, "at": e["at"].isoformat()} for e in ticket_store.events(conn, t["id"])]
     out["alerts"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in a.items()}
-                     for a in tickets.alerts(conn, t["id"])]
-    from webhook_receiver import notify  # deliveries with their status and last error (failed ones stay)
-
+                     for a in ticket_store.alerts(conn, t["id"])]
+    # deliveries with their status and last error (failed ones stay)
     out["notifications"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in n.items()}
                             for n in notify.deliveries(conn, t["id"])]
     # its Alertmanager group; truncated_alerts > 0: Alertmanager left that many alerts out (max_alerts)
-    out["group"] = tickets.get_group(conn, t["group_id"])
+    out["group"] = ticket_store.get_group(conn, t["group_id"])
     return out
 
 
 @bp.get("/tickets/<tid>")
 def get_ticket(tid: str):
-    _require("read")
+    require("read")
     n = _ticket_id(tid)
     with _st().db.connection() as conn:
-        t = tickets.get_ticket(conn, n)
+        t = ticket_store.get_ticket(conn, n)
         if t is None:
             raise ApiError(404, "not_found", "no such ticket")
         return jsonify(_full(conn, t))
 
 
 def _action(tid: str, fn):
-    actor = _require("write")
+    actor = require("write")
     n = _ticket_id(tid)
     data = _body()
     st = _st()
@@ -249,7 +210,7 @@ def escalate(tid: str):
     def fn(ctx, conn, n, actor, d):
         t = escalation.escalate_now(conn, n, _text(d, "reason") or "escalated by hand", actor, ctx=ctx)
         if t is None:
-            if tickets.get_ticket(conn, n) is None:
+            if ticket_store.get_ticket(conn, n) is None:
                 raise tickets.NotFound(n)
             raise tickets.Conflict("the ticket is resolved")
         return t
@@ -258,11 +219,9 @@ def escalate(tid: str):
 
 @bp.get("/oncall")
 def oncall_now():
-    _require("read")
+    require("read")
     st = _st()
-    now = escalation.utcnow()
-    from webhook_receiver import oncall
-
+    now = utcnow()
     out = []
     for name, s in st.ctx.directory.schedules.items():
         out.append({"schedule": name, "person": oncall.on_call(s, now),

@@ -7,8 +7,12 @@ Blueprints: webhook (POST /webhook/alertmanager), api (/api/v1/..., OpenAPI at
 /api/v1/openapi.json), console (/console, HTML), ops (/healthz, /readyz, /metrics).
 Migrations run at creation when the database answers (else on the first request that needs
 it). Background work (payload processing, escalation, outbox, heartbeats) is started by
-``start_scheduler(app)`` or ``scheduler.run_background(cfg)`` (`opsstack receiver serve`
+``start_scheduler(app)`` or ``run_background(cfg)`` (`opsstack receiver serve`
 does one of them), never by the factory.
+
+Layers: state.py (the per-app State) and errors.py (API errors, auth) below the blueprints;
+this module only builds the State, registers the blueprints and the error handlers, and wires
+automation. OpenAPI paths come from the registered blueprints (openapi.for_app).
 """
 from __future__ import annotations
 
@@ -17,43 +21,16 @@ import threading
 from datetime import timedelta
 
 import psycopg
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from webhook_receiver import auth, tickets
-from webhook_receiver.db import Database
+from webhook_receiver import api, auth, automation, console, console_store, ops, webhook
+from webhook_receiver.scheduler import Processor, Scheduler
+from webhook_receiver.state import EXT, State, state  # noqa: F401 - state(app) also from here
 
 log = logging.getLogger(__name__)
-
-EXT = "opsstack"
-
-
-class State:
-    """Per-app objects, at app.extensions['opsstack']."""
-
-    def __init__(self, cfg: dict):
-        self.cfg = cfg
-        r = cfg["receiver"]
-        url = cfg["database"]["url"]
-        if not url:
-            raise ValueError("database.url is not set (run through `opsstack up` or set OPSSTACK_DATABASE_URL)")
-        self.db = Database(url, size=r["pool_size"], timeout=r["db_timeout"])
-        self.ctx = tickets.Context(cfg)
-        self.token = r["token"]
-        self.api_tokens = auth.ApiTokens(r["api"]["tokens"])
-        self.users = auth.Users(r["console"]["users"])
-        # password checks running at once in this process (more get 503 at once: scrypt never
-        # takes every thread and core from the webhook)
-        self.login_slots = threading.BoundedSemaphore(r["console"]["login"]["concurrent_checks"])
-        self.scheduler = None
-        self.processor = None
-        self.wakeup = threading.Event()  # set when this process queued a payload
-
-
-def state(app) -> State:
-    return app.extensions[EXT]
 
 
 # every console page: no script at all, styles only from the console's own stylesheet, images
@@ -66,8 +43,6 @@ def _session_key_loader(st: State):
     """receiver.console.session_secret, else the random key kept in PostgreSQL (generated once,
     the same for every worker and replica). Never derived from the token or the database URL."""
     def load() -> str:
-        from webhook_receiver import console_store
-
         st.db.ensure_migrated()
         return st.db.run(console_store.shared_secret)
     return load
@@ -95,7 +70,6 @@ def create_app(cfg: dict) -> Flask:
     app = Flask(__name__)
     st = State(cfg)
     app.extensions[EXT] = st
-    tickets.set_current_context(st.ctx)
     # API and console bodies are small; the webhook raises its own limit (receiver.max_body_bytes)
     app.config["MAX_CONTENT_LENGTH"] = min(API_MAX_BODY_BYTES, cfg["receiver"]["max_body_bytes"])
     app.json = _JSONProvider(app)
@@ -107,8 +81,6 @@ def create_app(cfg: dict) -> Flask:
     app.permanent_session_lifetime = timedelta(seconds=console_cfg["session_lifetime"])
     app.config["JSON_SORT_KEYS"] = False
 
-    from webhook_receiver import api, console, ops, webhook
-
     app.register_blueprint(ops.bp)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
@@ -116,8 +88,6 @@ def create_app(cfg: dict) -> Flask:
 
     @app.after_request
     def _security_headers(resp):
-        from flask import request
-
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.path.startswith("/console"):
             resp.headers["Content-Security-Policy"] = CONSOLE_CSP
@@ -129,8 +99,6 @@ def create_app(cfg: dict) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        from flask import request
-
         if request.path.startswith("/console") and exc.code not in (413,):
             return exc
         resp = jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description)
@@ -162,8 +130,6 @@ def create_app(cfg: dict) -> Flask:
     except Exception as exc:  # noqa: BLE001 - the database may come later; /readyz says so
         log.warning("event=migrate_deferred error=%r", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
-    from webhook_receiver import automation
-
     automation.init_app(app, cfg)
     return app
 
@@ -172,8 +138,6 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False, processor:
     """Start this process's background threads: the payload processor (queued processing)
     and, unless disabled, the escalation/outbox/heartbeat loop. With receiver.background
     'process' the web workers run neither (the background process does) unless ``force``."""
-    from webhook_receiver.scheduler import Processor, Scheduler
-
     st = state(app)
     if st.cfg["receiver"]["background"] == "process" and not force:
         return
@@ -186,8 +150,6 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False, processor:
 
 
 def close_app(app) -> None:
-    from webhook_receiver import automation
-
     auto = app.extensions.get(automation.EXT)
     if auto is not None:  # its ITSM forwarder thread and worker pools
         try:
@@ -201,3 +163,16 @@ def close_app(app) -> None:
             th.stop()
             setattr(st, name, None)
     st.db.close()
+
+
+def run_background(cfg: dict, stop: threading.Event | None = None, scheduler: bool = True) -> None:
+    """The receiver's background process: processor threads and the scheduler loop, no HTTP."""
+    app = create_app(cfg)
+    start_scheduler(app, scheduler=scheduler, force=True)
+    log.info("event=background_started processing_threads=%s", cfg["receiver"]["processing_threads"])
+    stop = stop or threading.Event()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        close_app(app)

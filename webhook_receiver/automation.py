@@ -14,8 +14,8 @@ Hooks fire in the request thread after commit. Enrichment, remediation and resto
 durably in ``automation_jobs`` (webhook_receiver/jobs.py, on the shared outbox) and run by this
 process's thread pools (created lazily, so after gunicorn forks) when it does background work;
 the receiver's scheduler also runs them, retries failed ones with backoff and resumes them
-after a restart. Hooks are process-wide: the last app initialised in a process owns the
-subscriptions.
+after a restart. The subscriptions are the app's own (state(app).hooks): two apps in one
+process never see each other's tickets.
 
 Endpoints (blueprint ``automation``):
 - GET  /api/v1/tickets/<id>/attachments            list (name, kind, content_type, size, url)
@@ -26,8 +26,8 @@ Endpoints (blueprint ``automation``):
 - GET  /api/v1/remediation/playbooks               the loaded playbooks
 - GET|PUT /api/v1/remediation/kill-switch          {"enabled": bool} (PUT needs the write scope)
 - POST /api/v1/itsm/deliveries/<id>/retry          a failed delivery goes back to pending (write)
-- GET  /metrics/automation                         automation metrics (also on /metrics when the
-                                                   receiver's exposition includes EXTRA_COLLECTORS)
+- GET  /metrics/automation                         automation metrics (also on the app's /metrics:
+                                                   state(app).metrics_collectors)
 Every GET needs a read credential (API token, receiver token, console session) unless
 receiver.api.anonymous_read; writes need the write scope.
 """
@@ -39,20 +39,33 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from webhook_receiver import enrichment, itsm, jobs
+from webhook_receiver.db import connect
+from webhook_receiver.errors import ApiError, require
+from webhook_receiver.errors import register as register_errors
+from webhook_receiver.errors import ticket_id as _tid
+from webhook_receiver.remediation import store
+from webhook_receiver.remediation.metrics import AutomationCollector
+from webhook_receiver.remediation.model import load_playbooks
+from webhook_receiver.remediation.runner import Runner
+from webhook_receiver.state import AUTOMATION_EXT as EXT
+from webhook_receiver.state import EXT as STATE_EXT
+from webhook_receiver.state import State
 
 log = logging.getLogger(__name__)
 
-EXT = "opsstack.automation"
 bp = Blueprint("automation", __name__)
+register_errors(bp)
 
 
 class Automation:
     """Per-app automation state: playbooks, runner, forwarder, thread pools (per process)."""
 
-    def __init__(self, cfg: dict):
-        from webhook_receiver.remediation import load_playbooks
-
+    def __init__(self, cfg: dict, st: State | None = None):
         self.cfg = cfg
+        self.st = st  # the receiver app's state: its ticket context (hooks) for escalations
         self.db_url = cfg["database"]["url"]
         self.playbooks = load_playbooks(cfg)
         self._runner = None
@@ -70,8 +83,6 @@ class Automation:
     # ------------------------------------------------------------------ lazily made parts
     def ensure_migrated(self) -> None:
         if not self.migrated:
-            from webhook_receiver.remediation import store
-
             store.migrate_url(self.db_url)
             self.migrated = True
 
@@ -79,18 +90,15 @@ class Automation:
     def runner(self):
         with self._lock:
             if self._runner is None:
-                from webhook_receiver.remediation import Runner
-
-                self._runner = Runner(self.cfg, self.db_url, playbooks=self.playbooks)
+                self._runner = Runner(self.cfg, self.db_url, playbooks=self.playbooks,
+                                      ctx=self.st.ctx if self.st is not None else None)
             return self._runner
 
     @property
     def forwarder(self):
         with self._lock:
             if self._forwarder is None:
-                from webhook_receiver.itsm import Forwarder
-
-                self._forwarder = Forwarder(self.cfg, self.db_url)
+                self._forwarder = itsm.Forwarder(self.cfg, self.db_url)
             return self._forwarder
 
     def pool(self, name: str, workers: int) -> ThreadPoolExecutor:
@@ -116,18 +124,19 @@ class Automation:
     def shutdown(self) -> None:
         """Stop the forwarder and the pools; drop this app's hook subscriptions (a closed app
         must not take new work: its pools are gone)."""
-        from webhook_receiver import hooks
-
-        for event, fn in list(_active.items()):
-            if getattr(fn, "__self__", None) is self:
-                hooks.unsubscribe(event, fn)
-                del _active[event]
+        if self.st is not None:
+            for event, fn in self.handlers():
+                self.st.hooks.unsubscribe(event, fn)
         if self._forwarder is not None:
             self._forwarder.stop()
         for p in self._pools.values():
             p.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ hook handlers
+    def handlers(self) -> tuple:
+        return (("ticket_opened", self.on_opened), ("ticket_reopened", self.on_reopened),
+                ("ticket_updated", self.on_updated), ("ticket_resolved", self.on_resolved))
+
     def on_opened(self, event: str, ticket_id: int, **payload) -> None:
         self.queue_jobs(ticket_id, ("enrichment", "remediation"))
         self._forward(event, ticket_id, payload)
@@ -145,22 +154,17 @@ class Automation:
 
     # ------------------------------------------------------------------ durable jobs
     def job_kinds(self) -> set[str]:
-        from webhook_receiver import jobs
-
         return jobs.wanted(self.cfg, self.playbooks)
 
     def queue_jobs(self, ticket_id: int, kinds: tuple[str, ...]) -> None:
         """Queue the ticket's jobs in PostgreSQL, then run them here when this process runs jobs.
         A failure to queue is logged: the scheduler's sweep queues what a ticket lacks."""
-        from webhook_receiver import jobs
-        from webhook_receiver.remediation import store
-
         kinds = tuple(k for k in kinds if k in self.job_kinds())
         if not kinds:
             return
         try:
             self.ensure_migrated()
-            with store.connect(self.db_url, autocommit=True) as conn:
+            with connect(self.db_url, autocommit=True) as conn:
                 for k in kinds:
                     jobs.enqueue(conn, ticket_id, k)
         except Exception as exc:  # noqa: BLE001 - the sweep catches up
@@ -187,13 +191,10 @@ class Automation:
                 self._inflight[lane] -= 1
 
     def _drain(self, lane: str, now=None) -> None:
-        from webhook_receiver import jobs
-        from webhook_receiver.remediation import store
-
         while True:
             try:
                 self.ensure_migrated()
-                with store.connect(self.db_url, autocommit=True) as conn:
+                with connect(self.db_url, autocommit=True) as conn:
                     while jobs.run_due(conn, self.cfg, lambda: self.runner, lane=lane, now=now, batch=1):
                         pass
             except Exception as exc:  # noqa: BLE001 - the database may be away: the scheduler kicks again
@@ -206,53 +207,32 @@ class Automation:
                 return
 
     def _forward(self, event: str, ticket_id: int, payload: dict) -> None:
-        from webhook_receiver import itsm
-
         if itsm.systems(self.cfg):
             self.ensure_migrated()
             self.forwarder.enqueue(event, ticket_id, payload)
             self.forwarder.start()
 
 
-_active: dict = {}
-
-
 def init_app(app, cfg: dict) -> Automation:
-    """Wire enrichment, remediation and ITSM forwarding into the receiver app."""
-    from webhook_receiver import hooks, itsm
-
-    auto = Automation(cfg)
+    """Wire enrichment, remediation and ITSM forwarding into the receiver app: the app's hooks,
+    its scheduler's jobs (scheduler.automation_jobs) and its /metrics."""
+    st = app.extensions.get(STATE_EXT)
+    auto = Automation(cfg, st)
     app.extensions[EXT] = auto
-    st = app.extensions.get("opsstack")
-    if st is not None:  # the receiver's scheduler runs our background jobs (scheduler.jobs_of)
-        st.automation = auto
     try:
         auto.ensure_migrated()
     except Exception as exc:  # noqa: BLE001 - the database may come later
         log.warning("event=automation_migrate_deferred error=%r", str(exc).splitlines()[0] if str(exc) else repr(exc))
     if "automation" not in app.blueprints:
         app.register_blueprint(bp)
-    # hooks are per process: the newest app owns them
-    for event, fn in _active.items():
-        hooks.unsubscribe(event, fn)
-    _active.clear()
-    for event, fn in (("ticket_opened", auto.on_opened), ("ticket_reopened", auto.on_reopened),
-                      ("ticket_updated", auto.on_updated), ("ticket_resolved", auto.on_resolved)):
-        hooks.subscribe(event, fn)
-        _active[event] = fn
-    try:  # the receiver's /metrics includes these when it offers the hook
-        from webhook_receiver import metrics as receiver_metrics
-        from webhook_receiver.remediation.metrics import AutomationCollector
+    if st is not None:
+        st.automation = auto
+        for event, fn in auto.handlers():
+            st.hooks.subscribe(event, fn)
 
-        extra = getattr(receiver_metrics, "EXTRA_COLLECTORS", None)
-        if isinstance(extra, list):
-            extra[:] = [f for f in extra if getattr(f, "__name__", "") != "_automation_collector"]
-
-            def _automation_collector(db=None, _cfg=cfg):
-                return AutomationCollector(_cfg, _cfg["database"]["url"])
-            extra.append(_automation_collector)
-    except ImportError:
-        pass
+        def _automation_collector(db=None, _cfg=cfg):
+            return AutomationCollector(_cfg, _cfg["database"]["url"])
+        st.metrics_collectors.append(_automation_collector)
     if itsm.systems(cfg) and auto.migrated:
         auto.forwarder.start()  # pending deliveries from before a restart
     log.info("event=automation_ready playbooks=%d remediation=%s dry_run=%s enrichment=%s itsm=%s",
@@ -266,54 +246,18 @@ def _auto() -> Automation:
     return current_app.extensions[EXT]
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str):
-        self.status, self.error, self.message = status, error, message
-
-
-@bp.errorhandler(_ApiError)
-def _api_error(exc: _ApiError):
-    resp = jsonify(error=exc.error, message=exc.message)
-    resp.status_code = exc.status
-    if exc.status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="opsstack-api"'
-    return resp
-
-
-def _require(scope: str) -> str:
-    """The receiver's API auth (tokens with scopes, console session, anonymous read)."""
-    from webhook_receiver import api
-
-    try:
-        return api._require(scope)
-    except api.ApiError as exc:
-        raise _ApiError(exc.status, exc.error, exc.message) from None
-
-
-def _tid(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise _ApiError(404, "not_found", "no such ticket") from None
-    if not 0 < n < 2**63:
-        raise _ApiError(404, "not_found", "no such ticket")
-    return n
-
-
 def _conn():
-    from webhook_receiver.remediation import store
-
     auto = _auto()
     try:
         auto.ensure_migrated()
-        return store.connect(auto.db_url, autocommit=True)
+        return connect(auto.db_url, autocommit=True)
     except Exception:  # noqa: BLE001
-        raise _ApiError(503, "database_unavailable", "the ticket database is not reachable") from None
+        raise ApiError(503, "database_unavailable", "the ticket database is not reachable") from None
 
 
 def _ticket_exists(conn, tid: int) -> None:
     if conn.execute("select 1 from tickets where id = %s", (tid,)).fetchone() is None:
-        raise _ApiError(404, "not_found", "no such ticket")
+        raise ApiError(404, "not_found", "no such ticket")
 
 
 def _iso(row: dict) -> dict:
@@ -322,9 +266,7 @@ def _iso(row: dict) -> dict:
 
 @bp.get("/api/v1/tickets/<tid>/attachments")
 def attachments(tid):
-    from webhook_receiver import enrichment
-
-    _require("read")
+    require("read")
     tid = _tid(tid)
     with _conn() as conn:
         _ticket_exists(conn, tid)
@@ -336,16 +278,14 @@ def attachments(tid):
 
 @bp.get("/api/v1/tickets/<tid>/attachments/<name>")
 def attachment(tid, name):
-    from webhook_receiver import enrichment
-
-    _require("read")
+    require("read")
     tid = _tid(tid)
     if "\x00" in name or len(name) > 255:  # PostgreSQL text holds no NUL: no such name can exist
-        raise _ApiError(404, "not_found", "no such attachment")
+        raise ApiError(404, "not_found", "no such attachment")
     with _conn() as conn:
         row = enrichment.get_attachment(conn, tid, name)
     if row is None:
-        raise _ApiError(404, "not_found", "no such attachment")
+        raise ApiError(404, "not_found", "no such attachment")
     return Response(bytes(row["body"]), mimetype=row["content_type"].split(";")[0],
                     headers={"Content-Type": row["content_type"], "Cache-Control": "no-store",
                              "X-Content-Type-Options": "nosniff"})
@@ -365,7 +305,7 @@ def _runs(conn, where: str, args: tuple, limit: int) -> list[dict]:
 
 @bp.get("/api/v1/tickets/<tid>/remediation")
 def ticket_remediation(tid):
-    _require("read")
+    require("read")
     tid = _tid(tid)
     with _conn() as conn:
         _ticket_exists(conn, tid)
@@ -374,20 +314,20 @@ def ticket_remediation(tid):
 
 @bp.get("/api/v1/remediation/runs")
 def remediation_runs():
-    _require("read")
+    require("read")
     try:
         limit = int(request.args.get("limit", "50"))
     except ValueError:
-        raise _ApiError(400, "bad_request", "limit must be a whole number") from None
+        raise ApiError(400, "bad_request", "limit must be a whole number") from None
     if not 1 <= limit <= 500:
-        raise _ApiError(400, "bad_request", "limit must be between 1 and 500")
+        raise ApiError(400, "bad_request", "limit must be between 1 and 500")
     with _conn() as conn:
         return jsonify(runs=_runs(conn, "true", (), limit))
 
 
 @bp.get("/api/v1/remediation/playbooks")
 def playbooks():
-    _require("read")
+    require("read")
     out = [{"name": p.name, "description": p.description, "source": p.source, "match": p.match,
             "target": p.target, "cooldown": p.cooldown, "max_attempts": p.max_attempts,
             "attempt_window": p.attempt_window, "dry_run": p.dry_run or _auto().cfg["remediation"]["dry_run"],
@@ -399,18 +339,16 @@ def playbooks():
 
 @bp.route("/api/v1/remediation/kill-switch", methods=["GET", "PUT"])
 def kill_switch():
-    from webhook_receiver.remediation import store
-
     cfg_on = bool(_auto().cfg["remediation"]["kill_switch"])
     if request.method == "GET":
-        _require("read")
+        require("read")
         with _conn() as conn:
             ks = store.kill_switch(conn)
     else:
-        actor = _require("write")
+        actor = require("write")
         data = request.get_json(silent=True)
         if not isinstance(data, dict) or not isinstance(data.get("enabled"), bool):
-            raise _ApiError(400, "bad_request", 'send {"enabled": true} or {"enabled": false}')
+            raise ApiError(400, "bad_request", 'send {"enabled": true} or {"enabled": false}')
         with _conn() as conn:
             store.set_setting(conn, "kill_switch", data["enabled"], actor)
             ks = store.kill_switch(conn)
@@ -422,9 +360,7 @@ def kill_switch():
 
 @bp.get("/api/v1/tickets/<tid>/itsm")
 def ticket_itsm(tid):
-    from webhook_receiver import itsm
-
-    _require("read")
+    require("read")
     tid = _tid(tid)
     with _conn() as conn:
         _ticket_exists(conn, tid)
@@ -433,16 +369,16 @@ def ticket_itsm(tid):
 
 @bp.post("/api/v1/itsm/deliveries/<did>/retry")
 def itsm_retry(did):
-    _require("write")
+    require("write")
     try:
         did = int(did)
     except ValueError:
-        raise _ApiError(404, "not_found", "no such delivery") from None
+        raise ApiError(404, "not_found", "no such delivery") from None
     with _conn() as conn:
         row = conn.execute("""update ticket_itsm_outbox set status = 'pending', next_attempt_at = now(), attempts = 0
                               where id = %s and status = 'failed' returning id""", (did,)).fetchone()
     if row is None:
-        raise _ApiError(404, "not_found", "no failed delivery with this id")
+        raise ApiError(404, "not_found", "no failed delivery with this id")
     auto = _auto()
     auto.forwarder.start()
     auto.forwarder._wake.set()
@@ -451,19 +387,16 @@ def itsm_retry(did):
 
 @bp.get("/metrics/automation")
 def automation_metrics():
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-    from webhook_receiver.remediation.metrics import AutomationCollector
-
-    _require("read")
+    require("read")
     auto = _auto()
     reg = CollectorRegistry(auto_describe=False)
     reg.register(AutomationCollector(auto.cfg, auto.db_url))
     return Response(generate_latest(reg), mimetype=CONTENT_TYPE_LATEST)
 
 
-def openapi_paths() -> dict:
-    """OpenAPI 3.0 path items of this blueprint, for the receiver's /api/v1/openapi.json to merge."""
+def openapi_paths(people: list[str] | None = None) -> dict:
+    """OpenAPI 3.0 path items of this blueprint, for the receiver's /api/v1/openapi.json
+    (openapi.for_app reads them from the registered blueprint: bp.openapi_paths)."""
     err = {"description": "error", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}
     tid = {"name": "tid", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
@@ -528,3 +461,6 @@ def openapi_paths() -> dict:
                                                                      "status": {"type": "string"}}}),
                           "401": err, "403": err, "404": err}}},
     }
+
+
+bp.openapi_paths = openapi_paths

@@ -14,6 +14,10 @@ import os
 import sys
 import tempfile
 
+from core.config import ConfigError
+from webhook_receiver.auth import hash_password
+from webhook_receiver.db import connect, migrate
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +35,6 @@ def add_arguments(p) -> None:
 def _db_url(cfg: dict) -> str:
     url = os.environ.get("OPSSTACK_DATABASE_URL") or cfg["database"]["url"]
     if not url:
-        from core.config import ConfigError
-
         raise ConfigError("database.url", "is not set (start through `opsstack up` or set OPSSTACK_DATABASE_URL)")
     return url
 
@@ -43,8 +45,6 @@ def _token(cfg: dict) -> str | None:
 
 def run(args, cfg) -> int:
     if args.action == "hash-password":
-        from webhook_receiver.auth import hash_password
-
         pw = args.password
         if pw is None:
             pw = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
@@ -55,8 +55,6 @@ def run(args, cfg) -> int:
         return 0
     cfg = dict(cfg, database=dict(cfg["database"], url=_db_url(cfg)), receiver=dict(cfg["receiver"], token=_token(cfg)))
     if args.action == "migrate":
-        from webhook_receiver.db import connect, migrate
-
         try:
             with connect(cfg["database"]["url"]) as conn:
                 v = migrate(conn)
@@ -70,8 +68,6 @@ def run(args, cfg) -> int:
     port = cfg["stack"]["ports"]["receiver"]
     bind = args.bind or f"{cfg['stack']['host']}:{port}"
     if not args.bind and port == "auto":
-        from core.config import ConfigError
-
         raise ConfigError("stack.ports.receiver", "is 'auto': run through `opsstack up` or pass --bind")
     return serve(cfg, bind, args.workers or cfg["receiver"]["workers"], scheduler=not args.no_scheduler)
 
@@ -102,8 +98,6 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = mdir
     master = os.getpid()
     atexit.register(lambda: os.getpid() == master and shutil.rmtree(mdir, ignore_errors=True))
-    from webhook_receiver.db import connect, migrate
-
     try:  # migrate once before the workers start (they would serialise on the lock anyway)
         with connect(cfg["database"]["url"]) as conn:
             migrate(conn)
@@ -111,7 +105,9 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
         log.warning("event=migrate_deferred error=%r", (str(exc).strip().splitlines() or [""])[0])
 
     def factory():
-        from webhook_receiver.app import create_app, start_scheduler
+        # deferred: the app imports webhook_receiver.metrics, whose counters must be created after
+        # PROMETHEUS_MULTIPROC_DIR is set (above), in the worker
+        from webhook_receiver.app import create_app, start_scheduler  # deferred: after PROMETHEUS_MULTIPROC_DIR
 
         app = create_app(cfg)
         if configure_app is not None:
@@ -139,7 +135,8 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
             signal.signal(sig, signal.SIG_DFL)
         code = 0
         try:
-            from webhook_receiver.scheduler import run_background
+            # deferred: see factory() (metrics counters after PROMETHEUS_MULTIPROC_DIR)
+            from webhook_receiver.app import run_background  # deferred: after PROMETHEUS_MULTIPROC_DIR
 
             stop = threading.Event()
             master = os.getppid()

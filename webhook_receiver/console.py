@@ -29,7 +29,11 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import ServiceUnavailable
 
-from webhook_receiver import auth, console_store, escalation, tickets
+from core.clock import utcnow
+from webhook_receiver import auth, console_store, notify, ticket_store, tickets
+from webhook_receiver import enrichment as enr
+from webhook_receiver.remediation import store
+from webhook_receiver.state import AUTOMATION_EXT, state
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,6 @@ SEV_ORDER = ("critical", "warning", "info")
 
 
 def _st():
-    from webhook_receiver.app import state
-
     return state(current_app)
 
 
@@ -137,14 +139,14 @@ def human(seconds: float | None) -> str:
 
 @bp.app_template_filter("ago")
 def _ago(t: datetime | None) -> str:
-    return human((escalation.utcnow() - t).total_seconds()) if t else "—"
+    return human((utcnow() - t).total_seconds()) if t else "—"
 
 
 @bp.app_template_filter("until")
 def _until(t: datetime | None) -> str:
     if t is None:
         return "—"
-    left = (t - escalation.utcnow()).total_seconds()
+    left = (t - utcnow()).total_seconds()
     return "due now" if left <= 0 else "in " + human(left)
 
 
@@ -258,8 +260,8 @@ def index():
     st = _st()
     group = request.args.get("group", type=int)
     with st.db.connection() as conn:
-        open_rows = tickets.list_tickets(conn, status=["open", "acknowledged"], group_id=group, limit=500)
-        recent = tickets.list_tickets(conn, status=["resolved"], group_id=group, limit=20)
+        open_rows = ticket_store.list_tickets(conn, status=["open", "acknowledged"], group_id=group, limit=500)
+        recent = ticket_store.list_tickets(conn, status=["resolved"], group_id=group, limit=20)
         counts = {r["ticket_id"]: r["n"] for r in conn.execute(
             "select ticket_id, count(*) n from ticket_alerts where ticket_id = any(%s) group by 1",
             ([t["id"] for t in open_rows],)).fetchall()}
@@ -280,15 +282,13 @@ def index():
 def ticket(tid: int):
     st = _st()
     with st.db.connection() as conn:
-        t = tickets.get_ticket(conn, tid)
+        t = ticket_store.get_ticket(conn, tid)
         if t is None:
             abort(404)
-        events = tickets.events(conn, tid)
-        alerts = tickets.alerts(conn, tid)
-        siblings = tickets.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
+        events = ticket_store.events(conn, tid)
+        alerts = ticket_store.alerts(conn, tid)
+        siblings = ticket_store.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
         enrichment, runs = _automation(conn, tid)
-        from webhook_receiver import notify
-
         failed_notifications = notify.deliveries(conn, tid, failed_only=True)
     pol = st.ctx.policy(t["policy"])
     return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
@@ -302,14 +302,9 @@ def _automation(conn, tid: int) -> tuple[dict | None, list]:
     """What automation attached to the ticket and the remediation it ran (None, [] without
     automation in this app). The graph is linked (its API URL, readable with the console
     session), the JSON and text attachments are parsed here and rendered as text."""
-    from webhook_receiver import automation
-
-    auto = current_app.extensions.get(automation.EXT)
+    auto = current_app.extensions.get(AUTOMATION_EXT)
     if auto is None:
         return None, []
-    from webhook_receiver import enrichment as enr
-    from webhook_receiver.remediation import store
-
     auto.ensure_migrated()  # once per process; the automation tables follow the receiver's
     out: dict = {"files": [], "graph": None, "current": None, "related": None, "logs": None, "errors": None}
     for a in enr.list_attachments(conn, tid):

@@ -21,6 +21,8 @@ from datetime import datetime
 
 import psycopg
 
+from core.migrations import apply
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, """
     create table if not exists receiver_secrets (
@@ -53,8 +55,6 @@ SESSION_KEY_NAME = "console_session_key"
 
 
 def migrate(conn: psycopg.Connection) -> int:
-    from core.migrations import apply
-
     return apply(conn, MIGRATIONS, "console_schema_versions", MIGRATE_LOCK, "console")
 
 

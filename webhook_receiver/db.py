@@ -12,6 +12,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from core import outbox, pg
+from core.migrations import apply
+from webhook_receiver import console_store
+
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key for migrations: hashtext('opsstack.receiver.migrate') is stable,
@@ -108,23 +112,13 @@ MIGRATIONS: list[tuple[int, str]] = [
     create index if not exists ticket_events_ticket on ticket_events (ticket_id, at);
     create index if not exists ticket_events_kind on ticket_events (kind, at);
 
-    create table if not exists ticket_notifications (
-        id bigserial primary key,
+    """ + outbox.table_ddl("ticket_notifications", """
         ticket_id bigint not null references tickets (id) on delete cascade,
         channel text not null,
         kind text not null,
         dedup_key text not null unique,
         recipient text,
-        payload jsonb not null default '{}',
-        status text not null default 'pending' check (status in ('pending', 'sent', 'failed')),
-        attempts int not null default 0,
-        next_attempt_at timestamptz not null default now(),
-        last_error text,
-        created_at timestamptz not null default now(),
-        sent_at timestamptz
-    );
-    create index if not exists ticket_notifications_due on ticket_notifications (next_attempt_at)
-        where status = 'pending';
+        payload jsonb not null default '{}'""", done_status="sent", done_at="sent_at") + """
 
     -- per ticket and channel: the thread id (Slack ts, e-mail Message-ID) replies go to
     create table if not exists ticket_threads (
@@ -176,17 +170,15 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 def migrate(conn: psycopg.Connection) -> int:
     """Apply pending migrations; returns the schema version. Safe to run concurrently."""
-    from core.migrations import apply
-
     version = apply(conn, MIGRATIONS, "ticket_schema_versions", MIGRATE_LOCK, "receiver")
-    from webhook_receiver import console_store  # the console's sessions, secrets, login throttle
-
-    console_store.migrate(conn)
+    console_store.migrate(conn)  # the console's sessions, secrets, login throttle
     return version
 
 
-def connect(url: str, timeout: float = 5.0) -> psycopg.Connection:
-    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), row_factory=dict_row)
+def connect(url: str, timeout: float = 5.0, autocommit: bool = False) -> psycopg.Connection:
+    """The receiver's one direct connection (dict rows), outside the pool: migrations, LISTEN,
+    the automation parts and the CLI."""
+    return pg.connect(url, timeout, row_factory=dict_row, autocommit=autocommit)
 
 
 class Database:

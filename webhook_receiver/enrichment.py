@@ -29,10 +29,10 @@ from pathlib import Path
 import requests
 from psycopg.types.json import Jsonb
 
-from webhook_receiver.remediation import store
+from core.prom import Prometheus, PrometheusError, base_url
+from webhook_receiver.db import connect
 from webhook_receiver.remediation.template import TemplateError, render_str
-from webhook_receiver.remediation.verify import (Prometheus, PrometheusError, belongs,
-                                                 expr_from_generator_url, prometheus_url)
+from webhook_receiver.remediation.verify import belongs, expr_from_generator_url
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def split_threshold(expr: str) -> tuple[str, float | None]:
 def draw_png(series: list[dict], title: str, expr: str, starts_at: datetime, width_px: int, height_px: int,
              threshold: float | None = None) -> bytes:
     """A PNG of matrix series (Prometheus query_range result) with a line at startsAt."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when a graph is drawn
 
     matplotlib.use("Agg")
     from matplotlib import dates as mdates
@@ -123,8 +123,7 @@ def draw_png(series: list[dict], title: str, expr: str, starts_at: datetime, wid
 
 def rule_expr(prom: Prometheus, alertname: str) -> str | None:
     """The expression of the alerting rule called alertname (Prometheus /api/v1/rules)."""
-    data = prom._get("/api/v1/rules", {"type": "alert"})
-    for g in data.get("groups", []):
+    for g in prom.rules(type="alert"):
         for r in g.get("rules", []):
             if r.get("type") == "alerting" and r.get("name") == alertname:
                 return r.get("query")
@@ -155,7 +154,7 @@ def related_alerts(cfg: dict, labels: dict, fingerprint: str, timeout: float) ->
             return out
         except (requests.RequestException, ValueError) as exc:
             log.info("event=related_alertmanager_failed error=%r", str(exc))
-    url = prometheus_url(cfg, e["prometheus_url"])
+    url = base_url(cfg, e["prometheus_url"])
     if not url:
         raise SourceError("neither Alertmanager nor Prometheus is configured")
     try:
@@ -245,12 +244,12 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
     timeout = e["timeout"]
     result: dict[str, str] = {}
     errors: dict[str, str] = {}
-    with store.connect(db_url, autocommit=True) as conn:
+    with connect(db_url, autocommit=True) as conn:
         t = load_ticket(conn, ticket_id)
         if t is None:
             return {"ticket": "not found"}
         labels = dict(t["labels"] or {})
-        url = prometheus_url(cfg, e["prometheus_url"])
+        url = base_url(cfg, e["prometheus_url"])
         prom = Prometheus(url, timeout) if url else None
         expr = expr_from_generator_url(t["generator_url"])
         source = "generatorURL"

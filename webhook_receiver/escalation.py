@@ -1,5 +1,7 @@
 """Escalation: the pure decision (`decide`), the scheduler step, and `escalate_now`.
 
+Dependency direction: tickets -> escalation -> notify -> ticket_store (never back).
+
 A ticket in status 'open' sits at a level of its policy since ``level_since``. When that
 level's ack_timeout passes without an acknowledgement, the next level is paged; after the
 last level's ack_timeout it is paged again every repeat_interval (until max_repeats, 0 = for
@@ -13,7 +15,11 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from psycopg.rows import dict_row
+
 from core.clock import utcnow
+from webhook_receiver import notify
+from webhook_receiver.ticket_store import Emits, add_event, hook_payload, lock_ticket
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +114,27 @@ def initial_state(tier: int, policy: Policy, now: datetime) -> tuple[State, date
     return s, due_at(s, policy)
 
 
-
-
 # --- database side -----------------------------------------------------------------------
+
+
+def apply_escalation(ctx, conn, t: dict, d: Decision, actor: str, reason: str,
+                     emits: Emits, now: datetime, forced: bool = False) -> dict:
+    pol = ctx.policy(t["policy"])
+    s = d.state
+    assignee = ctx.assignee_for(pol, s.level, t["team"], now)
+    old_level = t["level"]
+    t = conn.execute(
+        """update tickets set status = 'open', level = %s, level_since = %s, repeats = %s,
+               next_escalation_at = %s, assignee = coalesce(%s, assignee), updated_at = %s
+           where id = %s returning *""",
+        (s.level, s.level_since, s.repeats, d.next_at, assignee, now, t["id"])).fetchone()
+    add_event(conn, t["id"], "escalated", actor,
+              {"from_level": old_level, "level": s.level, "level_name": pol.level(s.level).name,
+               "repeat": s.repeats, "assignee": t["assignee"], "reason": reason, "forced": forced}, at=now)
+    notify.enqueue(ctx, conn, t, "escalated", reason=reason)
+    emits.add("ticket_updated", **hook_payload(ctx, t, actor, change="escalated", reason=reason))
+    log.info("event=ticket_escalated ticket_id=%s level=%s repeat=%s actor=%s", t["id"], s.level, s.repeats, actor)
+    return t
 
 
 def run_due(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
@@ -119,11 +143,9 @@ def run_due(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
     Takes each row with FOR UPDATE SKIP LOCKED, so several workers or replicas can run this
     at once and never escalate the same ticket twice.
     """
-    from webhook_receiver import tickets
-
     now = now or utcnow()
     steps = 0
-    emits = tickets.Emits()
+    emits = Emits(ctx.hooks)
     with conn.transaction():
         rows = conn.execute(
             """select * from tickets where status = 'open' and next_escalation_at is not null
@@ -133,7 +155,7 @@ def run_due(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
             pol = ctx.policy(t["policy"])
             d = decide(State(t["status"], t["level"], t["level_since"], t["repeats"]), pol, now)
             if d.action in ("escalate", "repeat"):
-                tickets.apply_escalation(ctx, conn, t, d, actor="scheduler", reason="not acknowledged in time",
+                apply_escalation(ctx, conn, t, d, actor="scheduler", reason="not acknowledged in time",
                                          emits=emits, now=now)
                 steps += 1
             else:
@@ -142,7 +164,7 @@ def run_due(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
     return steps
 
 
-def escalate_now(conn, ticket_id: int, reason: str, actor: str, ctx=None) -> dict | None:
+def escalate_now(conn, ticket_id: int, reason: str, actor: str, ctx) -> dict | None:
     """Page the next level of a ticket right away (e.g. a remediation ladder is exhausted).
 
     The ticket goes to the next level (or pages the last level again), is assigned to that
@@ -150,15 +172,10 @@ def escalate_now(conn, ticket_id: int, reason: str, actor: str, ctx=None) -> dic
     notified. An acknowledged ticket goes back to 'open' (a person must look at it again).
     Returns the ticket row after the change, or None when it does not exist or is resolved.
     Runs in ``conn.transaction()`` (committed at the end unless the caller has a transaction
-    open); hooks fire after that.
+    open); hooks fire after that. ``ctx``: the app's tickets.Context (state(app).ctx).
     """
-    from psycopg.rows import dict_row
-
-    from webhook_receiver import tickets
-
-    ctx = ctx or tickets.current_context()
     now = utcnow()
-    emits = tickets.Emits()
+    emits = Emits(ctx.hooks)
     saved = conn.row_factory
     conn.row_factory = dict_row
     try:
@@ -170,10 +187,8 @@ def escalate_now(conn, ticket_id: int, reason: str, actor: str, ctx=None) -> dic
 
 
 def _escalate_now(ctx, conn, ticket_id, reason, actor, now, emits):
-    from webhook_receiver import tickets
-
     with conn.transaction():
-        t = tickets.lock_ticket(conn, ticket_id)
+        t = lock_ticket(conn, ticket_id)
         if t is None or t["status"] == "resolved":
             return None
         pol = ctx.policy(t["policy"])
@@ -182,5 +197,5 @@ def _escalate_now(ctx, conn, ticket_id, reason, actor, now, emits):
         else:
             new = State("open", t["level"], now, t["repeats"] + 1)
         d = Decision("escalate", new, due_at(new, pol))
-        return tickets.apply_escalation(ctx, conn, t, d, actor=actor, reason=reason, emits=emits, now=now,
+        return apply_escalation(ctx, conn, t, d, actor=actor, reason=reason, emits=emits, now=now,
                                         forced=True)

@@ -3,14 +3,16 @@
 Alertmanager re-sends the always-firing Watchdog every ``alertmanager.watchdog_repeat_interval``;
 the receiver records when it last came. When it stops for ``receiver.heartbeat_timeout``,
 a critical ticket ``AlertingPipelineDown`` opens (and escalates like any other); it resolves
-when the heartbeat comes back.
+when the heartbeat comes back (tickets records each arrival: ticket_store.heartbeat_seen).
 """
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
 
+from webhook_receiver import tickets
 from webhook_receiver.payload import Alert
+from webhook_receiver.ticket_store import Emits
 
 ALERTNAME = "AlertingPipelineDown"
 
@@ -25,21 +27,6 @@ def _alert(name: str, status: str, starts: datetime, ends: datetime | None) -> A
                                              "Prometheus, Alertmanager or the route to the receiver is broken."})
 
 
-def seen(ctx, conn, name: str, now: datetime, emits) -> None:
-    """A heartbeat arrived (inside the ingest transaction)."""
-    from webhook_receiver import tickets
-
-    row = conn.execute(
-        """insert into ticket_heartbeats (alertname, last_seen) values (%s, %s)
-           on conflict (alertname) do update set last_seen = greatest(ticket_heartbeats.last_seen, excluded.last_seen)
-           returning alarm_ticket_id""", (name, now)).fetchone()
-    if row["alarm_ticket_id"]:
-        t = tickets.lock_ticket(conn, row["alarm_ticket_id"])
-        if t is not None and t["status"] != "resolved":
-            tickets._resolve(ctx, conn, t, tickets.SYSTEM_ACTOR, f"the {name} heartbeat is back", now, emits)
-        conn.execute("update ticket_heartbeats set alarm_ticket_id = null where alertname = %s", (name,))
-
-
 def check(ctx, conn, now: datetime, timeout: float, watching_since: datetime | None = None) -> list[int]:
     """Open an alarm ticket for every heartbeat silent for ``timeout``; returns their ids.
 
@@ -47,14 +34,12 @@ def check(ctx, conn, now: datetime, timeout: float, watching_since: datetime | N
     the receiver itself has been up for ``timeout``: after the stack was down, Alertmanager gets
     one full timeout to deliver the next heartbeat before the pipeline is called silent.
     """
-    from webhook_receiver import tickets
-
     if timeout <= 0:
         return []
     if watching_since is not None and now - timedelta(seconds=timeout) < watching_since:
         return []
     opened = []
-    emits = tickets.Emits()
+    emits = Emits(ctx.hooks)
     with conn.transaction():
         rows = conn.execute("""select * from ticket_heartbeats where alarm_ticket_id is null and last_seen < %s
                                for update skip locked""", (now - timedelta(seconds=timeout),)).fetchall()

@@ -1,7 +1,7 @@
 """In-process ticket hooks: other parts of the receiver subscribe to ticket changes.
 
-    from webhook_receiver import hooks
-    hooks.subscribe("ticket_opened", fn)   # fn(event="ticket_opened", ticket_id=..., db_url=..., ...)
+    from webhook_receiver.state import state
+    state(app).hooks.subscribe("ticket_opened", fn)   # fn(event="ticket_opened", ticket_id=..., db_url=..., ...)
 
 Events: ticket_opened, ticket_updated, ticket_resolved, ticket_reopened. ticket_updated carries
 ``change`` = acknowledged | escalated | comment | reassigned | alert_attached. They are emitted after the database commit, in the process that made the
@@ -21,45 +21,48 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("ticket_opened", "ticket_updated", "ticket_resolved", "ticket_reopened")
 
-_subscribers: dict[str, list[Callable[..., object]]] = {}
-_lock = threading.Lock()
+class Hooks:
+    """The subscribers of one receiver app (State.hooks, also ``tickets.Context.hooks``): two apps
+    in one process never see each other's ticket changes."""
 
+    def __init__(self):
+        self._subscribers: dict[str, list[Callable[..., object]]] = {}
+        self._lock = threading.Lock()
 
-def subscribe(event_name: str, fn: Callable[..., object]) -> Callable[..., object]:
-    """Call ``fn(**payload)`` after every ``event_name``; returns fn (usable as a decorator)."""
-    if event_name not in EVENTS:
-        raise ValueError(f"unknown ticket event {event_name!r} (known: {', '.join(EVENTS)})")
-    with _lock:
-        lst = _subscribers.setdefault(event_name, [])
-        if fn not in lst:
-            lst.append(fn)
-    return fn
+    def subscribe(self, event_name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        """Call ``fn(**payload)`` after every ``event_name``; returns fn (usable as a decorator)."""
+        if event_name not in EVENTS:
+            raise ValueError(f"unknown ticket event {event_name!r} (known: {', '.join(EVENTS)})")
+        with self._lock:
+            lst = self._subscribers.setdefault(event_name, [])
+            if fn not in lst:
+                lst.append(fn)
+        return fn
 
+    def unsubscribe(self, event_name: str, fn: Callable[..., object]) -> None:
+        with self._lock:
+            try:
+                self._subscribers.get(event_name, []).remove(fn)
+            except ValueError:
+                pass
 
-def unsubscribe(event_name: str, fn: Callable[..., object]) -> None:
-    with _lock:
-        try:
-            _subscribers.get(event_name, []).remove(fn)
-        except ValueError:
-            pass
+    def subscribers(self, event_name: str) -> list[Callable[..., object]]:
+        with self._lock:
+            return list(self._subscribers.get(event_name, ()))
 
+    def clear(self) -> None:
+        """Forget every subscriber."""
+        with self._lock:
+            self._subscribers.clear()
 
-def clear() -> None:
-    """Forget every subscriber (tests)."""
-    with _lock:
-        _subscribers.clear()
-
-
-def emit(event_name: str, **payload) -> int:
-    """Call the subscribers of ``event_name``; returns how many succeeded."""
-    with _lock:
-        subs = list(_subscribers.get(event_name, ()))
-    ok = 0
-    for fn in subs:
-        try:
-            fn(event=event_name, **payload)
-            ok += 1
-        except Exception:  # noqa: BLE001 - a subscriber never breaks ticket handling
-            log.exception("event=hook_failed hook=%s subscriber=%s ticket_id=%s", event_name,
-                          getattr(fn, "__qualname__", repr(fn)), payload.get("ticket_id"))
-    return ok
+    def emit(self, event_name: str, **payload) -> int:
+        """Call the subscribers of ``event_name``; returns how many succeeded."""
+        ok = 0
+        for fn in self.subscribers(event_name):
+            try:
+                fn(event=event_name, **payload)
+                ok += 1
+            except Exception:  # noqa: BLE001 - a subscriber never breaks ticket handling
+                log.exception("event=hook_failed hook=%s subscriber=%s ticket_id=%s", event_name,
+                              getattr(fn, "__qualname__", repr(fn)), payload.get("ticket_id"))
+        return ok

@@ -20,6 +20,10 @@ from datetime import datetime
 from psycopg.types.json import Jsonb
 
 from core import outbox
+from core.prom import base_url
+from webhook_receiver import enrichment
+from webhook_receiver.remediation import store
+from webhook_receiver.ticket_store import add_event
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,9 @@ def queue(cfg: dict, lane: str | None = None) -> outbox.Queue:
 
 def wanted(cfg: dict, playbooks: list) -> set[str]:
     """Kinds of job this configuration runs (pure)."""
-    from webhook_receiver.remediation.verify import prometheus_url
-
     out = set()
     e = cfg["enrichment"]
-    if e["enabled"] and (prometheus_url(cfg, e["prometheus_url"]) or e["logs"]["source"] != "none"):
+    if e["enabled"] and (base_url(cfg, e["prometheus_url"]) or e["logs"]["source"] != "none"):
         out.add("enrichment")
     r = cfg["remediation"]
     if r["enabled"] and playbooks:
@@ -85,9 +87,6 @@ def sweep(conn, kinds: set[str]) -> int:
 def run_due(conn, cfg: dict, runner_of, lane: str | None = None, now: datetime | None = None,
             batch: int = 20) -> int:
     """Run due jobs (of one lane, or all); ``runner_of()`` gives the remediation Runner."""
-    from webhook_receiver import enrichment
-    from webhook_receiver.tickets import add_event
-
     db_url = cfg["database"]["url"]
 
     def deliver(conn, job: dict) -> None:
@@ -115,9 +114,6 @@ def orphans(conn, cfg: dict, escalate=None) -> list[dict]:
     lock (a live run holds it from before 'running' until it finishes) and they are older than
     ``remediation.orphan_after``. Each is marked failed, the ticket says why, and (with
     escalate_on_failure) the ticket goes to people: nobody knows what the dead run did."""
-    from webhook_receiver.remediation import store
-    from webhook_receiver.tickets import add_event
-
     r = cfg["remediation"]
     with conn.transaction():
         rows = conn.execute(

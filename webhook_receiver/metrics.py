@@ -18,10 +18,6 @@ log = logging.getLogger(__name__)
 
 KPI_WINDOW = 30 * 86400  # seconds: MTTA/MTTR/MTBF over the last 30 days
 
-# Other parts of the receiver (automation) add collectors to /metrics here: each entry is
-# a callable ``f(db) -> collector`` (db: webhook_receiver.db.Database), called per scrape.
-EXTRA_COLLECTORS: list = []
-
 WEBHOOK = Counter("opsstack_receiver_webhook_requests_total",
                   "Alertmanager webhook deliveries by outcome (stored, invalid, unauthorized, too_large, db_error).",
                   ["outcome"])
@@ -168,7 +164,9 @@ class KpiCollector:
             yield bad
 
 
-def exposition(db) -> bytes:
+def exposition(db, collectors=()) -> bytes:
+    """The /metrics text; ``collectors``: the app's extra collector factories (state(app).
+    metrics_collectors, e.g. automation's), each ``f(db) -> collector``, called per scrape."""
     reg = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -180,7 +178,7 @@ def exposition(db) -> bytes:
         for c in (WEBHOOK, REQUEST_SECONDS, PROCESS_COLLECTOR):
             reg.register(_Forward(c))
     reg.register(KpiCollector(db))
-    for factory in list(EXTRA_COLLECTORS):
+    for factory in list(collectors):
         try:
             reg.register(_Safe(factory(db), getattr(factory, "__name__", "collector")))
         except Exception as exc:  # noqa: BLE001 - one broken collector must not take /metrics down

@@ -31,6 +31,7 @@ from psycopg.types.json import Jsonb
 
 from core import outbox
 from webhook_receiver.sanitize import email_address, header_value, slack_mention, slack_text
+from webhook_receiver.ticket_store import add_event, public
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def enqueue(ctx, conn, t: dict, kind: str, reason: str | None = None, actor: str
                 chans.append(r["channel"])
     if not chans:
         return 0
-    from webhook_receiver.tickets import public
-
     pol = ctx.policy(t["policy"])
     person = ctx.directory.person(t["assignee"])
     payload = {"kind": kind, "ticket": public(t), "level": t["level"], "level_name": pol.level(t["level"]).name,
@@ -239,8 +238,6 @@ def queue(ncfg: dict) -> outbox.Queue:
 def run_outbox(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
     """Send due notifications, one row per transaction, through the shared outbox: a send that
     fails for any reason fails its own row (backoff, then ``failed``), never the queue."""
-    from webhook_receiver.tickets import add_event
-
     ncfg = ctx.cfg["notifications"]
     chans = {c["name"]: c for c in ncfg["channels"]}
 

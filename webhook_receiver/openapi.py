@@ -30,10 +30,67 @@ def _action(summary: str, body: dict | None, conflict: bool = False) -> dict:
     return op
 
 
-def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> dict:
-    """The document; ``people`` (oncall.people names) are the values reassign accepts;
-    ``extra_paths`` (OpenAPI path items, e.g. ``webhook_receiver.automation.openapi_paths()``)
-    are merged in (they may not redefine a path of the receiver's own)."""
+def ticket_paths(people: list[str] | None = None) -> dict:
+    """The path items of the api blueprint (tickets, on-call); ``people`` (oncall.people names)
+    are the values reassign accepts."""
+    text = {"type": "string", "maxLength": 4000, "nullable": True}
+    assignee = {"type": "string", "minLength": 1, "maxLength": 200}
+    if people:
+        assignee["enum"] = sorted(people)
+    return {
+        "/api/v1/tickets": {"get": {
+            "summary": "List tickets, newest first", "tags": ["tickets"],
+            "parameters": [
+                {"name": "status", "in": "query", "required": False, "style": "form", "explode": False,
+                 "description": "one or more, comma-separated (or repeated)",
+                 "schema": {"type": "array", "minItems": 1,
+                            "items": {"type": "string", "enum": ["open", "acknowledged", "resolved"]}}},
+                {"name": "severity", "in": "query", "required": False, "style": "form", "explode": False,
+                 "schema": {"type": "array", "minItems": 1,
+                            "items": {"type": "string", "enum": ["critical", "warning", "info"]}}},
+                {"name": "service", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+                {"name": "alertname", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+                {"name": "fingerprint", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
+                {"name": "group_id", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                {"name": "offset", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}},
+            ],
+            "responses": {"200": {"description": "A JSON list of tickets", "content": {"application/json": {
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}}}}},
+                "400": _err("Bad filter"), "401": _err("Token required"), "503": _err("Database unavailable")}}},
+        "/api/v1/tickets/{id}": {"get": {
+            "summary": "One ticket with its alerts and event timeline", "tags": ["tickets"], "parameters": [_TID],
+            "responses": {"200": _ok("TicketDetail"), "401": _err("Token required"), "404": _err("No such ticket"),
+                          "503": _err("Database unavailable")}}},
+        "/api/v1/tickets/{id}/acknowledge": {"post": _action(
+            "Acknowledge: stops the escalation", {"type": "object", "properties": {"note": text}}, conflict=True)},
+        "/api/v1/tickets/{id}/resolve": {"post": _action(
+            "Resolve by hand", {"type": "object", "properties": {"note": text}})},
+        "/api/v1/tickets/{id}/comment": {"post": _action(
+            "Add a comment to the timeline",
+            {"type": "object", "required": ["text"], "properties": {"text": {
+                "type": "string", "minLength": 1, "maxLength": 4000}}})},
+        "/api/v1/tickets/{id}/reassign": {"post": _action(
+            "Give the ticket to someone (a name from oncall.people)",
+            {"type": "object", "required": ["assignee"],
+             "properties": {"assignee": assignee, "note": text}})},
+        "/api/v1/tickets/{id}/escalate": {"post": _action(
+            "Page the next escalation level now", {"type": "object", "properties": {"reason": text}},
+            conflict=True)},
+        "/api/v1/oncall": {"get": {
+            "summary": "Who is on call now, per schedule", "tags": ["oncall"],
+            "responses": {"200": {"description": "Schedules", "content": {"application/json": {"schema": {
+                "type": "array", "items": {"type": "object", "properties": {
+                    "schedule": {"type": "string"}, "person": {"type": "string"}, "next_handover": _TS}}}}}},
+                "401": _err("Token required")}}},
+    }
+
+
+def document(paths: dict) -> dict:
+    """The OpenAPI document around ``paths`` (the components every path refers to)."""
     ticket_props = {
         "id": {"type": "integer"}, "status": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
         "alertname": {"type": "string"}, "service": {"type": "string"}, "severity": {"type": "string"},
@@ -50,11 +107,7 @@ def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> di
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
         "generator_url": {"type": "string"}, "updated_at": _TS,
     }
-    text = {"type": "string", "maxLength": 4000, "nullable": True}
-    assignee = {"type": "string", "minLength": 1, "maxLength": 200}
-    if people:
-        assignee["enum"] = sorted(people)
-    doc = {
+    return {
         "openapi": "3.0.3",
         "info": {"title": "opsstack receiver API", "version": "1.0.0",
                  "description": "Tickets made from Alertmanager alerts: list, read, acknowledge, resolve, "
@@ -62,56 +115,7 @@ def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> di
                                 "or a console session (anonymous only with receiver.api.anonymous_read); "
                                 "writes need an API token with the write scope."},
         "servers": [{"url": "/"}],
-        "paths": {
-            "/api/v1/tickets": {"get": {
-                "summary": "List tickets, newest first", "tags": ["tickets"],
-                "parameters": [
-                    {"name": "status", "in": "query", "required": False, "style": "form", "explode": False,
-                     "description": "one or more, comma-separated (or repeated)",
-                     "schema": {"type": "array", "minItems": 1,
-                                "items": {"type": "string", "enum": ["open", "acknowledged", "resolved"]}}},
-                    {"name": "severity", "in": "query", "required": False, "style": "form", "explode": False,
-                     "schema": {"type": "array", "minItems": 1,
-                                "items": {"type": "string", "enum": ["critical", "warning", "info"]}}},
-                    {"name": "service", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
-                    {"name": "alertname", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
-                    {"name": "fingerprint", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}},
-                    {"name": "group_id", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
-                    {"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
-                    {"name": "offset", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}},
-                ],
-                "responses": {"200": {"description": "A JSON list of tickets", "content": {"application/json": {
-                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}}}}},
-                    "400": _err("Bad filter"), "401": _err("Token required"), "503": _err("Database unavailable")}}},
-            "/api/v1/tickets/{id}": {"get": {
-                "summary": "One ticket with its alerts and event timeline", "tags": ["tickets"], "parameters": [_TID],
-                "responses": {"200": _ok("TicketDetail"), "401": _err("Token required"), "404": _err("No such ticket"),
-                              "503": _err("Database unavailable")}}},
-            "/api/v1/tickets/{id}/acknowledge": {"post": _action(
-                "Acknowledge: stops the escalation", {"type": "object", "properties": {"note": text}}, conflict=True)},
-            "/api/v1/tickets/{id}/resolve": {"post": _action(
-                "Resolve by hand", {"type": "object", "properties": {"note": text}})},
-            "/api/v1/tickets/{id}/comment": {"post": _action(
-                "Add a comment to the timeline",
-                {"type": "object", "required": ["text"], "properties": {"text": {
-                    "type": "string", "minLength": 1, "maxLength": 4000}}})},
-            "/api/v1/tickets/{id}/reassign": {"post": _action(
-                "Give the ticket to someone (a name from oncall.people)",
-                {"type": "object", "required": ["assignee"],
-                 "properties": {"assignee": assignee, "note": text}})},
-            "/api/v1/tickets/{id}/escalate": {"post": _action(
-                "Page the next escalation level now", {"type": "object", "properties": {"reason": text}},
-                conflict=True)},
-            "/api/v1/oncall": {"get": {
-                "summary": "Who is on call now, per schedule", "tags": ["oncall"],
-                "responses": {"200": {"description": "Schedules", "content": {"application/json": {"schema": {
-                    "type": "array", "items": {"type": "object", "properties": {
-                        "schedule": {"type": "string"}, "person": {"type": "string"}, "next_handover": _TS}}}}}},
-                    "401": _err("Token required")}}},
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
@@ -153,8 +157,29 @@ def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> di
             },
         },
     }
-    for path, item in (extra_paths or {}).items():
-        if path in doc["paths"]:
+
+
+def _merge(paths: dict, more: dict) -> None:
+    for path, item in more.items():
+        if path in paths:
             raise ValueError(f"OpenAPI path {path} is defined twice")
-        doc["paths"][path] = item
-    return doc
+        paths[path] = item
+
+
+def spec(people: list[str] | None = None, extra_paths: dict | None = None) -> dict:
+    """The document of the api blueprint's paths plus ``extra_paths`` (they may not redefine one)."""
+    paths = ticket_paths(people)
+    _merge(paths, extra_paths or {})
+    return document(paths)
+
+
+def for_app(app, people: list[str] | None = None) -> dict:
+    """The document of every path the app serves: each registered blueprint that has an
+    ``openapi_paths(people)`` attribute contributes its path items (in registration order), so
+    the document cannot drift from the blueprints the factory registered."""
+    paths: dict = {}
+    for bp in app.blueprints.values():
+        fn = getattr(bp, "openapi_paths", None)
+        if fn is not None:
+            _merge(paths, fn(people))
+    return document(paths)

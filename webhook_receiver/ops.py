@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from webhook_receiver import metrics
+from webhook_receiver.state import state
 
 bp = Blueprint("ops", __name__)
 
@@ -38,8 +39,6 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    from webhook_receiver.app import state
-
     st = state(current_app)
     try:
         st.db.ensure_migrated()
@@ -53,6 +52,5 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics_view():
-    from webhook_receiver.app import state
-
-    return Response(metrics.exposition(state(current_app).db), mimetype=CONTENT_TYPE_LATEST)
+    st = state(current_app)
+    return Response(metrics.exposition(st.db, st.metrics_collectors), mimetype=CONTENT_TYPE_LATEST)

@@ -17,7 +17,11 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
-from webhook_receiver import escalation, heartbeat, notify, tickets
+from core.clock import utcnow
+from webhook_receiver import escalation, heartbeat, itsm, notify, tickets
+from webhook_receiver import jobs as durable_jobs
+from webhook_receiver.db import connect
+from webhook_receiver.tickets import PAYLOAD_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,8 @@ def process_pending(st, limit: int = 1000) -> int:
 
 def _heartbeats(st, conn, now):
     if getattr(st, "watching_since", None) is None:
-        st.watching_since = escalation.utcnow()   # the first pass of this process
-    return heartbeat.check(st.ctx, conn, now or escalation.utcnow(), st.cfg["receiver"]["heartbeat_timeout"],
+        st.watching_since = utcnow()   # the first pass of this process
+    return heartbeat.check(st.ctx, conn, now or utcnow(), st.cfg["receiver"]["heartbeat_timeout"],
                            st.watching_since)
 
 
@@ -68,8 +72,6 @@ def _prune(st, conn, now) -> int:
 
 def automation_jobs(auto) -> list[Job]:
     """The background jobs of the automation parts (ITSM, enrichment/remediation jobs, orphans)."""
-    from webhook_receiver import itsm, jobs
-
     out: list[Job] = []
     cfg = auto.cfg
     if itsm.systems(cfg):
@@ -78,15 +80,15 @@ def automation_jobs(auto) -> list[Job]:
 
     def run_jobs(conn, now):
         auto.ensure_migrated()
-        swept = jobs.sweep(conn, kinds) if kinds else 0
+        swept = durable_jobs.sweep(conn, kinds) if kinds else 0
         due = conn.execute("select lane, count(*) n from automation_jobs where status = 'pending' "
-                           "and next_attempt_at <= %s group by 1", (now or escalation.utcnow(),)).fetchall()
+                           "and next_attempt_at <= %s group by 1", (now or utcnow(),)).fetchall()
         for r in due:
             auto.kick(r["lane"], now)  # the lane's pool runs them (long jobs never hold this loop)
         return {"swept": swept, "due": sum(r["n"] for r in due)}
     out.append(Job("automation_jobs", run_jobs))
     if cfg["remediation"]["enabled"]:
-        out.append(Job("remediation_orphans", lambda conn, now: len(jobs.orphans(
+        out.append(Job("remediation_orphans", lambda conn, now: len(durable_jobs.orphans(
             conn, cfg, escalate=lambda tid, reason: auto.runner._escalate(tid, reason)))))
     return out
 
@@ -218,9 +220,6 @@ class Processor:
             self.kick()
 
     def _listen(self) -> None:
-        from webhook_receiver.db import connect
-        from webhook_receiver.tickets import PAYLOAD_CHANNEL
-
         while not self._stop.is_set():
             try:
                 with connect(self.st.db.url, self.st.db.timeout) as conn:
@@ -253,18 +252,3 @@ class Processor:
             except Exception as exc:  # noqa: BLE001 - the database may come back; payloads wait
                 log.warning("event=processor_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
                 self._stop.wait(min(self.interval, 1.0))
-
-
-def run_background(cfg: dict, stop: threading.Event | None = None, scheduler: bool = True) -> None:
-    """The receiver's background process: processor threads and the scheduler loop, no HTTP."""
-    from webhook_receiver.app import close_app, create_app, start_scheduler
-
-    app = create_app(cfg)
-    start_scheduler(app, scheduler=scheduler, force=True)
-    log.info("event=background_started processing_threads=%s", cfg["receiver"]["processing_threads"])
-    stop = stop or threading.Event()
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        close_app(app)

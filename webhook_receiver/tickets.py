@@ -18,27 +18,27 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
-from webhook_receiver import escalation, heartbeat, hooks, notify, oncall
-from webhook_receiver.payload import Alert, Notification
+from core.clock import utcnow
+from webhook_receiver import episodes, escalation, notify, oncall
+from webhook_receiver.episodes import Step
+from webhook_receiver.hooks import Hooks
+from webhook_receiver.payload import Alert, Notification, PayloadError, parse_obj
+from webhook_receiver.ticket_store import (SYSTEM_ACTOR, Emits, add_event, clear_heartbeat_alarm, heartbeat_seen,
+                                           hook_payload, lock_ticket)
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock(FINGERPRINT_LOCK, hashtext(fingerprint))
 FINGERPRINT_LOCK = 7_215_002
 STATUSES = ("open", "acknowledged", "resolved")
-SYSTEM_ACTOR = "alertmanager"
-
-PUBLIC_FIELDS = ("id", "status", "alertname", "service", "severity", "tier", "team", "fingerprint",
-                 "summary", "opened_at", "acknowledged_at", "acknowledged_by", "resolved_at",
-                 "resolved_by", "starts_at", "reopened_count", "policy", "level", "assignee",
-                 "next_escalation_at", "group_id", "labels", "annotations", "generator_url", "updated_at")
-
 
 class Context:
-    """What ticket handling needs from the config, built once per app."""
+    """What ticket handling needs from the config, built once per app; ``hooks``: the app's
+    subscribers (a Context of its own has none)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, hooks: Hooks | None = None):
         self.cfg = cfg
+        self.hooks = hooks if hooks is not None else Hooks()
         self.policies = escalation.policies(cfg)
         self.default_policy = cfg["escalation"]["default_policy"]
         self.directory = oncall.Directory(cfg["oncall"])
@@ -58,63 +58,6 @@ class Context:
 
     def assignee_for(self, policy: escalation.Policy, level: int, team: str, at: datetime) -> str | None:
         return self.directory.who(self.schedule_for(policy, level, team), at)
-
-
-_current: Context | None = None
-
-
-def set_current_context(ctx: Context) -> None:
-    global _current
-    _current = ctx
-
-
-def current_context() -> Context:
-    if _current is None:
-        raise RuntimeError("no receiver context: create_app(cfg) sets it (or pass ctx=)")
-    return _current
-
-
-@dataclass
-class Emits:
-    """Hook calls collected during a transaction and fired after it commits."""
-
-    calls: list = field(default_factory=list)
-
-    def add(self, event: str, **payload) -> None:
-        self.calls.append((event, payload))
-
-    def fire(self) -> None:
-        calls, self.calls = self.calls, []
-        for event, payload in calls:
-            hooks.emit(event, **payload)
-
-
-def public(t: dict | None) -> dict | None:
-    if t is None:
-        return None
-    out = {k: t.get(k) for k in PUBLIC_FIELDS}
-    for k, v in out.items():
-        if isinstance(v, datetime):
-            out[k] = v.isoformat()
-    return out
-
-
-def add_event(conn, ticket_id: int, kind: str, actor: str, details: dict | None = None,
-              at: datetime | None = None, returning: bool = False) -> int | None:
-    sql = ("insert into ticket_events (ticket_id, kind, actor, details, at) "
-           "values (%s, %s, %s, %s, coalesce(%s, now()))")
-    cur = conn.execute(sql + (" returning id" if returning else ""), (ticket_id, kind, actor, Jsonb(details or {}), at))
-    return cur.fetchone()["id"] if returning else None
-
-
-def lock_ticket(conn, ticket_id: int) -> dict | None:
-    return conn.execute("select * from tickets where id = %s for update", (ticket_id,)).fetchone()
-
-
-def _hook_payload(ctx: Context, t: dict, actor: str, **extra) -> dict:
-    return dict(ticket_id=t["id"], db_url=ctx.db_url, actor=actor, alertname=t["alertname"],
-                service=t["service"], severity=t["severity"], fingerprint=t["fingerprint"],
-                status=t["status"], level=t["level"], **extra)
 
 
 # --- ingest ---------------------------------------------------------------------------------
@@ -169,29 +112,11 @@ def _group_params(note: Notification) -> tuple:
             note.truncated_alerts)
 
 
-def _upsert_group(conn, note: Notification) -> int | None:
-    if not note.group_key:
-        return None
-    return conn.execute(_UPSERT_GROUP, _group_params(note)).fetchone()["id"]
-
-
-def get_group(conn, group_id: int | None) -> dict | None:
-    """The Alertmanager group of a ticket (truncated_alerts: alerts its last notification left out)."""
-    if group_id is None:
-        return None
-    row = conn.execute("select id, group_key, receiver, group_labels, first_seen, last_seen, last_alert_count, "
-                       "truncated_alerts, max_truncated_alerts from ticket_groups where id = %s",
-                       (group_id,)).fetchone()
-    if row is None:
-        return None
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-
-
 def ingest(ctx: Context, conn, note: Notification, body: dict | str, now: datetime | None = None) -> IngestResult:
     """Inline processing: store the raw payload and apply every alert in one transaction."""
-    now = now or escalation.utcnow()
+    now = now or utcnow()
     res = IngestResult()
-    emits = Emits()
+    emits = Emits(ctx.hooks)
     with conn.transaction():
         res.payload_id = store_payload(conn, note, body, processed=True)
         apply_notification(ctx, conn, note, now, res, emits)
@@ -259,9 +184,7 @@ def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResul
     (FOR UPDATE SKIP LOCKED). A payload that keeps failing for a reason other than the
     database is set aside after MAX_PROCESS_ATTEMPTS with its error (it stays in the table).
     """
-    from webhook_receiver.payload import PayloadError, parse_obj
-
-    emits = Emits()
+    emits = Emits(ctx.hooks)
     res = IngestResult()
     row = None
     try:
@@ -274,7 +197,7 @@ def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResul
             if row is None:
                 return None
             res.payload_id = row["id"]
-            apply_notification(ctx, conn, parse_obj(row["body"]), now or escalation.utcnow(), res, emits)
+            apply_notification(ctx, conn, parse_obj(row["body"]), now or utcnow(), res, emits)
             conn.execute("update ticket_payloads set processed_at = now(), attempts = attempts + 1, result = %s "
                          "where id = %s", (Jsonb(res.as_dict()), row["id"]))
     except (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
@@ -304,7 +227,7 @@ def apply_notification(ctx: Context, conn, note: Notification, now: datetime, re
     for a in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
         if a.alertname in ctx.heartbeats:
             if a.status == "firing":
-                heartbeat.seen(ctx, conn, a.alertname, now, emits)
+                _heartbeat_seen(ctx, conn, a.alertname, now, emits)
             res.heartbeats += 1
         else:
             alerts.append(a)
@@ -313,6 +236,16 @@ def apply_notification(ctx: Context, conn, note: Notification, now: datetime, re
     if res.stale > stale:
         log.info("event=late_firing_ignored group_key=%r alerts=%s reason='resolved notification came first'",
                  note.group_key, res.stale - stale)
+
+
+def _heartbeat_seen(ctx: Context, conn, name: str, now: datetime, emits: Emits) -> None:
+    """A heartbeat arrived (inside the ingest transaction): its alarm ticket, if open, resolves."""
+    alarm = heartbeat_seen(conn, name, now)
+    if alarm:
+        t = lock_ticket(conn, alarm)
+        if t is not None and t["status"] != "resolved":
+            _resolve(ctx, conn, t, SYSTEM_ACTOR, f"the {name} heartbeat is back", now, emits)
+        clear_heartbeat_alarm(conn, name)
 
 
 @dataclass
@@ -393,60 +326,53 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
 
 def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits,
                  known: _Known) -> bool:
-    """Apply one alert; True when it needs a new ticket (opened in a batch by the caller)."""
-    ep = known.episodes.get((a.fingerprint, a.starts_at))
-    if ep is not None:
-        if ep["status"] == "resolved" or a.status == "firing":
-            # a retry, the other cluster member, a repeat, or a stale firing after the end
+    """Carry out ``episodes.decide`` for one alert; True when it needs a new ticket (opened in a
+    batch by the caller)."""
+    key = (a.fingerprint, a.starts_at)
+    ep = known.episodes.get(key)
+    active = known.active.get(a.fingerprint)
+    step = episodes.decide(a.status, ep["status"] if ep is not None else None, key in known.resolved_first,
+                           active is not None, a.fingerprint in known.recent)
+    if step is Step.DUPLICATE:
+        if ep is not None:
             conn.execute("update ticket_alerts set last_seen = %s where id = %s", (now, ep["id"]))
-            res.duplicates += 1
-            return False
+        res.duplicates += 1
+        return False
+    if step is Step.RESOLVE_EPISODE:
         conn.execute("update ticket_alerts set status = 'resolved', ends_at = %s, last_seen = %s where id = %s",
                      (a.ends_at, now, ep["id"]))
-        known.episodes[(a.fingerprint, a.starts_at)] = {**ep, "status": "resolved"}
+        known.episodes[key] = {**ep, "status": "resolved"}
         t = lock_ticket(conn, ep["ticket_id"])
         if t["status"] != "resolved":
             _resolve(ctx, conn, t, SYSTEM_ACTOR, "the alert resolved", now, emits)
             res.resolved.append(t["id"])
             known.active.pop(a.fingerprint, None)
         return False
-
-    key = (a.fingerprint, a.starts_at)
-    if key in known.resolved_first:
-        # the resolved notification of this episode came first: this firing is late, not news
-        if a.status == "resolved":
-            res.duplicates += 1
-        else:
-            res.stale += 1
+    if step is Step.LATE:
+        res.stale += 1
         return False
-
-    active = known.active.get(a.fingerprint)
-    if a.status == "resolved":
-        if active is None:
-            # never saw this episode fire: remember that it is over, so that its firing, should it
-            # still arrive (the other clustered Alertmanager, a retry), opens nothing
-            res.duplicates += 1
-            known.resolved_first[key] = a.ends_at
-            known.recorded.append((a.fingerprint, a.starts_at, a.ends_at))
-            return False
+    if step is Step.REMEMBER_RESOLVED:
+        # its firing, should it still arrive (the other clustered Alertmanager, a retry), opens nothing
+        res.duplicates += 1
+        known.resolved_first[key] = a.ends_at
+        known.recorded.append((a.fingerprint, a.starts_at, a.ends_at))
+        return False
+    if step is Step.RESOLVE_ACTIVE:
         _insert_episode(conn, active["id"], a, group_id, now)
         _resolve(ctx, conn, active, SYSTEM_ACTOR, "the alert resolved", now, emits)
         res.resolved.append(active["id"])
         known.active.pop(a.fingerprint, None)
-        known.episodes[(a.fingerprint, a.starts_at)] = {"status": "resolved", "ticket_id": active["id"], "id": None}
+        known.episodes[key] = {"status": "resolved", "ticket_id": active["id"], "id": None}
         return False
-
-    if active is not None:  # a new episode while the ticket is still open: same incident
+    if step is Step.ATTACH:
         _insert_episode(conn, active["id"], a, group_id, now)
         add_event(conn, active["id"], "alert_attached", SYSTEM_ACTOR, {"starts_at": a.starts_at.isoformat()})
         res.attached.append(active["id"])
-        emits.add("ticket_updated", **_hook_payload(ctx, active, SYSTEM_ACTOR, change="alert_attached"))
+        emits.add("ticket_updated", **hook_payload(ctx, active, SYSTEM_ACTOR, change="alert_attached"))
         return False
-
-    recent = known.recent.pop(a.fingerprint, None)
-    if recent is None:
+    if step is Step.OPEN:
         return True
-    t = _reopen(ctx, conn, recent, a, group_id, now, emits)
+    t = _reopen(ctx, conn, known.recent.pop(a.fingerprint), a, group_id, now, emits)  # Step.REOPEN
     res.reopened.append(t["id"])
     _insert_episode(conn, t["id"], a, group_id, now)
     known.active[a.fingerprint] = t
@@ -496,7 +422,7 @@ def _open_many(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime,
                   {"level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
                    "starts_at": a.starts_at.isoformat()}, at=now)
         notify.enqueue(ctx, conn, t, "opened")
-        emits.add("ticket_opened", **_hook_payload(ctx, t, SYSTEM_ACTOR))
+        emits.add("ticket_opened", **hook_payload(ctx, t, SYSTEM_ACTOR))
         out.append(t)
     return out
 
@@ -516,7 +442,7 @@ def _reopen(ctx: Context, conn, t: dict, a: Alert, group_id, now: datetime, emit
     add_event(conn, t["id"], "reopened", SYSTEM_ACTOR,
               {"starts_at": a.starts_at.isoformat(), "level": t["level"], "assignee": assignee}, at=now)
     notify.enqueue(ctx, conn, t, "reopened")
-    emits.add("ticket_reopened", **_hook_payload(ctx, t, SYSTEM_ACTOR))
+    emits.add("ticket_reopened", **hook_payload(ctx, t, SYSTEM_ACTOR))
     return t
 
 
@@ -527,30 +453,7 @@ def _resolve(ctx: Context, conn, t: dict, actor: str, reason: str, now: datetime
         (now, actor, now, t["id"])).fetchone()
     add_event(conn, t["id"], "resolved", actor, {"reason": reason}, at=now)
     notify.enqueue(ctx, conn, t, "resolved")
-    emits.add("ticket_resolved", **_hook_payload(ctx, t, actor, reason=reason))
-    return t
-
-
-# --- escalation -----------------------------------------------------------------------------
-
-
-def apply_escalation(ctx: Context, conn, t: dict, d: escalation.Decision, actor: str, reason: str,
-                     emits: Emits, now: datetime, forced: bool = False) -> dict:
-    pol = ctx.policy(t["policy"])
-    s = d.state
-    assignee = ctx.assignee_for(pol, s.level, t["team"], now)
-    old_level = t["level"]
-    t = conn.execute(
-        """update tickets set status = 'open', level = %s, level_since = %s, repeats = %s,
-               next_escalation_at = %s, assignee = coalesce(%s, assignee), updated_at = %s
-           where id = %s returning *""",
-        (s.level, s.level_since, s.repeats, d.next_at, assignee, now, t["id"])).fetchone()
-    add_event(conn, t["id"], "escalated", actor,
-              {"from_level": old_level, "level": s.level, "level_name": pol.level(s.level).name,
-               "repeat": s.repeats, "assignee": t["assignee"], "reason": reason, "forced": forced}, at=now)
-    notify.enqueue(ctx, conn, t, "escalated", reason=reason)
-    emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="escalated", reason=reason))
-    log.info("event=ticket_escalated ticket_id=%s level=%s repeat=%s actor=%s", t["id"], s.level, s.repeats, actor)
+    emits.add("ticket_resolved", **hook_payload(ctx, t, actor, reason=reason))
     return t
 
 
@@ -566,7 +469,7 @@ class Conflict(ValueError):
 
 
 def _act(ctx: Context, conn, ticket_id: int, fn) -> dict:
-    emits = Emits()
+    emits = Emits(ctx.hooks)
     with conn.transaction():
         t = lock_ticket(conn, ticket_id)
         if t is None:
@@ -582,13 +485,13 @@ def acknowledge(ctx: Context, conn, ticket_id: int, actor: str, note: str = "") 
             raise Conflict("the ticket is resolved")
         if t["status"] == "acknowledged":
             return t
-        now = escalation.utcnow()
+        now = utcnow()
         t = conn.execute("""update tickets set status = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s,
                                 next_escalation_at = null, updated_at = %s where id = %s returning *""",
                          (now, actor, now, t["id"])).fetchone()
         add_event(conn, t["id"], "acknowledged", actor, {"note": note} if note else {}, at=now)
         notify.enqueue(ctx, conn, t, "acknowledged", actor=actor)
-        emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="acknowledged"))
+        emits.add("ticket_updated", **hook_payload(ctx, t, actor, change="acknowledged"))
         return t
     return _act(ctx, conn, ticket_id, fn)
 
@@ -597,7 +500,7 @@ def resolve(ctx: Context, conn, ticket_id: int, actor: str, note: str = "") -> d
     def fn(t, emits):
         if t["status"] == "resolved":
             return t
-        return _resolve(ctx, conn, t, actor, note or "resolved by hand", escalation.utcnow(), emits)
+        return _resolve(ctx, conn, t, actor, note or "resolved by hand", utcnow(), emits)
     return _act(ctx, conn, ticket_id, fn)
 
 
@@ -605,7 +508,7 @@ def comment(ctx: Context, conn, ticket_id: int, actor: str, text: str) -> dict:
     def fn(t, emits):
         add_event(conn, t["id"], "comment", actor, {"text": text})
         t = conn.execute("update tickets set updated_at = now() where id = %s returning *", (t["id"],)).fetchone()
-        emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="comment"))
+        emits.add("ticket_updated", **hook_payload(ctx, t, actor, change="comment"))
         return t
     return _act(ctx, conn, ticket_id, fn)
 
@@ -620,46 +523,8 @@ def reassign(ctx: Context, conn, ticket_id: int, actor: str, assignee: str, note
         ev = add_event(conn, t["id"], "reassigned", actor, {"from": old, "to": assignee, **({"note": note} if note else {})},
                        returning=True)
         notify.enqueue(ctx, conn, t, "reassigned", actor=actor, event_id=ev)
-        emits.add("ticket_updated", **_hook_payload(ctx, t, actor, change="reassigned", assignee=assignee))
+        emits.add("ticket_updated", **hook_payload(ctx, t, actor, change="reassigned", assignee=assignee))
         return t
     return _act(ctx, conn, ticket_id, fn)
 
 
-# --- queries --------------------------------------------------------------------------------
-
-
-def list_tickets(conn, status: list[str] | None = None, severity: list[str] | None = None,
-                 service: str | None = None, alertname: str | None = None, fingerprint: str | None = None,
-                 group_id: int | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
-    where, args = [], []
-    if status:
-        where.append("status = any(%s)")
-        args.append(list(status))
-    if severity:
-        where.append("severity = any(%s)")
-        args.append(list(severity))
-    for col, val in (("service", service), ("alertname", alertname), ("fingerprint", fingerprint),
-                     ("group_id", group_id)):
-        if val is not None:
-            where.append(f"{col} = %s")
-            args.append(val)
-    sql = "select * from tickets"
-    if where:
-        sql += " where " + " and ".join(where)
-    sql += " order by opened_at desc, id desc limit %s offset %s"
-    return conn.execute(sql, (*args, limit, offset)).fetchall()
-
-
-def get_ticket(conn, ticket_id: int) -> dict | None:
-    return conn.execute("select * from tickets where id = %s", (ticket_id,)).fetchone()
-
-
-def events(conn, ticket_id: int) -> list[dict]:
-    return conn.execute("select id, at, kind, actor, details from ticket_events where ticket_id = %s "
-                        "order by at, id", (ticket_id,)).fetchall()
-
-
-def alerts(conn, ticket_id: int) -> list[dict]:
-    return conn.execute("select fingerprint, starts_at, ends_at, status, labels, annotations, group_id, "
-                        "first_seen, last_seen from ticket_alerts where ticket_id = %s order by starts_at",
-                        (ticket_id,)).fetchall()

@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_receiver import auth, intake, metrics
 from webhook_receiver.payload import PayloadError, parse_obj
+from webhook_receiver.state import state
 from webhook_receiver.tickets import ingest
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,6 @@ def _load(body: bytes):
 
 @bp.post("/webhook/alertmanager")
 def alertmanager():
-    from webhook_receiver.app import state
-
     st = state(current_app)
     if not auth.token_matches(auth.bearer(request.headers.get("Authorization")), st.token):
         metrics.WEBHOOK.labels("unauthorized").inc()

@@ -1,5 +1,5 @@
 """`alertmanager:` routing timings for the generated alertmanager.yml."""
-from core.config import Field
+from core.spec import Field
 
 SECTION = {
     "resolve_timeout": Field("duration", "5m", minimum=1),

@@ -5,11 +5,23 @@ panel that shows the same signal always use the same threshold. Ratios are 0..1,
 seconds, rates requests per second (docs/development.md: base units). A duration of 0 means
 "at once" (the rule has no `for:`).
 """
-from core.config import ConfigError, Field
+from core.spec import ConfigError, Field
 
 
 def _ratio(default: float) -> Field:
     return Field("float", default, minimum=0.0, maximum=1.0)
+
+
+def _resources() -> dict:
+    """CPU, memory and disk thresholds: the same keys and defaults for the host and each service."""
+    return {
+        "cpu_ratio": _ratio(0.80),
+        "cpu_for": Field("duration", "5m", minimum=0),
+        "memory_ratio": _ratio(0.85),
+        "memory_for": Field("duration", "0s", minimum=0),  # at once
+        "disk_ratio": _ratio(0.90),
+        "disk_for": Field("duration", "5m", minimum=0),
+    }
 
 
 SECTION = {
@@ -30,23 +42,9 @@ SECTION = {
             "node_filesystem_* series that count as host disks"),
     },
     # node_exporter: the machine(s) the stack runs on
-    "host": {
-        "cpu_ratio": _ratio(0.80),
-        "cpu_for": Field("duration", "5m", minimum=0),
-        "memory_ratio": _ratio(0.85),
-        "memory_for": Field("duration", "0s", minimum=0),  # at once
-        "disk_ratio": _ratio(0.90),
-        "disk_for": Field("duration", "5m", minimum=0),
-    },
+    "host": _resources(),
     # each service process against its own configured limits (opsstack_service_*_limit_*)
-    "service": {
-        "cpu_ratio": _ratio(0.80),
-        "cpu_for": Field("duration", "5m", minimum=0),
-        "memory_ratio": _ratio(0.85),
-        "memory_for": Field("duration", "0s", minimum=0),  # at once
-        "disk_ratio": _ratio(0.90),
-        "disk_for": Field("duration", "5m", minimum=0),
-    },
+    "service": _resources(),
     "latency": {
         "p95_seconds": Field("float", 0.2, minimum=0.001),
         # region -> p95 threshold in seconds where it differs (e.g. far-away regions)

@@ -1,5 +1,5 @@
 """`stack:` how the native stack runs: run folder, bind address, ports, intervals."""
-from core.config import Field
+from core.spec import ConfigError, Field
 
 PORT_NAMES = ("prometheus", "alertmanager", "node_exporter", "receiver", "supervisor",
               "exporter_app", "exporter_db", "forecaster", "postgres")
@@ -18,7 +18,7 @@ SECTION = {
 
 
 def check(cfg):
-    from core.config import ConfigError
+
 
     s = cfg["stack"]
     if s["scrape_timeout"] > s["scrape_interval"]:

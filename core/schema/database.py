@@ -1,5 +1,5 @@
 """`database:` where tickets, forecasts and the demo schema live."""
-from core.config import Field
+from core.spec import Field
 
 SECTION = {
     # A libpq URL. OPSSTACK_DATABASE_URL overrides it. null = the embedded cluster that

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from core.config import ConfigError, Field, ListOf
+from core.spec import ConfigError, Field, ListOf
 
 SECTION = {
     "enabled": Field("bool", True),

@@ -1,5 +1,5 @@
 """`demo:` the simulated Integrated Platform that `opsstack up` monitors by default."""
-from core.config import ConfigError, Field
+from core.spec import ConfigError, Field
 
 
 def _mix(*names):
@@ -50,6 +50,17 @@ SECTION = {
 def check(cfg):
     d = cfg["demo"]
     regions = cfg["platform"]["regions"]
+    services = [s["name"] for s in cfg["platform"]["services"]]
+    for name, ports in d["ports"].items():  # filled in by `opsstack up`; when set by hand, checked here
+        if name not in services:
+            raise ConfigError(f"demo.ports.{name}", f"unknown service (services: {', '.join(services)})")
+        if not isinstance(ports, dict):
+            raise ConfigError(f"demo.ports.{name}", "expected a mapping of admin/<region> -> port")
+        for k, v in ports.items():
+            if k != "admin" and k not in regions:
+                raise ConfigError(f"demo.ports.{name}.{k}", f"unknown region (admin or one of {', '.join(regions)})")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
+                raise ConfigError(f"demo.ports.{name}.{k}", f"expected a TCP port 1-65535, got {v!r}")
     if d["home_region"] not in regions:
         raise ConfigError("demo.home_region", f"unknown region (regions: {', '.join(regions)})")
     try:

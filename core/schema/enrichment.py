@@ -3,7 +3,7 @@
 A PNG graph of the alert's expression over `graph_range` around startsAt, the current
 values, related firing alerts on the same service, and a log excerpt (file tail or Loki).
 """
-from core.config import ConfigError, Field
+from core.spec import ConfigError, Field
 
 SECTION = {
     "enabled": Field("bool", True),

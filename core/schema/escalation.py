@@ -1,5 +1,5 @@
 """`escalation:` escalation policies for tickets (who is paged, and when, until someone acks)."""
-from core.config import ConfigError, Field, ListOf
+from core.spec import ConfigError, Field, ListOf
 
 LEVEL = {
     "name": Field("str", help="shown in notifications and the console, e.g. 'L1 ops'"),

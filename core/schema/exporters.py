@@ -1,7 +1,7 @@
 """`exporters:` settings of opsstack's own exporters."""
 from core.schema.db_exporter import SECTION as DB_SECTION
 from core.schema.db_exporter import check as check_db
-from core.config import ConfigError, Field
+from core.spec import ConfigError, Field
 
 SECTION = {
     "app": {

@@ -7,7 +7,7 @@ publishes current-time gauges only; the future curve goes to PostgreSQL.
 """
 import re
 
-from core.config import ConfigError, Field, ListOf, parse_duration
+from core.spec import ConfigError, Field, ListOf, parse_duration
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_-]*$")
 KINDS = ("disk", "memory", "cpu", "db_storage", "bandwidth", "latency", "other")

@@ -3,7 +3,7 @@
 Every change goes through an outbox in PostgreSQL and is delivered by a worker that
 retries with backoff; failures stay visible (API and metrics) until delivered.
 """
-from core.config import ConfigError, Field
+from core.spec import ConfigError, Field
 
 SECTION = {
     "retry_interval": Field("duration", "10s", minimum=0.01, help="first retry delay (doubles)"),

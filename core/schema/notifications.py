@@ -1,5 +1,5 @@
 """`notifications:` channels (SMTP, Slack-compatible webhook, generic HTTP webhook) and rules."""
-from core.config import ConfigError, Field, ListOf
+from core.spec import ConfigError, Field, ListOf
 
 CHANNEL = {
     "name": Field("str"),

@@ -2,7 +2,7 @@
 import re
 from datetime import datetime
 
-from core.config import ConfigError, Field, ListOf
+from core.spec import ConfigError, Field, ListOf
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -5,7 +5,7 @@ In production each service lists its endpoints per region; with the demo platfor
 """
 import re
 
-from core.config import ConfigError, Field, ListOf
+from core.spec import ConfigError, Field, ListOf
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]*$")
 

@@ -1,7 +1,7 @@
 """`receiver:` the Alertmanager webhook receiver (tickets, API, console)."""
 import re
 
-from core.config import ConfigError, Field, ListOf
+from core.spec import ConfigError, Field, ListOf
 
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
 

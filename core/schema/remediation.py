@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from core.config import ConfigError, Field, ListOf, validate
+from core.spec import ConfigError, Field, ListOf, validate
 
 BACKENDS = ("supervisor", "docker", "kubernetes", "http", "command")
 

@@ -10,6 +10,16 @@ import signal
 import sys
 import threading
 
+import psycopg
+from psycopg import conninfo
+
+from core.config import parse_duration
+from core.pg import PostgresUnavailable, ensure_database
+from demo.db import faults
+from demo.db.faults import KINDS
+from demo.db.seed import apply_schema, seed
+from demo.db.workload import Workload
+
 log = logging.getLogger("opsstack.demo.db")
 
 
@@ -28,19 +38,11 @@ def database_url(args, cfg) -> str | None:
     url = getattr(args, "database_url", None) or cfg["database"]["url"] or os.environ.get("OPSSTACK_DATABASE_URL")
     if not url:
         return None
-    from psycopg import conninfo
-
-    from core.pg import ensure_database
-
     name = conninfo.conninfo_to_dict(url).get("dbname") or cfg["database"]["name"]
     return ensure_database(url, name)
 
 
 def run(args, cfg) -> int:
-    from demo.db.seed import seed
-    from demo.db.workload import Workload
-    from core.pg import PostgresUnavailable
-
     try:
         url = database_url(args, cfg)
     except PostgresUnavailable as exc:
@@ -68,8 +70,6 @@ def run(args, cfg) -> int:
 
 def add_tool_arguments(sub) -> None:
     """The demo database's subcommands of `opsstack db`."""
-    from demo.db.faults import KINDS
-
     w = sub.add_parser("workload", help="seed the demo schema and run the demo workload (supervised)")
     add_arguments(w)
     s = sub.add_parser("seed", help="create and seed the demo schema, then exit")
@@ -101,12 +101,6 @@ def run_tool(args, cfg) -> int:
 
 
 def _faults(args, cfg) -> int:
-    import psycopg
-
-    from demo.db import faults
-    from demo.db.seed import apply_schema
-    from core.config import parse_duration
-
     url = database_url(args, cfg)
     if not url:
         print("opsstack db: no database: set database.url or pass --database-url", file=sys.stderr)

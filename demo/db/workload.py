@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from demo.db.faults import active, deadlock, drop_next_gate_log_partition
+
 log = logging.getLogger("opsstack.demo.db")
 
 STATUSES = ("registered", "checked_in", "cancelled", "waitlisted")
@@ -137,13 +139,11 @@ class Workload:
 
     def apply_faults(self, conn) -> None:
         """Read platform.demo_faults (opsstack db fault/heal) and act on changes."""
-        from demo.db import faults as f
-
-        now = f.active(conn)
+        now = active(conn)
         if now != self.faults:
             log.info("event=demo_db_faults active=%s", now)
         if "partition-missing" in now and "partition-missing" not in self.faults:
-            dropped = f.drop_next_gate_log_partition(conn)
+            dropped = drop_next_gate_log_partition(conn)
             if dropped:
                 log.info("event=partition_dropped partition=%s", dropped)
         if "partition-missing" in self.faults and "partition-missing" not in now:
@@ -174,8 +174,6 @@ class Workload:
                     self._next_partition = time.monotonic() + self.partition_every
                 dl = self.faults.get("deadlocks", 0.0)
                 if idx == 0 and dl > 0 and time.monotonic() >= next_deadlock:
-                    from demo.db.faults import deadlock
-
                     if deadlock(self.url, 1 + rng.randint(0, 999), 1001 + rng.randint(0, 999)):
                         self.counts["deadlock"] = self.counts.get("deadlock", 0) + 1
                     next_deadlock = time.monotonic() + 60.0 / dl

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from exporters.app.probe import PHASES, ProbeResult, probe, tls_context
 from core.exporter import ExporterCollector, Scrape
+from exporters.app.probe import PHASES, ProbeResult, probe, tls_context
 
 log = logging.getLogger("opsstack.exporter.app")
 
@@ -39,11 +39,12 @@ class Target:
     url: str
 
 
-def targets_from_config(cfg: dict) -> list[Target]:
+def targets_from_config(platform) -> list[Target]:
+    """Every service x region endpoint of the ``platform`` section (its view, core.config.view)."""
     out = []
-    for s in cfg["platform"]["services"]:
-        for region, base in sorted(s["endpoints"].items()):
-            out.append(Target(s["name"], region, base.rstrip("/") + s["health_path"]))
+    for s in platform.services:
+        for region, base in sorted(s.endpoints.items()):
+            out.append(Target(s.name, region, base.rstrip("/") + s.health_path))
     return out
 
 
@@ -76,17 +77,17 @@ def _fmt(b: float) -> str:
 class AppProbeCollector(ExporterCollector):
     exporter = "app"
 
-    def __init__(self, cfg: dict, targets: list[Target] | None = None):
-        app = cfg["exporters"]["app"]
-        self.targets = targets if targets is not None else targets_from_config(cfg)
-        self.timeout = float(app["probe_timeout"])
-        self.buckets = [float(b) for b in app["latency_buckets"]]
+    def __init__(self, settings, targets: list[Target]):
+        """``settings``: the view of exporters.app (core.config.view); ``targets``: what to probe."""
+        self.targets = list(targets)
+        self.timeout = float(settings.probe_timeout)
+        self.buckets = [float(b) for b in settings.latency_buckets]
         self.tls: ssl.SSLContext | None = None
         if any(t.url.startswith("https://") for t in self.targets):
-            self.tls = tls_context(app["tls_ca_file"], app["tls_insecure_skip_verify"])
+            self.tls = tls_context(settings.tls_ca_file, settings.tls_insecure_skip_verify)
         # threads start lazily, so a large pool costs nothing until probes hang: then the
         # spare workers keep a concurrent scrape from queueing behind the hanging probes
-        self._pool = ThreadPoolExecutor(max_workers=app["max_concurrency"], thread_name_prefix="probe")
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="probe")
         self._lock = threading.Lock()
         self._hist = {(t.service, t.region): _Histogram(self.buckets) for t in self.targets}
 

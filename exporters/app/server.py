@@ -3,23 +3,23 @@ from __future__ import annotations
 
 import logging
 
-from core.config import ConfigError
+from prometheus_client import disable_created_metrics
+
+from core.config import ConfigError, view
+from core.exporter import registry_for
+from core.exporter import serve as serve_registry
+from exporters.app.collector import AppProbeCollector, targets_from_config
 
 log = logging.getLogger("opsstack.exporter.app")
 
 
 def serve(cfg: dict, stop=None) -> int:
-    from prometheus_client import disable_created_metrics
-
-    from exporters.app.collector import AppProbeCollector
-    from core.exporter import registry_for, serve as serve_registry
-
     port = cfg["stack"]["ports"]["exporter_app"]
     if port == "auto":
         raise ConfigError("stack.ports.exporter_app", "is 'auto': start the exporter through `opsstack up` "
                           "or set a port")
     disable_created_metrics()
-    collector = AppProbeCollector(cfg)
+    collector = AppProbeCollector(view(cfg, "exporters.app"), targets_from_config(view(cfg, "platform")))
     log.info("event=targets count=%d timeout=%.3fs", len(collector.targets), collector.timeout)
     try:
         serve_registry(registry_for(collector), cfg["stack"]["host"], int(port), stop=stop)

@@ -27,6 +27,10 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from psycopg import sql
 
+from core.pg import connect as pg_connect
+from core.pg import with_dbname
+from exporters.db.conn import connect, dbname_of, target_url
+
 log = logging.getLogger("opsstack.advisor")
 
 # statements about the catalog (the exporter's own, psql's...) are not index candidates
@@ -458,8 +462,6 @@ class Advisor:
 def advise_url(url: str, settings: dict, stats_url: str | None = None, statement_timeout: float = 10.0,
                connect_timeout: float = 5.0) -> Report:
     """Run the advisor on the database of `url` (pg_stat_statements read from stats_url if given)."""
-    from exporters.db.conn import connect, dbname_of
-
     dbname = dbname_of(url)
     with connect(url, connect_timeout, statement_timeout, application_name="opsstack-advisor") as conn:
         stats_conn = None
@@ -491,10 +493,6 @@ class AdvisorCache:
 
     def targets(self) -> list[tuple[str, str, str]]:
         """(server, url of each database, url with pg_stat_statements) to advise on."""
-        from exporters.db.conn import target_url, with_dbname
-
-        from exporters.db.conn import dbname_of
-
         out = []
         for t in self.dbc["targets"]:
             url = target_url(t, self.cfg)
@@ -503,7 +501,7 @@ class AdvisorCache:
             names = [d for d in t["databases"] if d != "*"]
             if "*" in t["databases"]:
                 try:
-                    with psycopg.connect(url, connect_timeout=int(max(1, self.dbc["connect_timeout"]))) as c:
+                    with pg_connect(url, self.dbc["connect_timeout"]) as c:
                         names = [r[0] for r in c.execute(
                             "select datname from pg_database where datallowconn and not datistemplate "
                             "order by 1").fetchall()]
@@ -514,8 +512,6 @@ class AdvisorCache:
         return out
 
     def run_once(self) -> None:
-        from exporters.db.conn import dbname_of
-
         for server, url, stats_url in self.targets():
             if self._stop.is_set():
                 return

@@ -9,6 +9,12 @@ from __future__ import annotations
 import json
 import sys
 
+import psycopg
+
+from core.pg import with_dbname
+from exporters.db.advisor import AdvisorCache, advise_url
+from exporters.db.conn import target_url
+
 
 def add_arguments(a) -> None:
     """The arguments of `db advise` (on its own subparser)."""
@@ -22,9 +28,6 @@ def add_arguments(a) -> None:
 
 def _jobs(args, cfg) -> list[tuple[str, str, str]]:
     """(server, database URL, URL where pg_stat_statements is read) to advise on."""
-    from exporters.db.advisor import AdvisorCache
-    from exporters.db.conn import target_url, with_dbname
-
     if args.url:
         return [("cli", args.url, args.url)]
     if args.database:
@@ -66,10 +69,6 @@ def format_report(server: str, rep) -> str:
 
 
 def run(args, cfg) -> int:
-    import psycopg
-
-    from exporters.db.advisor import advise_url
-
     settings = dict(cfg["exporters"]["db"]["advisor"])
     if args.min_cost_drop is not None:
         settings["min_cost_drop"] = args.min_cost_drop

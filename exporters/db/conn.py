@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import conninfo
 
+from core.pg import connect as pg_connect
+
 log = logging.getLogger("opsstack.exporter.db")
 
 APPLICATION_NAME = "opsstack-exporter-db"
@@ -23,12 +25,6 @@ APPLICATION_NAME = "opsstack-exporter-db"
 def target_url(target: dict, cfg: dict) -> str | None:
     """The target's URL: its own, else database.url, else $OPSSTACK_DATABASE_URL."""
     return target.get("url") or cfg["database"].get("url") or os.environ.get("OPSSTACK_DATABASE_URL")
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    info = conninfo.conninfo_to_dict(url)
-    info["dbname"] = dbname
-    return conninfo.make_conninfo(**info)
 
 
 def dbname_of(url: str) -> str:
@@ -48,12 +44,12 @@ def redact(url: str) -> str:
 
 def connect(url: str, connect_timeout: float, statement_timeout: float,
             application_name: str = APPLICATION_NAME) -> psycopg.Connection:
-    """An autocommit connection whose every statement is bounded by statement_timeout."""
+    """An autocommit connection (core.pg.connect) whose every statement is bounded by
+    statement_timeout, and every lock wait too."""
     st_ms = max(1, int(statement_timeout * 1000))
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(round(connect_timeout))),
-                           application_name=application_name,
-                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
-                           prepare_threshold=None)
+    conn = pg_connect(url, connect_timeout, autocommit=True, application_name=application_name,
+                      keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=2,
+                      prepare_threshold=None)
     # SET (not startup options) so pg_settings.reset_val still shows the server's values
     try:
         conn.execute("select set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false),"

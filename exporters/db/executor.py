@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 import psycopg
 
 from core.exporter import Scrape
+from core.pg import with_dbname
 from exporters.db.collectors import COLLECTORS
 from exporters.db.collectors.base import (DATABASE, OWN, SERVER, Collector, Queries, QueryFailed, RelationSizes,
                                           Scope, ServerFacts, first_line)
-from exporters.db.conn import DbHandle, redact, target_url, with_dbname
+from exporters.db.conn import DbHandle, redact, target_url
 from exporters.db.metrics import Families
 
 log = logging.getLogger("opsstack.exporter.db")

@@ -16,7 +16,10 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from core.config import load
 from core.exporter import wait_until_stopped
+from core.logs import setup_logging
+from exporters.db.advisor import AdvisorCache
 from exporters.db.collector import DbCollector
 
 log = logging.getLogger("opsstack.exporter.db")
@@ -29,8 +32,6 @@ def build(cfg: dict, with_advisor: bool | None = None):
     dbc = cfg["exporters"]["db"]
     advisor = None
     if dbc["advisor"]["enabled"] if with_advisor is None else with_advisor:
-        from exporters.db.advisor import AdvisorCache
-
         advisor = AdvisorCache(cfg)
     return DbCollector(cfg, advisor=advisor), advisor
 
@@ -95,9 +96,6 @@ def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin wrapper
-    from core.logs import setup_logging
-    from core.config import load
-
     p = argparse.ArgumentParser(prog="python -m exporters.db.server")
     p.add_argument("-c", "--config")
     p.add_argument("--port", type=int)

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 import requests
 
+from tests.support import receiver as T
 from webhook_receiver import escalation, scheduler
-from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.auth import hash_password
 

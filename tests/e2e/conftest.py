@@ -1,50 +1,21 @@
 """The native stack, started once for the e2e tests with short intervals, torn down after.
 
-A local HTTP sink plays the on-call chat tool: the stack's notification channel posts there,
-so the tests can check what people would have been told.
+The one fake HTTP server (tests/support/fakehttp.py) plays the on-call chat tool: the stack's
+notification channel posts there, so the tests can check what people would have been told.
 """
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
-from stack.harness import StackHandle, fast_config
-
-
-class Sink:
-    def __init__(self):
-        self.messages: list[dict] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    sink.messages.append(json.loads(body))
-                except ValueError:
-                    sink.messages.append({"raw": body.decode(errors="replace")})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
+from tests.support.fakehttp import FakeHTTP
+from tests.support.harness import StackHandle, fast_config
 
 
 @pytest.fixture(scope="session")
 def notification_sink():
-    s = Sink()
-    yield s
-    s.close()
+    """The chat tool: every POST answers 200; what was posted is in `.requests`."""
+    with FakeHTTP({"POST *": 200}) as sink:
+        yield sink
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +33,7 @@ def native_stack(tmp_path_factory, notification_sink):
         forecast={"interval": "20s", "step": "2s", "history": "10m", "min_history": "20s",
                   "models": ["naive", "ses", "linear_trend", "long_trend"], "workers": 1},
         exporters__db__advisor__interval="20s",
-        notifications={"channels": [{"name": "ops-chat", "type": "webhook", "url": notification_sink.url}],
+        notifications={"channels": [{"name": "ops-chat", "type": "webhook", "url": notification_sink.url + "/hook"}],
                        "rules": [{"channels": ["ops-chat"]}],
                        "initial_backoff": "1s"},
     )

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from stack.harness import wait_for
+from tests.support.harness import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -68,5 +68,5 @@ def test_service_down_opens_a_ticket_and_heal_resolves_it(native_stack, notifica
     # nothing about user-app is still open
     assert not [t for t in native_stack.tickets("open") if t["id"] in ids]
     # the on-call channel heard about it
-    wait_for(lambda: any("ServiceDown" in json.dumps(m) for m in notification_sink.messages), 60,
+    wait_for(lambda: any("ServiceDown" in r.text for r in notification_sink.requests), 60,
              what="a ServiceDown notification on the webhook channel")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from stack.harness import wait_for
+from tests.support.harness import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from stack.harness import wait_for
+from tests.support.harness import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ import requests
 
 from stack import alertmanager_config as amc
 from core.config import load_data
-from stack.servers import Alertmanager
-from webhook_receiver import testing as T
+from tests.support.servers import Alertmanager
+from tests.support import receiver as T
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from core.procs import free_port
+from tests.support import receiver as T
 from webhook_receiver import scheduler
-from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.escalation import utcnow
 from webhook_receiver.remediation import store

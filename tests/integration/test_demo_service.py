@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.testing import REGIONS, DemoProcess, opsstack_argv
+from tests.support.demo import REGIONS, DemoProcess, opsstack_argv
 from core.procs import binary
 
 MIB = 1024 * 1024

@@ -1,20 +1,19 @@
 """Ticket enrichment against a real Prometheus (scraping a /metrics we control, with a rule file),
-a real Alertmanager (the related alerts) and a local Loki that checks query_range requests."""
+a real Alertmanager (the related alerts) and a Loki on the one fake HTTP server that checks
+query_range requests."""
 from __future__ import annotations
 
 import io
-import json
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from stack.servers import Alertmanager, Prometheus
-from webhook_receiver import testing as T
+from tests.support import receiver as T
+from tests.support.fakehttp import FakeHTTP
+from tests.support.servers import Alertmanager, Prometheus
 from webhook_receiver.app import close_app, create_app
 
 pytestmark = pytest.mark.integration
@@ -22,50 +21,18 @@ pytestmark = pytest.mark.integration
 EXPR = 'max by (service) (demo_value) > 5'
 
 
-class Server:
-    def __init__(self, get):
-        outer = self
-        self.requests = []
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                u = urlsplit(self.path)
-                q = {k: v[0] for k, v in parse_qs(u.query).items()}
-                outer.requests.append((u.path, q))
-                code, ctype, body = get(u.path, q)
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.srv.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
+METRICS = (200, b'# TYPE demo_value gauge\ndemo_value{service="svc"} 9\ndemo_value{service="other"} 7\n',
+           {"Content-Type": "text/plain"})
 
 
-def metrics(path, q):
-    if path != "/metrics":
-        return 404, "text/plain", b""
-    return 200, "text/plain", (b'# TYPE demo_value gauge\ndemo_value{service="svc"} 9\ndemo_value{service="other"} 7\n')
-
-
-def loki(path, q):
+def loki(req):
     """Loki's documented query_range: nanosecond start/end, limit, direction; streams result."""
-    if path != "/loki/api/v1/query_range":
-        return 404, "text/plain", b"404 page not found"
+    q = req.query
     ok = (q.get("query") == '{service="svc"}' and q.get("direction") == "backward" and q.get("limit") == "3"
           and q["start"].isdigit() and q["end"].isdigit() and int(q["end"]) > int(q["start"])
           and len(q["end"]) >= 19)
     if not ok:
-        return 400, "text/plain", f"bad request {q}".encode()
+        return 400, f"bad request {q}".encode(), {"Content-Type": "text/plain"}
     end = int(q["end"])
     body = {"status": "success", "data": {"resultType": "streams", "result": [
         {"stream": {"service": "svc", "level": "error"},
@@ -73,20 +40,21 @@ def loki(path, q):
         {"stream": {"service": "svc", "level": "info"},
          "values": [[str(end - 2_000_000_000), "healthcheck failed"], [str(end - 9_000_000_000), "old line"]]}],
         "stats": {}}}
-    return 200, "application/json", json.dumps(body).encode()
+    return 200, body
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    svc = Server(metrics)
-    lk = Server(loki)
+    svc = FakeHTTP({"GET /metrics": METRICS}, default=(404, b"", {"Content-Type": "text/plain"})).start()
+    lk = FakeHTTP({"GET /loki/api/v1/query_range": loki},
+                  default=(404, b"404 page not found", {"Content-Type": "text/plain"})).start()
     d = tmp_path_factory.mktemp("enrich")
     rules = d / "rules.yml"
     rules.write_text("groups:\n- name: demo\n  rules:\n  - alert: DemoHigh\n    expr: " + EXPR + "\n")
     prom = Prometheus({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                        "rule_files": [str(rules)],
                        "scrape_configs": [{"job_name": "svc", "static_configs": [
-                           {"targets": [svc.url.split("//")[1]]}]}]}, workdir=d / "prom")
+                           {"targets": [svc.address]}]}]}, workdir=d / "prom")
     am = Alertmanager({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}, workdir=d / "am")
     prom.start()
     am.start()
@@ -105,8 +73,8 @@ def world(tmp_path_factory):
     yield {"prom": prom, "am": am, "loki": lk, "dir": d}
     prom.stop()
     am.stop()
-    svc.close()
-    lk.close()
+    svc.stop()
+    lk.stop()
 
 
 @pytest.fixture

@@ -1,20 +1,18 @@
 """`opsstack exporter app` against real demo instances, a hanging target, a dead one and TLS."""
 from __future__ import annotations
 
-import http.server
 import shutil
 import socket
-import ssl
 import subprocess
-import threading
 import time
 from datetime import datetime, timezone
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.testing import REGIONS, AppExporterProcess, DemoProcess
 from core.procs import binary, free_port
+from tests.support.demo import REGIONS, AppExporterProcess, DemoProcess
+from tests.support.fakehttp import FakeHTTP
 
 pytestmark = pytest.mark.integration
 PROBE_TIMEOUT = 1.0
@@ -52,26 +50,8 @@ def tls_server(tmp_path_factory):
                          capture_output=True, text=True).stdout.strip().split("=", 1)[1]
     not_after = datetime.strptime(end, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=timezone.utc).timestamp()
 
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"ok"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(crt), str(key))
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"https://127.0.0.1:{srv.server_address[1]}", str(crt), not_after
-    srv.shutdown()
-    srv.server_close()
+    with FakeHTTP({"GET *": (200, b"ok")}, tls=(crt, key)) as srv:
+        yield srv.url, str(crt), not_after
 
 
 @pytest.fixture(scope="module")

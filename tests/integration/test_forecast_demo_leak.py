@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from demo.testing import DemoProcess
+from tests.support.demo import DemoProcess
 from core.exporter import registry_for, start
 from forecasters.service import ForecastCollector, Forecaster
 from forecasters.targets import build
 from core.config import load_data
 from core.procs import free_port
-from stack.servers import Prometheus
+from tests.support.servers import Prometheus
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_memory_leak_fault_predicts_oom(tmp_path):
         })
         targets = [t for t in build(cfg) if t.name == "memory-user-app"]
         assert targets, "the default targets include the demo service's memory"
-        fc = Forecaster(cfg, targets=targets)
+        fc = Forecaster.from_config(cfg, targets=targets)
         server, _ = start(registry_for(ForecastCollector(fc.state)), "127.0.0.1", fport)
         _wait(lambda: _query(prom.url, targets[0].query))
         assert demo.admin("POST", "/admin/faults", {"kind": "memory-leak"})[0] == 201

@@ -25,7 +25,7 @@ from forecasters.service import ForecastCollector, Forecaster
 from forecasters.storage import Store
 from core.config import load_data
 from core.procs import binary, free_port
-from stack.servers import Prometheus
+from tests.support.servers import Prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def setup(tmp_path, pg_db):
     cfg["forecast"]["prometheus_url"] = prom.url
     store = Store(pg_db)
     assert store.migrate() == store.migrate()   # idempotent: a restart re-applies nothing
-    fc = Forecaster(cfg, store=store)
+    fc = Forecaster.from_config(cfg, store=store)
     server, _ = start(registry_for(ForecastCollector(fc.state)), "127.0.0.1", fport)
     try:
         yield {"prom": prom, "fc": fc, "fport": fport, "pg": pg_db, "t": t, "y": y}

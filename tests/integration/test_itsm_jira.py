@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
+from tests.support.fakehttp import FakeHTTP
 from webhook_receiver.app import close_app, create_app
 
 pytestmark = pytest.mark.integration
@@ -33,129 +30,104 @@ def adf_text(doc) -> str:
     return "\n".join("".join(t["text"] for t in p.get("content", [])) for p in doc["content"])
 
 
-class FakeJira:
+class FakeJira(FakeHTTP):
+    """JIRA Cloud REST API v3 as routes of the one fake server; every request passes `check` first."""
+
     def __init__(self):
         self.issues: dict[str, dict] = {}
         self.problems: list[str] = []
-        self.fail: list[tuple[str, str, int, bool]] = []  # (method, path suffix, status, apply first)
-        self.lock = threading.Lock()
         self.ids = itertools.count(10001)
-        outer = self
+        super().__init__({"GET /rest/api/3/search/jql": self.search,
+                          "POST /rest/api/3/issue": self.create_issue,
+                          "/rest/api/3/issue/*": self.issue},
+                         default=lambda req: (404, {"errorMessages": [f"no {req.method} {req.path}"]}),
+                         guard=self.check, serial=True)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    def check(self, req):
+        if req.headers.get("Authorization") != AUTH:
+            return 401, {"errorMessages": ["You are not authenticated."]}
+        if req.method == "POST" and req.content_type != "application/json":
+            self.problems.append(f"{req.path} without JSON content type")
+            return 415, {"errorMessages": ["Unsupported Media Type"]}
+        return None
 
-            def _reply(self, code, body=None):
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(code)
-                if data:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def inject(self, method, path, status, apply_first):
+        """The next `method` request on `path` (a glob) answers `status`; apply_first: after doing it."""
+        self.fail(method, path, status, {"errorMessages": ["injected failure"]}, apply=apply_first)
 
-            def _handle(self):
-                u = urlsplit(self.path)
-                q = {k: v[0] for k, v in parse_qs(u.query).items()}
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n)) if n else None
-                if self.headers.get("Authorization") != AUTH:
-                    return self._reply(401, {"errorMessages": ["You are not authenticated."]})
-                if self.command == "POST" and self.headers.get("Content-Type", "").split(";")[0] != "application/json":
-                    outer.problems.append(f"{u.path} without JSON content type")
-                    return self._reply(415, {"errorMessages": ["Unsupported Media Type"]})
-                with outer.lock:
-                    for i, (m, suffix, status, apply_first) in enumerate(outer.fail):
-                        if m == self.command and u.path.endswith(suffix):
-                            del outer.fail[i]
-                            if apply_first:
-                                outer.route(self.command, u.path, q, body)
-                            return self._reply(status, {"errorMessages": ["injected failure"]})
-                    code, out = outer.route(self.command, u.path, q, body)
-                self._reply(code, out)
+    def search(self, req):
+        q = req.query
+        jql = q.get("jql", "")
+        if not jql.startswith('labels = "') or "maxResults" not in q:
+            self.problems.append(f"search {q}")
+        label = jql.split('"')[1]
+        found = [i for i in self.issues.values() if label in i["labels"]]
+        return 200, {"issues": [{"id": i["id"], "key": i["key"], "fields": {"status": {"name": i["status"]}}}
+                                for i in found][: int(q.get("maxResults", 50))], "isLast": True}
 
-            do_GET = do_POST = _handle
+    def create_issue(self, req):
+        f = (req.json or {}).get("fields", {})
+        errors = {}
+        if f.get("project") != {"key": "OPS"}:
+            errors["project"] = "valid project is required"
+        if not isinstance(f.get("summary"), str) or not f["summary"] or len(f["summary"]) > 255:
+            errors["summary"] = "You must specify a summary of the issue."
+        elif any(ch in f["summary"] for ch in "\r\n"):  # as JIRA Cloud answers
+            errors["summary"] = "The summary is invalid because it contains newline characters."
+        if f.get("issuetype") != {"name": "Task"}:
+            errors["issuetype"] = "valid issue type is required"
+        if not is_adf(f.get("description")):
+            errors["description"] = "Operation value must be an Atlassian Document."
+        if not isinstance(f.get("labels"), list) or any(" " in x for x in f["labels"]):
+            errors["labels"] = "labels must be strings without spaces"
+        if errors:
+            return 400, {"errorMessages": [], "errors": errors}
+        iid = str(next(self.ids))
+        key = f"OPS-{len(self.issues) + 1}"
+        self.issues[key] = {"id": iid, "key": key, "labels": f["labels"], "summary": f["summary"],
+                            "description": adf_text(f["description"]), "status": "To Do", "comments": []}
+        return 201, {"id": iid, "key": key, "self": f"{self.url}/rest/api/3/issue/{iid}"}
 
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.srv.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def route(self, m, path, q, body):
-        p = path.split("/")
-        if path == "/rest/api/3/search/jql" and m == "GET":
-            jql = q.get("jql", "")
-            if not jql.startswith('labels = "') or "maxResults" not in q:
-                self.problems.append(f"search {q}")
-            label = jql.split('"')[1]
-            found = [i for i in self.issues.values() if label in i["labels"]]
-            return 200, {"issues": [{"id": i["id"], "key": i["key"], "fields": {"status": {"name": i["status"]}}}
-                                    for i in found][: int(q.get("maxResults", 50))], "isLast": True}
-        if path == "/rest/api/3/issue" and m == "POST":
-            f = (body or {}).get("fields", {})
-            errors = {}
-            if f.get("project") != {"key": "OPS"}:
-                errors["project"] = "valid project is required"
-            if not isinstance(f.get("summary"), str) or not f["summary"] or len(f["summary"]) > 255:
-                errors["summary"] = "You must specify a summary of the issue."
-            elif any(ch in f["summary"] for ch in "\r\n"):  # as JIRA Cloud answers
-                errors["summary"] = "The summary is invalid because it contains newline characters."
-            if f.get("issuetype") != {"name": "Task"}:
-                errors["issuetype"] = "valid issue type is required"
-            if not is_adf(f.get("description")):
-                errors["description"] = "Operation value must be an Atlassian Document."
-            if not isinstance(f.get("labels"), list) or any(" " in x for x in f["labels"]):
-                errors["labels"] = "labels must be strings without spaces"
-            if errors:
-                return 400, {"errorMessages": [], "errors": errors}
-            iid = str(next(self.ids))
-            key = f"OPS-{len(self.issues) + 1}"
-            self.issues[key] = {"id": iid, "key": key, "labels": f["labels"], "summary": f["summary"],
-                                "description": adf_text(f["description"]), "status": "To Do", "comments": []}
-            return 201, {"id": iid, "key": key, "self": f"{self.url}/rest/api/3/issue/{iid}"}
-        if len(p) >= 6 and p[1:5] == ["rest", "api", "3", "issue"]:
-            issue = self.issues.get(p[5])
-            if issue is None:
-                return 404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."]}
-            sub = p[6] if len(p) > 6 else None
-            done = issue["status"] == "Done"
-            if sub is None and m == "GET":
-                return 200, {"id": issue["id"], "key": issue["key"], "fields": {"status": {
-                    "name": issue["status"], "statusCategory": {"key": "done" if done else "new"}}}}
-            if sub == "comment" and m == "POST":
-                if not is_adf((body or {}).get("body")):
-                    self.problems.append(f"comment body not ADF: {body}")
-                    return 400, {"errorMessages": ["Comment body is not valid"]}
-                issue["comments"].append(body["body"])
-                return 201, {"id": str(len(issue["comments"])), "body": body["body"]}
-            if sub == "comment" and m == "GET":
-                start = int(q.get("startAt", 0))
-                cs = issue["comments"][start:start + int(q.get("maxResults", 50))]
-                return 200, {"startAt": start, "maxResults": 100, "total": len(issue["comments"]),
-                             "comments": [{"id": str(i), "body": c} for i, c in enumerate(cs)]}
-            if sub == "transitions" and m == "GET":
-                ts = [{"id": "11", "name": "To Do", "to": {"name": "To Do", "statusCategory": {"key": "new"}}},
-                      {"id": "31", "name": "Done", "to": {"name": "Done", "statusCategory": {"key": "done"}}}]
-                return 200, {"transitions": [t for t in ts if t["to"]["name"] != issue["status"]]}
-            if sub == "transitions" and m == "POST":
-                tid = ((body or {}).get("transition") or {}).get("id")
-                if tid not in ("11", "31"):
-                    self.problems.append(f"transition {body}")
-                    return 400, {"errorMessages": ["Transition id is not valid"]}
-                issue["status"] = "To Do" if tid == "11" else "Done"
-                return 204, None
-        return 404, {"errorMessages": [f"no {m} {path}"]}
-
-    def close(self):
-        self.srv.shutdown()
+    def issue(self, req):
+        """/rest/api/3/issue/{key}[/comment|/transitions]"""
+        m, p, q, body = req.method, req.path.split("/"), req.query, req.json
+        issue = self.issues.get(p[5])
+        if issue is None:
+            return 404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."]}
+        sub = p[6] if len(p) > 6 else None
+        done = issue["status"] == "Done"
+        if sub is None and m == "GET":
+            return 200, {"id": issue["id"], "key": issue["key"], "fields": {"status": {
+                "name": issue["status"], "statusCategory": {"key": "done" if done else "new"}}}}
+        if sub == "comment" and m == "POST":
+            if not is_adf((body or {}).get("body")):
+                self.problems.append(f"comment body not ADF: {body}")
+                return 400, {"errorMessages": ["Comment body is not valid"]}
+            issue["comments"].append(body["body"])
+            return 201, {"id": str(len(issue["comments"])), "body": body["body"]}
+        if sub == "comment" and m == "GET":
+            start = int(q.get("startAt", 0))
+            cs = issue["comments"][start:start + int(q.get("maxResults", 50))]
+            return 200, {"startAt": start, "maxResults": 100, "total": len(issue["comments"]),
+                         "comments": [{"id": str(i), "body": c} for i, c in enumerate(cs)]}
+        if sub == "transitions" and m == "GET":
+            ts = [{"id": "11", "name": "To Do", "to": {"name": "To Do", "statusCategory": {"key": "new"}}},
+                  {"id": "31", "name": "Done", "to": {"name": "Done", "statusCategory": {"key": "done"}}}]
+            return 200, {"transitions": [t for t in ts if t["to"]["name"] != issue["status"]]}
+        if sub == "transitions" and m == "POST":
+            tid = ((body or {}).get("transition") or {}).get("id")
+            if tid not in ("11", "31"):
+                self.problems.append(f"transition {body}")
+                return 400, {"errorMessages": ["Transition id is not valid"]}
+            issue["status"] = "To Do" if tid == "11" else "Done"
+            return 204, None
+        return 404, {"errorMessages": [f"no {m} {req.path}"]}
 
 
 @pytest.fixture
 def jira():
-    j = FakeJira()
-    yield j
-    j.close()
+    with FakeJira() as j:
+        yield j
 
 
 @pytest.fixture
@@ -215,9 +187,9 @@ def test_ticket_lifecycle_is_forwarded_to_jira(client, jira):
 
 
 def test_lost_answers_and_5xx_are_retried_without_duplicates(client, jira):
-    jira.fail = [("POST", "/rest/api/3/issue", 500, True),          # created, but the answer is lost
-                 ("POST", "/comment", 503, True),                     # commented, answer lost
-                 ("POST", "/transitions", 502, False)]                # plain outage
+    jira.inject("POST", "/rest/api/3/issue", 500, True)             # created, but the answer is lost
+    jira.inject("POST", "*/comment", 503, True)                      # commented, answer lost
+    jira.inject("POST", "*/transitions", 502, False)                 # plain outage
     a = fire(client)
     [t] = client.get("/api/v1/tickets").get_json()
     client.post(f"/api/v1/tickets/{t['id']}/acknowledge", json={}, headers=WRITE)
@@ -234,7 +206,7 @@ def test_lost_answers_and_5xx_are_retried_without_duplicates(client, jira):
 
 
 def test_a_rejected_delivery_is_visible_and_can_be_retried(client, jira):
-    jira.fail = [("POST", "/rest/api/3/issue", 400, False)]
+    jira.inject("POST", "/rest/api/3/issue", 400, False)
     fire(client)
     [t] = client.get("/api/v1/tickets").get_json()
     st = settle(client, t["id"], 1)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
+from tests.support.fakehttp import FakeHTTP
 from webhook_receiver.app import close_app, create_app
 
 pytestmark = pytest.mark.integration
@@ -22,103 +19,81 @@ FIELDS = {"short_description", "description", "urgency", "impact", "correlation_
           "caller_id", "assignment_group", "category", "work_notes", "state", "close_code", "close_notes"}
 
 
-class FakeServiceNow:
+class FakeServiceNow(FakeHTTP):
+    """The Table API as routes of the one fake server; every request passes `check` first."""
+
     def __init__(self):
         self.incidents: dict[str, dict] = {}
         self.journal: list[dict] = []
         self.problems: list[str] = []
-        self.fail: list[tuple[str, str, int, bool]] = []
-        self.lock = threading.Lock()
-        outer = self
+        super().__init__({"GET /api/now/table/incident": self.query_incidents,
+                          "POST /api/now/table/incident": self.create_incident,
+                          "PATCH /api/now/table/incident/*": self.update_incident,
+                          "GET /api/now/table/sys_journal_field": self.journal_entries},
+                         default=lambda req: (400, {"error": {"message": f"Invalid table or path {req.path}"},
+                                                    "status": "failure"}),
+                         guard=self.check, serial=True)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    def check(self, req):
+        if req.headers.get("Authorization") != AUTH:
+            return 401, {"error": {"message": "User Not Authenticated", "detail": ""}, "status": "failure"}
+        if req.headers.get("Accept") != "application/json":
+            self.problems.append(f"Accept {req.headers.get('Accept')}")
+        return None
 
-            def _reply(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def inject(self, method, path, status, apply_first):
+        """The next `method` request on `path` (a glob) answers `status`; apply_first: after doing it."""
+        self.fail(method, path, status, {"error": {"message": "injected"}, "status": "failure"}, apply=apply_first)
 
-            def _handle(self):
-                u = urlsplit(self.path)
-                q = {k: v[0] for k, v in parse_qs(u.query).items()}
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n)) if n else None
-                if self.headers.get("Authorization") != AUTH:
-                    return self._reply(401, {"error": {"message": "User Not Authenticated", "detail": ""},
-                                             "status": "failure"})
-                if self.headers.get("Accept") != "application/json":
-                    outer.problems.append(f"Accept {self.headers.get('Accept')}")
-                with outer.lock:
-                    for i, (m, suffix, status, apply_first) in enumerate(outer.fail):
-                        if m == self.command and suffix in u.path:
-                            del outer.fail[i]
-                            if apply_first:
-                                outer.route(self.command, u.path, q, body)
-                            return self._reply(status, {"error": {"message": "injected"}, "status": "failure"})
-                    code, out = outer.route(self.command, u.path, q, body)
-                self._reply(code, out)
+    def query_incidents(self, req):
+        q = req.query
+        query = q.get("sysparm_query", "")
+        if not query.startswith("correlation_id="):
+            self.problems.append(f"query {query}")
+        cid = query.split("=", 1)[1]
+        res = [i for i in self.incidents.values() if i["correlation_id"] == cid][: int(q.get("sysparm_limit", 10))]
+        return 200, {"result": [{"sys_id": i["sys_id"], "number": i["number"], "state": i["state"]} for i in res]}
 
-            do_GET = do_POST = do_PATCH = _handle
+    def create_incident(self, req):
+        body = req.json
+        bad = set(body) - FIELDS
+        if bad or not body.get("short_description") or body.get("urgency") not in ("1", "2", "3") \
+                or body.get("impact") not in ("1", "2", "3") or not body.get("correlation_id"):
+            self.problems.append(f"create {body}")
+            return 400, {"error": {"message": "Invalid"}, "status": "failure"}
+        sys_id = uuid.uuid4().hex
+        inc = {**body, "sys_id": sys_id, "number": f"INC{10001 + len(self.incidents):07d}", "state": "1"}
+        self.incidents[sys_id] = inc
+        return 201, {"result": inc}
 
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.srv.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+    def update_incident(self, req):
+        body = req.json
+        inc = self.incidents.get(req.path.rsplit("/", 1)[-1])
+        if inc is None:
+            return 404, {"error": {"message": "No Record found"}, "status": "failure"}
+        if set(body) - FIELDS:
+            self.problems.append(f"patch {body}")
+        if body.get("state") == "6" and not (body.get("close_code") and body.get("close_notes")):
+            return 403, {"error": {"message": "Data Policy Exception: close_code, close_notes mandatory"}}
+        if "work_notes" in body:
+            self.journal.append({"sys_id": uuid.uuid4().hex, "element_id": inc["sys_id"],
+                                 "element": "work_notes", "value": body["work_notes"]})
+        inc.update({k: v for k, v in body.items() if k != "work_notes"})
+        return 200, {"result": inc}
 
-    def route(self, m, path, q, body):
-        if path == "/api/now/table/incident" and m == "GET":
-            query = q.get("sysparm_query", "")
-            if not query.startswith("correlation_id="):
-                self.problems.append(f"query {query}")
-            cid = query.split("=", 1)[1]
-            res = [i for i in self.incidents.values() if i["correlation_id"] == cid][: int(q.get("sysparm_limit", 10))]
-            return 200, {"result": [{"sys_id": i["sys_id"], "number": i["number"], "state": i["state"]} for i in res]}
-        if path == "/api/now/table/incident" and m == "POST":
-            bad = set(body) - FIELDS
-            if bad or not body.get("short_description") or body.get("urgency") not in ("1", "2", "3") \
-                    or body.get("impact") not in ("1", "2", "3") or not body.get("correlation_id"):
-                self.problems.append(f"create {body}")
-                return 400, {"error": {"message": "Invalid"}, "status": "failure"}
-            sys_id = uuid.uuid4().hex
-            inc = {**body, "sys_id": sys_id, "number": f"INC{10001 + len(self.incidents):07d}", "state": "1"}
-            self.incidents[sys_id] = inc
-            return 201, {"result": inc}
-        if path.startswith("/api/now/table/incident/") and m == "PATCH":
-            inc = self.incidents.get(path.rsplit("/", 1)[-1])
-            if inc is None:
-                return 404, {"error": {"message": "No Record found"}, "status": "failure"}
-            if set(body) - FIELDS:
-                self.problems.append(f"patch {body}")
-            if body.get("state") == "6" and not (body.get("close_code") and body.get("close_notes")):
-                return 403, {"error": {"message": "Data Policy Exception: close_code, close_notes mandatory"}}
-            if "work_notes" in body:
-                self.journal.append({"sys_id": uuid.uuid4().hex, "element_id": inc["sys_id"],
-                                     "element": "work_notes", "value": body["work_notes"]})
-            inc.update({k: v for k, v in body.items() if k != "work_notes"})
-            return 200, {"result": inc}
-        if path == "/api/now/table/sys_journal_field" and m == "GET":
-            parts = dict(p.split("=", 1) if "=" in p else (p[:p.index("LIKE")], p) for p in
-                         q.get("sysparm_query", "").split("^"))
-            like = parts.get("value", "")[len("valueLIKE"):]
-            res = [j for j in self.journal if j["element_id"] == parts.get("element_id")
-                   and j["element"] == parts.get("element") and like in j["value"]]
-            return 200, {"result": [{"sys_id": j["sys_id"]} for j in res]}
-        return 400, {"error": {"message": f"Invalid table or path {path}"}, "status": "failure"}
-
-    def close(self):
-        self.srv.shutdown()
+    def journal_entries(self, req):
+        parts = dict(p.split("=", 1) if "=" in p else (p[:p.index("LIKE")], p) for p in
+                     req.query.get("sysparm_query", "").split("^"))
+        like = parts.get("value", "")[len("valueLIKE"):]
+        res = [j for j in self.journal if j["element_id"] == parts.get("element_id")
+               and j["element"] == parts.get("element") and like in j["value"]]
+        return 200, {"result": [{"sys_id": j["sys_id"]} for j in res]}
 
 
 @pytest.fixture
 def sn():
-    s = FakeServiceNow()
-    yield s
-    s.close()
+    with FakeServiceNow() as s:
+        yield s
 
 
 @pytest.fixture
@@ -166,7 +141,8 @@ def test_incident_created_noted_and_resolved(client, sn):
 
 
 def test_lost_answers_are_not_applied_twice(client, sn):
-    sn.fail = [("POST", "/api/now/table/incident", 500, True), ("PATCH", "/api/now/table/incident/", 504, True)]
+    sn.inject("POST", "/api/now/table/incident", 500, True)
+    sn.inject("PATCH", "/api/now/table/incident/*", 504, True)
     client.post("/webhook/alertmanager", json=T.payload([T.alert()]), headers=T.auth())
     [t] = client.get("/api/v1/tickets").get_json()
     client.post(f"/api/v1/tickets/{t['id']}/comment", json={"text": "one note"},

@@ -12,7 +12,7 @@ import re
 import psycopg
 import pytest
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 from webhook_receiver.app import close_app, create_app
 from webhook_receiver.auth import hash_password
 

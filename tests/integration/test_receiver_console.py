@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.auth import hash_password
 

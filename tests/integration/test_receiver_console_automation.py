@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.support import receiver as T
 from webhook_receiver import enrichment
-from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app
 from webhook_receiver.auth import hash_password
 from webhook_receiver.remediation import store
@@ -130,14 +130,16 @@ def test_ticket_page_without_automation_output(app):
 def test_close_app_shuts_automation_down(pg_db):
     """close_app() stops the app's automation: its worker pools take no more work and it no longer
     listens to the ticket hooks (a closed app must not be handed tickets)."""
-    from webhook_receiver import automation, hooks
+    from webhook_receiver import automation
+    from webhook_receiver.state import state
 
     a = create_app(T.config(pg_db))
     auto = a.extensions[automation.EXT]
     pool = auto.pool("enrichment", 1)
     assert pool.submit(lambda: 1).result() == 1
-    assert auto.on_opened in hooks._subscribers.get("ticket_opened", [])
+    hooks = state(a).hooks
+    assert auto.on_opened in hooks.subscribers("ticket_opened")
     close_app(a)
     with pytest.raises(RuntimeError):
         pool.submit(lambda: 1)
-    assert auto.on_opened not in hooks._subscribers.get("ticket_opened", [])
+    assert auto.on_opened not in hooks.subscribers("ticket_opened")

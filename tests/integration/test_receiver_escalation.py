@@ -7,8 +7,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from webhook_receiver import escalation, hooks, scheduler
-from webhook_receiver import testing as T
+from tests.support import receiver as T
+from webhook_receiver import escalation, scheduler
 from webhook_receiver.app import close_app, create_app, state
 
 pytestmark = pytest.mark.integration
@@ -104,6 +104,7 @@ def test_durations_in_seconds_and_the_thread_runs(pg_db):
     def on_update(**kw):
         if kw.get("change") == "escalated" and kw["level"] == 2:
             got.set()
+    hooks = state(app).hooks
     hooks.subscribe("ticket_updated", on_update)
     try:
         c = T.reader(app.test_client())
@@ -146,7 +147,7 @@ def test_escalate_now_from_other_code(app, client, pg_db):
     [tid] = post(client, T.payload([T.alert()]))["opened"]
     api(client, f"{tid}/acknowledge")
     with psycopg.connect(pg_db, autocommit=True) as conn:  # plain tuple rows, like any caller's
-        t = escalation.escalate_now(conn, tid, "playbook ladder exhausted", "remediation")
+        t = escalation.escalate_now(conn, tid, "playbook ladder exhausted", "remediation", ctx=state(app).ctx)
         assert t["level"] == 2 and t["status"] == "open"
     t = ticket(client, tid)
     ev = t["events"][-1]
@@ -154,7 +155,7 @@ def test_escalate_now_from_other_code(app, client, pg_db):
         ("escalated", "remediation", "playbook ladder exhausted", True)
     assert t["status"] == "open" and t["next_escalation_at"] is not None
     with psycopg.connect(pg_db, autocommit=True) as conn:
-        assert escalation.escalate_now(conn, 999999, "x", "y") is None
+        assert escalation.escalate_now(conn, 999999, "x", "y", ctx=state(app).ctx) is None
 
 
 def test_hooks_fire_after_commit_and_failures_are_contained(app, client):
@@ -167,6 +168,7 @@ def test_hooks_fire_after_commit_and_failures_are_contained(app, client):
 
     def bad(**kw):
         raise RuntimeError("subscriber bug")
+    hooks = state(app).hooks
     for ev in ("ticket_opened", "ticket_resolved", "ticket_reopened", "ticket_updated"):
         hooks.subscribe(ev, bad)
         hooks.subscribe(ev, good)

@@ -7,8 +7,8 @@ import threading
 import psycopg
 import pytest
 
+from tests.support import receiver as T
 from webhook_receiver import intake
-from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.payload import parse_obj
 

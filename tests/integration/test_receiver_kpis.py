@@ -5,7 +5,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 from webhook_receiver.app import close_app, create_app
 
 pytestmark = pytest.mark.integration

@@ -1,21 +1,19 @@
 """Notifications through real local servers: SMTP (aiosmtpd), a Slack-compatible API and a
-generic webhook, both plain HTTP servers that check the documented request shapes."""
+generic webhook, both routes of the one fake HTTP server that check the documented request shapes."""
 from __future__ import annotations
 
 import email
-import json
 import re
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
 from core.procs import free_port
+from tests.support import receiver as T
+from tests.support.fakehttp import FakeHTTP
 from webhook_receiver import escalation, notify, scheduler
-from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.auth import hash_password
 
@@ -41,75 +39,59 @@ def smtp():
     c.stop()
 
 
-class FakeHTTP:
-    """Slack chat.postMessage (https://api.slack.com/methods/chat.postMessage) and a generic webhook."""
+class FakeChat(FakeHTTP):
+    """Slack chat.postMessage (https://api.slack.com/methods/chat.postMessage) and a generic webhook,
+    as routes of the one fake server; every request passes `check` first."""
 
     def __init__(self):
         self.slack, self.hooks, self.problems = [], [], []
-        self.fail_next = 0
-        outer = self
+        super().__init__({"POST /api/chat.postMessage": self.post_message, "POST /sms": self.sms},
+                         default=404, guard=self.check)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    def check(self, req):
+        if req.content_type != "application/json":
+            self.problems.append("content type")
+        try:
+            req.json
+        except ValueError:
+            self.problems.append("not json")
+        return None
 
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
-                    outer.problems.append("content type")
-                try:
-                    data = json.loads(body)
-                except ValueError:
-                    outer.problems.append("not json")
-                    data = {}
-                if outer.fail_next > 0:
-                    outer.fail_next -= 1
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                if self.path == "/api/chat.postMessage":
-                    if self.headers.get("Authorization") != "Bearer xoxb-test":
-                        outer.problems.append("slack auth")
-                    if not isinstance(data.get("channel"), str) or not isinstance(data.get("text"), str):
-                        outer.problems.append("slack shape")
-                    for a in data.get("attachments", []):
-                        if not isinstance(a.get("text"), str) or not isinstance(a.get("color"), str):
-                            outer.problems.append("attachment shape")
-                    outer.slack.append(data)
-                    ts = data.get("thread_ts") or f"1700000000.{len(outer.slack):06d}"
-                    out = json.dumps({"ok": True, "channel": "C1", "ts": ts}).encode()
-                elif self.path == "/sms":
-                    if self.headers.get("X-Gateway-Key") != "k1":
-                        outer.problems.append("webhook header")
-                    for k in ("version", "kind", "ticket", "level", "person", "message"):
-                        if k not in data:
-                            outer.problems.append(f"webhook lacks {k}")
-                    outer.hooks.append(data)
-                    out = b"{}"
-                else:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+    @staticmethod
+    def data(req) -> dict:
+        try:
+            return req.json
+        except ValueError:
+            return {}
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def post_message(self, req):
+        data = self.data(req)
+        if req.headers.get("Authorization") != "Bearer xoxb-test":
+            self.problems.append("slack auth")
+        if not isinstance(data.get("channel"), str) or not isinstance(data.get("text"), str):
+            self.problems.append("slack shape")
+        for a in data.get("attachments", []):
+            if not isinstance(a.get("text"), str) or not isinstance(a.get("color"), str):
+                self.problems.append("attachment shape")
+        self.slack.append(data)
+        ts = data.get("thread_ts") or f"1700000000.{len(self.slack):06d}"
+        return 200, {"ok": True, "channel": "C1", "ts": ts}
 
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def sms(self, req):
+        data = self.data(req)
+        if req.headers.get("X-Gateway-Key") != "k1":
+            self.problems.append("webhook header")
+        for k in ("version", "kind", "ticket", "level", "person", "message"):
+            if k not in data:
+                self.problems.append(f"webhook lacks {k}")
+        self.hooks.append(data)
+        return 200, {}
 
 
 @pytest.fixture
 def fake():
-    f = FakeHTTP()
-    yield f
-    f.close()
+    with FakeChat() as f:
+        yield f
 
 
 @pytest.fixture
@@ -185,7 +167,7 @@ def test_one_message_per_change_threads_and_resolved_closes(app, smtp, fake):
 
 def test_failed_sends_are_retried_with_backoff_and_recorded(app, fake):
     st, c = state(app), T.reader(app.test_client())
-    fake.fail_next = 2
+    fake.fail("POST", times=2)
     [tid] = post(c, T.payload([T.alert(tier="3")]))["opened"]  # L3 at once: chat, mail(no smtp issue), sms
     scheduler.tick(st)
     scheduler.tick(st)          # not due yet: backoff
@@ -203,7 +185,7 @@ def test_failed_sends_are_retried_with_backoff_and_recorded(app, fake):
 
 def test_gives_up_after_max_attempts(app, fake):
     st, c = state(app), T.reader(app.test_client())
-    fake.fail_next = 100
+    fake.fail("POST", times=100)
     [tid] = post(c, T.payload([T.alert(tier="3")]))["opened"]
     for s in (0, 2, 10, 30, 60):
         scheduler.tick(st, now=later(s))

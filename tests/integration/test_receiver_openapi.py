@@ -5,8 +5,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from tests.support import receiver as T
 from webhook_receiver import automation
-from webhook_receiver import testing as T
 from webhook_receiver.app import close_app, create_app
 from webhook_receiver.openapi import spec
 
@@ -57,15 +57,23 @@ def test_document_is_served_and_lists_the_operations(api_app):
 
 
 def test_automation_paths_only_with_automation(api_app):
-    """The receiver's own document knows nothing of automation; the app adds it when initialised."""
+    """The document is read from the registered blueprints: the receiver's own document knows
+    nothing of automation; an app whose factory registered the automation blueprint serves its
+    paths, an app without that blueprint does not."""
+    from flask import Flask
+
+    from webhook_receiver import api
+    from webhook_receiver.openapi import for_app
+
     assert not set(automation.openapi_paths()) & set(spec()["paths"])
-    auto = api_app.extensions.pop(automation.EXT)
-    try:
-        doc = api_app.test_client().get("/api/v1/openapi.json").get_json()
-        assert "/api/v1/tickets/{id}" in doc["paths"]
-        assert "/api/v1/remediation/kill-switch" not in doc["paths"]
-    finally:
-        api_app.extensions[automation.EXT] = auto
+    assert "automation" in api_app.blueprints
+    assert set(automation.openapi_paths()) <= set(for_app(api_app)["paths"])
+    bare = Flask("bare")
+    bare.register_blueprint(api.bp)
+    doc = for_app(bare)
+    assert "/api/v1/tickets/{id}" in doc["paths"]
+    assert "/api/v1/remediation/kill-switch" not in doc["paths"]
+    assert doc == spec()
 
 
 def test_writes_need_a_write_token(pg_db):

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import requests
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 from webhook_receiver.app import close_app, create_app
 
 pytestmark = pytest.mark.integration

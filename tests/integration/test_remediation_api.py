@@ -6,7 +6,7 @@ import schemathesis
 from flask import jsonify
 from hypothesis import HealthCheck, settings
 
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 from webhook_receiver.app import close_app, create_app
 from webhook_receiver.automation import openapi_paths
 

@@ -1,112 +1,46 @@
 """http and command backends for real; docker and kubernetes against local servers that check
-requests against the documented Docker Engine API and Kubernetes API shapes."""
+requests against the documented Docker Engine API and Kubernetes API shapes (routes of the one
+fake HTTP server, tests/support/fakehttp.py)."""
 from __future__ import annotations
 
-import json
 import os
-import socketserver
 import sys
-import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from core.config import load_data
+from tests.support.fakehttp import FakeHTTP
 from webhook_receiver.remediation.backends import BackendError, BackendTimeout, make
 
 pytestmark = pytest.mark.integration
 
 
-class Fake:
-    """A local HTTP server; `route(method, path, query, headers, body) -> (status, json|None)`."""
-
-    def __init__(self, route, unix_path: str | None = None):
-        self.route = route
-        self.calls: list[tuple] = []
-        fake = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _any(self):
-                u = urlsplit(self.path)
-                n = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(n) if n else b""
-                body = json.loads(raw) if raw else None
-                q = {k: v[0] for k, v in parse_qs(u.query).items()}
-                fake.calls.append((self.command, u.path, q, dict(self.headers), body))
-                status, out = fake.route(self.command, u.path, q, self.headers, body)
-                data = b"" if out is None else json.dumps(out).encode()
-                self.send_response(status)
-                if data:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _any
-
-        if unix_path:
-            class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-                daemon_threads = True
-
-                def get_request(self):
-                    conn, _ = super().get_request()
-                    return conn, ("local", 0)
-            self.server = S(unix_path, H)
-            self.url = f"unix://{unix_path}"
-        else:
-            self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-            self.server.daemon_threads = True
-            self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # ---------------------------------------------------------------- http backend (a real server)
 def test_http_backend_calls_each_admin_hook():
-    seen = []
+    def route(req):
+        return 200, {"healthy": req.json["healthy"]}
 
-    def route(m, path, q, h, body):
-        seen.append((m, path, body, h.get("X-Token")))
-        return (200, {"healthy": body["healthy"]}) if path == "/admin/route" else (404, {"error": "no"})
-
-    a, b = Fake(route), Fake(route)
-    try:
+    with FakeHTTP({"/admin/route": route}) as a, FakeHTTP({"/admin/route": route}) as b:
         cfg = load_data({"remediation": {"backends": {"http": {"headers": {"X-Token": "abc"}}}}})
         be = make("http", cfg)
         params = {"url": [a.url, b.url], "path": "/admin/route", "json": {"healthy": ["tokyo"]}}
         assert be.describe("request", params)["url"] == [a.url + "/admin/route", b.url + "/admin/route"]
         res = be.run("request", params, timeout=5)
         assert res.ok and res.detail == {"status": [200, 200]}
+        seen = [(r.method, r.path, r.json, r.headers.get("X-Token")) for r in a.requests + b.requests]
         assert seen == [("POST", "/admin/route", {"healthy": ["tokyo"]}, "abc")] * 2
         bad = be.run("request", {"url": a.url + "/nope"}, timeout=5)
         assert not bad.ok and "-> 404" in bad.output
         assert be.run("request", {"url": a.url + "/nope", "expect": [404]}, timeout=5).ok
-    finally:
-        a.close()
-        b.close()
 
 
 def test_http_backend_timeout_and_refused():
-    ev = threading.Event()
-    slow = Fake(lambda *a: (ev.wait(5), (200, {}))[1])
-    try:
+    with FakeHTTP({"*": (200, {})}) as slow:
+        slow.hang(timeout=5)  # released when the server stops
         be = make("http", load_data({}))
         with pytest.raises(BackendTimeout):
             be.run("request", {"url": slow.url + "/x"}, timeout=0.3)
-    finally:
-        ev.set()
-        slow.close()
     from core.procs import free_port
 
     with pytest.raises(BackendError, match="ConnectionError"):
@@ -165,7 +99,8 @@ class FakeDocker:
                 return cid, c
         return None, None
 
-    def __call__(self, m, path, q, h, body):
+    def __call__(self, req):
+        m, path, q, h, body = req.method, req.path, req.query, req.headers, req.json
         if not path.startswith("/v1.43/"):
             self.problems.append(f"unversioned path {path}")
             return 400, {"message": "bad version"}
@@ -229,25 +164,22 @@ class FakeDocker:
 @pytest.mark.parametrize("over_unix", [True, False])
 def test_docker_restart_and_replace(tmp_path, over_unix):
     api = FakeDocker()
-    srv = Fake(api, unix_path=str(tmp_path / "docker.sock") if over_unix else None)
-    try:
+    with FakeHTTP({"*": api}, unix_path=str(tmp_path / "docker.sock") if over_unix else None) as srv:
         be = make("docker", load_data({"remediation": {"backends": {"docker": {"url": srv.url}}}}))
         res = be.run("restart", {"container": "web"}, timeout=5)
         assert res.ok and "running=True" in res.output
-        assert [(c[0], c[1]) for c in srv.calls] == [("POST", "/v1.43/containers/web/restart"),
-                                                     ("GET", "/v1.43/containers/web/json")]
-        srv.calls.clear()
+        assert [(r.method, r.path) for r in srv.requests] == [("POST", "/v1.43/containers/web/restart"),
+                                                              ("GET", "/v1.43/containers/web/json")]
+        srv.clear()
         res = be.run("replace", {"container": "web"}, timeout=5)
         assert res.ok, res.output
         assert api.problems == []
-        assert [(c[0], c[1].split("/")[-1]) for c in srv.calls] == [
+        assert [(r.method, r.path.split("/")[-1]) for r in srv.requests] == [
             ("GET", "json"), ("POST", "rename"), ("POST", "create"), ("POST", "stop"), ("POST", "start"),
             ("DELETE", "a" * 64), ("GET", "json")]
         assert list(api.containers) == ["b" * 64] and api.containers["b" * 64] == {"name": "web", "running": True}
         with pytest.raises(BackendError, match="404: No such container: nope"):
             be.run("restart", {"container": "nope"}, timeout=5)
-    finally:
-        srv.close()
 
 
 # ---------------------------------------------------------------- kubernetes (API shapes)
@@ -258,7 +190,8 @@ class FakeKube:
         self.replicas = 2
         self.annotations: dict = {}
 
-    def __call__(self, m, path, q, h, body):
+    def __call__(self, req):
+        m, path, q, h, body = req.method, req.path, req.query, req.headers, req.json
         if h.get("Authorization") != "Bearer kube-token":
             return 401, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "Unauthorized",
                          "code": 401}
@@ -297,8 +230,7 @@ class FakeKube:
 
 def test_kubernetes_rollout_restart_scale_delete_pod():
     api = FakeKube()
-    srv = Fake(api)
-    try:
+    with FakeHTTP({"*": api}) as srv:
         be = make("kubernetes", load_data({"remediation": {"backends": {"kubernetes": {
             "url": srv.url, "token": "kube-token", "namespace": "shop"}}}}))
         res = be.run("rollout_restart", {"name": "web"}, timeout=5)
@@ -317,5 +249,3 @@ def test_kubernetes_rollout_restart_scale_delete_pod():
             "url": srv.url, "token": "wrong"}}}}))
         with pytest.raises(BackendError, match="401: Unauthorized"):
             other_ns.run("rollout_restart", {"name": "web"}, timeout=5)
-    finally:
-        srv.close()

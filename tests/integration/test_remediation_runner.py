@@ -1,7 +1,8 @@
 """The runner against real PostgreSQL and a real Prometheus scraping a /metrics we control.
 
-The "service" is a local HTTP server: GET /metrics shows demo_value{service="svc"}; its admin
-hooks (called by the http backend) fix the value, do nothing, fail or hang. The alert's
+The "service" is the one fake HTTP server (tests/support/fakehttp.py): GET /metrics shows
+demo_value{service="svc"}; its admin hooks (called by the http backend) fix the value, do nothing,
+fail or hang. The alert's
 condition is `max by (service) (demo_value) > 5`, put in its generatorURL as Prometheus does.
 """
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
 from core.config import load_data
-from stack.servers import Prometheus
+from tests.support import receiver as T
+from tests.support.fakehttp import FakeHTTP
+from tests.support.servers import Prometheus
 from webhook_receiver.remediation import Alert, Runner, store
 
 pytestmark = pytest.mark.integration
@@ -26,60 +28,50 @@ PLATFORM = {"services": [{"name": "svc"}]}
 
 
 class Service:
+    """The service's state behind its routes on the one fake HTTP server."""
+
     def __init__(self):
         self.value = 10.0
-        self.calls: list[str] = []
         self.release = threading.Event()
-        svc = self
+        self.http = FakeHTTP({"GET /metrics": self.metrics, "POST /fix": self.fix, "POST /slowfix": self.slowfix,
+                              "POST /slowerfix": self.slowerfix, "POST /fail": (500, "broken"),
+                              "POST /hang": self.hang, "POST *": (200, "ok")})
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    @property
+    def url(self) -> str:
+        return self.http.url
 
-            def _send(self, code, text=""):
-                data = text.encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    @property
+    def calls(self) -> list[str]:
+        """The admin hooks called (POST paths), in order."""
+        return [r.path for r in self.http.find("POST")]
 
-            def do_GET(self):
-                if self.path == "/metrics":
-                    self._send(200, f'# TYPE demo_value gauge\ndemo_value{{service="svc"}} {svc.value}\n')
-                else:
-                    self._send(404)
+    def metrics(self, req):
+        return 200, f'# TYPE demo_value gauge\ndemo_value{{service="svc"}} {self.value}\n'
 
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(n)
-                svc.calls.append(self.path)
-                if self.path == "/fix":
-                    svc.value = 0.0
-                elif self.path == "/slowfix":
-                    svc.release.wait(1.0)
-                    svc.value = 0.0
-                elif self.path == "/slowerfix":  # holds the lock long enough for any scheduling delay
-                    svc.release.wait(4.0)
-                    svc.value = 0.0
-                elif self.path == "/fail":
-                    return self._send(500, "broken")
-                elif self.path == "/hang":
-                    svc.release.wait(10)
-                self._send(200, "ok")
+    def fix(self, req):
+        self.value = 0.0
+        return 200, "ok"
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda *a: None  # the client gave up on /hang: expected
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def slowfix(self, req):
+        self.release.wait(1.0)
+        return self.fix(req)
+
+    def slowerfix(self, req):  # holds the lock long enough for any scheduling delay
+        self.release.wait(4.0)
+        return self.fix(req)
+
+    def hang(self, req):
+        self.release.wait(10)
+        return 200, "ok"
 
 
 @pytest.fixture(scope="module")
 def service():
     s = Service()
-    yield s
-    s.release.set()
-    s.server.shutdown()
+    with s.http:
+        yield s
+        s.release.set()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +89,7 @@ def prom(service, tmp_path_factory):
 def svc(service, prom):
     """The service broken again (value 10, seen by Prometheus) before each test."""
     service.value = 10.0
-    service.calls.clear()
+    service.http.clear()
     service.release.clear()
     wait_value(prom, lambda v: v == 10.0)
     return service
@@ -391,7 +383,6 @@ def wait_for(fn, timeout=30, interval=0.1):
 
 @pytest.fixture
 def receiver(pg_db, prom, svc):
-    from webhook_receiver import testing as T
     from webhook_receiver.app import close_app, create_app
 
     apps = []
@@ -413,16 +404,12 @@ def receiver(pg_db, prom, svc):
 
 
 def webhook_alert(status="firing"):
-    from webhook_receiver import testing as T
-
     a = T.alert("DemoHigh", status=status, service="svc", severity="warning")
     a["generatorURL"] = f"http://prom/graph?g0.expr={quote(EXPR)}&g0.tab=1"
     return a
 
 
 def post(client, alerts):
-    from webhook_receiver import testing as T
-
     r = client.post("/webhook/alertmanager", json=T.payload(alerts), headers=T.auth())
     assert r.status_code == 200, r.get_json()
     return r.get_json()
@@ -449,7 +436,7 @@ def test_receiver_runs_the_playbook_when_a_ticket_opens(receiver, svc, pg_db):
 
     lint = subprocess.run([binary("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    # the receiver's own /metrics carries them too (metrics.EXTRA_COLLECTORS)
+    # the receiver's own /metrics carries them too (state(app).metrics_collectors)
     assert 'opsstack_remediation_runs_total{outcome="recovered",playbook="fix-svc"} 1.0' in \
         c.get("/metrics").get_data(as_text=True)
     events = [e["kind"] for e in c.get(f"/api/v1/tickets/{t['id']}").get_json()["events"]]

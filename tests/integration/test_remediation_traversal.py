@@ -16,7 +16,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from core.procs import free_port
-from webhook_receiver import testing as T
+from tests.support import receiver as T
 from webhook_receiver.app import close_app, create_app
 
 pytestmark = pytest.mark.integration

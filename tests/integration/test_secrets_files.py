@@ -152,7 +152,7 @@ def _url_with_password(pg_db: str) -> str:
 
 def test_a_failing_automation_job_logs_no_secret(pg_db, caplog):
     from core.procs import free_port
-    from webhook_receiver import testing as T
+    from tests.support import receiver as T
     from webhook_receiver.app import close_app, create_app
 
     url = _url_with_password(pg_db)

@@ -10,7 +10,7 @@ import pytest
 
 from exporters.app.collector import _Histogram, targets_from_config
 from exporters.app.probe import _status, cert_not_after
-from core.config import ConfigError, load_data
+from core.config import ConfigError, load_data, view
 
 
 def test_targets_are_every_service_region_endpoint_with_health_path():
@@ -18,7 +18,7 @@ def test_targets_are_every_service_region_endpoint_with_health_path():
         {"name": "a", "endpoints": {"seoul": "http://127.0.0.1:1/", "tokyo": "https://127.0.0.1:2"},
          "health_path": "/healthz"},
         {"name": "b"}]}})
-    ts = targets_from_config(cfg)
+    ts = targets_from_config(view(cfg, "platform"))
     assert [(t.service, t.region, t.url) for t in ts] == [
         ("a", "seoul", "http://127.0.0.1:1/healthz"), ("a", "tokyo", "https://127.0.0.1:2/healthz")]
 

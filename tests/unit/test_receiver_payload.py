@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from core.config import defaults, load_data
+from tests.support import receiver as T
 from webhook_receiver import notify
-from webhook_receiver import testing as T
 from webhook_receiver.auth import ApiTokens, bearer, token_matches
 from webhook_receiver.payload import PayloadError, parse, parse_time, parse_tier
 

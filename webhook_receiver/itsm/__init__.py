@@ -19,9 +19,11 @@ import uuid
 from psycopg.types.json import Jsonb
 
 from core import outbox
-from webhook_receiver.remediation import store
+from webhook_receiver.db import connect
 
 from .base import DeliveryError, Link
+from .jira import Jira
+from .servicenow import ServiceNow
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,7 @@ def systems(cfg: dict) -> list[str]:
 def connector(cfg: dict, system: str):
     it = cfg["itsm"]
     if system == "jira":
-        from .jira import Jira
-
         return Jira(it["jira"], it["timeout"])
-    from .servicenow import ServiceNow
-
     return ServiceNow(it["servicenow"], it["timeout"])
 
 
@@ -73,7 +71,7 @@ class Forwarder:
         op = {"ticket_opened": "create", "ticket_updated": "comment", "ticket_resolved": "resolve",
               "ticket_reopened": "reopen"}[event]
         n = 0
-        with store.connect(self.db_url, autocommit=True) as conn:
+        with connect(self.db_url, autocommit=True) as conn:
             if payload.get("change") == "comment" and not payload.get("text"):
                 ev = conn.execute("select details from ticket_events where ticket_id = %s and kind = 'comment' "
                                   "order by id desc limit 1", (ticket_id,)).fetchone()
@@ -104,7 +102,7 @@ class Forwarder:
 
     def deliver_due(self, limit: int = 20) -> int:
         """Deliver what is due now; returns how many rows were handled (done, retried or failed)."""
-        with store.connect(self.db_url, autocommit=True) as conn:
+        with connect(self.db_url, autocommit=True) as conn:
             return self.run_due(conn, limit=limit)
 
     def run_due(self, conn, now=None, limit: int = 20) -> int:

@@ -17,7 +17,9 @@ import logging
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from . import store
+from webhook_receiver.db import connect
+
+from .store import kill_switch
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class AutomationCollector:
         yield from fams
 
     def _families(self):
-        with store.connect(self.db_url, autocommit=True, timeout=3) as conn:
+        with connect(self.db_url, autocommit=True, timeout=3) as conn:
             conn.execute("set statement_timeout = 3000")
             runs = CounterMetricFamily("opsstack_remediation_runs", "Remediation runs by outcome.",
                                        labels=["playbook", "outcome"])
@@ -82,7 +84,7 @@ class AutomationCollector:
             closed.add_metric(["people"], row["p"])
             yield closed
             ks = GaugeMetricFamily("opsstack_remediation_kill_switch", "1 while automatic actions are switched off.")
-            ks.add_metric([], 1 if (self.cfg["remediation"]["kill_switch"] or store.kill_switch(conn)["enabled"]) else 0)
+            ks.add_metric([], 1 if (self.cfg["remediation"]["kill_switch"] or kill_switch(conn)["enabled"]) else 0)
             yield ks
             ob = GaugeMetricFamily("opsstack_itsm_outbox", "ITSM deliveries by system and status.",
                                    labels=["system", "status"])

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from core.config import ConfigError, ListOf, validate
-from core.schema import remediation as schema
+from core.config import ConfigError
 from core.schema.remediation import parse_file
+
+from .template import _PH
 
 DEMO_FILE = Path(__file__).parent / "playbooks" / "demo.yaml"
 
@@ -124,8 +123,6 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}")
 
 def placeholders(value: Any) -> set[str]:
     """Names of the placeholders used anywhere in value (strings inside dicts and lists)."""
-    from .template import _PH
-
     if isinstance(value, str):
         return {m.group(1) for m in _PH.finditer(value) if m.group(1)}
     if isinstance(value, (list, tuple)):

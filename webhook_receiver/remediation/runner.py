@@ -31,11 +31,17 @@ from typing import Callable
 import psycopg
 from psycopg.types.json import Jsonb
 
-from . import store
+from core.clock import utcnow
+from core.prom import Prometheus, PrometheusError, base_url
+from webhook_receiver import escalation, tickets
+from webhook_receiver.db import connect
+from webhook_receiver.ticket_store import add_event
+
 from .backends import Backend, BackendError, BackendTimeout, Result, make, truncate
 from .model import Action, Playbook, check_target, context, find, load_playbooks
+from .store import RUN_LOCK_CLASS, kill_switch
 from .template import TemplateError, render
-from .verify import Prometheus, PrometheusError, any_series, check, expr_from_generator_url, prometheus_url
+from .verify import any_series, check, expr_from_generator_url
 
 log = logging.getLogger(__name__)
 
@@ -71,33 +77,28 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def receiver_escalate(cfg: dict, db_url: str, ticket_id: int, reason: str) -> bool:
-    """Hand a ticket to people through the receiver's escalation (next level, paged now)."""
-    from webhook_receiver import db as receiver_db
-    from webhook_receiver import tickets
-    from webhook_receiver.escalation import escalate_now
-
-    try:
-        ctx = tickets.current_context()
-    except RuntimeError:  # outside a receiver process (bench, tests): build one from the config
-        ctx = tickets.Context(cfg)
-    with receiver_db.connect(db_url) as conn:
-        return escalate_now(conn, ticket_id, reason, ACTOR, ctx=ctx) is not None
+def receiver_escalate(cfg: dict, db_url: str, ticket_id: int, reason: str, ctx=None) -> bool:
+    """Hand a ticket to people through the receiver's escalation (next level, paged now).
+    ``ctx``: the receiver app's tickets.Context (its hooks fire); without one (bench, tests) a
+    context is built from the config (no hook subscribers)."""
+    ctx = ctx if ctx is not None else tickets.Context(cfg)
+    with connect(db_url) as conn:
+        return escalation.escalate_now(conn, ticket_id, reason, ACTOR, ctx=ctx) is not None
 
 
 class Runner:
     def __init__(self, cfg: dict, db_url: str, playbooks: list[Playbook] | None = None,
                  escalate: Callable[[int, str], object] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 replica: str | None = None):
+                 replica: str | None = None, ctx=None):
         self.cfg = cfg
         self.r = cfg["remediation"]
         self.db_url = db_url
         self.playbooks = load_playbooks(cfg) if playbooks is None else playbooks
         self._escalate = escalate if escalate is not None else (
-            lambda tid, reason: receiver_escalate(cfg, db_url, tid, reason))
+            lambda tid, reason: receiver_escalate(cfg, db_url, tid, reason, ctx=ctx))
         self.sleep = sleep
         self.replica = replica or replica_name()
-        url = prometheus_url(cfg, self.r["prometheus_url"])
+        url = base_url(cfg, self.r["prometheus_url"])
         self.prom = Prometheus(url, timeout=min(10.0, max(1.0, self.r["verify_interval"] * 2))) if url else None
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
@@ -110,10 +111,10 @@ class Runner:
             return self._backends[name]
 
     def _conn(self) -> psycopg.Connection:
-        return store.connect(self.db_url, autocommit=True)
+        return connect(self.db_url, autocommit=True)
 
     def kill_switch_on(self, conn) -> bool:
-        return bool(self.r["kill_switch"]) or store.kill_switch(conn)["enabled"]
+        return bool(self.r["kill_switch"]) or kill_switch(conn)["enabled"]
 
     def dry_run(self, pb: Playbook) -> bool:
         return bool(self.r["dry_run"] or pb.dry_run)
@@ -187,13 +188,7 @@ class Runner:
         ctx["target"] = target
         dry = self.dry_run(pb)
         with self._conn() as conn:
-            row = conn.execute(
-                """insert into remediation_runs (ticket_id, playbook, target, alertname, fingerprint, alert_starts_at,
-                                                 labels, dry_run, replica)
-                   values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   on conflict (playbook, target, fingerprint, alert_starts_at) do nothing returning id""",
-                (ticket_id, pb.name, target, alert.alertname, alert.fingerprint, alert.starts_at,
-                 Jsonb(alert.labels), dry, self.replica)).fetchone()
+            row = self._claim_run(conn, pb, alert, target, ticket_id, dry)
             if row is None:
                 return Outcome("duplicate", "this alert episode is already handled", playbook=pb.name, target=target)
             run_id = row["id"]
@@ -210,7 +205,7 @@ class Runner:
             lock = self._conn()
             try:
                 got = lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok",
-                                   (store.RUN_LOCK_CLASS, f"{pb.name}|{target}")).fetchone()["ok"]
+                                   (RUN_LOCK_CLASS, f"{pb.name}|{target}")).fetchone()["ok"]
                 if not got:
                     return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
                                         "another run is acting on this target right now", escalate=False)
@@ -218,22 +213,27 @@ class Runner:
                     return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
                 finally:
                     lock.execute("select pg_advisory_unlock(%s, hashtext(%s))",
-                                 (store.RUN_LOCK_CLASS, f"{pb.name}|{target}"))
+                                 (RUN_LOCK_CLASS, f"{pb.name}|{target}"))
             finally:
                 lock.close()
+
+    def _claim_run(self, conn, pb: Playbook, alert: Alert, target: str, ticket_id: int | None, dry: bool):
+        """The run row of this alert episode on this target ({'id'}), or None when another
+        process or an earlier delivery already has it (the unique key makes it one run)."""
+        return conn.execute(
+            """insert into remediation_runs (ticket_id, playbook, target, alertname, fingerprint, alert_starts_at,
+                                             labels, dry_run, replica)
+               values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+               on conflict (playbook, target, fingerprint, alert_starts_at) do nothing returning id""",
+            (ticket_id, pb.name, target, alert.alertname, alert.fingerprint, alert.starts_at,
+             Jsonb(alert.labels), dry, self.replica)).fetchone()
 
     def _refuse(self, pb: Playbook, alert: Alert, ticket_id: int | None, problem: str) -> Outcome:
         """Record a run that will not act (status refused), say why on the ticket, hand it to people."""
         target = pb.target  # unrendered: the labels could not be trusted to fill it in
         reason = f"refused: {problem}"
         with self._conn() as conn:
-            row = conn.execute(
-                """insert into remediation_runs (ticket_id, playbook, target, alertname, fingerprint, alert_starts_at,
-                                                 labels, dry_run, replica)
-                   values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   on conflict (playbook, target, fingerprint, alert_starts_at) do nothing returning id""",
-                (ticket_id, pb.name, target, alert.alertname, alert.fingerprint, alert.starts_at,
-                 Jsonb(alert.labels), self.dry_run(pb), self.replica)).fetchone()
+            row = self._claim_run(conn, pb, alert, target, ticket_id, self.dry_run(pb))
             if row is None:
                 return Outcome("duplicate", "this alert episode is already handled", playbook=pb.name, target=target)
             log.warning("event=remediation_refused run_id=%s playbook=%s ticket_id=%s reason=%r",
@@ -249,10 +249,10 @@ class Runner:
                 """select max(coalesce(a.finished_at, a.started_at)) as at from remediation_attempts a
                    where a.playbook = %s and a.target = %s and a.phase = 'ladder' and not a.dry_run
                      and a.status <> 'dry_run' and a.run_id <> %s""", (pb.name, target, run_id)).fetchone()["at"]
-            if last is not None and (store.utcnow() - last).total_seconds() < pb.cooldown:
-                left = pb.cooldown - (store.utcnow() - last).total_seconds()
+            if last is not None and (utcnow() - last).total_seconds() < pb.cooldown:
+                left = pb.cooldown - (utcnow() - last).total_seconds()
                 return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
-                                    f"cooldown: an action ran on {target} {int((store.utcnow() - last).total_seconds())}s "
+                                    f"cooldown: an action ran on {target} {int((utcnow() - last).total_seconds())}s "
                                     f"ago ({int(left)}s of cooldown left)", escalate=True)
         expr_alert = expr_from_generator_url(alert.generator_url)
         if not dry and self.prom is not None:
@@ -434,8 +434,6 @@ class Runner:
         if escalate and ticket_id is not None and self.r["escalate_on_failure"] \
                 and self._acknowledged(conn, ticket_id):
             # a person already owns the ticket: tell them on the ticket, do not page past them
-            from webhook_receiver.tickets import add_event
-
             add_event(conn, ticket_id, "comment", "remediation",
                       {"text": f"automatic remediation {pb.name} on {target}: {reason} "
                                f"(not escalated: the ticket is acknowledged)"})
@@ -494,7 +492,7 @@ class Runner:
                         continue
                 lock = self._conn()
                 try:
-                    key = (store.RUN_LOCK_CLASS, f"{pb.name}|{run['target']}")
+                    key = (RUN_LOCK_CLASS, f"{pb.name}|{run['target']}")
                     deadline = time.monotonic() + wait_lock
                     while not lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok", key).fetchone()["ok"]:
                         if time.monotonic() > deadline:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
 
 import psycopg
-from psycopg.rows import dict_row
 
-from core.clock import utcnow
+from core import outbox
+from core.migrations import apply
+from webhook_receiver import db as receiver_db
+from webhook_receiver.db import connect  # noqa: F401 - the receiver's one connect, also as store.connect
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +112,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         primary key (ticket_id, system)
     );
 
-    create table if not exists ticket_itsm_outbox (
-        id bigserial primary key,
+    """ + outbox.table_ddl("ticket_itsm_outbox", """
         ticket_id bigint not null references tickets (id) on delete cascade,
         system text not null check (system in ('jira', 'servicenow')),
         op text not null check (op in ('create', 'comment', 'resolve', 'reopen')),
         dedup_key text not null unique,
-        payload jsonb not null default '{}',
-        status text not null default 'pending' check (status in ('pending', 'done', 'failed')),
-        attempts int not null default 0,
-        next_attempt_at timestamptz not null default now(),
-        last_error text,
-        created_at timestamptz not null default now(),
-        done_at timestamptz
-    );
-    create index if not exists ticket_itsm_outbox_due on ticket_itsm_outbox (next_attempt_at)
-        where status = 'pending';
+        payload jsonb not null default '{}'""") + """
     create index if not exists ticket_itsm_outbox_ticket on ticket_itsm_outbox (ticket_id, system, id);
     """),
     # 'refused': the playbook would not act on a target it could not resolve from the alert's
@@ -140,21 +131,12 @@ MIGRATIONS: list[tuple[int, str]] = [
     (3, """
     -- enrichment and remediation work, durable (webhook_receiver/jobs.py on the shared outbox):
     -- queued when a ticket opens/reopens/resolves, run by any receiver process, retried with backoff
-    create table if not exists automation_jobs (
-        id bigserial primary key,
+    """ + outbox.table_ddl("automation_jobs", """
         ticket_id bigint not null references tickets (id) on delete cascade,
         kind text not null check (kind in ('enrichment', 'remediation', 'restore')),
         lane text not null,
         dedup_key text not null unique,
-        payload jsonb not null default '{}',
-        status text not null default 'pending' check (status in ('pending', 'done', 'failed')),
-        attempts int not null default 0,
-        next_attempt_at timestamptz not null default now(),
-        last_error text,
-        created_at timestamptz not null default now(),
-        done_at timestamptz
-    );
-    create index if not exists automation_jobs_due on automation_jobs (next_attempt_at) where status = 'pending';
+        payload jsonb not null default '{}'""") + """
     create index if not exists automation_jobs_key on automation_jobs (ticket_id, lane, id);
     create index if not exists remediation_runs_unfinished on remediation_runs (created_at)
         where status in ('pending', 'running');
@@ -162,15 +144,8 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 
-def connect(url: str, autocommit: bool = False, timeout: float = 5.0) -> psycopg.Connection:
-    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), row_factory=dict_row, autocommit=autocommit)
-
-
 def migrate(conn: psycopg.Connection) -> int:
     """Apply the receiver's migrations, then ours. Safe to run concurrently and twice."""
-    from core.migrations import apply
-    from webhook_receiver import db as receiver_db
-
     receiver_db.migrate(conn)
     return apply(conn, MIGRATIONS, "remediation_schema_versions", MIGRATE_LOCK, "automation")
 
@@ -183,11 +158,6 @@ def migrate_url(url: str) -> int:
 
 
 # ----------------------------------------------------------------- settings (kill switch)
-def get_setting(conn, key: str, default=None):
-    row = conn.execute("select value from remediation_settings where key = %s", (key,)).fetchone()
-    return default if row is None else row["value"]
-
-
 def set_setting(conn, key: str, value, actor: str) -> None:
     conn.execute("""insert into remediation_settings (key, value, updated_at, updated_by)
                     values (%s, %s, now(), %s)

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import requests
+from core.prom import Prometheus, PrometheusError
 
 log = logging.getLogger(__name__)
 
@@ -25,55 +25,10 @@ def expr_from_generator_url(url: str | None) -> str | None:
     return vals[0] if vals and vals[0].strip() else None
 
 
-def prometheus_url(cfg: dict, explicit: str | None = None) -> str | None:
-    if explicit:
-        return explicit.rstrip("/")
-    port = cfg["stack"]["ports"].get("prometheus")
-    if port in (None, "auto"):
-        return None
-    return f"http://{cfg['stack']['host']}:{port}"
-
-
-class PrometheusError(RuntimeError):
-    pass
-
-
 @dataclass
 class Check:
     cleared: bool
     detail: str
-
-
-class Prometheus:
-    def __init__(self, url: str, timeout: float = 5.0):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def _get(self, path: str, params: dict) -> dict:
-        try:
-            r = requests.get(self.url + path, params=params, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise PrometheusError(f"prometheus unreachable: {exc}") from None
-        try:
-            body = r.json()
-        except ValueError:
-            raise PrometheusError(f"prometheus answered {r.status_code} without JSON") from None
-        if body.get("status") != "success":
-            raise PrometheusError(f"prometheus {body.get('errorType', r.status_code)}: {body.get('error', '')}")
-        return body["data"]
-
-    def query(self, expr: str, at: float | None = None) -> dict:
-        params = {"query": expr}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        return self._get("/api/v1/query", params)
-
-    def query_range(self, expr: str, start: float, end: float, step: float) -> dict:
-        return self._get("/api/v1/query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
-                                                 "step": f"{max(step, 0.001):.3f}"})
-
-    def alerts(self) -> list[dict]:
-        return self._get("/api/v1/alerts", {}).get("alerts", [])
 
 
 def belongs(series_labels: dict, alert_labels: dict) -> bool:

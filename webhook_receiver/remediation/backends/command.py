@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 
-from . import Backend, BackendError, BackendTimeout, Result, truncate
+from .base import Backend, BackendError, BackendTimeout, Result, truncate
 
 
 class CommandBackend(Backend):

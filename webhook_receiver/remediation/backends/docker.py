@@ -20,7 +20,7 @@ import socket
 import time
 from urllib.parse import quote, urlencode, urlsplit
 
-from . import Backend, BackendError, BackendTimeout, Result, path_segment, truncate
+from .base import Backend, BackendError, BackendTimeout, Result, path_segment, truncate
 
 
 class _UnixConnection(http.client.HTTPConnection):

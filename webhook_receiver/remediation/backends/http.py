@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import requests
 
-from . import Backend, BackendError, BackendTimeout, Result, check_url, truncate
+from .base import Backend, BackendError, BackendTimeout, Result, check_url, truncate
 
 
 def _urls(params: dict) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from . import Backend, BackendError, BackendTimeout, Result, path_segment, truncate
+from .base import Backend, BackendError, BackendTimeout, Result, path_segment, truncate
 
 KINDS = ("deployments", "statefulsets", "daemonsets")
 

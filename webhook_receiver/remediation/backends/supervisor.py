@@ -11,7 +11,7 @@ import time
 import xmlrpc.client
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from . import Backend, BackendError, BackendTimeout, Result
+from .base import Backend, BackendError, BackendTimeout, Result
 
 # supervisor.xmlrpc.Faults
 NOT_RUNNING = 70

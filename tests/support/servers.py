@@ -2,6 +2,7 @@
 
 The native stack runs the same binaries under supervisor (stack/launcher.py); these
 helpers start them directly and tear them down, each with its own data folder.
+(Was stack/servers.py.)
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from core.procs import binary, free_port, tail, wait_http
+from core.procs import binary, free_port, stop_process, tail, wait_http
 
 
 class _Proc:
@@ -46,13 +47,7 @@ class _Proc:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
     def reload(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,9 +1,20 @@
-"""Helpers for tests and benches: Alertmanager-shaped payloads and a receiver config."""
+"""Receiver helpers for tests and benches: Alertmanager-shaped payloads, a receiver config, a real
+receiver process. (Was webhook_receiver/testing.py; tests import it as ``T``.)"""
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from core.config import load_data
+from core.procs import free_port, tail, wait_http
 
 TOKEN = "test-receiver-token"
 
@@ -62,8 +73,6 @@ def resolved(a: dict, ends_at: datetime | None = None) -> dict:
 
 def config(db_url: str, **sections) -> dict:
     """A validated config for a receiver on ``db_url`` (sections deep-merged over defaults)."""
-    from core.config import load_data
-
     data = {"database": {"url": db_url}, "receiver": {"token": TOKEN, "db_timeout": "2s", "processing": "inline",
                                                        "background": "workers", "scheduler": {"enabled": False}}}
     for k, v in sections.items():
@@ -93,18 +102,12 @@ class ReceiverProcess:
     """`opsstack receiver serve` (real gunicorn) on a free loopback port, for tests and benches."""
 
     def __init__(self, cfg_data: dict, workdir, workers: int = 1, extra_args: list[str] | None = None):
-        from pathlib import Path
-
-        from core.procs import free_port
-
         self.port = free_port()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         data = _merge(cfg_data, {"stack": {"host": "127.0.0.1", "ports": {"receiver": self.port}},
                                  "receiver": {"workers": workers}})
         self.config_file = self.workdir / "receiver.yaml"
-        import yaml
-
         self.config_file.write_text(yaml.safe_dump(data))
         self.log = self.workdir / "receiver.log"
         self.extra_args = extra_args or []
@@ -115,13 +118,6 @@ class ReceiverProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> "ReceiverProcess":
-        import os
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        from core.procs import tail, wait_http
-
         exe = Path(sys.executable).with_name("opsstack")
         env = {k: v for k, v in os.environ.items() if k not in ("OPSSTACK_DATABASE_URL", "OPSSTACK_RECEIVER_TOKEN")}
         out = open(self.log, "ab")
@@ -135,11 +131,6 @@ class ReceiverProcess:
         return self
 
     def stop(self, sig=None) -> None:
-        import signal
-        import subprocess
-
-        import os
-
         if self.proc is None:
             return
         if self.proc.poll() is None:

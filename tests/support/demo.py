@@ -3,13 +3,12 @@
 For tests and benches: ``DemoProcess(workdir, service="user-app", **demo_overrides)``
 writes a config with free ports, starts ``opsstack -c <config> demo serve --service S``
 as a real process and waits for its admin /health. Nothing here is a fake: it is the
-same command the launcher runs under supervisor.
+same command the launcher runs under supervisor. (Was demo/testing.py.)
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from core.procs import free_port, port_open, tail, wait_http
+from core.procs import free_port, port_open, stop_process, tail, wait_http
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 
@@ -69,13 +68,7 @@ class _Process:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
     def __enter__(self):
         return self.start()

@@ -1,7 +1,7 @@
 """Drive a native stack from outside: start it with a config, query it, stop it.
 
 Used by the e2e tests and by the benches (bench/e2e_latency.py, bench/fault_campaign.py),
-so both measure the same thing the same way.
+so both measure the same thing the same way. (Was stack/harness.py.)
 """
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from typing import Any, Callable
 import requests
 import yaml
 
-from stack import runtime
-
-ROOT = Path(__file__).resolve().parents[1]
+from core.config import RESOLVED_NAME, load, run_dir
 
 
 def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
@@ -71,11 +69,10 @@ class StackHandle:
 
     def up(self) -> "StackHandle":
         self.cli("up")
-        from core.config import load
         cfg = load(self.config_file)
-        rdir = runtime.run_dir(cfg) if Path(cfg["stack"]["run_dir"]).is_absolute() else \
+        rdir = run_dir(cfg) if Path(cfg["stack"]["run_dir"]).is_absolute() else \
             (self.workdir / cfg["stack"]["run_dir"]).resolve()
-        self.resolved = yaml.safe_load((rdir / runtime.RESOLVED_NAME).read_text())
+        self.resolved = yaml.safe_load((rdir / RESOLVED_NAME).read_text())
         self.resolved["runtime"] = json.loads((rdir / "runtime.json").read_text())
         return self
 

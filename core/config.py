@@ -86,9 +86,10 @@ def defaults() -> dict:
 RESOLVED_NAME = "opsstack.resolved.yaml"  # the config `opsstack up` resolved, in the run folder
 
 
-def run_dir(cfg: dict) -> Path:
-    """The folder of a running stack's state (stack.run_dir), absolute."""
-    return Path(cfg["stack"]["run_dir"]).resolve()
+def run_dir(cfg) -> Path:
+    """The folder of a running stack's state (stack.run_dir), absolute: of a whole config (a
+    dict) or of the view of its stack section (``run_dir(view(cfg, "stack"))``)."""
+    return Path(cfg["stack"]["run_dir"] if isinstance(cfg, Mapping) else cfg.run_dir).resolve()
 
 
 # ---- typed views -------------------------------------------------------------------------

@@ -10,7 +10,8 @@
     opsstack demo state [--service S]
 
 Client commands find the running stack's ports in demo.ports, or else in
-<run_dir>/opsstack.resolved.yaml written by `opsstack up`.
+<run_dir>/opsstack.resolved.yaml written by `opsstack up`. `run(args, cfg)` is the entry
+point: it builds the config views (demo, platform, stack) once and hands them down.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import urllib.request
 import yaml
 from prometheus_client import disable_created_metrics
 
-from core.config import RESOLVED_NAME, run_dir
+from core.config import RESOLVED_NAME, run_dir, view
 from demo.faults import KINDS
 from demo.service import DemoService
 
@@ -66,11 +67,12 @@ class NotRunning(Exception):
     pass
 
 
-def running_ports(cfg: dict) -> tuple[str, dict]:
-    """(host, demo ports) of the running stack: from the config, else the resolved file."""
-    if cfg["demo"]["ports"]:
-        return cfg["stack"]["host"], cfg["demo"]["ports"]
-    p = run_dir(cfg) / RESOLVED_NAME
+def running_ports(demo, stack) -> tuple[str, dict]:
+    """(host, demo ports) of the running stack (``demo``, ``stack``: the views of those
+    sections): from the config, else the resolved file."""
+    if demo.ports:
+        return stack.host, demo.ports
+    p = run_dir(stack) / RESOLVED_NAME
     try:
         resolved = yaml.safe_load(p.read_text())
         ports = resolved["demo"]["ports"]
@@ -122,8 +124,8 @@ def _call_once(req, host: str, port: int, timeout: float) -> dict:
         raise NotRunning(msg) from None
 
 
-def _services(cfg: dict, ports: dict, service: str | None) -> list[str]:
-    names = [s["name"] for s in cfg["platform"]["services"] if s["name"] in ports] or list(ports)
+def _services(platform, ports, service: str | None) -> list[str]:
+    names = [s.name for s in platform.services if s.name in ports] or list(ports)
     if service is None:
         return names
     if service not in ports:
@@ -131,11 +133,11 @@ def _services(cfg: dict, ports: dict, service: str | None) -> list[str]:
     return [service]
 
 
-def _serve(args, cfg) -> int:
+def _serve(args, demo, platform, stack) -> int:
     disable_created_metrics()
 
     try:
-        svc = DemoService(cfg, args.service)
+        svc = DemoService(demo, platform, stack, args.service)
     except ValueError as exc:
         print(f"opsstack demo: {exc}", file=sys.stderr)
         return 2
@@ -154,15 +156,16 @@ def _serve(args, cfg) -> int:
 
 
 def run(args, cfg) -> int:
+    demo, platform, stack = view(cfg, "demo"), view(cfg, "platform"), view(cfg, "stack")
     if args.action == "serve":
-        return _serve(args, cfg)
+        return _serve(args, demo, platform, stack)
     if args.action == "faults" and not args.active:
         for kind, (what, rate) in KINDS.items():
             print(f"{kind:<17} {what}\n{'':<17} --rate: {rate}")
         return 0
     try:
-        host, ports = running_ports(cfg)
-        return _client(args, cfg, host, ports)
+        host, ports = running_ports(demo, stack)
+        return _client(args, platform, host, ports)
     except NotRunning as exc:
         print(f"opsstack demo: {exc}", file=sys.stderr)
         return 1
@@ -171,9 +174,9 @@ def run(args, cfg) -> int:
         return 2
 
 
-def _client(args, cfg, host: str, ports: dict) -> int:
+def _client(args, platform, host: str, ports) -> int:
     a = args.action
-    services = _services(cfg, ports, getattr(args, "service", None))
+    services = _services(platform, ports, getattr(args, "service", None))
     out: dict = {}
     for s in services:
         admin = ports[s]["admin"]

@@ -75,15 +75,17 @@ class Limits:
     disk_fill_max_bytes: int = 256 * 1024 ** 2
 
     @classmethod
-    def from_config(cls, cfg: dict, service: dict) -> "Limits":
-        f = cfg["demo"]["faults"]
+    def from_config(cls, demo, service) -> "Limits":
+        """The limits of ``service`` (a view of platform.services[]) under ``demo`` (the view
+        of the demo section)."""
+        f = demo.faults
         return cls(
-            max_duration=f["max_duration"],
-            memory_leak_max_bytes=int(min(f["memory_leak_max_bytes"], service["memory_limit_bytes"])),
-            cpu_ramp_max_cores=min(f["cpu_ramp_max_cores"], service["cpu_limit_cores"], 1.0),
-            cpu_ramp_seconds=f["cpu_ramp_seconds"],
-            max_latency=f["max_latency"],
-            disk_fill_max_bytes=int(cfg["demo"]["volume_capacity_bytes"] * f["disk_fill_max_ratio"]),
+            max_duration=f.max_duration,
+            memory_leak_max_bytes=int(min(f.memory_leak_max_bytes, service.memory_limit_bytes)),
+            cpu_ramp_max_cores=min(f.cpu_ramp_max_cores, service.cpu_limit_cores, 1.0),
+            cpu_ramp_seconds=f.cpu_ramp_seconds,
+            max_latency=f.max_latency,
+            disk_fill_max_bytes=int(demo.volume_capacity_bytes * f.disk_fill_max_ratio),
         )
 
 

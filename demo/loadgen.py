@@ -35,10 +35,10 @@ WORKERS = 16
 class LoadGenerator:
     def __init__(self, svc):
         self.svc = svc
-        d = svc.demo
-        self.rng = random.Random(f"{d['seed']}:{svc.name}:load")
-        self.weight = svc.svc.get("traffic_weight", 1.0)
-        self.users = model.UserSampler(svc.regions, svc.home, d["geo_mix"], d["client_mix"])
+        d = svc.demo  # the view of the demo section
+        self.rng = random.Random(f"{d.seed}:{svc.name}:load")
+        self.weight = svc.svc.traffic_weight
+        self.users = model.UserSampler(svc.regions, svc.home, d.geo_mix, d.client_mix)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="load")
         self._inflight = 0
@@ -52,8 +52,8 @@ class LoadGenerator:
     def rate(self, epoch: float) -> float:
         """Requests per real second at simulated time ``epoch``."""
         d = self.svc.demo
-        hour = model.local_hour(epoch, d["timezone"])
-        return d["requests_per_second"] * self.weight * model.diurnal_factor(hour, d["peak_factor"])
+        hour = model.local_hour(epoch, d.timezone)
+        return d.requests_per_second * self.weight * model.diurnal_factor(hour, d.peak_factor)
 
     def start(self) -> None:
         self._thread.start()

@@ -80,12 +80,14 @@ def geo_mix_for_region(region: str, home: str, geo_mix: dict, only_region: bool 
     return {"overseas": 1.0}
 
 
-def service_share(services: list[dict], name: str) -> float:
-    total = sum(s.get("traffic_weight", 1.0) for s in services)
+def service_share(services, name: str) -> float:
+    """The share of the platform's users service ``name`` has (``services``: the views of
+    platform.services[], each with its traffic_weight)."""
+    total = sum(s.traffic_weight for s in services)
     if total <= 0:
         return 0.0
-    me = next(s for s in services if s["name"] == name)
-    return me.get("traffic_weight", 1.0) / total
+    me = next(s for s in services if s.name == name)
+    return me.traffic_weight / total
 
 
 def wobble(seed: int, key: str, t: float, amplitude: float = 0.03) -> float:

@@ -1,6 +1,8 @@
 """One demo service process: region instances, admin API, faults, metrics, load.
 
-``DemoService(cfg, name).start()`` listens on ``demo.ports[name]["admin"]`` (admin API,
+``DemoService(demo, platform, stack, name).start()`` (the views of those config sections, see
+core.config.view; ``DemoService.from_config(cfg, name)`` builds them) listens on
+``demo.ports[name]["admin"]`` (admin API,
 /health, /metrics for the whole process) and on ``demo.ports[name][region]`` for each
 region (the region instance: API routes + /health). The admin API is documented in
 docs/demo.md.
@@ -24,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from core.config import run_dir
+from core.config import run_dir, view
 from demo import faults as F
 from demo import model
 from demo.http import Listener, Request, Response
@@ -62,13 +64,14 @@ ROUTES = [
 ROUTE_LABELS = [r[2] for r in ROUTES] + ["other"]
 
 
-def volume_dir(cfg: dict, service: str) -> Path:
-    """<run_dir>/demo-volumes/<service> of a service of the platform; anything else (a name with
-    '/' or '..', an unknown service) is refused, so no caller can point a volume elsewhere."""
-    known = [s["name"] for s in cfg["platform"]["services"]]
+def volume_dir(platform, stack, service: str) -> Path:
+    """<run_dir>/demo-volumes/<service> of a service of the platform (``platform``, ``stack``: the
+    views of those sections); anything else (a name with '/' or '..', an unknown service) is
+    refused, so no caller can point a volume elsewhere."""
+    known = [s.name for s in platform.services]
     if service not in known:
         raise ValueError(f"no demo volume for {service[:80]!r} (services: {', '.join(known)})")
-    base = run_dir(cfg) / "demo-volumes"
+    base = run_dir(stack) / "demo-volumes"
     path = base / service
     if path.resolve().parent != base.resolve():
         raise ValueError(f"demo volume of {service!r} would be outside {base}")
@@ -178,35 +181,38 @@ def _resident_block(n: int, pattern: bytes) -> mmap.mmap:
 
 
 class DemoService:
-    def __init__(self, cfg: dict, name: str):
-        self.cfg = cfg
+    """One service ``name`` of the platform; ``demo``, ``platform``, ``stack``: the views of
+    those config sections (core.config.view)."""
+
+    def __init__(self, demo, platform, stack, name: str):
+        self.platform = platform
         self.name = name
-        svc = next((s for s in cfg["platform"]["services"] if s["name"] == name), None)
+        svc = next((s for s in platform.services if s.name == name), None)
         if svc is None:
             raise ValueError(f"unknown service {name!r} (services: "
-                             f"{', '.join(s['name'] for s in cfg['platform']['services'])})")
+                             f"{', '.join(s.name for s in platform.services)})")
         self.svc = svc
-        d = cfg["demo"]
+        d = demo
         self.demo = d
-        self.regions: list[str] = list(cfg["platform"]["regions"])
-        self.home = d["home_region"]
-        ports = d["ports"].get(name) or {}
+        self.regions: list[str] = list(platform.regions)
+        self.home = d.home_region
+        ports = d.ports.get(name) or {}
         missing = [k for k in ["admin", *self.regions] if not ports.get(k)]
         if missing:
             raise ValueError(f"demo.ports.{name} has no port for {', '.join(missing)} "
                              "(run the demo through `opsstack up`, or set demo.ports)")
-        self.host = cfg["stack"]["host"]
+        self.host = stack.host
         self.ports = {k: int(v) for k, v in ports.items()}
-        self.limits = F.Limits.from_config(cfg, svc)
-        self.clock = model.SimClock(d["time_acceleration"])
-        self.rng = random.Random(f"{d['seed']}:{name}:server")
+        self.limits = F.Limits.from_config(d, svc)
+        self.clock = model.SimClock(d.time_acceleration)
+        self.rng = random.Random(f"{d.seed}:{name}:server")
         self._lock = threading.RLock()  # the fault list
         self._effects = threading.Lock()  # memory held and files written by faults
         self.faults: list[F.Fault] = []
         self.healthy: set[str] = set(self.regions)  # traffic router
         self.caches = {r: TagCache() for r in self.regions}
         self.replacements = {r: 0 for r in self.regions}
-        self.volume = Volume(volume_dir(cfg, name), d["volume_capacity_bytes"])
+        self.volume = Volume(volume_dir(platform, stack, name), d.volume_capacity_bytes)
         self._leak: list[mmap.mmap] = []
         self._leak_bytes = 0
         self._cpu_duty = 0.0
@@ -219,6 +225,11 @@ class DemoService:
                           for r in self.regions}
         self.admin = Listener(f"{name}/admin", self.host, self.ports["admin"], self._admin_app)
         self.loadgen = None
+
+    @classmethod
+    def from_config(cls, cfg: dict, name: str) -> "DemoService":
+        """The service ``name`` of a validated config."""
+        return cls(view(cfg, "demo"), view(cfg, "platform"), view(cfg, "stack"), name)
 
     # ------------------------------------------------------------------ metrics
     def _build_metrics(self) -> None:
@@ -250,7 +261,7 @@ class DemoService:
         self.admin.open()
         self._sync_listeners()
         threading.Thread(target=self._ticker, name="demo-ticker", daemon=True).start()
-        if self.demo["load"] if load is None else load:
+        if self.demo.load if load is None else load:
             self.loadgen = LoadGenerator(self)
             self.loadgen.start()
         log.info("event=service_started service=%s admin=%s:%d regions=%s", self.name, self.host,
@@ -404,7 +415,7 @@ class DemoService:
             if fill:
                 dt = min(dt, now - fill.started, 2.0)
                 n = F.fill_step(fill, self.limits, dt, self.volume.used(),
-                                shutil.disk_usage(self.volume.path).free, self.demo["faults"]["disk_min_free_bytes"])
+                                shutil.disk_usage(self.volume.path).free, self.demo.faults.disk_min_free_bytes)
                 if n > 0:
                     self.volume.write(n, self._fill_chunk)
 
@@ -440,7 +451,7 @@ class DemoService:
         return app
 
     def latency_of(self, region: str) -> float:
-        return self.demo["home_latency"] if region == self.home else self.demo["overseas_latency"]
+        return self.demo.home_latency if region == self.home else self.demo.overseas_latency
 
     def handle(self, edge: str, req: Request) -> Response:
         t0 = time.perf_counter()
@@ -611,20 +622,20 @@ class _StateCollector:
         s = self.svc
         d = s.demo
         now = s.clock.now()
-        hour = model.local_hour(now, d["timezone"])
-        shares = model.reroute(model.region_shares(s.regions, s.home, d["geo_mix"]), s.healthy)
-        sess = model.sessions(peak_sessions=d["peak_sessions"], peak_factor=d["peak_factor"], hour=hour,
-                              svc_share=model.service_share(s.cfg["platform"]["services"], s.name),
-                              shares=shares, client_mix=d["client_mix"], seed=d["seed"], key=s.name, t=now)
+        hour = model.local_hour(now, d.timezone)
+        shares = model.reroute(model.region_shares(s.regions, s.home, d.geo_mix), s.healthy)
+        sess = model.sessions(peak_sessions=d.peak_sessions, peak_factor=d.peak_factor, hour=hour,
+                              svc_share=model.service_share(s.platform.services, s.name),
+                              shares=shares, client_mix=d.client_mix, seed=d.seed, key=s.name, t=now)
         g = GaugeMetricFamily("opsstack_active_sessions", "Active user sessions by region and client type.",
                               labels=["region", "client"])
         for (region, client), v in sorted(sess.items()):
             g.add_metric([region, client], v)
         yield g
         yield GaugeMetricFamily("opsstack_service_memory_limit_bytes", "Memory the service may use.",
-                                value=s.svc["memory_limit_bytes"])
+                                value=s.svc.memory_limit_bytes)
         yield GaugeMetricFamily("opsstack_service_cpu_limit_cores", "CPU cores the service may use.",
-                                value=s.svc["cpu_limit_cores"])
+                                value=s.svc.cpu_limit_cores)
         used = GaugeMetricFamily("opsstack_volume_used_bytes", "Bytes used on the service's data volume.",
                                  labels=["volume"])
         used.add_metric([VOLUME_NAME], s.volume.used())
@@ -660,4 +671,4 @@ class _StateCollector:
         yield GaugeMetricFamily("opsstack_demo_cpu_ramp_duty_ratio", "Duty cycle of the cpu-ramp burner "
                                 "thread (0..1 of a core).", value=s._cpu_duty)
         yield GaugeMetricFamily("opsstack_demo_load_factor", "Diurnal load factor now (1 = daily average).",
-                                value=model.diurnal_factor(hour, d["peak_factor"]))
+                                value=model.diurnal_factor(hour, d.peak_factor))

@@ -71,14 +71,14 @@ def create_app(cfg: dict) -> Flask:
     st = State(cfg)
     app.extensions[EXT] = st
     # API and console bodies are small; the webhook raises its own limit (receiver.max_body_bytes)
-    app.config["MAX_CONTENT_LENGTH"] = min(API_MAX_BODY_BYTES, cfg["receiver"]["max_body_bytes"])
+    app.config["MAX_CONTENT_LENGTH"] = min(API_MAX_BODY_BYTES, st.receiver.max_body_bytes)
     app.json = _JSONProvider(app)
-    console_cfg = cfg["receiver"]["console"]
-    app.config["SECRET_KEY"] = console_cfg["session_secret"] or None  # None: loaded on first use
+    console_cfg = st.receiver.console
+    app.config["SECRET_KEY"] = console_cfg.session_secret or None  # None: loaded on first use
     app.session_interface = auth.SessionInterface(_session_key_loader(st))
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # Secure: set per request when it came over TLS
-    app.permanent_session_lifetime = timedelta(seconds=console_cfg["session_lifetime"])
+    app.permanent_session_lifetime = timedelta(seconds=console_cfg.session_lifetime)
     app.config["JSON_SORT_KEYS"] = False
 
     app.register_blueprint(ops.bp)
@@ -139,12 +139,12 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False, processor:
     and, unless disabled, the escalation/outbox/heartbeat loop. With receiver.background
     'process' the web workers run neither (the background process does) unless ``force``."""
     st = state(app)
-    if st.cfg["receiver"]["background"] == "process" and not force:
+    if st.receiver.background == "process" and not force:
         return
-    if processor and st.processor is None and st.cfg["receiver"]["processing"] == "queued":
+    if processor and st.processor is None and st.receiver.processing == "queued":
         st.processor = Processor(st)
         st.processor.start()
-    if scheduler and st.scheduler is None and st.cfg["receiver"]["scheduler"]["enabled"]:
+    if scheduler and st.scheduler is None and st.receiver.scheduler.enabled:
         st.scheduler = Scheduler(st)
         st.scheduler.start()
 
@@ -169,7 +169,7 @@ def run_background(cfg: dict, stop: threading.Event | None = None, scheduler: bo
     """The receiver's background process: processor threads and the scheduler loop, no HTTP."""
     app = create_app(cfg)
     start_scheduler(app, scheduler=scheduler, force=True)
-    log.info("event=background_started processing_threads=%s", cfg["receiver"]["processing_threads"])
+    log.info("event=background_started processing_threads=%s", state(app).receiver.processing_threads)
     stop = stop or threading.Event()
     try:
         while not stop.wait(1.0):

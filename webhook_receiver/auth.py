@@ -39,12 +39,13 @@ class Client:
 
 
 class ApiTokens:
-    def __init__(self, tokens_cfg: list[dict]):
+    def __init__(self, tokens_cfg):
+        """``tokens_cfg``: receiver.api.tokens of the typed receiver view (core.config.view)."""
         self._tokens = []
         for t in tokens_cfg:
-            tok = t["token"]
+            tok = t.token
             digest = bytes.fromhex(tok[7:]) if tok.startswith("sha256:") else hashlib.sha256(tok.encode()).digest()
-            self._tokens.append((digest, Client(t["name"], frozenset(t["scopes"]))))
+            self._tokens.append((digest, Client(t.name, frozenset(t.scopes))))
 
     def client(self, given: str | None) -> Client | None:
         if not given:
@@ -58,17 +59,18 @@ class ApiTokens:
 
 
 class Users:
-    def __init__(self, users_cfg: list[dict]):
-        self._users = {u["name"]: u for u in users_cfg}
+    def __init__(self, users_cfg):
+        """``users_cfg``: receiver.console.users of the typed receiver view (core.config.view)."""
+        self._users = {u.name: u for u in users_cfg}
         # a hash to check against when the user does not exist (same cost, no user enumeration)
         self._dummy = generate_password_hash("not-a-user")
 
-    def check(self, name: str, password: str) -> dict | None:
+    def check(self, name: str, password: str):
         u = self._users.get(name)
-        ok = check_password_hash(u["password_hash"] if u else self._dummy, password or "")
+        ok = check_password_hash(u.password_hash if u else self._dummy, password or "")
         return u if (u and ok) else None
 
-    def get(self, name: str) -> dict | None:
+    def get(self, name: str):
         return self._users.get(name)
 
 

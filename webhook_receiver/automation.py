@@ -41,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from core.config import view
+from core.prom import base_url
 from webhook_receiver import enrichment, itsm, jobs
 from webhook_receiver.db import connect
 from webhook_receiver.errors import ApiError, require
@@ -64,10 +66,18 @@ class Automation:
     """Per-app automation state: playbooks, runner, forwarder, thread pools (per process)."""
 
     def __init__(self, cfg: dict, st: State | None = None):
+        # the whole dict is kept for the parts that still read plain dicts and need several
+        # sections at once (stack host/ports/run_dir, platform, demo): the remediation Runner,
+        # playbook loading, enrichment and AutomationCollector; the rest reads the typed views
         self.cfg = cfg
+        self.receiver = st.receiver if st is not None else view(cfg, "receiver")
+        self.remediation = view(cfg, "remediation")
+        self.enrichment = view(cfg, "enrichment")
+        self.itsm = view(cfg, "itsm")
         self.st = st  # the receiver app's state: its ticket context (hooks) for escalations
-        self.db_url = cfg["database"]["url"]
+        self.db_url = view(cfg, "database").url
         self.playbooks = load_playbooks(cfg)
+        self.prometheus_url = base_url(cfg, self.enrichment.prometheus_url)  # for enrichment queries
         self._runner = None
         self._forwarder = None
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -76,7 +86,7 @@ class Automation:
         self.migrated = False
         # jobs live in automation_jobs (webhook_receiver/jobs.py); this process runs them at once
         # when it does background work (receiver.background 'workers', or the background process)
-        self.run_jobs = cfg["receiver"]["background"] != "process"
+        self.run_jobs = self.receiver.background != "process"
         self._inflight: dict[str, int] = {}
         self._again: dict[str, bool] = {}
 
@@ -98,7 +108,7 @@ class Automation:
     def forwarder(self):
         with self._lock:
             if self._forwarder is None:
-                self._forwarder = itsm.Forwarder(self.cfg, self.db_url)
+                self._forwarder = itsm.Forwarder(self.itsm, self.db_url)
             return self._forwarder
 
     def pool(self, name: str, workers: int) -> ThreadPoolExecutor:
@@ -154,7 +164,7 @@ class Automation:
 
     # ------------------------------------------------------------------ durable jobs
     def job_kinds(self) -> set[str]:
-        return jobs.wanted(self.cfg, self.playbooks)
+        return jobs.wanted(self.enrichment, self.remediation, self.playbooks, self.prometheus_url)
 
     def queue_jobs(self, ticket_id: int, kinds: tuple[str, ...]) -> None:
         """Queue the ticket's jobs in PostgreSQL, then run them here when this process runs jobs.
@@ -177,7 +187,7 @@ class Automation:
     def kick(self, lane: str, now=None) -> None:
         """Have this process's ``lane`` pool run the due jobs of that lane (at most ``workers``
         drains at once; a kick while they are all busy makes one of them look again)."""
-        workers = self.cfg["enrichment"]["workers"] if lane == "enrichment" else self.cfg["remediation"]["workers"]
+        workers = self.enrichment.workers if lane == "enrichment" else self.remediation.workers
         pool = self.pool(lane, workers)
         with self._lock:
             if self._inflight.get(lane, 0) >= workers:
@@ -195,7 +205,8 @@ class Automation:
             try:
                 self.ensure_migrated()
                 with connect(self.db_url, autocommit=True) as conn:
-                    while jobs.run_due(conn, self.cfg, lambda: self.runner, lane=lane, now=now, batch=1):
+                    while jobs.run_due(conn, self.remediation, self._enrich, lambda: self.runner, lane=lane, now=now,
+                                       batch=1):
                         pass
             except Exception as exc:  # noqa: BLE001 - the database may be away: the scheduler kicks again
                 log.warning("event=automation_jobs_error lane=%s error=%r", lane,
@@ -206,8 +217,11 @@ class Automation:
                 self._inflight[lane] = max(0, self._inflight.get(lane, 1) - 1)
                 return
 
+    def _enrich(self, ticket_id: int) -> None:
+        enrichment.enrich(self.cfg, self.db_url, ticket_id)
+
     def _forward(self, event: str, ticket_id: int, payload: dict) -> None:
-        if itsm.systems(self.cfg):
+        if itsm.systems(self.itsm):
             self.ensure_migrated()
             self.forwarder.enqueue(event, ticket_id, payload)
             self.forwarder.start()
@@ -230,14 +244,14 @@ def init_app(app, cfg: dict) -> Automation:
         for event, fn in auto.handlers():
             st.hooks.subscribe(event, fn)
 
-        def _automation_collector(db=None, _cfg=cfg):
-            return AutomationCollector(_cfg, _cfg["database"]["url"])
+        def _automation_collector(db=None, _auto=auto):
+            return AutomationCollector(_auto.remediation, _auto.itsm, _auto.db_url)
         st.metrics_collectors.append(_automation_collector)
-    if itsm.systems(cfg) and auto.migrated:
+    if itsm.systems(auto.itsm) and auto.migrated:
         auto.forwarder.start()  # pending deliveries from before a restart
     log.info("event=automation_ready playbooks=%d remediation=%s dry_run=%s enrichment=%s itsm=%s",
-             len(auto.playbooks), cfg["remediation"]["enabled"], cfg["remediation"]["dry_run"],
-             cfg["enrichment"]["enabled"], ",".join(itsm.systems(cfg)) or "none")
+             len(auto.playbooks), auto.remediation.enabled, auto.remediation.dry_run,
+             auto.enrichment.enabled, ",".join(itsm.systems(auto.itsm)) or "none")
     return auto
 
 
@@ -330,7 +344,7 @@ def playbooks():
     require("read")
     out = [{"name": p.name, "description": p.description, "source": p.source, "match": p.match,
             "target": p.target, "cooldown": p.cooldown, "max_attempts": p.max_attempts,
-            "attempt_window": p.attempt_window, "dry_run": p.dry_run or _auto().cfg["remediation"]["dry_run"],
+            "attempt_window": p.attempt_window, "dry_run": p.dry_run or _auto().remediation.dry_run,
             "actions": [{"name": a.name, "backend": a.backend, "operation": a.operation} for a in p.actions],
             "on_resolved": [{"name": a.name, "backend": a.backend, "operation": a.operation} for a in p.on_resolved]}
            for p in _auto().playbooks]
@@ -339,7 +353,7 @@ def playbooks():
 
 @bp.route("/api/v1/remediation/kill-switch", methods=["GET", "PUT"])
 def kill_switch():
-    cfg_on = bool(_auto().cfg["remediation"]["kill_switch"])
+    cfg_on = bool(_auto().remediation.kill_switch)
     if request.method == "GET":
         require("read")
         with _conn() as conn:
@@ -390,7 +404,7 @@ def automation_metrics():
     require("read")
     auto = _auto()
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(AutomationCollector(auto.cfg, auto.db_url))
+    reg.register(AutomationCollector(auto.remediation, auto.itsm, auto.db_url))
     return Response(generate_latest(reg), mimetype=CONTENT_TYPE_LATEST)
 
 

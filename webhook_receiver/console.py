@@ -84,8 +84,8 @@ def _check_csrf() -> None:
 
 
 def _timeouts() -> tuple[float, float]:
-    c = _st().cfg["receiver"]["console"]
-    return c["session_idle_timeout"], c["session_lifetime"]
+    c = _st().receiver.console
+    return c.session_idle_timeout, c.session_lifetime
 
 
 @bp.before_app_request
@@ -163,7 +163,7 @@ def _ts(t: datetime | None) -> str:
 @bp.app_context_processor
 def _globals():
     st = _st()
-    return {"title": st.cfg["receiver"]["console"]["title"], "user": session.get("user"), "csrf": _csrf}
+    return {"title": st.receiver.console.title, "user": session.get("user"), "csrf": _csrf}
 
 
 @bp.errorhandler(psycopg.Error)
@@ -191,7 +191,7 @@ def _safe_next(nxt: str) -> str:
 
 
 def _login_page(error: str | None, status: int, headers: dict | None = None):
-    no_users = not _st().cfg["receiver"]["console"]["users"]
+    no_users = not _st().receiver.console.users
     return render_template("console_login.html", error=error, no_users=no_users), status, headers or {}
 
 
@@ -201,7 +201,7 @@ def login():
         return _login_page(None, 200)
     _check_csrf()  # the form's token, kept in the pre-login session cookie
     st = _st()
-    lc = st.cfg["receiver"]["console"]["login"]
+    lc = st.receiver.console.login
     name = request.form.get("username", "")
     name = name if isinstance(name, str) else ""
     addr = request.remote_addr or "unknown"
@@ -222,11 +222,11 @@ def login():
     idle, lifetime = _timeouts()
     if not user:
         def fail(conn) -> float:
-            w = max(console_store.record_failure(conn, keys[0], lc["free_attempts"], lc["backoff"],
-                                                 lc["max_backoff"], lc["forget_after"]),
-                    console_store.record_failure(conn, keys[1], lc["address_free_attempts"], lc["backoff"],
-                                                 lc["max_backoff"], lc["forget_after"]))
-            console_store.sweep_failures(conn, lc["forget_after"])
+            w = max(console_store.record_failure(conn, keys[0], lc.free_attempts, lc.backoff,
+                                                 lc.max_backoff, lc.forget_after),
+                    console_store.record_failure(conn, keys[1], lc.address_free_attempts, lc.backoff,
+                                                 lc.max_backoff, lc.forget_after))
+            console_store.sweep_failures(conn, lc.forget_after)
             return w
         st.db.run(fail)
         log.info("event=console_login_failed")
@@ -234,14 +234,14 @@ def login():
 
     def start(conn) -> str:
         console_store.clear_failures(conn, keys[0])
-        return console_store.create_session(conn, user["name"], addr, idle, lifetime)
+        return console_store.create_session(conn, user.name, addr, idle, lifetime)
     sid = st.db.run(start)
     session.clear()  # a new session (and CSRF token) on every login: no fixation
     session["sid"] = sid
-    session["user"] = user["name"]
-    session["display"] = user.get("display_name") or user["name"]
+    session["user"] = user.name
+    session["display"] = user.display_name or user.name
     _csrf()
-    log.info("event=console_login user=%s", user["name"])
+    log.info("event=console_login user=%s", user.name)
     return redirect(_safe_next(request.args.get("next", "")))
 
 
@@ -290,12 +290,13 @@ def ticket(tid: int):
         siblings = ticket_store.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
         enrichment, runs = _automation(conn, tid)
         failed_notifications = notify.deliveries(conn, tid, failed_only=True)
+        group = ticket_store.get_group(conn, t["group_id"]) if t["group_id"] else None
     pol = st.ctx.policy(t["policy"])
     return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
                            siblings=[s for s in siblings if s["id"] != tid],
                            level_name=level_label(t["level"], pol.level(t["level"]).name),
                            people=sorted(st.ctx.directory.people), enrichment=enrichment, runs=runs,
-                           failed_notifications=failed_notifications)
+                           failed_notifications=failed_notifications, group=group)
 
 
 def _automation(conn, tid: int) -> tuple[dict | None, list]:

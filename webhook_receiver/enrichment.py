@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 from psycopg.types.json import Jsonb
 
+from core.config import view
 from core.prom import Prometheus, PrometheusError, base_url
 from webhook_receiver.db import connect
 from webhook_receiver.remediation.template import TemplateError, render_str
@@ -132,9 +133,9 @@ def rule_expr(prom: Prometheus, alertname: str) -> str | None:
 
 def related_alerts(cfg: dict, labels: dict, fingerprint: str, timeout: float) -> list[dict]:
     """Other firing alerts on the same service (Alertmanager v2, else Prometheus)."""
-    e = cfg["enrichment"]
+    e = view(cfg, "enrichment")  # typed view; cfg itself for stack.* and base_url
     service = labels.get("service")
-    am = e["alertmanager_url"]
+    am = e.alertmanager_url
     if not am and cfg["stack"]["ports"].get("alertmanager") not in (None, "auto"):
         am = f"http://{cfg['stack']['host']}:{cfg['stack']['ports']['alertmanager']}"
     out: list[dict] = []
@@ -154,7 +155,7 @@ def related_alerts(cfg: dict, labels: dict, fingerprint: str, timeout: float) ->
             return out
         except (requests.RequestException, ValueError) as exc:
             log.info("event=related_alertmanager_failed error=%r", str(exc))
-    url = base_url(cfg, e["prometheus_url"])
+    url = base_url(cfg, e.prometheus_url)
     if not url:
         raise SourceError("neither Alertmanager nor Prometheus is configured")
     try:
@@ -210,14 +211,14 @@ def loki_excerpt(url: str, query: str, start: float, end: float, limit: int, tim
 
 
 def log_excerpt(cfg: dict, labels: dict, now: float, timeout: float) -> str | None:
-    lg = cfg["enrichment"]["logs"]
+    lg = view(cfg, "enrichment").logs
     ctx = {**labels, "run_dir": str(Path(cfg["stack"]["run_dir"]).resolve())}
     try:
-        if lg["source"] == "file":
-            return tail_file(str(render_str(lg["file"], ctx)), lg["lines"])
-        if lg["source"] == "loki":
-            return loki_excerpt(lg["loki_url"], str(render_str(lg["loki_query"], ctx)), now - lg["since"], now,
-                                lg["lines"], timeout)
+        if lg.source == "file":
+            return tail_file(str(render_str(lg.file, ctx)), lg.lines)
+        if lg.source == "loki":
+            return loki_excerpt(lg.loki_url, str(render_str(lg.loki_query, ctx)), now - lg.since, now,
+                                lg.lines, timeout)
     except TemplateError as exc:
         raise SourceError(str(exc)) from None
     return None
@@ -239,9 +240,9 @@ def save(conn, ticket_id: int, name: str, body: bytes, meta: dict | None = None)
 
 def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> dict:
     """Build and store every attachment for a ticket; returns {name: 'ok' | error}."""
-    e = cfg["enrichment"]
+    e = view(cfg, "enrichment")  # typed view; cfg itself for stack.* and base_url
     now = time.time() if now is None else now
-    timeout = e["timeout"]
+    timeout = e.timeout
     result: dict[str, str] = {}
     errors: dict[str, str] = {}
     with connect(db_url, autocommit=True) as conn:
@@ -249,7 +250,7 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
         if t is None:
             return {"ticket": "not found"}
         labels = dict(t["labels"] or {})
-        url = base_url(cfg, e["prometheus_url"])
+        url = base_url(cfg, e.prometheus_url)
         prom = Prometheus(url, timeout) if url else None
         expr = expr_from_generator_url(t["generator_url"])
         source = "generatorURL"
@@ -265,15 +266,15 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
             errors["graph.png"] = errors["values.json"] = "no expression: neither generatorURL nor a rule named " \
                                                          f"{t['alertname']}"
         else:
-            start, end = window(t["starts_at"], now, e["graph_range"])
+            start, end = window(t["starts_at"], now, e.graph_range)
             graph_expr, threshold = split_threshold(expr)
             try:
                 data = prom.query_range(graph_expr, start, end, step_for(start, end))
                 series = data.get("result", []) if data.get("resultType") == "matrix" else []
                 mine = [s for s in series if belongs(s.get("metric", {}), labels)]
-                shown = (mine or series)[: e["max_series"]]
+                shown = (mine or series)[: e.max_series]
                 title = f"{t['alertname']} {_label_str({k: v for k, v in labels.items() if k in ('service', 'region', 'instance')})}"
-                png = draw_png(shown, title, graph_expr, t["starts_at"], e["graph_width_px"], e["graph_height_px"],
+                png = draw_png(shown, title, graph_expr, t["starts_at"], e.graph_width_px, e.graph_height_px,
                                threshold)
                 save(conn, ticket_id, "graph.png", png, {"expr": expr, "graph_expr": graph_expr,
                                                          "threshold": threshold, "expr_source": source, "start": start,
@@ -302,7 +303,7 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
         try:
             text = log_excerpt(cfg, labels, now, timeout)
             if text is not None:
-                save(conn, ticket_id, "logs.txt", text.encode(), {"source": e["logs"]["source"],
+                save(conn, ticket_id, "logs.txt", text.encode(), {"source": e.logs.source,
                                                                  "lines": text.count("\n") + 1 if text else 0})
                 result["logs.txt"] = "ok"
         except (SourceError, OSError, ValueError) as exc:

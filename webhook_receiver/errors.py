@@ -43,7 +43,7 @@ def require(scope: str) -> str:
     tok = auth.bearer(request.headers.get("Authorization"))
     if tok:
         client = st.api_tokens.client(tok)
-        if client is None and st.cfg["receiver"]["api"]["accept_receiver_token"] and auth.token_matches(tok, st.token):
+        if client is None and st.receiver.api.accept_receiver_token and auth.token_matches(tok, st.token):
             return "api:stack"  # the stack's own secret (opsstack up, tests, automation)
         if client is None:
             raise ApiError(401, "unauthorized", "unknown API token")
@@ -53,7 +53,7 @@ def require(scope: str) -> str:
     if scope == "read":
         if session.get("user"):
             return session["user"]
-        if st.cfg["receiver"]["api"]["anonymous_read"]:
+        if st.receiver.api.anonymous_read:
             return "anonymous"
     raise ApiError(401, "unauthorized", "send Authorization: Bearer <API token>")
 

@@ -40,24 +40,24 @@ class Policy:
     max_repeats: int = 0
 
     @classmethod
-    def from_cfg(cls, d: dict) -> "Policy":
-        return cls(name=d["name"], repeat_interval=float(d["repeat_interval"]),
-                   max_repeats=int(d.get("max_repeats", 0)),
-                   levels=tuple(Level(name=lv["name"], schedule=lv["schedule"], ack_timeout=float(lv["ack_timeout"]),
-                                      use_alert_team=bool(lv.get("use_alert_team", False)))
-                                for lv in d["levels"]))
+    def from_cfg(cls, p) -> "Policy":
+        """From a policy of the typed ``escalation`` view (core.config.view)."""
+        return cls(name=p.name, repeat_interval=float(p.repeat_interval), max_repeats=int(p.max_repeats),
+                   levels=tuple(Level(name=lv.name, schedule=lv.schedule, ack_timeout=float(lv.ack_timeout),
+                                      use_alert_team=bool(lv.use_alert_team))
+                                for lv in p.levels))
 
     def level(self, n: int) -> Level:
         return self.levels[min(max(n, 1), len(self.levels)) - 1]
 
 
-def policies(cfg: dict) -> dict[str, Policy]:
-    return {p["name"]: Policy.from_cfg(p) for p in cfg["escalation"]["policies"]}
+def policies(esc) -> dict[str, Policy]:
+    """The policies of the typed ``escalation`` view, by name."""
+    return {p.name: Policy.from_cfg(p) for p in esc.policies}
 
 
-def policy_name_for(cfg: dict, team: str) -> str:
-    e = cfg["escalation"]
-    return e["team_policies"].get(team, e["default_policy"])
+def policy_name_for(esc, team: str) -> str:
+    return esc.team_policies.get(team, esc.default_policy)
 
 
 def entry_level(tier: int, policy: Policy) -> int:

@@ -159,9 +159,9 @@ def writer(app, st) -> Writer:
     with _lock:
         w = app.extensions.get(EXT)
         if w is None or w.pid != os.getpid() or w.db is not st.db:
-            r = st.cfg["receiver"]
+            r = st.receiver
             # a write in flight is bounded by pool wait + connect/statement timeouts (and one retry)
-            timeout = 2 * float(r["db_timeout"]) + 1.0
+            timeout = 2 * float(r.db_timeout) + 1.0
             w = Writer(st.db, timeout=timeout)
             app.extensions[EXT] = w
         return w

@@ -20,8 +20,6 @@ from datetime import datetime
 from psycopg.types.json import Jsonb
 
 from core import outbox
-from core.prom import base_url
-from webhook_receiver import enrichment
 from webhook_receiver.remediation import store
 from webhook_receiver.ticket_store import add_event
 
@@ -31,23 +29,23 @@ LANES = {"enrichment": "enrichment", "remediation": "remediation", "restore": "r
 SWEEP_WINDOW = 6 * 3600  # seconds: tickets opened this recently get their missing jobs
 
 
-def queue(cfg: dict, lane: str | None = None) -> outbox.Queue:
-    j = cfg["remediation"]["jobs"]
+def queue(rem, lane: str | None = None) -> outbox.Queue:
+    """``rem``: the typed remediation view (core.config.view(cfg, "remediation"))."""
+    j = rem.jobs
     where = {"enrichment": "o.lane = 'enrichment'", "remediation": "o.lane = 'remediation'", None: ""}[lane]
     return outbox.Queue(name="jobs", table="automation_jobs", key=("ticket_id", "lane"),
                         info=("ticket_id", "kind"), done_status="done", done_at="done_at",
-                        max_attempts=j["max_attempts"], initial_backoff=j["initial_backoff"],
-                        max_backoff=j["max_backoff"], where=where)
+                        max_attempts=j.max_attempts, initial_backoff=j.initial_backoff,
+                        max_backoff=j.max_backoff, where=where)
 
 
-def wanted(cfg: dict, playbooks: list) -> set[str]:
-    """Kinds of job this configuration runs (pure)."""
+def wanted(enr, rem, playbooks: list, prometheus_url: str | None) -> set[str]:
+    """Kinds of job this configuration runs (pure): ``enr``/``rem`` the typed enrichment and
+    remediation views, ``prometheus_url`` the Prometheus enrichment queries (None: none)."""
     out = set()
-    e = cfg["enrichment"]
-    if e["enabled"] and (base_url(cfg, e["prometheus_url"]) or e["logs"]["source"] != "none"):
+    if enr.enabled and (prometheus_url or enr.logs.source != "none"):
         out.add("enrichment")
-    r = cfg["remediation"]
-    if r["enabled"] and playbooks:
+    if rem.enabled and playbooks:
         out.add("remediation")
         if any(p.on_resolved for p in playbooks):
             out.add("restore")
@@ -84,14 +82,14 @@ def sweep(conn, kinds: set[str]) -> int:
     return n
 
 
-def run_due(conn, cfg: dict, runner_of, lane: str | None = None, now: datetime | None = None,
+def run_due(conn, rem, enrich, runner_of, lane: str | None = None, now: datetime | None = None,
             batch: int = 20) -> int:
-    """Run due jobs (of one lane, or all); ``runner_of()`` gives the remediation Runner."""
-    db_url = cfg["database"]["url"]
+    """Run due jobs (of one lane, or all): ``rem`` the typed remediation view, ``enrich(ticket_id)``
+    enriches a ticket, ``runner_of()`` gives the remediation Runner."""
 
     def deliver(conn, job: dict) -> None:
         if job["kind"] == "enrichment":
-            enrichment.enrich(cfg, db_url, job["ticket_id"])
+            enrich(job["ticket_id"])
         elif job["kind"] == "remediation":
             runner_of().handle_ticket(job["ticket_id"])
         elif job["kind"] == "restore":
@@ -106,15 +104,16 @@ def run_due(conn, cfg: dict, runner_of, lane: str | None = None, now: datetime |
             add_event(conn, job["ticket_id"], "automation_failed", "automation",
                       {"job": job["kind"], "attempts": attempts, "error": error[:500]})
 
-    return outbox.run_due(conn, queue(cfg, lane), deliver, now=now, batch=batch, on_failed=on_failed)
+    return outbox.run_due(conn, queue(rem, lane), deliver, now=now, batch=batch, on_failed=on_failed)
 
 
-def orphans(conn, cfg: dict, escalate=None) -> list[dict]:
+def orphans(conn, rem, escalate=None) -> list[dict]:
     """Remediation runs left pending/running by a replica that died: no session holds their run
     lock (a live run holds it from before 'running' until it finishes) and they are older than
     ``remediation.orphan_after``. Each is marked failed, the ticket says why, and (with
-    escalate_on_failure) the ticket goes to people: nobody knows what the dead run did."""
-    r = cfg["remediation"]
+    escalate_on_failure) the ticket goes to people: nobody knows what the dead run did.
+    ``rem``: the typed remediation view."""
+    r = rem
     with conn.transaction():
         rows = conn.execute(
             """select r.id, r.ticket_id, r.playbook, r.target, r.status, r.replica from remediation_runs r
@@ -124,7 +123,7 @@ def orphans(conn, cfg: dict, escalate=None) -> list[dict]:
                                  and l.classid::bigint = %s and l.objsubid = 2
                                  and l.objid::bigint = (hashtext(r.playbook || '|' || r.target)::bigint
                                                         + 4294967296) %% 4294967296)
-               for update of r skip locked""", (r["orphan_after"], store.RUN_LOCK_CLASS)).fetchall()
+               for update of r skip locked""", (r.orphan_after, store.RUN_LOCK_CLASS)).fetchall()
         for run in rows:
             reason = (f"the replica running it ({run['replica'] or 'unknown'}) stopped while the run was "
                       f"{run['status']}: what it did is unknown, check {run['target']} by hand")
@@ -137,7 +136,7 @@ def orphans(conn, cfg: dict, escalate=None) -> list[dict]:
                           {"playbook": run["playbook"], "target": run["target"], "status": "failed",
                            "output": reason})
     out = [dict(x) for x in rows]
-    if escalate is not None and r["escalate_on_failure"]:
+    if escalate is not None and r.escalate_on_failure:
         for run in out:
             if run["ticket_id"] is None:
                 continue

@@ -52,20 +52,20 @@ def _dedup_key(t: dict, kind: str, channel: str, event_id: int | None) -> str:
     return f"{base}:{channel}"
 
 
-def channels_for(ncfg: dict, severity: str, level: int) -> list[str]:
-    """Channel names of every rule that matches (pure)."""
+def channels_for(ncfg, severity: str, level: int) -> list[str]:
+    """Channel names of every rule that matches (pure); ``ncfg``: the typed notifications view."""
     out: list[str] = []
-    for r in ncfg["rules"]:
-        if severity in r["severities"] and level in [int(x) for x in r["levels"]]:
-            out.extend(c for c in r["channels"] if c not in out)
+    for r in ncfg.rules:
+        if severity in r.severities and level in [int(x) for x in r.levels]:
+            out.extend(c for c in r.channels if c not in out)
     return out
 
 
 def enqueue(ctx, conn, t: dict, kind: str, reason: str | None = None, actor: str | None = None,
             event_id: int | None = None) -> int:
     """Queue the messages for a ticket change; returns how many were offered (duplicates are dropped)."""
-    ncfg = ctx.cfg["notifications"]
-    if not ncfg["enabled"] or not ncfg["channels"]:
+    ncfg = ctx.notifications
+    if not ncfg.enabled or not ncfg.channels:
         return 0
     chans = channels_for(ncfg, t["severity"], t["level"])
     if kind in ("acknowledged", "resolved", "reassigned"):
@@ -79,9 +79,9 @@ def enqueue(ctx, conn, t: dict, kind: str, reason: str | None = None, actor: str
     pol = ctx.policy(t["policy"])
     person = ctx.directory.person(t["assignee"])
     payload = {"kind": kind, "ticket": public(t), "level": t["level"], "level_name": pol.level(t["level"]).name,
-               "person": person, "reason": reason, "actor": actor, "console_url": ncfg["console_url"]}
+               "person": person, "reason": reason, "actor": actor, "console_url": ncfg.console_url}
     n = 0
-    known = {c["name"] for c in ncfg["channels"]}
+    known = {c.name for c in ncfg.channels}
     for ch in chans:
         if ch not in known:
             continue
@@ -133,18 +133,21 @@ def _read_secret(path: str | None) -> str | None:
         return f.read().strip()
 
 
-def send_smtp(ch: dict, p: dict, thread_ref: str | None) -> str | None:
+# ``ch``: one channel of the typed notifications view (attributes; ``headers`` a read-only mapping)
+
+
+def send_smtp(ch, p: dict, thread_ref: str | None) -> str | None:
     # recipients come from the channel's config and the directory (the owner's address), each
     # checked to be one plain address: nothing an alert carries can add a recipient or a header
-    to = [a for a in (email_address(x) for x in ch["to"]) if a]
+    to = [a for a in (email_address(x) for x in ch.to) if a]
     email = email_address(p["person"].get("email"))
-    if ch["to_owner"] and email and email not in to:
+    if ch.to_owner and email and email not in to:
         to.append(email)
     if not to:
         raise SendError("no recipients (set to: or give the owner an email)")
     msg = EmailMessage()
     msg["Subject"] = header_value(subject(p), 900)
-    msg["From"] = header_value(ch["sender"], 300)
+    msg["From"] = header_value(ch.sender, 300)
     msg["To"] = ", ".join(to)
     msg["Date"] = formatdate(localtime=False)
     msg_id = make_msgid(domain="opsstack")
@@ -155,33 +158,33 @@ def send_smtp(ch: dict, p: dict, thread_ref: str | None) -> str | None:
     msg["X-Opsstack-Ticket"] = str(int(p["ticket"]["id"]))
     msg.set_content(text(p))
     try:
-        with smtplib.SMTP(ch["smtp_host"], ch["smtp_port"], timeout=ch["timeout"]) as s:
-            if ch["starttls"]:
+        with smtplib.SMTP(ch.smtp_host, ch.smtp_port, timeout=ch.timeout) as s:
+            if ch.starttls:
                 s.starttls(context=ssl.create_default_context())
-            if ch["username"]:
-                s.login(ch["username"], _read_secret(ch["password_file"]) or "")
+            if ch.username:
+                s.login(ch.username, _read_secret(ch.password_file) or "")
             s.send_message(msg)
     except (OSError, smtplib.SMTPException) as exc:
-        raise SendError(f"smtp {ch['smtp_host']}:{ch['smtp_port']}: {exc}") from None
+        raise SendError(f"smtp {ch.smtp_host}:{ch.smtp_port}: {exc}") from None
     return thread_ref or msg_id
 
 
-def _post(ch: dict, body: dict) -> requests.Response:
+def _post(ch, body: dict) -> requests.Response:
     headers = {"Content-Type": "application/json",
-               **{header_value(k, 200): header_value(v) for k, v in ch["headers"].items()}}
-    tok = _read_secret(ch["token_file"])
+               **{header_value(k, 200): header_value(v) for k, v in ch.headers.items()}}
+    tok = _read_secret(ch.token_file)
     if tok:
         headers["Authorization"] = f"Bearer {header_value(tok)}"
     try:
-        r = requests.post(ch["url"], data=json.dumps(body), headers=headers, timeout=ch["timeout"])
+        r = requests.post(ch.url, data=json.dumps(body), headers=headers, timeout=ch.timeout)
     except requests.RequestException as exc:
-        raise SendError(f"POST {ch['name']}: {type(exc).__name__}") from None
+        raise SendError(f"POST {ch.name}: {type(exc).__name__}") from None
     if not 200 <= r.status_code < 300:
-        raise SendError(f"POST {ch['name']}: HTTP {r.status_code}")
+        raise SendError(f"POST {ch.name}: HTTP {r.status_code}")
     return r
 
 
-def send_slack(ch: dict, p: dict, thread_ref: str | None) -> str | None:
+def send_slack(ch, p: dict, thread_ref: str | None) -> str | None:
     # every label- or annotation-derived text is escaped (& < >) as Slack's formatting rules say,
     # so <!channel>, <@U...> or <https://evil|text> in an alert are shown as text; the only
     # mention is ours: the owner's Slack id from the directory
@@ -193,25 +196,25 @@ def send_slack(ch: dict, p: dict, thread_ref: str | None) -> str | None:
                          "title": slack_text(f"#{t['id']} {t['alertname']}"), "text": slack_text(text(p)),
                          "fallback": slack_text(subject(p))}],
     }
-    if ch["channel"]:  # chat.postMessage: threads work
-        body["channel"] = ch["channel"]
+    if ch.channel:  # chat.postMessage: threads work
+        body["channel"] = ch.channel
         if thread_ref:
             body["thread_ts"] = thread_ref
             if p["kind"] == "resolved":
                 body["reply_broadcast"] = True
     r = _post(ch, body)
-    if ch["channel"]:
+    if ch.channel:
         try:
             data = r.json()
         except ValueError:
-            raise SendError(f"slack {ch['name']}: response is not JSON") from None
+            raise SendError(f"slack {ch.name}: response is not JSON") from None
         if not data.get("ok"):
-            raise SendError(f"slack {ch['name']}: {data.get('error', 'not ok')}")
+            raise SendError(f"slack {ch.name}: {data.get('error', 'not ok')}")
         return thread_ref or data.get("ts")
     return thread_ref
 
 
-def send_webhook(ch: dict, p: dict, thread_ref: str | None) -> str | None:
+def send_webhook(ch, p: dict, thread_ref: str | None) -> str | None:
     body = {"version": "1", "kind": p["kind"], "ticket": p["ticket"], "level": p["level"],
             "level_name": p["level_name"], "person": p["person"], "reason": p.get("reason"),
             "actor": p.get("actor"), "message": text(p), "subject": subject(p),
@@ -223,23 +226,23 @@ def send_webhook(ch: dict, p: dict, thread_ref: str | None) -> str | None:
 SENDERS = {"smtp": send_smtp, "slack": send_slack, "webhook": send_webhook}
 
 
-def backoff(ncfg: dict, attempts: int) -> float:
+def backoff(ncfg, attempts: int) -> float:
     """Seconds before retry number ``attempts`` (1-based): exponential, capped (pure)."""
-    return outbox.backoff(ncfg["initial_backoff"], ncfg["max_backoff"], attempts)
+    return outbox.backoff(ncfg.initial_backoff, ncfg.max_backoff, attempts)
 
 
-def queue(ncfg: dict) -> outbox.Queue:
+def queue(ncfg) -> outbox.Queue:
     return outbox.Queue(name="notifications", table="ticket_notifications", key=("ticket_id", "channel"),
                         info=("ticket_id", "channel", "kind", "recipient"), done_status="sent", done_at="sent_at",
-                        max_attempts=ncfg["max_attempts"], initial_backoff=ncfg["initial_backoff"],
-                        max_backoff=ncfg["max_backoff"], error_limit=500)
+                        max_attempts=ncfg.max_attempts, initial_backoff=ncfg.initial_backoff,
+                        max_backoff=ncfg.max_backoff, error_limit=500)
 
 
 def run_outbox(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
     """Send due notifications, one row per transaction, through the shared outbox: a send that
     fails for any reason fails its own row (backoff, then ``failed``), never the queue."""
-    ncfg = ctx.cfg["notifications"]
-    chans = {c["name"]: c for c in ncfg["channels"]}
+    ncfg = ctx.notifications
+    chans = {c.name: c for c in ncfg.channels}
 
     def deliver(conn, n: dict) -> None:
         ch = chans.get(n["channel"])
@@ -247,7 +250,7 @@ def run_outbox(ctx, conn, now: datetime | None = None, batch: int = 50) -> int:
             raise outbox.Permanent(f"channel {n['channel']!r} is no longer configured")
         th = conn.execute("select thread_ref from ticket_threads where ticket_id = %s and channel = %s",
                           (n["ticket_id"], n["channel"])).fetchone()
-        ref = SENDERS[ch["type"]](ch, n["payload"], th["thread_ref"] if th else None)
+        ref = SENDERS[ch.type](ch, n["payload"], th["thread_ref"] if th else None)
         if n["kind"] == "resolved":
             conn.execute("delete from ticket_threads where ticket_id = %s and channel = %s",
                          (n["ticket_id"], n["channel"]))

@@ -54,12 +54,12 @@ def process_pending(st, limit: int = 1000) -> int:
 def _heartbeats(st, conn, now):
     if getattr(st, "watching_since", None) is None:
         st.watching_since = utcnow()   # the first pass of this process
-    return heartbeat.check(st.ctx, conn, now or utcnow(), st.cfg["receiver"]["heartbeat_timeout"],
+    return heartbeat.check(st.ctx, conn, now or utcnow(), st.receiver.heartbeat_timeout,
                            st.watching_since)
 
 
 def _prune(st, conn, now) -> int:
-    keep = timedelta(seconds=st.cfg["receiver"]["raw_retention"])
+    keep = timedelta(seconds=st.receiver.raw_retention)
     with conn.transaction():
         got = conn.execute("select pg_try_advisory_xact_lock(%s) ok", (PRUNE_LOCK,)).fetchone()["ok"]
         if not got:
@@ -73,8 +73,7 @@ def _prune(st, conn, now) -> int:
 def automation_jobs(auto) -> list[Job]:
     """The background jobs of the automation parts (ITSM, enrichment/remediation jobs, orphans)."""
     out: list[Job] = []
-    cfg = auto.cfg
-    if itsm.systems(cfg):
+    if itsm.systems(auto.itsm):
         out.append(Job("itsm", lambda conn, now: auto.forwarder.run_due(conn, now=now)))
     kinds = auto.job_kinds()
 
@@ -87,14 +86,14 @@ def automation_jobs(auto) -> list[Job]:
             auto.kick(r["lane"], now)  # the lane's pool runs them (long jobs never hold this loop)
         return {"swept": swept, "due": sum(r["n"] for r in due)}
     out.append(Job("automation_jobs", run_jobs))
-    if cfg["remediation"]["enabled"]:
+    if auto.remediation.enabled:
         out.append(Job("remediation_orphans", lambda conn, now: len(durable_jobs.orphans(
-            conn, cfg, escalate=lambda tid, reason: auto.runner._escalate(tid, reason)))))
+            conn, auto.remediation, escalate=lambda tid, reason: auto.runner._escalate(tid, reason)))))
     return out
 
 
 def default_jobs(st) -> list[Job]:
-    batch = st.cfg["receiver"]["scheduler"]["batch"]
+    batch = st.receiver.scheduler.batch
     out = [
         Job("payloads", lambda conn, now: process_pending(st)),
         Job("escalated", lambda conn, now: escalation.run_due(st.ctx, conn, now=now, batch=batch)),
@@ -147,7 +146,7 @@ def _run_jobs_here(st) -> None:
 class Scheduler:
     def __init__(self, st, jobs: list | None = None):
         self.st = st
-        self.interval = st.cfg["receiver"]["scheduler"]["interval"]
+        self.interval = st.receiver.scheduler.interval
         self.jobs = jobs  # None: default_jobs(st) on every pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -184,8 +183,8 @@ class Processor:
 
     def __init__(self, st, threads: int | None = None):
         self.st = st
-        self.interval = st.cfg["receiver"]["scheduler"]["interval"]
-        self.threads = threads or st.cfg["receiver"]["processing_threads"]
+        self.interval = st.receiver.scheduler.interval
+        self.threads = threads or st.receiver.processing_threads
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._work = threading.Condition()

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core.clock import utcnow
+from core.config import view
 from webhook_receiver import episodes, escalation, notify, oncall
 from webhook_receiver.episodes import Step
 from webhook_receiver.hooks import Hooks
@@ -37,15 +38,20 @@ class Context:
     subscribers (a Context of its own has none)."""
 
     def __init__(self, cfg: dict, hooks: Hooks | None = None):
-        self.cfg = cfg
+        # typed views of the sections ticket handling reads (core.config.view), built once
+        self.receiver = view(cfg, "receiver")
+        self.escalation = view(cfg, "escalation")
+        self.notifications = view(cfg, "notifications")
         self.hooks = hooks if hooks is not None else Hooks()
-        self.policies = escalation.policies(cfg)
-        self.default_policy = cfg["escalation"]["default_policy"]
+        self.policies = escalation.policies(self.escalation)
+        self.default_policy = self.escalation.default_policy
+        # oncall stays plain dicts: its pure rotation functions take schedule mappings, and a
+        # person record goes as-is into notification payloads (JSON)
         self.directory = oncall.Directory(cfg["oncall"])
-        self.reopen_window = float(cfg["receiver"]["reopen_window"])
-        self.raw_retention = float(cfg["receiver"]["raw_retention"])
-        self.heartbeats = set(cfg["receiver"]["heartbeat_alerts"])
-        self.db_url = cfg["database"]["url"]
+        self.reopen_window = float(self.receiver.reopen_window)
+        self.raw_retention = float(self.receiver.raw_retention)
+        self.heartbeats = set(self.receiver.heartbeat_alerts)
+        self.db_url = view(cfg, "database").url
 
     def policy(self, name: str) -> escalation.Policy:
         return self.policies.get(name) or self.policies[self.default_policy]
@@ -402,7 +408,7 @@ def _open_many(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime,
         return []
     params, meta = [], []
     for a in alerts:
-        pol = ctx.policy(escalation.policy_name_for(ctx.cfg, a.team))
+        pol = ctx.policy(escalation.policy_name_for(ctx.escalation, a.team))
         state, due = escalation.initial_state(a.tier, pol, now)
         assignee = ctx.assignee_for(pol, state.level, a.team, now)
         meta.append((a, pol, assignee))

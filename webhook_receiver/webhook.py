@@ -90,10 +90,10 @@ def alertmanager():
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(415, "unsupported_media_type", "the body must be Content-Type: application/json")
     try:
-        body = read_body(st.cfg["receiver"]["max_body_bytes"])
+        body = read_body(st.receiver.max_body_bytes)
     except RequestEntityTooLarge:
         metrics.WEBHOOK.labels("too_large").inc()
-        log.warning("event=webhook_too_large limit=%s length=%s", st.cfg["receiver"]["max_body_bytes"],
+        log.warning("event=webhook_too_large limit=%s length=%s", st.receiver.max_body_bytes,
                     request.content_length)
         raise
     if b"\\u0000" in body:  # PostgreSQL cannot store NUL in text/jsonb: bad input, not a retry case
@@ -122,7 +122,7 @@ def alertmanager():
     except RecursionError:
         metrics.WEBHOOK.labels("invalid").inc()
         return _err(400, "invalid_json", "malformed JSON: nested too deeply")
-    queued = st.cfg["receiver"]["processing"] == "queued"
+    queued = st.receiver.processing == "queued"
     try:
         st.db.ensure_migrated()
         if queued:  # group commit: this process's writer stores it with whatever else is waiting

@@ -1,6 +1,7 @@
 """`opsstack demo db-workload` (also `opsstack db workload`): seed the demo schema, run the workload.
 
-Runs until SIGTERM/SIGINT; the launcher supervises it as `demo-db-workload`.
+Runs until SIGTERM/SIGINT; the launcher supervises it as `demo-db-workload`. `run_tool(args, cfg)`
+is the entry point: it builds the config views (database, demo) once and hands them down.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import threading
 import psycopg
 from psycopg import conninfo
 
-from core.config import parse_duration
+from core.config import parse_duration, view
 from core.pg import PostgresUnavailable, ensure_database
 from demo.db import faults
 from demo.db.faults import KINDS
@@ -34,17 +35,20 @@ def add_arguments(p) -> None:
     p.add_argument("--reseed", action="store_true", help="truncate and seed again")
 
 
-def database_url(args, cfg) -> str | None:
-    url = getattr(args, "database_url", None) or cfg["database"]["url"] or os.environ.get("OPSSTACK_DATABASE_URL")
+def database_url(args, database) -> str | None:
+    """--database-url, else database.url (``database``: the view of that section), else
+    $OPSSTACK_DATABASE_URL; the database is created when missing."""
+    url = getattr(args, "database_url", None) or database.url or os.environ.get("OPSSTACK_DATABASE_URL")
     if not url:
         return None
-    name = conninfo.conninfo_to_dict(url).get("dbname") or cfg["database"]["name"]
+    name = conninfo.conninfo_to_dict(url).get("dbname") or database.name
     return ensure_database(url, name)
 
 
-def run(args, cfg) -> int:
+def run(args, database, demo) -> int:
+    """The workload (``database``, ``demo``: the views of those sections)."""
     try:
-        url = database_url(args, cfg)
+        url = database_url(args, database)
     except PostgresUnavailable as exc:
         print(f"opsstack: {exc}", file=sys.stderr)
         return 1
@@ -55,7 +59,7 @@ def run(args, cfg) -> int:
     if args.seed_only:
         return 0
     w = Workload(url, rate=args.rate, threads=args.threads, slow_ratio=args.slow_ratio,
-                 skip_partitions=args.skip_partitions, seed=cfg["demo"]["seed"])
+                 skip_partitions=args.skip_partitions, seed=demo.seed)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: w.stop.set())
@@ -92,16 +96,17 @@ TOOL_ACTIONS = ("workload", "seed", "fault", "heal", "faults")
 
 
 def run_tool(args, cfg) -> int:
+    database, demo = view(cfg, "database"), view(cfg, "demo")
     if args.action == "workload":
-        return run(args, cfg)
+        return run(args, database, demo)
     if args.action == "seed":
         args.seed_only = True
-        return run(args, cfg) if database_url(args, cfg) else 2
-    return _faults(args, cfg)
+        return run(args, database, demo) if database_url(args, database) else 2
+    return _faults(args, database)
 
 
-def _faults(args, cfg) -> int:
-    url = database_url(args, cfg)
+def _faults(args, database) -> int:
+    url = database_url(args, database)
     if not url:
         print("opsstack db: no database: set database.url or pass --database-url", file=sys.stderr)
         return 2

@@ -212,10 +212,10 @@ def parse_qualstats_ddl(ddl: str) -> tuple[str, list[str]] | None:
 class Advisor:
     """Runs on one database connection (autocommit); leaves no trace (hypopg_reset)."""
 
-    def __init__(self, conn: psycopg.Connection, settings: dict, stats_conn: psycopg.Connection | None = None):
+    def __init__(self, conn: psycopg.Connection, settings, stats_conn: psycopg.Connection | None = None):
         self.conn = conn
         self.stats_conn = stats_conn or conn
-        self.s = settings
+        self.s = settings  # the view of exporters.db.advisor (core.config.view)
         self._cols: dict[tuple[str, str], set[str]] = {}
         self._n = 0
 
@@ -234,13 +234,13 @@ class Advisor:
             from {ns}.pg_stat_statements(true) s join pg_database d on d.oid = s.dbid
             where d.datname = %s and s.calls >= %s and s.queryid is not null and s.toplevel
             group by s.queryid order by 4 desc limit %s""").format(ns=sql.Identifier(ns))
-        rows = self.stats_conn.execute(q, (dbname, self.s["min_calls"], self.s["statements"] * 4)).fetchall()
+        rows = self.stats_conn.execute(q, (dbname, self.s.min_calls, self.s.statements * 4)).fetchall()
         out = []
         for qid, text, calls, total in rows:
             if not text or not _PLANNABLE.match(text) or _CATALOG.search(text):
                 continue
             out.append(Statement(qid, text, calls, total / calls if calls else 0.0, total))
-            if len(out) >= self.s["statements"]:
+            if len(out) >= self.s.statements:
                 break
         window = None
         try:
@@ -377,7 +377,7 @@ class Advisor:
         return rep
 
     def _advise(self, stmts: list[Statement], window: float | None, rep: Report) -> None:
-        min_drop = self.s["min_cost_drop"]
+        min_drop = self.s.min_cost_drop
         # 1. plan each statement, collect candidates per (root table)
         cands: dict[tuple[str, str], dict] = {}   # (schema, root) -> {"leaves": set, "sets": [..], "stmts": set}
         planned: list[Statement] = []
@@ -456,12 +456,13 @@ class Advisor:
                 s.saved_seconds_per_second += st.total_seconds * drop / window
         out = sorted(sugg.values(), key=lambda x: (-x.saved_seconds_per_second,
                                                    -sum(h.est_saved_seconds_per_call * h.calls for h in x.statements)))
-        rep.suggestions = out[: self.s["max_suggestions"]]
+        rep.suggestions = out[: self.s.max_suggestions]
 
 
-def advise_url(url: str, settings: dict, stats_url: str | None = None, statement_timeout: float = 10.0,
+def advise_url(url: str, settings, stats_url: str | None = None, statement_timeout: float = 10.0,
                connect_timeout: float = 5.0) -> Report:
-    """Run the advisor on the database of `url` (pg_stat_statements read from stats_url if given)."""
+    """Run the advisor on the database of `url` (pg_stat_statements read from stats_url if given);
+    ``settings``: the view of exporters.db.advisor."""
     dbname = dbname_of(url)
     with connect(url, connect_timeout, statement_timeout, application_name="opsstack-advisor") as conn:
         stats_conn = None
@@ -482,10 +483,11 @@ class AdvisorCache:
     ran), so a scrape never waits for EXPLAINs.
     """
 
-    def __init__(self, cfg: dict):
-        self.cfg = cfg
-        self.dbc = cfg["exporters"]["db"]
-        self.settings = self.dbc["advisor"]
+    def __init__(self, dbc, database):
+        """``dbc``, ``database``: the views of the exporters.db and database sections."""
+        self.dbc = dbc
+        self.database = database
+        self.settings = dbc.advisor
         self.reports: dict[tuple[str, str], Report] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -494,21 +496,21 @@ class AdvisorCache:
     def targets(self) -> list[tuple[str, str, str]]:
         """(server, url of each database, url with pg_stat_statements) to advise on."""
         out = []
-        for t in self.dbc["targets"]:
-            url = target_url(t, self.cfg)
+        for t in self.dbc.targets:
+            url = target_url(t, self.database)
             if not url:
                 continue
-            names = [d for d in t["databases"] if d != "*"]
-            if "*" in t["databases"]:
+            names = [d for d in t.databases if d != "*"]
+            if "*" in t.databases:
                 try:
-                    with pg_connect(url, self.dbc["connect_timeout"]) as c:
+                    with pg_connect(url, self.dbc.connect_timeout) as c:
                         names = [r[0] for r in c.execute(
                             "select datname from pg_database where datallowconn and not datistemplate "
                             "order by 1").fetchall()]
                 except psycopg.Error:
                     names = []
-            out.append((t["name"], url, url))
-            out += [(t["name"], with_dbname(url, d), url) for d in names if d != dbname_of(url)]
+            out.append((t.name, url, url))
+            out += [(t.name, with_dbname(url, d), url) for d in names if d != dbname_of(url)]
         return out
 
     def run_once(self) -> None:
@@ -517,8 +519,8 @@ class AdvisorCache:
                 return
             try:
                 rep = advise_url(url, self.settings, stats_url=stats_url,
-                                 statement_timeout=max(self.dbc["statement_timeout"], 5.0),
-                                 connect_timeout=self.dbc["connect_timeout"])
+                                 statement_timeout=max(self.dbc.statement_timeout, 5.0),
+                                 connect_timeout=self.dbc.connect_timeout)
             except psycopg.Error as exc:
                 log.warning("event=advisor_failed server=%s error=%r", server, str(exc).strip().splitlines()[0])
                 continue
@@ -534,7 +536,7 @@ class AdvisorCache:
                 self.run_once()
             except Exception:  # never let the thread die; the next round retries
                 log.exception("event=advisor_crashed")
-            self._stop.wait(self.settings["interval"])
+            self._stop.wait(self.settings.interval)
 
     def start(self) -> None:
         if self._thread is None:

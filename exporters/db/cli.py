@@ -6,11 +6,13 @@ which adds the demo database's tools beside it).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 import psycopg
 
+from core.config import view
 from core.pg import with_dbname
 from exporters.db.advisor import AdvisorCache, advise_url
 from exporters.db.conn import target_url
@@ -26,18 +28,19 @@ def add_arguments(a) -> None:
     a.add_argument("--statements", type=int, help="override exporters.db.advisor.statements")
 
 
-def _jobs(args, cfg) -> list[tuple[str, str, str]]:
-    """(server, database URL, URL where pg_stat_statements is read) to advise on."""
+def _jobs(args, dbc, database) -> list[tuple[str, str, str]]:
+    """(server, database URL, URL where pg_stat_statements is read) to advise on; ``dbc``,
+    ``database``: the views of the exporters.db and database sections."""
     if args.url:
         return [("cli", args.url, args.url)]
     if args.database:
         out = []
-        for t in cfg["exporters"]["db"]["targets"]:
-            url = target_url(t, cfg)
-            if url and (not args.target or t["name"] == args.target):
-                out.append((t["name"], with_dbname(url, args.database), url))
+        for t in dbc.targets:
+            url = target_url(t, database)
+            if url and (not args.target or t.name == args.target):
+                out.append((t.name, with_dbname(url, args.database), url))
         return out
-    return [j for j in AdvisorCache(cfg).targets() if not args.target or j[0] == args.target]
+    return [j for j in AdvisorCache(dbc, database).targets() if not args.target or j[0] == args.target]
 
 
 def format_report(server: str, rep) -> str:
@@ -69,12 +72,11 @@ def format_report(server: str, rep) -> str:
 
 
 def run(args, cfg) -> int:
-    settings = dict(cfg["exporters"]["db"]["advisor"])
-    if args.min_cost_drop is not None:
-        settings["min_cost_drop"] = args.min_cost_drop
-    if args.statements is not None:
-        settings["statements"] = args.statements
-    jobs = _jobs(args, cfg)
+    dbc = view(cfg, "exporters.db")
+    overrides = {k: v for k, v in (("min_cost_drop", args.min_cost_drop), ("statements", args.statements))
+                 if v is not None}
+    settings = dataclasses.replace(dbc.advisor, **overrides)
+    jobs = _jobs(args, dbc, view(cfg, "database"))
     if not jobs:
         print("opsstack db advise: no database: set database.url or exporters.db.targets, or pass --url",
               file=sys.stderr)
@@ -83,8 +85,8 @@ def run(args, cfg) -> int:
     for server, url, stats_url in jobs:
         try:
             rep = advise_url(url, settings, stats_url=stats_url,
-                             statement_timeout=max(cfg["exporters"]["db"]["statement_timeout"], 10.0),
-                             connect_timeout=cfg["exporters"]["db"]["connect_timeout"])
+                             statement_timeout=max(dbc.statement_timeout, 10.0),
+                             connect_timeout=dbc.connect_timeout)
         except psycopg.Error as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"opsstack db advise: {server}: {msg}", file=sys.stderr)

@@ -13,21 +13,28 @@ validated at load (core/schema/db_exporter.py), so nothing here checks it again.
 """
 from __future__ import annotations
 
+from core.config import view
 from core.exporter import ExporterCollector, Scrape
 from exporters.db.executor import Executor, Target
 from exporters.db.metrics import Families, render_families
 
 
 class DbCollector(ExporterCollector):
+    """``dbc``, ``database``: the views of the exporters.db and database sections
+    (core.config.view); ``DbCollector.from_config(cfg)`` builds them from a whole config."""
+
     exporter = "db"
 
-    def __init__(self, cfg: dict, advisor=None):
-        self.cfg = cfg
-        self.dbc = cfg["exporters"]["db"]
-        self.targets = [Target(t, cfg) for t in self.dbc["targets"]]
+    def __init__(self, dbc, database, advisor=None):
+        self.dbc = dbc
+        self.targets = [Target(t, dbc, database) for t in dbc.targets]
         self.advisor = advisor  # exporters.db.advisor.AdvisorCache or None
         self._executor = Executor()
         self._label_cache: dict = {}
+
+    @classmethod
+    def from_config(cls, cfg: dict, advisor=None) -> "DbCollector":
+        return cls(view(cfg, "exporters.db"), view(cfg, "database"), advisor=advisor)
 
     def close(self) -> None:
         self._executor.close()

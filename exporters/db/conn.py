@@ -22,9 +22,10 @@ log = logging.getLogger("opsstack.exporter.db")
 APPLICATION_NAME = "opsstack-exporter-db"
 
 
-def target_url(target: dict, cfg: dict) -> str | None:
-    """The target's URL: its own, else database.url, else $OPSSTACK_DATABASE_URL."""
-    return target.get("url") or cfg["database"].get("url") or os.environ.get("OPSSTACK_DATABASE_URL")
+def target_url(target, database) -> str | None:
+    """The URL of ``target`` (a view of exporters.db.targets[]): its own, else database.url
+    (``database``: the view of the database section), else $OPSSTACK_DATABASE_URL."""
+    return target.url or database.url or os.environ.get("OPSSTACK_DATABASE_URL")
 
 
 def dbname_of(url: str) -> str:

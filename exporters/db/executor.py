@@ -44,13 +44,14 @@ CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, QueryFail
 class Target:
     """One server: its connections, its collectors (with their caches) and error counts."""
 
-    def __init__(self, spec: dict, cfg: dict):
-        dbc = cfg["exporters"]["db"]
-        self.name = spec["name"]
+    def __init__(self, spec, dbc, database):
+        """``spec``: the target's view (an item of ``dbc.targets``); ``dbc``, ``database``: the
+        views of the exporters.db and database sections (core.config.view)."""
+        self.name = spec.name
         self.spec = spec
-        self.url = target_url(spec, cfg)
-        self.connect_timeout = dbc["connect_timeout"]
-        self.statement_timeout = dbc["statement_timeout"]
+        self.url = target_url(spec, database)
+        self.connect_timeout = dbc.connect_timeout
+        self.statement_timeout = dbc.statement_timeout
         self.server_handle = DbHandle(self.url, self.connect_timeout, self.statement_timeout) if self.url else None
         self.primary_db = self.server_handle.dbname if self.server_handle else ""
         # pg_stat_statements is read on its own connection, next to the other server-wide facts
@@ -60,7 +61,7 @@ class Target:
         for cls in COLLECTORS:
             if cls.enabled(spec, dbc):
                 self.collectors[cls.scope].append(cls(dbc))
-        self.sizes_interval = dbc["sizes_interval"]
+        self.sizes_interval = dbc.sizes_interval
         self.rel_sizes: dict[str, RelationSizes] = {}
         self.errors: dict[str, int] = {}
         self._err_lock = threading.Lock()
@@ -175,7 +176,7 @@ class Executor:
     @staticmethod
     def _databases(t: Target, existing: list[str]) -> list[str]:
         """The databases to read besides the URL's own: the configured ones, or every one."""
-        names = t.spec["databases"]
+        names = t.spec.databases
         if "*" in names:
             return [d for d in existing if d != t.primary_db]
         return [d for d in names if d != t.primary_db]

@@ -1,7 +1,8 @@
 """`opsstack exporter db`: serve the PostgreSQL collector on /metrics.
 
-Listens on cfg["stack"]["host"]:cfg["stack"]["ports"]["exporter_db"] (a resolved config,
-so the port is a number). `python -m exporters.db.server -c CONFIG [--port N]` does the
+Listens on stack.host:stack.ports.exporter_db (a resolved config, so the port is a number).
+`serve(cfg)` is the entry point: it builds the config views the exporter needs
+(exporters.db, database, stack) once and hands them down. `python -m exporters.db.server -c CONFIG [--port N]` does the
 same without the CLI (the bench uses it).
 
 /metrics renders the collector's samples straight to the text format
@@ -16,7 +17,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from core.config import load
+from core.config import load, view
 from core.exporter import wait_until_stopped
 from core.logs import setup_logging
 from exporters.db.advisor import AdvisorCache
@@ -27,13 +28,13 @@ log = logging.getLogger("opsstack.exporter.db")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def build(cfg: dict, with_advisor: bool | None = None):
-    """(collector, advisor cache or None) for cfg."""
-    dbc = cfg["exporters"]["db"]
+def build(dbc, database, with_advisor: bool | None = None):
+    """(collector, advisor cache or None) for the views of the exporters.db and database
+    sections; ``with_advisor`` None: as exporters.db.advisor.enabled says."""
     advisor = None
-    if dbc["advisor"]["enabled"] if with_advisor is None else with_advisor:
-        advisor = AdvisorCache(cfg)
-    return DbCollector(cfg, advisor=advisor), advisor
+    if dbc.advisor.enabled if with_advisor is None else with_advisor:
+        advisor = AdvisorCache(dbc, database)
+    return DbCollector(dbc, database, advisor=advisor), advisor
 
 
 def make_server(collector: DbCollector, host: str, port: int) -> ThreadingHTTPServer:
@@ -70,14 +71,16 @@ def make_server(collector: DbCollector, host: str, port: int) -> ThreadingHTTPSe
     return srv
 
 
-def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = None) -> None:
+def serve(cfg: dict, stop: threading.Event | None = None, port: int | None = None,
+          with_advisor: bool | None = None) -> None:
     """Serve /metrics until SIGTERM/SIGINT (or `stop`). Blocks."""
-    host = cfg["stack"]["host"]
-    port = port or cfg["stack"]["ports"]["exporter_db"]
+    stack = view(cfg, "stack")
+    host = stack.host
+    port = port or stack.ports.exporter_db
     if port == "auto":
         raise SystemExit("exporters.db: stack.ports.exporter_db is 'auto'; run through `opsstack up` "
                          "or set a port")
-    collector, advisor = build(cfg)
+    collector, advisor = build(view(cfg, "exporters.db"), view(cfg, "database"), with_advisor)
     srv = make_server(collector, host, int(port))
     th = threading.Thread(target=srv.serve_forever, name="db-exporter-http", daemon=True)
     th.start()
@@ -102,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin wrapp
     p.add_argument("--no-advisor", action="store_true")
     a = p.parse_args(argv)
     setup_logging("INFO")
-    cfg = load(a.config)
-    if a.no_advisor:
-        cfg["exporters"]["db"]["advisor"]["enabled"] = False
-    serve(cfg, port=a.port)
+    serve(load(a.config), port=a.port, with_advisor=False if a.no_advisor else None)
     return 0
 
 

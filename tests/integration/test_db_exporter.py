@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.exporter import registry_for
 from exporters.db.advisor import Advisor, advise_url
 from exporters.db.collector import DbCollector
-from core.config import load_data
+from core.config import load_data, view
 from core.pg import with_dbname
 from stack.pgcluster import Cluster
 from core.procs import binary, free_port
@@ -80,7 +80,8 @@ def _value(samples, metric, **labels):
 
 
 def test_exporter_reads_every_fact_group(demo_db):
-    col = DbCollector(_cfg(demo_db))
+    cfg = _cfg(demo_db)
+    col = DbCollector(view(cfg, "exporters.db"), view(cfg, "database"))
     try:
         _scrape(col)  # first scrape fills the statement text cache
         text, s = _scrape(col)
@@ -138,7 +139,7 @@ def test_missing_partition_and_slow_statements(pg_cluster):
             c.execute("select platform.ensure_partitions(0, 0, 0, 0)")  # this month/day only
             c.execute("select pg_sleep(0.25)")
             c.execute("select pg_sleep(0.25)")
-        col = DbCollector(_cfg(url, statements={"slow_threshold": "200ms"}))
+        col = DbCollector.from_config(_cfg(url, statements={"slow_threshold": "200ms"}))
         try:
             _, s = _scrape(col)
         finally:
@@ -158,7 +159,7 @@ def test_several_databases_and_missing_pg_stat_statements(pg_cluster, demo_db, c
             "advisor": {"enabled": False},
             "targets": [{"name": "bare", "url": url},
                         {"name": "main", "url": demo_db, "databases": [name]}]}}})
-        col = DbCollector(cfg)
+        col = DbCollector.from_config(cfg)
         try:
             with caplog.at_level(logging.WARNING, logger="opsstack.exporter.db"):
                 _, s = _scrape(col)
@@ -178,7 +179,7 @@ def test_a_locked_table_does_not_hang_the_scrape(demo_db):
     locker = psycopg.connect(demo_db)
     try:
         locker.execute("lock table platform.participants in access exclusive mode")
-        col = DbCollector(_cfg(demo_db, statement_timeout="300ms"))
+        col = DbCollector.from_config(_cfg(demo_db, statement_timeout="300ms"))
         try:
             _, s = _scrape(col)
         finally:
@@ -197,7 +198,7 @@ def test_a_locked_table_does_not_hang_the_scrape(demo_db):
 
 def test_a_failing_collector_does_not_fail_the_others(demo_db):
     """A backup query that fails: the backup collector is down, every other one answers."""
-    col = DbCollector(_cfg(demo_db, backup={"source": "query", "query": "select max(at) from no_such_backups"}))
+    col = DbCollector.from_config(_cfg(demo_db, backup={"source": "query", "query": "select max(at) from no_such_backups"}))
     try:
         text, s = _scrape(col)
     finally:
@@ -217,7 +218,7 @@ def test_a_failing_collector_does_not_fail_the_others(demo_db):
 def test_exporter_answers_while_the_database_is_down_and_recovers(tmp_path):
     cluster = Cluster(tmp_path / "data", port=free_port(), preload=())
     cluster.start()
-    col = DbCollector(_cfg(cluster.url()))
+    col = DbCollector.from_config(_cfg(cluster.url()))
     try:
         _, s = _scrape(col)
         assert _value(s, "opsstack_db_up", server="main") == 1
@@ -261,7 +262,7 @@ def _indexes(url: str) -> list:
 
 
 def test_advisor_proves_the_missing_indexes_and_creating_one_lowers_the_cost(demo_db):
-    settings = load_data({})["exporters"]["db"]["advisor"]
+    settings = view(load_data({}), "exporters.db").advisor
     before_idx = _indexes(demo_db)
     rep = advise_url(demo_db, settings)
     assert _indexes(demo_db) == before_idx, "the advisor must never create an index"
@@ -274,7 +275,7 @@ def test_advisor_proves_the_missing_indexes_and_creating_one_lowers_the_cost(dem
     assert ev.partitioned and ev.ddl[0].startswith("CREATE INDEX IF NOT EXISTS events_created_at_idx ON ONLY")
     assert any("ATTACH PARTITION" in d for d in ev.ddl)
     for s in rep.suggestions:
-        assert all(h.cost_drop_ratio >= settings["min_cost_drop"] for h in s.statements)
+        assert all(h.cost_drop_ratio >= settings.min_cost_drop for h in s.statements)
         assert all(d.startswith(("CREATE INDEX", "ALTER INDEX")) for d in s.ddl)
 
     # create the suggested index for real: the statement's plan gets cheaper
@@ -290,7 +291,7 @@ def test_advisor_proves_the_missing_indexes_and_creating_one_lowers_the_cost(dem
             cost_after = adv.cost(stmt.query)
         finally:
             c.execute("drop index platform.participants_email_idx")
-    assert cost_after < cost_before * (1 - settings["min_cost_drop"])
+    assert cost_after < cost_before * (1 - settings.min_cost_drop)
     assert cost_after == pytest.approx(stmt.cost_after, rel=0.5)
 
 
@@ -318,9 +319,9 @@ def test_advisor_cli_json_and_metrics(demo_db, capsys, tmp_path):
     assert [r["server"] for r in out] == ["demo"] and out[0]["suggestions"]
 
     cfg = _cfg(demo_db)
-    cache = AdvisorCache(cfg)
+    cache = AdvisorCache(view(cfg, "exporters.db"), view(cfg, "database"))
     cache.run_once()
-    col = DbCollector(cfg, advisor=cache)
+    col = DbCollector.from_config(cfg, advisor=cache)
     try:
         _, s = _scrape(col)
     finally:
@@ -419,7 +420,7 @@ def test_pgbouncer_show_pools(pg_cluster, demo_db, tmp_path):
         client.execute("select 1").fetchall()
         cfg = load_data({"exporters": {"db": {"advisor": {"enabled": False},
                                               "targets": [{"name": "main", "url": demo_db, "pgbouncer_url": admin}]}}})
-        col = DbCollector(cfg)
+        col = DbCollector.from_config(cfg)
         try:
             text, s = _scrape(col)
         finally:
@@ -469,7 +470,7 @@ def test_demo_faults_break_the_database_and_heal(pg_cluster):
 
         wait_for(lambda: not exists(tomorrow), "drop the next partition")
         wait_for(lambda: w.counts.get("deadlock", 0) >= 1, "make a deadlock")
-        col = DbCollector(_cfg(url))
+        col = DbCollector.from_config(_cfg(url))
         try:
             _, s = _scrape(col)
         finally:
@@ -489,7 +490,7 @@ def test_demo_faults_break_the_database_and_heal(pg_cluster):
 
 
 def test_a_missing_database_is_an_error_not_a_down_server(demo_db):
-    col = DbCollector(_cfg(demo_db, targets=[{"name": "main", "url": demo_db, "databases": ["no_such_db"]}]))
+    col = DbCollector.from_config(_cfg(demo_db, targets=[{"name": "main", "url": demo_db, "databases": ["no_such_db"]}]))
     try:
         _, s = _scrape(col)
     finally:
@@ -516,7 +517,7 @@ def test_advisor_uses_pg_qualstats_where_available(tmp_path):
         url = cluster.url("demo")
         seed(url, scale=0.05)
         Workload(url, seed=3).run_calls(300)
-        rep = advise_url(url, load_data({})["exporters"]["db"]["advisor"])
+        rep = advise_url(url, view(load_data({}), "exporters.db").advisor)
         assert rep.qualstats and rep.problem is None
         found = {(s.table, tuple(s.columns)) for s in rep.suggestions}
         assert ("platform.participants", ("email",)) in found

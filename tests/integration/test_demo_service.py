@@ -49,6 +49,8 @@ def refused(port: int) -> bool:
         return False
     except ConnectionRefusedError:
         return True
+    except OSError:  # reset or timed out while the listener is being closed (a busy machine): not yet
+        return False
 
 
 def eventually(fn, timeout: float = 20.0, interval: float = 0.2):

@@ -393,3 +393,18 @@ def test_security_headers(client):
     for r in (client.get("/healthz"), client.get("/api/v1/tickets"),
               client.post("/webhook/alertmanager", data="{}", headers=T.auth(), content_type="application/json")):
         assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_ticket_page_says_when_alertmanager_left_alerts_out(client):
+    """A group larger than alertmanager.max_alerts: the console says how many alerts were cut."""
+    login(client)
+    body = {**T.payload([T.alert("StormAlert", instance="host-1")]), "truncatedAlerts": 42}
+    assert client.post("/webhook/alertmanager", json=body, headers=T.auth()).status_code == 200
+    tid = client.get("/api/v1/tickets", headers=T.auth()).get_json()[0]["id"]
+    html = client.get(f"/console/tickets/{tid}").get_data(as_text=True)
+    assert 'id="truncated"' in html and "left 42 alert(s)" in html
+    # the next notification carries the whole group: the page says what was cut at most
+    assert client.post("/webhook/alertmanager", json=T.payload([T.alert("StormAlert", instance="host-1")]),
+                       headers=T.auth()).status_code == 200
+    html = client.get(f"/console/tickets/{tid}").get_data(as_text=True)
+    assert "left 0 alert(s)" in html and "42 at most" in html

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
+from core.config import load_data, view
 from core.procs import free_port
 from tests.support import receiver as T
 from tests.support.fakehttp import FakeHTTP
@@ -319,5 +320,7 @@ def test_header_sanitiser_is_pure():
 
 
 def test_rule_matching_is_pure():
-    n = {"rules": [{"severities": ["critical"], "levels": [3], "channels": ["sms"]}]}
+    n = view(load_data({"notifications": {"channels": [{"name": "sms", "type": "webhook", "url": "http://127.0.0.1:1/"}],
+                                          "rules": [{"severities": ["critical"], "levels": [3], "channels": ["sms"]}]}}),
+             "notifications")
     assert notify.channels_for(n, "critical", 3) == ["sms"] and notify.channels_for(n, "critical", 2) == []

@@ -68,3 +68,21 @@ def test_demo_ports_are_checked_in_the_schema():
         with pytest.raises(ConfigError) as e:
             load_data({**base, "demo": {"home_region": "seoul", "ports": ports}})
         assert e.value.key == key
+
+
+def test_run_dir_of_a_whole_config_or_of_the_stack_view(tmp_path):
+    from core.config import run_dir
+
+    cfg = load_data({"stack": {"run_dir": str(tmp_path / "run")}})
+    assert run_dir(cfg) == run_dir(view(cfg, "stack")) == (tmp_path / "run").resolve()
+
+
+def test_replace_overrides_a_view_and_keeps_it_typed_and_redacted():
+    adv = view(load_data({}), "exporters.db").advisor
+    over = dataclasses.replace(adv, min_cost_drop=0.2, statements=5)  # what `db advise --statements` does
+    assert (over.min_cost_drop, over.statements, over.interval) == (0.2, 5, adv.interval)
+    assert adv.min_cost_drop == 0.5 and type(over) is type(adv)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        over.statements = 6
+    d = dataclasses.replace(view(load_data({}), "database"), url="postgresql://u:hunter2@h/db")
+    assert "hunter2" not in repr(d)

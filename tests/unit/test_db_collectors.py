@@ -35,7 +35,7 @@ from exporters.db.collectors.statements import StatementsCollector
 from exporters.db.collectors.tables import TablesCollector
 from exporters.db.executor import Executor, Target
 from exporters.db.metrics import METRICS, Families
-from core.config import load_data
+from core.config import load_data, view
 
 UTC = dt.timezone.utc
 NOW = 1_800_000_000.0
@@ -71,14 +71,18 @@ class FakeConn:
         raise AssertionError(f"unexpected query: {text[:80]!r}")
 
 
-def dbc(**over) -> dict:
-    return load_data({"exporters": {"db": over}})["exporters"]["db"]
+def dbc(**over):
+    """The view of an exporters.db section (what collectors receive)."""
+    return view(load_data({"exporters": {"db": over}}), "exporters.db")
+
+
+SPEC = dbc().targets[0]  # the default target's view ("main")
 
 
 def run(collector: Collector, answers: dict, scope: Scope | None = None, errors: list | None = None):
     conn = FakeConn(answers)
     q = Queries(conn, "main", (errors if errors is not None else []).append)
-    fams = collector.collect(q, scope or Scope(server="main", spec={"name": "main"}, now=NOW))
+    fams = collector.collect(q, scope or Scope(server="main", spec=SPEC, now=NOW))
     return samples(fams), q, conn
 
 
@@ -126,7 +130,7 @@ def test_collector_metrics_are_declared():
 
 # ------------------------------------------------------------------ server-wide collectors
 def test_server_maps_its_row_and_tells_later_collectors_about_recovery():
-    scope = Scope(server="main", spec={}, now=NOW)
+    scope = Scope(server="main", spec=SPEC, now=NOW)
     row = (150004, "15.4", 1_700_000_000.0, True, 30, 120, 3, None, "always", None)
     s, _, _ = run(ServerCollector(dbc()), {queries.SERVER: [row]}, scope)
     assert s["opsstack_db_version_info"] == {("main", "15.4"): 1}
@@ -152,7 +156,7 @@ def test_settings_in_base_units():
 
 def test_databases_counters_sizes_cache_and_the_databases_found():
     c = DatabasesCollector(dbc(sizes_interval="60s"))
-    scope = Scope(server="main", spec={}, now=NOW)
+    scope = Scope(server="main", spec=SPEC, now=NOW)
     conflicts = [("app", 1, 2, 3, 4, 5)]
     s, _, conn = run(c, {queries.DATABASES: [db_row(), db_row("closed", allow=False)],
                          queries.CONFLICTS: conflicts}, scope)
@@ -165,7 +169,7 @@ def test_databases_counters_sizes_cache_and_the_databases_found():
     assert s["opsstack_db_recovery_conflicts_total"][("main", "app", "deadlock")] == 5
     # within sizes_interval: sizes are not re-read, the cached ones are exported
     s, _, conn = run(c, {queries.DATABASES: [db_row(size=None)], queries.CONFLICTS: []},
-                     Scope(server="main", spec={}, now=NOW + 10))
+                     Scope(server="main", spec=SPEC, now=NOW + 10))
     assert conn.executed[0][1] == {"sizes": False}
     assert s["opsstack_db_database_size_bytes"][("main", "app")] == 8192
 
@@ -174,7 +178,7 @@ def test_activity_per_state_and_per_database():
     facts = ServerFacts(databases=["app", "idle_db"])
     rows = [("app", "active", 4, 30.0, 12.5, 1, 3.0, 2), ("app", "idle in transaction", 1, 90.0, 0.0, 1, 8.0, 0)]
     s, q, conn = run(ActivityCollector(dbc(statements={"slow_threshold": "5s"})), {queries.ACTIVITY: rows},
-                     Scope(server="main", spec={}, now=NOW, facts=facts))
+                     Scope(server="main", spec=SPEC, now=NOW, facts=facts))
     assert conn.executed[0][1] == {"slow": 5.0}
     assert s["opsstack_db_activity_connections"][("main", "app", "idle in transaction")] == 1
     assert s["opsstack_db_activity_max_query_duration_seconds"] == {("main", "app"): 12.5, ("main", "idle_db"): 0}
@@ -203,7 +207,7 @@ def test_replication_on_a_primary_and_on_a_standby():
     assert s["opsstack_db_replicas"] == {("main",): 1}
     assert s["opsstack_db_replication_lag_seconds"] == {("main", "replica-1"): 0.5}
     assert s["opsstack_db_replication_slot_retained_bytes"] == {("main", "slot_a", "physical"): 8192}
-    standby = Scope(server="main", spec={}, now=NOW, facts=ServerFacts(in_recovery=True))
+    standby = Scope(server="main", spec=SPEC, now=NOW, facts=ServerFacts(in_recovery=True))
     s, _, conn = run(ReplicationCollector(dbc()), {queries.STANDBY: [(3.0, 100)], queries.SLOTS: []}, standby)
     assert queries.REPLICATION not in [t for t, _ in conn.executed]
     assert s["opsstack_db_replicas"] == {("main",): 0}
@@ -256,8 +260,9 @@ def test_pgbouncer_pools_from_the_admin_console():
                                                   ("main", "app", "web", "waiting"): 2}
     assert s["opsstack_db_pgbouncer_max_wait_seconds"] == {("main", "app", "web"): 1.5}
     assert s["opsstack_db_pgbouncer_pool_size"] == {("main", "app"): 20}
-    assert PgbouncerCollector.enabled({"pgbouncer_url": "postgresql://x@h:6432/pgbouncer"}, dbc())
-    assert not PgbouncerCollector.enabled({"pgbouncer_url": None}, dbc())
+    with_pgb = dbc(targets=[{"name": "main", "pgbouncer_url": "postgresql://x@h:6432/pgbouncer"}])
+    assert PgbouncerCollector.enabled(with_pgb.targets[0], with_pgb)
+    assert not PgbouncerCollector.enabled(SPEC, dbc())
 
 
 # ------------------------------------------------------------------ pg_stat_statements
@@ -306,7 +311,7 @@ def test_statements_without_the_extension():
 
 # ------------------------------------------------------------------ per-database collectors
 def _db_scope(sizes: RelationSizes, now=NOW, interval=60.0) -> Scope:
-    return Scope(server="main", spec={}, now=now, datname="app", sizes=sizes, sizes_due=sizes.due(now, interval))
+    return Scope(server="main", spec=SPEC, now=now, datname="app", sizes=sizes, sizes_due=sizes.due(now, interval))
 
 
 def test_indexes_then_tables_share_index_sizes_and_the_size_cache():
@@ -382,7 +387,7 @@ def test_retention_counts_old_rows_and_caches_them():
     s, _, conn = run(c, {}, _db_scope(RelationSizes(), now=NOW + 60))
     assert conn.executed == []
     assert s["opsstack_db_lifecycle_cache_age_seconds"] == {("main", "app"): 60}
-    assert not RetentionCollector.enabled({}, dbc(lifecycle={"retention": []}))
+    assert not RetentionCollector.enabled(SPEC, dbc(lifecycle={"retention": []}))
 
 
 # ------------------------------------------------------------------ the executor
@@ -422,11 +427,12 @@ class Fails(Collector):
 def _target(server_answers: dict, db_answers: dict, server_collectors, db_collectors) -> Target:
     cfg = load_data({"exporters": {"db": {"targets": [{"name": "main", "url": "postgresql://postgres@127.0.0.1:5/app"}],
                                           "advisor": {"enabled": False}}}})
-    t = Target(cfg["exporters"]["db"]["targets"][0], cfg)
+    d = view(cfg, "exporters.db")
+    t = Target(d.targets[0], d, view(cfg, "database"))
     t.server_handle = FakeHandle(FakeConn(server_answers))
     t.stats_handle = FakeHandle(FakeConn({queries.PGSS_SCHEMA: []}))
     t.handles["app"] = FakeHandle(FakeConn(db_answers))
-    t.collectors = {SERVER: server_collectors, OWN: [StatementsCollector(cfg["exporters"]["db"])],
+    t.collectors = {SERVER: server_collectors, OWN: [StatementsCollector(d)],
                     DATABASE: db_collectors}
     return t
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, load_data
+from core.config import ConfigError, load_data, view
+from exporters.db.conn import target_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +50,13 @@ def test_backup_file_without_path_is_one_line_from_the_cli(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert lines == [f"opsstack: config error: {f}: exporters.db.backup.path: is required when backup.source is file"]
+
+
+def test_target_url_from_the_views_target_then_database_then_env(monkeypatch):
+    cfg = load_data({"database": {"url": "postgresql://db@h/main"},
+                     "exporters": {"db": {"targets": [{"name": "own", "url": "postgresql://own@h/x"},
+                                                      {"name": "shared"}]}}})
+    dbc, database = view(cfg, "exporters.db"), view(cfg, "database")
+    assert [target_url(t, database) for t in dbc.targets] == ["postgresql://own@h/x", "postgresql://db@h/main"]
+    monkeypatch.setenv("OPSSTACK_DATABASE_URL", "postgresql://env@h/e")
+    assert target_url(dbc.targets[1], view(load_data({}), "database")) == "postgresql://env@h/e"

@@ -5,27 +5,28 @@ import pytest
 import yaml
 
 from demo.cli import NotRunning, _services, running_ports
-from core.config import load_data
+from core.config import load_data, view
 
 
 def test_ports_from_the_config_when_given():
     cfg = load_data({"demo": {"ports": {"user-app": {"admin": 4001}}}})
-    assert running_ports(cfg) == ("127.0.0.1", {"user-app": {"admin": 4001}})
+    assert running_ports(view(cfg, "demo"), view(cfg, "stack")) == ("127.0.0.1", {"user-app": {"admin": 4001}})
 
 
 def test_ports_from_the_resolved_file_of_the_running_stack(tmp_path):
     cfg = load_data({"stack": {"run_dir": str(tmp_path)}})
+    demo, stack = view(cfg, "demo"), view(cfg, "stack")
     with pytest.raises(NotRunning, match="not running"):
-        running_ports(cfg)
+        running_ports(demo, stack)
     (tmp_path / "opsstack.resolved.yaml").write_text(yaml.safe_dump(
         {"stack": {"host": "127.0.0.2"}, "demo": {"ports": {"user-app": {"admin": 4002, "seoul": 4003}}}}))
-    assert running_ports(cfg) == ("127.0.0.2", {"user-app": {"admin": 4002, "seoul": 4003}})
+    assert running_ports(demo, stack) == ("127.0.0.2", {"user-app": {"admin": 4002, "seoul": 4003}})
 
 
 def test_services_default_to_all_and_unknown_is_refused():
-    cfg = load_data({})
-    ports = {s["name"]: {"admin": 1} for s in cfg["platform"]["services"]}
-    assert _services(cfg, ports, None) == [s["name"] for s in cfg["platform"]["services"]]
-    assert _services(cfg, ports, "user-app") == ["user-app"]
+    platform = view(load_data({}), "platform")
+    ports = {s.name: {"admin": 1} for s in platform.services}
+    assert _services(platform, ports, None) == [s.name for s in platform.services]
+    assert _services(platform, ports, "user-app") == ["user-app"]
     with pytest.raises(ValueError, match="unknown service 'nope'"):
-        _services(cfg, ports, "nope")
+        _services(platform, ports, "nope")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from demo import faults as F
-from core.config import load_data
+from core.config import load_data, view
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 LIM = F.Limits(max_duration=600, memory_leak_max_bytes=100 * 1024 ** 2, cpu_ramp_max_cores=0.9,
@@ -89,7 +89,7 @@ def test_limits_from_config_take_the_service_limits():
     cfg = load_data({"platform": {"services": [{"name": "a", "memory_limit_bytes": 64 * 1024 ** 2,
                                                 "cpu_limit_cores": 0.5}]},
                      "demo": {"volume_capacity_bytes": 100 * 1024 ** 2}})
-    lim = F.Limits.from_config(cfg, cfg["platform"]["services"][0])
+    lim = F.Limits.from_config(view(cfg, "demo"), view(cfg, "platform").services[0])
     assert lim.memory_leak_max_bytes == 64 * 1024 ** 2
     assert lim.cpu_ramp_max_cores == 0.5
     assert lim.disk_fill_max_bytes == int(100 * 1024 ** 2 * 0.97)

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from demo import model
-from core.config import ConfigError, load_data
+from core.config import ConfigError, load_data, view
 
 REGIONS = ["seoul", "singapore", "tokyo"]
 GEO = {"capital": 0.65, "provinces": 0.25, "overseas": 0.10}
@@ -68,15 +68,14 @@ def test_user_sampler_reproduces_the_mixes_and_is_deterministic():
 
 
 def test_sessions_add_up_to_about_2450_at_peak_across_the_platform():
-    cfg = load_data({})
-    services = cfg["platform"]["services"]
+    services = view(load_data({}), "platform").services
     shares = model.region_shares(REGIONS, "seoul", GEO)
     total = 0.0
     mobile = 0.0
     for s in services:
         sess = model.sessions(peak_sessions=2450, peak_factor=3.0, hour=15.0,
-                              svc_share=model.service_share(services, s["name"]), shares=shares,
-                              client_mix=CLIENT, seed=42, key=s["name"], t=1000.0)
+                              svc_share=model.service_share(services, s.name), shares=shares,
+                              client_mix=CLIENT, seed=42, key=s.name, t=1000.0)
         total += sum(sess.values())
         mobile += sum(v for (r, c), v in sess.items() if c == "mobile")
     assert total == pytest.approx(2450, rel=0.04)
@@ -87,7 +86,8 @@ def test_sessions_add_up_to_about_2450_at_peak_across_the_platform():
 
 
 def test_service_share_follows_traffic_weight():
-    services = [{"name": "a", "traffic_weight": 3.0}, {"name": "b", "traffic_weight": 1.0}]
+    services = view(load_data({"platform": {"services": [{"name": "a", "traffic_weight": 3.0},
+                                                         {"name": "b", "traffic_weight": 1.0}]}}), "platform").services
     assert model.service_share(services, "a") == pytest.approx(0.75)
 
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from core.config import defaults
+from core.config import defaults, view
 from webhook_receiver.escalation import (Decision, Level, Policy, State, decide, due_at, entry_level,
                                          initial_state, policies)
 
@@ -15,7 +15,7 @@ M = timedelta(minutes=1)
 
 @pytest.fixture
 def pol() -> Policy:
-    return policies(defaults())["default"]
+    return policies(view(defaults(), "escalation"))["default"]
 
 
 def test_default_policy_is_the_teams_rule(pol):

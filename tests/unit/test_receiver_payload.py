@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from core.config import defaults, load_data
+from core.config import defaults, load_data, view
 from tests.support import receiver as T
 from webhook_receiver import notify
 from webhook_receiver.auth import ApiTokens, bearer, token_matches
@@ -87,9 +87,10 @@ def test_bearer_and_constant_time_compare():
 def test_api_tokens_plain_and_hashed():
     import hashlib
 
-    toks = ApiTokens([{"name": "ci", "token": "s3cret", "scopes": ["read"]},
-                      {"name": "bot", "token": "sha256:" + hashlib.sha256(b"hidden").hexdigest(),
-                       "scopes": ["read", "write"]}])
+    cfg = load_data({"receiver": {"api": {"tokens": [
+        {"name": "ci", "token": "s3cret", "scopes": ["read"]},
+        {"name": "bot", "token": "sha256:" + hashlib.sha256(b"hidden").hexdigest(), "scopes": ["read", "write"]}]}}})
+    toks = ApiTokens(view(cfg, "receiver").api.tokens)
     assert toks.client("s3cret").name == "ci"
     assert toks.client("hidden").scopes == frozenset({"read", "write"})
     assert toks.client("nope") is None
@@ -102,7 +103,7 @@ def test_channels_by_severity_and_level():
         "rules": [{"severities": ["critical"], "levels": [1, 2, 3], "channels": ["chat", "sms"]},
                   {"severities": ["warning", "critical"], "levels": [2, 3], "channels": ["mail"]},
                   {"severities": ["warning"], "levels": [1], "channels": ["chat"]}]}})
-    n = cfg["notifications"]
+    n = view(cfg, "notifications")
     assert notify.channels_for(n, "critical", 1) == ["chat", "sms"]
     assert notify.channels_for(n, "critical", 3) == ["chat", "sms", "mail"]
     assert notify.channels_for(n, "warning", 1) == ["chat"]
@@ -110,7 +111,7 @@ def test_channels_by_severity_and_level():
 
 
 def test_backoff_is_exponential_and_capped():
-    n = defaults()["notifications"]
+    n = view(defaults(), "notifications")
     assert [notify.backoff(n, i) for i in (1, 2, 3, 4)] == [10, 20, 40, 80]
     assert notify.backoff(n, 30) == 600
 

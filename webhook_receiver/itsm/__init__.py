@@ -28,16 +28,15 @@ from .servicenow import ServiceNow
 log = logging.getLogger(__name__)
 
 
-def systems(cfg: dict) -> list[str]:
-    it = cfg["itsm"]
-    return [s for s in ("jira", "servicenow") if it[s]["enabled"]]
+def systems(it) -> list[str]:
+    """The enabled systems of ``it``, the typed itsm view (core.config.view(cfg, "itsm"))."""
+    return [s for s in ("jira", "servicenow") if getattr(it, s).enabled]
 
 
-def connector(cfg: dict, system: str):
-    it = cfg["itsm"]
+def connector(it, system: str):
     if system == "jira":
-        return Jira(it["jira"], it["timeout"])
-    return ServiceNow(it["servicenow"], it["timeout"])
+        return Jira(it.jira, it.timeout)
+    return ServiceNow(it.servicenow, it.timeout)
 
 
 def change_text(event: str, payload: dict) -> str:
@@ -55,11 +54,11 @@ def change_text(event: str, payload: dict) -> str:
 
 
 class Forwarder:
-    def __init__(self, cfg: dict, db_url: str):
-        self.cfg = cfg
-        self.it = cfg["itsm"]
+    def __init__(self, it, db_url: str):
+        """``it``: the typed itsm view (core.config.view(cfg, "itsm"))."""
+        self.it = it
         self.db_url = db_url
-        self.systems = systems(cfg)
+        self.systems = systems(it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -91,14 +90,14 @@ class Forwarder:
     # ---------------------------------------------------------------- delivery
     def _conn_for(self, system: str):
         if system not in self._connectors:
-            self._connectors[system] = connector(self.cfg, system)
+            self._connectors[system] = connector(self.it, system)
         return self._connectors[system]
 
     def queue(self) -> outbox.Queue:
         return outbox.Queue(name="itsm", table="ticket_itsm_outbox", key=("ticket_id", "system"),
                             info=("ticket_id", "system", "op"), done_status="done", done_at="done_at",
-                            max_attempts=self.it["max_attempts"], initial_backoff=self.it["retry_interval"],
-                            max_backoff=self.it["max_retry_interval"])
+                            max_attempts=self.it.max_attempts, initial_backoff=self.it.retry_interval,
+                            max_backoff=self.it.max_retry_interval)
 
     def deliver_due(self, limit: int = 20) -> int:
         """Deliver what is due now; returns how many rows were handled (done, retried or failed)."""
@@ -160,7 +159,7 @@ class Forwarder:
                     pass
             except Exception as exc:  # noqa: BLE001 - database away: try again next round
                 log.warning("event=itsm_loop_error error=%r", str(exc).splitlines()[0] if str(exc) else repr(exc))
-            self._wake.wait(self.it["poll_interval"])
+            self._wake.wait(self.it.poll_interval)
             self._wake.clear()
 
 

@@ -49,19 +49,20 @@ def adf_text(doc) -> str:
 class Jira:
     system = "jira"
 
-    def __init__(self, settings: dict, timeout: float):
+    def __init__(self, settings, timeout: float):
+        """``settings``: itsm.jira of the typed itsm view (core.config.view)."""
         self.s = settings
-        self.base = settings["url"].rstrip("/")
+        self.base = settings.url.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()
         self.http.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
-        if settings.get("bearer_token"):
-            self.http.headers["Authorization"] = f"Bearer {header_value(settings['bearer_token'])}"
+        if settings.bearer_token:
+            self.http.headers["Authorization"] = f"Bearer {header_value(settings.bearer_token)}"
         else:
-            self.http.auth = (settings["email"], settings["api_token"])
+            self.http.auth = (settings.email, settings.api_token)
 
     def label(self, ticket: dict) -> str:
-        return f"{self.s['label_prefix']}{ticket['id']}"
+        return f"{self.s.label_prefix}{ticket['id']}"
 
     def _get(self, path, **params):
         return call(self.http, "GET", self.base + API + path, self.timeout, ok=(200,), params=params).json()
@@ -83,9 +84,9 @@ class Jira:
         summary = header_value(f"[{ticket.get('severity') or 'alert'}] {ticket.get('alertname')}: "
                                f"{(ticket.get('annotations') or {}).get('summary') or ticket.get('summary') or ''}",
                                250)
-        labels = [self.label(ticket)] + [str(x) for x in self.s.get("labels") or []]
-        body = {"fields": {"project": {"key": self.s["project"]}, "summary": summary,
-                           "issuetype": {"name": self.s["issue_type"]},
+        labels = [self.label(ticket)] + [str(x) for x in self.s.labels or ()]
+        body = {"fields": {"project": {"key": self.s.project}, "summary": summary,
+                           "issuetype": {"name": self.s.issue_type},
                            "description": adf(describe(ticket)), "labels": labels}}
         r = call(self.http, "POST", self.base + API + "/issue", self.timeout, ok=(201,), json=body).json()
         return Link(str(r["id"]), r["key"], f"{self.base}/browse/{r['key']}")
@@ -124,9 +125,9 @@ class Jira:
                             retryable=False)
 
     def resolve(self, link: Link, text: str, marker: str, retry: bool) -> None:
-        self._transition(link, self.s["resolve_transition"], done=True)
+        self._transition(link, self.s.resolve_transition, done=True)
         self.comment(link, text, marker, retry)
 
     def reopen(self, link: Link, text: str, marker: str, retry: bool) -> None:
-        self._transition(link, self.s["reopen_transition"], done=False)
+        self._transition(link, self.s.reopen_transition, done=False)
         self.comment(link, text, marker, retry)

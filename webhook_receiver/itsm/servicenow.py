@@ -24,12 +24,13 @@ API = "/api/now/table"
 class ServiceNow:
     system = "servicenow"
 
-    def __init__(self, settings: dict, timeout: float):
+    def __init__(self, settings, timeout: float):
+        """``settings``: itsm.servicenow of the typed itsm view (core.config.view)."""
         self.s = settings
-        self.base = settings["url"].rstrip("/")
+        self.base = settings.url.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()
-        self.http.auth = (settings["username"], settings["password"])
+        self.http.auth = (settings.username, settings.password)
         self.http.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
 
     def _link(self, rec: dict) -> Link:
@@ -48,15 +49,15 @@ class ServiceNow:
         if found:
             return found
         sev = ticket.get("severity") or "warning"
-        level = (self.s.get("urgency") or {}).get(sev, "2")
+        level = (self.s.urgency or {}).get(sev, "2")
         summary = header_value(f"[{sev}] {ticket.get('alertname')}: "
                                f"{(ticket.get('annotations') or {}).get('summary') or ticket.get('summary') or ''}",
                                160)
         body = {"short_description": summary, "description": describe(ticket), "urgency": str(level),
                 "impact": str(level), "correlation_id": ticket_key(ticket), "correlation_display": "opsstack"}
         for k in ("caller_id", "assignment_group", "category"):
-            if self.s.get(k):
-                body[k] = self.s[k]
+            if getattr(self.s, k):
+                body[k] = getattr(self.s, k)
         r = call(self.http, "POST", f"{self.base}{API}/incident", self.timeout, ok=(201,),
                  params={"sysparm_fields": "sys_id,number,state"}, json=body).json()
         return self._link(r["result"])
@@ -77,10 +78,10 @@ class ServiceNow:
         self._patch(link, {"work_notes": f"{text}\n{marker}"})
 
     def resolve(self, link: Link, text: str, marker: str, retry: bool) -> None:
-        self._patch(link, {"state": self.s["resolved_state"], "close_code": self.s["close_code"],
+        self._patch(link, {"state": self.s.resolved_state, "close_code": self.s.close_code,
                            "close_notes": text})
 
     def reopen(self, link: Link, text: str, marker: str, retry: bool) -> None:
         if retry and self._has_note(link, marker):
             return
-        self._patch(link, {"state": self.s["reopen_state"], "work_notes": f"{text}\n{marker}"})
+        self._patch(link, {"state": self.s.reopen_state, "work_notes": f"{text}\n{marker}"})

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class AutomationCollector:
-    def __init__(self, cfg: dict, db_url: str):
-        self.cfg = cfg
+    def __init__(self, rem, it, db_url: str):
+        """``rem``/``it``: the typed remediation and itsm views (core.config.view)."""
+        self.rem = rem
+        self.it = it
         self.db_url = db_url
 
     def describe(self):
@@ -84,14 +86,14 @@ class AutomationCollector:
             closed.add_metric(["people"], row["p"])
             yield closed
             ks = GaugeMetricFamily("opsstack_remediation_kill_switch", "1 while automatic actions are switched off.")
-            ks.add_metric([], 1 if (self.cfg["remediation"]["kill_switch"] or kill_switch(conn)["enabled"]) else 0)
+            ks.add_metric([], 1 if (self.rem.kill_switch or kill_switch(conn)["enabled"]) else 0)
             yield ks
             ob = GaugeMetricFamily("opsstack_itsm_outbox", "ITSM deliveries by system and status.",
                                    labels=["system", "status"])
             counts = {(r["system"], r["status"]): r["n"] for r in
                       conn.execute("select system, status, count(*) n from ticket_itsm_outbox group by 1, 2")}
             for system in ("jira", "servicenow"):
-                if self.cfg["itsm"][system]["enabled"] or any(k[0] == system for k in counts):
+                if getattr(self.it, system).enabled or any(k[0] == system for k in counts):
                     for st in ("pending", "failed", "done"):
                         ob.add_metric([system, st], counts.get((system, st), 0))
             yield ob

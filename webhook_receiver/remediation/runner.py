@@ -32,6 +32,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core.clock import utcnow
+from core.config import view
 from core.prom import Prometheus, PrometheusError, base_url
 from webhook_receiver import escalation, tickets
 from webhook_receiver.db import connect
@@ -90,16 +91,18 @@ class Runner:
     def __init__(self, cfg: dict, db_url: str, playbooks: list[Playbook] | None = None,
                  escalate: Callable[[int, str], object] | None = None, sleep: Callable[[float], None] = time.sleep,
                  replica: str | None = None, ctx=None):
+        # the whole dict stays for what needs several sections (stack, platform, demo): playbook
+        # loading, target checks and template context (model.py), the backends, escalation
         self.cfg = cfg
-        self.r = cfg["remediation"]
+        self.r = view(cfg, "remediation")  # typed view (core.config.view)
         self.db_url = db_url
         self.playbooks = load_playbooks(cfg) if playbooks is None else playbooks
         self._escalate = escalate if escalate is not None else (
             lambda tid, reason: receiver_escalate(cfg, db_url, tid, reason, ctx=ctx))
         self.sleep = sleep
         self.replica = replica or replica_name()
-        url = base_url(cfg, self.r["prometheus_url"])
-        self.prom = Prometheus(url, timeout=min(10.0, max(1.0, self.r["verify_interval"] * 2))) if url else None
+        url = base_url(cfg, self.r.prometheus_url)
+        self.prom = Prometheus(url, timeout=min(10.0, max(1.0, self.r.verify_interval * 2))) if url else None
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
 
@@ -114,10 +117,10 @@ class Runner:
         return connect(self.db_url, autocommit=True)
 
     def kill_switch_on(self, conn) -> bool:
-        return bool(self.r["kill_switch"]) or kill_switch(conn)["enabled"]
+        return bool(self.r.kill_switch) or kill_switch(conn)["enabled"]
 
     def dry_run(self, pb: Playbook) -> bool:
-        return bool(self.r["dry_run"] or pb.dry_run)
+        return bool(self.r.dry_run or pb.dry_run)
 
     @staticmethod
     def alert_of_ticket(conn, ticket_id: int) -> tuple[Alert | None, str | None]:
@@ -162,7 +165,7 @@ class Runner:
         return self.run_alert(alert, ticket_id)
 
     def run_alert(self, alert: Alert, ticket_id: int | None = None) -> Outcome:
-        if not self.r["enabled"]:
+        if not self.r.enabled:
             return Outcome("skipped", "remediation disabled")
         pb = find(self.playbooks, alert.labels)
         if pb is None:
@@ -338,7 +341,7 @@ class Runner:
     def _verify(self, conn, expr: str | None, alert: Alert, ticket_id: int | None, window: float) -> tuple[bool, str]:
         """Wait up to window for the condition to clear (or the alert to resolve)."""
         deadline = time.monotonic() + window
-        need = int(self.r["verify_consecutive"])
+        need = int(self.r.verify_consecutive)
         streak = 0
         last = "no verify expression and the alert did not resolve" if (not expr or not self.prom) else ""
         while True:
@@ -356,7 +359,7 @@ class Runner:
                     last = str(exc)
             if time.monotonic() >= deadline:
                 return False, f"not cleared within {window:g}s: {last}"
-            self.sleep(self.r["verify_interval"])
+            self.sleep(self.r.verify_interval)
 
     def _attempt(self, conn, run_id, pb: Playbook, action: Action, step: int, phase: str, ctx: dict,
                  dry: bool) -> dict:
@@ -431,14 +434,14 @@ class Runner:
         log.info("event=remediation_run_finished run_id=%s playbook=%s target=%s status=%s reason=%r",
                  run_id, pb.name, target, status, reason[:300])
         escalated = False
-        if escalate and ticket_id is not None and self.r["escalate_on_failure"] \
+        if escalate and ticket_id is not None and self.r.escalate_on_failure \
                 and self._acknowledged(conn, ticket_id):
             # a person already owns the ticket: tell them on the ticket, do not page past them
             add_event(conn, ticket_id, "comment", "remediation",
                       {"text": f"automatic remediation {pb.name} on {target}: {reason} "
                                f"(not escalated: the ticket is acknowledged)"})
             escalate = False
-        if escalate and ticket_id is not None and self.r["escalate_on_failure"]:
+        if escalate and ticket_id is not None and self.r.escalate_on_failure:
             steps = "; ".join(f"{a['action']} ({a['backend']} {a['operation']}): {a['status']}"
                               + ("" if a.get("verified") is None else
                                  (", recovered" if a.get("verified") else ", not recovered"))
@@ -485,7 +488,7 @@ class Runner:
                         hit, detail = self._guard(pb.restore_after, ctx)
                         if not hit or time.monotonic() > deadline:
                             break
-                        self.sleep(self.r["verify_interval"])
+                        self.sleep(self.r.verify_interval)
                     if hit:
                         out.append(Outcome("skipped", f"restore_after still true after "
                                            f"{pb.restore_timeout:g}s: {detail}", run["id"], pb.name, run["target"]))

@@ -3,7 +3,8 @@
 Each module defines a `Collector` subclass (exporters/db/collectors/base.py): a ``name``
 (the `collector` label of `opsstack_db_collector_success` and `..._duration_seconds`), a
 ``scope`` (server-wide, own connection, or per database), ``enabled(spec, dbc)`` and
-``collect(q, scope) -> Families``. The executor (exporters/db/executor.py) runs every enabled
+``collect(q, scope) -> Families`` (``spec`` and ``dbc``: the config views of the target and of
+the exporters.db section). The executor (exporters/db/executor.py) runs every enabled
 one per target, isolated from the others.
 
 COLLECTORS is the order they run in: server-wide collectors in this order on the server's

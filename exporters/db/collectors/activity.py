@@ -13,7 +13,7 @@ class ActivityCollector(Collector):
         s = scope.server
         fams = Families()
         add = fams.add
-        slow = self.dbc["statements"]["slow_threshold"]
+        slow = self.dbc.statements.slow_threshold
         act: dict[str, list] = {}
         for d, state, n, max_tx, max_q, lock_n, lock_max, slow_n in \
                 q.rows("activity", queries.ACTIVITY, {"slow": slow}) or []:

@@ -27,16 +27,16 @@ class BackupCollector(Collector):
     name = "backup"
 
     def collect(self, q: Queries, scope: Scope) -> Families:
-        b = self.dbc["backup"]
+        b = self.dbc.backup
         fams = Families()
-        fams.add("opsstack_db_backup_configured", [scope.server], 0 if b["source"] == "none" else 1)
-        if b["source"] == "none":
+        fams.add("opsstack_db_backup_configured", [scope.server], 0 if b.source == "none" else 1)
+        if b.source == "none":
             return fams
         ts = None
-        if b["source"] == "file":
-            ts = newest_mtime(b["path"])
+        if b.source == "file":
+            ts = newest_mtime(b.path)
         else:
-            rows = q.rows("backup", b["query"])
+            rows = q.rows("backup", b.query)
             if rows is not None:
                 v = rows[0][0] if rows and rows[0] else None
                 ts = v.timestamp() if isinstance(v, dt.datetime) else float(v or 0)

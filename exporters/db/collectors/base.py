@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import psycopg
 
@@ -109,7 +109,7 @@ class Scope:
     """Where and when a collector runs: the target, the scrape time, the database."""
 
     server: str                       # the target's name (label `server`)
-    spec: dict                        # the target's config (exporters.db.targets[])
+    spec: Any                         # the target's view (an item of view(cfg, "exporters.db").targets)
     now: float                        # Unix time the job started
     facts: ServerFacts = field(default_factory=ServerFacts)
     datname: str = ""                 # DATABASE scope: the database
@@ -126,11 +126,11 @@ class Collector:
     name: ClassVar[str]
     scope: ClassVar[str] = SERVER
 
-    def __init__(self, dbc: dict):
-        self.dbc = dbc  # the validated exporters.db config section
+    def __init__(self, dbc):
+        self.dbc = dbc  # the view of the exporters.db section (core.config.view)
 
     @classmethod
-    def enabled(cls, spec: dict, dbc: dict) -> bool:
+    def enabled(cls, spec, dbc) -> bool:
         """Whether this collector runs for the target ``spec`` (default: always)."""
         return True
 

@@ -29,7 +29,7 @@ class DatabasesCollector(Collector):
         fams = Families()
         add = fams.add
         now = scope.now
-        sizes = now - self.sizes[0] >= self.dbc["sizes_interval"]
+        sizes = now - self.sizes[0] >= self.dbc.sizes_interval
         dbnames = []
         rows = q.rows("databases", queries.DATABASES, {"sizes": sizes}) or []
         if sizes and rows:

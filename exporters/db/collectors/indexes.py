@@ -17,7 +17,7 @@ class IndexesCollector(Collector):
     def collect(self, q: Queries, scope: Scope) -> Families:
         fams = Families()
         idx = q.rows("indexes", queries.INDEXES,
-                     {"max_indexes": self.dbc["max_tables"] * 4, "sizes": scope.sizes_due})
+                     {"max_indexes": self.dbc.max_tables * 4, "sizes": scope.sizes_due})
         if idx is None:
             return fams
         if scope.sizes_due:

@@ -64,7 +64,7 @@ class PartitionsCollector(Collector):
         for r in psizes:
             fams.add("opsstack_db_partitioned_table_size_bytes", [s, dbname, f"{r[0]}.{r[1]}"], r[2])
             fams.add("opsstack_db_partitioned_table_live_rows", [s, dbname, f"{r[0]}.{r[1]}"], r[3])
-        wanted = self.dbc["lifecycle"]["partitions"]
+        wanted = self.dbc.lifecycle.partitions
         if not wanted:
             return fams
         rows = q.rows("partitions", "select now()")
@@ -72,7 +72,7 @@ class PartitionsCollector(Collector):
             return fams
         now = rows[0][0]
         for w in wanted:
-            schema, rel = logic.split_table(w["table"])
+            schema, rel = logic.split_table(w.table)
             key = f"{schema}.{rel}"
             if key not in parts:
                 continue  # the table lives in another database (or not yet)
@@ -84,7 +84,7 @@ class PartitionsCollector(Collector):
                 if (b[0] is not None and lo is None) or (b[1] is not None and hi is None):
                     continue
                 bounds.append((lo, hi))
-            health = logic.partition_health(bounds, now, w["period"])
+            health = logic.partition_health(bounds, now, w.period)
             for period, ok in health.items():
                 fams.add("opsstack_db_partition_present", [s, dbname, key, period], 1 if ok else 0)
             uppers = [hi for _, hi in bounds if hi is not None]

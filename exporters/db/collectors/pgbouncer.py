@@ -36,16 +36,16 @@ class PgbouncerCollector(Collector):
     name = "pgbouncer"
 
     @classmethod
-    def enabled(cls, spec: dict, dbc: dict) -> bool:
-        return bool(spec.get("pgbouncer_url"))
+    def enabled(cls, spec, dbc) -> bool:
+        return bool(spec.pgbouncer_url)
 
     def collect(self, q: Queries, scope: Scope) -> Families:
         fams = Families()
         ok = 0
         try:
             # the admin console speaks the simple query protocol only
-            with psycopg.connect(scope.spec["pgbouncer_url"], autocommit=True,
-                                 connect_timeout=max(1, int(round(self.dbc["connect_timeout"]))),
+            with psycopg.connect(scope.spec.pgbouncer_url, autocommit=True,
+                                 connect_timeout=max(1, int(round(self.dbc.connect_timeout))),
                                  cursor_factory=psycopg.ClientCursor, prepare_threshold=None) as pc:
                 read_pools(pc.cursor(), scope.server, fams)
             ok = 1

@@ -21,27 +21,27 @@ class RetentionCollector(Collector):
         self.cache.pop(datname, None)
 
     @classmethod
-    def enabled(cls, spec: dict, dbc: dict) -> bool:
-        return bool(dbc["lifecycle"]["retention"])
+    def enabled(cls, spec, dbc) -> bool:
+        return bool(dbc.lifecycle.retention)
 
     def collect(self, q: Queries, scope: Scope) -> Families:
-        lc = self.dbc["lifecycle"]
+        lc = self.dbc.lifecycle
         fams = Families()
         dbname = scope.datname
         cached = self.cache.get(dbname)
         now = scope.now
-        if cached is None or now - cached[0] >= lc["interval"]:
+        if cached is None or now - cached[0] >= lc.interval:
             counts = []
-            for r in lc["retention"]:
-                schema, rel = logic.split_table(r["table"])
+            for r in lc.retention:
+                schema, rel = logic.split_table(r.table)
                 exists = q.rows("retention", queries.REGCLASS, (f"{schema}.{rel}",))
                 if not exists or not exists[0][0]:
                     continue  # the table lives in another database (or not yet)
                 stmt = sql.SQL("select count(*) from {}.{} where {} < now() - make_interval(secs => %s)").format(
-                    sql.Identifier(schema), sql.Identifier(rel), sql.Identifier(r["column"]))
-                res = q.rows("retention", stmt, (r["max_age"],))
+                    sql.Identifier(schema), sql.Identifier(rel), sql.Identifier(r.column))
+                res = q.rows("retention", stmt, (r.max_age,))
                 if res is not None:
-                    counts.append((f"{schema}.{rel}", res[0][0], r["max_age"]))
+                    counts.append((f"{schema}.{rel}", res[0][0], r.max_age))
             cached = (now, counts)
             self.cache[dbname] = cached
         ts, counts = cached

@@ -47,15 +47,15 @@ class StatementsCollector(Collector):
 
     def collect(self, q: Queries, scope: Scope) -> Families:
         s = scope.server
-        st = self.dbc["statements"]
+        st = self.dbc.statements
         fams = Families()
-        fams.add("opsstack_db_statements_slow_threshold_seconds", [s], st["slow_threshold"])
+        fams.add("opsstack_db_statements_slow_threshold_seconds", [s], st.slow_threshold)
         rows = q.rows("pg_stat_statements", queries.PGSS_SCHEMA)
         result, problem = None, "extension not created in the database"
         if rows:
             ns = sql.Identifier(rows[0][0])
             result, problem = q.try_rows(sql.SQL(queries.PGSS).format(ns=ns),
-                                         {"slow_ms": st["slow_threshold"] * 1000, "top": st["top"] * 3})
+                                         {"slow_ms": st.slow_threshold * 1000, "top": st.top * 3})
         available = result is not None
         if available != self.available:
             if available:
@@ -82,13 +82,13 @@ class StatementsCollector(Collector):
             fams.add("opsstack_db_statements_mean_exec_seconds", lab, logic.weighted_mean(exec_s or 0, calls or 0))
             fams.add("opsstack_db_statements_tracked", lab, n)
             fams.add("opsstack_db_statements_slow", lab, x)
-        top = merge_top(top, st["top"])
+        top = merge_top(top, st.top)
         missing = [qid for d, qid, *_ in top if (d, qid) not in self.texts]
         if missing:
             for d, qid, text in q.rows("pg_stat_statements_text", sql.SQL(queries.PGSS_TEXT).format(ns=ns),
                                        {"ids": missing}) or []:
-                self.texts[(d, qid)] = logic.truncate(text or "", st["text_max_length"])
-            while len(self.texts) > max(200, 4 * st["top"]):
+                self.texts[(d, qid)] = logic.truncate(text or "", st.text_max_length)
+            while len(self.texts) > max(200, 4 * st.top):
                 self.texts.popitem(last=False)
         for d, qid, calls, exec_s, nrows, hit, read, temp, max_s in top:
             lab = [s, d, qid]

@@ -19,7 +19,7 @@ class TablesCollector(Collector):
         s, dbname = scope.server, scope.datname
         fams = Families()
         add = fams.add
-        tables = q.rows("tables", queries.TABLES, {"max_tables": self.dbc["max_tables"], "sizes": scope.sizes_due})
+        tables = q.rows("tables", queries.TABLES, {"max_tables": self.dbc.max_tables, "sizes": scope.sizes_due})
         cache = scope.sizes
         if scope.sizes_due and tables is not None and scope.index_sizes_read is not None:
             cache.when = scope.now
@@ -29,7 +29,7 @@ class TablesCollector(Collector):
             add("opsstack_db_sizes_cache_age_seconds", [s, dbname], scope.now - cache.when)
         if tables is None:
             return fams
-        heavy_min = self.dbc["seq_scan_heavy_rows"]
+        heavy_min = self.dbc.seq_scan_heavy_rows
         tsize = cache.tables
         idx_size = scope.index_bytes
         heavy = 0

@@ -124,9 +124,10 @@ class TagCache:
 class Volume:
     """The service's demo data volume: a folder with a configured capacity."""
 
-    def __init__(self, path: Path, capacity: int):
+    def __init__(self, path: Path, capacity: int, file_max: int = FILL_FILE_MAX):
         self.path = path
         self.capacity = capacity
+        self.file_max = file_max
         self.path.mkdir(parents=True, exist_ok=True)
 
     def used(self) -> int:
@@ -143,18 +144,36 @@ class Volume:
         return sorted(self.path.glob(f"{FILL_PREFIX}*.bin"))
 
     def filled(self) -> int:
-        return sum(p.stat().st_size for p in self.fill_files() if p.exists())
+        total = 0
+        for p in self.fill_files():
+            try:
+                total += p.stat().st_size
+            except OSError:  # removed meanwhile (the cleanup playbook)
+                pass
+        return total
+
+    def _next_file(self) -> Path:
+        """A new fill file, numbered after the highest one there (files may have been deleted
+        in between: the count of files is not a free number)."""
+        last = 0
+        for p in self.fill_files():
+            digits = p.stem[len(FILL_PREFIX):]
+            if digits.isdigit():
+                last = max(last, int(digits))
+        return self.path / f"{FILL_PREFIX}{last + 1:05d}.bin"
 
     def write(self, nbytes: int, chunk: bytes) -> int:
         """Append ``nbytes`` of real data to the fill files; returns bytes written."""
+        if not chunk:
+            return 0
         done = 0
         files = self.fill_files()
         cur = files[-1] if files else None
         while done < nbytes:
-            if cur is None or cur.stat().st_size >= FILL_FILE_MAX:
-                cur = self.path / f"{FILL_PREFIX}{len(self.fill_files()) + 1:05d}.bin"
-            room = FILL_FILE_MAX - (cur.stat().st_size if cur.exists() else 0)
-            n = min(nbytes - done, room, len(chunk))
+            size = cur.stat().st_size if cur is not None and cur.exists() else 0
+            if cur is None or size >= self.file_max:
+                cur, size = self._next_file(), 0
+            n = min(nbytes - done, self.file_max - size, len(chunk))
             with open(cur, "ab") as f:
                 f.write(chunk[:n])
             done += n

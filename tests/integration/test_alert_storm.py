@@ -7,7 +7,6 @@ Now max_alerts is alertmanager.max_alerts (10,000 by default) and receiver.max_b
 for that many alerts; a larger group arrives truncated and the group records truncatedAlerts."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -18,6 +17,7 @@ from stack import alertmanager_config as amc
 from core.config import load_data
 from tests.support.servers import Alertmanager
 from tests.support import receiver as T
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +27,6 @@ FAST = {"critical_group_wait": "1s", "critical_group_interval": "1s", "critical_
 STORM = 10_000
 
 
-def wait_for(fn, timeout=600, interval=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
 
 
 def q(url, sql, *args):
@@ -95,7 +86,7 @@ def test_storm_of_10000_alerts_is_recorded_whole_and_resolves_whole(stack, pg_db
     def opened():
         n = q(pg_db, "select count(*) from tickets where alertname = 'StormAlert' and status = 'open'")[0][0]
         return n == STORM or n
-    wait_for(lambda: opened() is True, what=f"{STORM} open tickets")
+    wait_for(lambda: opened() is True, timeout=600, what=f"{STORM} open tickets")
     assert q(pg_db, "select count(*), count(distinct fingerprint) from ticket_alerts where status = 'firing'")[0] \
         == (STORM, STORM)
     # one Alertmanager group; its notifications carried every alert and left none out
@@ -109,7 +100,7 @@ def test_storm_of_10000_alerts_is_recorded_whole_and_resolves_whole(stack, pg_db
     # every alert ends (endsAt in the past): Alertmanager sends the resolved flush of the group
     push(am, storm_alerts(STORM, starts, ends=datetime.now(timezone.utc) - timedelta(seconds=1)))
     wait_for(lambda: q(pg_db, "select count(*) from tickets where status <> 'resolved'")[0][0] == 0,
-             what="every storm ticket resolved")
+             timeout=600, what="every storm ticket resolved")
     assert q(pg_db, "select count(*) from tickets where status = 'resolved' and resolved_by = 'alertmanager'")[0][0] \
         == STORM
     assert q(pg_db, "select count(*) from ticket_alerts where status = 'resolved' and ends_at is not null")[0][0] \
@@ -124,9 +115,9 @@ def test_group_larger_than_max_alerts_records_truncated_alerts(stack, pg_db):
     # (the first flush may come while the 150 are still arriving: wait for the complete group)
     wait_for(lambda: q(pg_db, "select last_alert_count, truncated_alerts, max_truncated_alerts from ticket_groups "
                               "where group_key like '%TruncatedStorm%'") == [(100, 50, 50)],
-             what="the group recorded with 50 alerts left out")
+             timeout=600, what="the group recorded with 50 alerts left out")
     wait_for(lambda: q(pg_db, "select count(*) from tickets where alertname = 'TruncatedStorm'")[0][0] == 100,
-             what="100 tickets")
+             timeout=600, what="100 tickets")
     t = q(pg_db, "select id from tickets where alertname = 'TruncatedStorm' limit 1")[0][0]
     got = requests.get(f"{rcv.url}/api/v1/tickets/{t}", headers=T.auth(), timeout=10).json()
     assert got["group"]["truncated_alerts"] == 50

@@ -3,7 +3,6 @@
 heartbeat is recorded, never a ticket."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -14,6 +13,7 @@ from stack import alertmanager_config as amc
 from core.config import load_data
 from tests.support.servers import Alertmanager
 from tests.support import receiver as T
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,6 @@ FAST = {"critical_group_wait": "1s", "critical_group_interval": "1s", "critical_
         "resolve_timeout": "1m"}
 
 
-def wait_for(fn, timeout=40, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def push(ams, alerts):

@@ -3,7 +3,6 @@ opened while no worker runs is enriched after a restart, a job that hit a databa
 retried, and a remediation run whose replica died is marked failed on its ticket."""
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import psycopg
@@ -16,6 +15,7 @@ from webhook_receiver import scheduler
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.escalation import utcnow
 from webhook_receiver.remediation import store
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +24,6 @@ PLAYBOOK = {"name": "restart-service", "match": {"alertname": "ServiceDown"}, "t
                          "params": {"argv": ["echo", "restarted demo-{service}"]}, "verify_window": "0s"}]}
 
 
-def wait_for(fn, timeout=60, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {v!r})")
-        time.sleep(interval)
 
 
 def rows(db, q, *args):

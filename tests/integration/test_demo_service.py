@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.demo import REGIONS, DemoProcess, opsstack_argv
 from core.procs import binary
+from tests.support.wait import wait_for
 
 MIB = 1024 * 1024
 pytestmark = pytest.mark.integration
@@ -53,15 +54,6 @@ def refused(port: int) -> bool:
         return False
 
 
-def eventually(fn, timeout: float = 20.0, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -122,7 +114,7 @@ def test_load_generator_sends_real_labelled_traffic(demo):
         user = {k: v for k, v in s.items() if k[0] == "opsstack_user_requests_total"}
         return user if sum(user.values()) >= 10 else None
 
-    user = eventually(counted, timeout=30)
+    user = wait_for(counted, timeout=30)
     for (_, labels), _v in user.items():
         d = dict(labels)
         assert d["client"] in ("mobile", "web") and d["geo"] in ("capital", "provinces", "overseas")
@@ -147,7 +139,7 @@ def test_admin_api_refuses_bad_input(demo):
 def test_service_down_closes_the_region_sockets_and_heal_reopens(demo):
     fault(demo, "service-down")
     for r in REGIONS:
-        assert eventually(lambda r=r: refused(demo.ports[r]))
+        assert wait_for(lambda r=r: refused(demo.ports[r]))
     assert get(demo.url("admin", "/health"))[0] == 200  # the control plane stays up
     assert value(demo, "opsstack_demo_fault_active", kind="service-down", region="all") == 1
     assert value(demo, "opsstack_demo_listener_up", region="seoul") == 0
@@ -158,7 +150,7 @@ def test_service_down_closes_the_region_sockets_and_heal_reopens(demo):
 
 def test_service_down_of_one_region_and_replace_brings_it_back(demo):
     fault(demo, "service-down", region="tokyo")
-    assert eventually(lambda: refused(demo.ports["tokyo"]))
+    assert wait_for(lambda: refused(demo.ports["tokyo"]))
     assert get(demo.url("seoul", "/health"))[0] == 200
     status, body = demo.admin("POST", "/admin/replace", {"region": "tokyo"})
     assert status == 200 and body["replaced"] == ["tokyo"]
@@ -224,30 +216,30 @@ def test_cache_miss_storm_and_purge(demo):
 def test_cpu_ramp_burns_real_cpu_and_heal_stops_it(demo):
     fault(demo, "cpu-ramp", rate=1.0)  # reaches the cap within a second
     c0 = cpu_seconds(demo.pid)
-    eventually(lambda: cpu_seconds(demo.pid) - c0 >= 1.5, timeout=20)
+    wait_for(lambda: cpu_seconds(demo.pid) - c0 >= 1.5, timeout=20)
     assert value(demo, "opsstack_demo_cpu_ramp_duty_ratio") > 0.5
     demo.admin("POST", "/admin/heal", {"kind": "cpu-ramp"})
-    eventually(lambda: value(demo, "opsstack_demo_cpu_ramp_duty_ratio") == 0)
+    wait_for(lambda: value(demo, "opsstack_demo_cpu_ramp_duty_ratio") == 0)
 
 
 @pytest.mark.parametrize("cycle", [1, 2])  # a second leak + heal frees its memory as well
 def test_memory_leak_grows_resident_memory_up_to_the_cap_and_heal_frees_it(demo, cycle):
     base = rss(demo.pid)
     fault(demo, "memory-leak", rate="128MiB")
-    eventually(lambda: value(demo, "opsstack_demo_memory_leak_bytes") >= 192 * MIB, timeout=20)
+    wait_for(lambda: value(demo, "opsstack_demo_memory_leak_bytes") >= 192 * MIB, timeout=20)
     assert rss(demo.pid) >= base + 150 * MIB
     time.sleep(0.6)
     assert value(demo, "opsstack_demo_memory_leak_bytes") == 192 * MIB  # capped by memory_limit_bytes
     assert value(demo, "process_resident_memory_bytes") >= 192 * MIB
     demo.admin("POST", "/admin/heal", {"kind": "memory-leak"})
-    eventually(lambda: rss(demo.pid) < base + 50 * MIB)
+    wait_for(lambda: rss(demo.pid) < base + 50 * MIB)
 
 
 def test_disk_fill_writes_real_files_up_to_the_cap_and_heal_deletes_them(demo):
     vol = demo.workdir / "run" / "demo-volumes" / "user-app"
     fault(demo, "disk-fill", rate="32MiB")
     cap = int(24 * MIB * 0.97)
-    eventually(lambda: value(demo, "opsstack_volume_used_bytes", volume="data") >= cap, timeout=20)
+    wait_for(lambda: value(demo, "opsstack_volume_used_bytes", volume="data") >= cap, timeout=20)
     time.sleep(0.6)
     on_disk = sum(p.stat().st_size for p in vol.iterdir())
     assert on_disk == value(demo, "opsstack_volume_used_bytes", volume="data") == cap
@@ -258,7 +250,7 @@ def test_disk_fill_writes_real_files_up_to_the_cap_and_heal_deletes_them(demo):
 
 def test_faults_expire_by_themselves(demo):
     fault(demo, "error-burst", rate=1.0, duration=1)
-    eventually(lambda: demo.admin("GET", "/admin/faults")[1]["active"] == [], timeout=10)
+    wait_for(lambda: demo.admin("GET", "/admin/faults")[1]["active"] == [], timeout=10)
     assert get(demo.url("seoul", "/api/me"))[0] == 200
 
 
@@ -271,7 +263,7 @@ def cli(demo, *args):
 def test_cli_fault_and_heal(demo):
     res = cli(demo, "fault", "service-down", "--service", "user-app")
     assert res.returncode == 0, res.stderr
-    assert eventually(lambda: refused(demo.ports["seoul"]))
+    assert wait_for(lambda: refused(demo.ports["seoul"]))
     res = cli(demo, "faults", "--active")
     assert res.returncode == 0 and "service-down" in res.stdout
     res = cli(demo, "heal")

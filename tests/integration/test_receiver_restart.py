@@ -9,18 +9,11 @@ import pytest
 import requests
 
 from tests.support import receiver as T
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(fn, timeout=30, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_restart_in_the_middle_of_an_escalation(pg_db, tmp_path):

@@ -20,6 +20,7 @@ from tests.support import receiver as T
 from tests.support.fakehttp import FakeHTTP
 from tests.support.servers import Prometheus
 from webhook_receiver.remediation import Alert, Runner, store
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -371,14 +372,6 @@ def test_on_resolved_restores_once_after_the_guard_clears(pg_db, prom, svc):
 
 
 # ------------------------------------------------------------- wired into the receiver
-def wait_for(fn, timeout=30, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 import yaml
 
 from core.config import RESOLVED_NAME, load, run_dir
+from tests.support.wait import wait_for  # noqa: F401 (e2e tests and benches import it from here)
 
 
 def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
@@ -118,18 +118,3 @@ class StackHandle:
         r.raise_for_status()
         body = r.json()
         return body["tickets"] if isinstance(body, dict) else body
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, interval: float = 0.25, what: str = "condition") -> Any:
-    """Poll fn until it returns something truthy; return it, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as exc:  # the thing polled may be restarting
-            last_exc = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not met after {timeout:.0f}s" + (f" (last error: {last_exc})" if last_exc else ""))

@@ -13,3 +13,9 @@ def setup_logging(level: str) -> None:
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none): for one-line logs
+    and error answers."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -26,6 +26,7 @@ from flask.json.provider import DefaultJSONProvider
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from core.logs import first_line
 from webhook_receiver import api, auth, automation, console, console_store, ops, webhook
 from webhook_receiver.scheduler import Processor, Scheduler
 from webhook_receiver.state import EXT, State, state  # noqa: F401 - state(app) also from here
@@ -60,10 +61,6 @@ class _JSONProvider(DefaultJSONProvider):
             return super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def create_app(cfg: dict) -> Flask:
@@ -112,13 +109,13 @@ def create_app(cfg: dict) -> Flask:
     def _db_input_error(exc: psycopg.DataError):
         # PostgreSQL refused a value that came with the request (NUL, out of range, bad encoding):
         # bad input, a retry cannot help
-        log.info("event=db_data_error error=%r", _first_line(exc))
+        log.info("event=db_data_error error=%r", first_line(exc))
         return jsonify(error="bad_request", message="the request holds a value the database cannot store"), 400
 
     @app.errorhandler(psycopg.Error)
     @app.errorhandler(PoolTimeout)
     def _db_error(exc):
-        log.error("event=db_error error_type=%s error=%r", type(exc).__name__, _first_line(exc))
+        log.error("event=db_error error_type=%s error=%r", type(exc).__name__, first_line(exc))
         resp = jsonify(error="database_unavailable", message="the ticket database is not reachable; retry later",
                        retry=True)
         resp.status_code = 503

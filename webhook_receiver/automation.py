@@ -43,6 +43,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from core.config import view
 from core.prom import base_url
+from core.logs import first_line
 from webhook_receiver import enrichment, itsm, jobs
 from webhook_receiver.db import connect
 from webhook_receiver.errors import ApiError, require
@@ -120,17 +121,6 @@ class Automation:
                 self._pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"automation-{name}")
             return self._pools[name]
 
-    def submit(self, name: str, workers: int, fn, *args):
-        def job():
-            try:
-                self.ensure_migrated()
-                return fn(*args)
-            except Exception:  # noqa: BLE001 - logged; the ticket itself is unaffected
-                # never the arguments: they hold the config (tokens, password hashes, DB URL)
-                tid = next((a for a in reversed(args) if isinstance(a, int) and not isinstance(a, bool)), None)
-                log.exception("event=automation_job_failed job=%s ticket_id=%s", name, tid)
-        return self.pool(name, workers).submit(job)
-
     def shutdown(self) -> None:
         """Stop the forwarder and the pools; drop this app's hook subscriptions (a closed app
         must not take new work: its pools are gone)."""
@@ -179,7 +169,7 @@ class Automation:
                     jobs.enqueue(conn, ticket_id, k)
         except Exception as exc:  # noqa: BLE001 - the sweep catches up
             log.warning("event=automation_job_queue_failed ticket_id=%s kinds=%s error=%r", ticket_id,
-                        ",".join(kinds), (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                        ",".join(kinds), first_line(exc))
         if self.run_jobs:
             for lane in sorted({jobs.LANES[k] for k in kinds}):
                 self.kick(lane)
@@ -210,7 +200,7 @@ class Automation:
                         pass
             except Exception as exc:  # noqa: BLE001 - the database may be away: the scheduler kicks again
                 log.warning("event=automation_jobs_error lane=%s error=%r", lane,
-                            (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                            first_line(exc))
             with self._lock:
                 if self._again.pop(lane, False):
                     continue

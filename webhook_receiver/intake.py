@@ -27,6 +27,7 @@ import threading
 
 import psycopg
 
+from core.logs import first_line
 from webhook_receiver.tickets import enqueue_payloads
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class Writer:
             self._lead()
         if item.error is not None:
             exc = item.error
-            raise StoreFailed((str(exc).strip().splitlines() or [type(exc).__name__])[0], exc)
+            raise StoreFailed(first_line(exc), exc)
         return item.payload_id  # type: ignore[return-value]
 
     def _lead(self) -> None:
@@ -129,7 +130,7 @@ class Writer:
                 self._finish(batch[0], error=exc)
                 return
             log.warning("event=intake_batch_failed size=%s error=%r; storing one by one", len(batch),
-                        (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                        first_line(exc))
             for it in batch:
                 self._write([it])
             return

@@ -14,6 +14,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from core.logs import first_line
+
 log = logging.getLogger(__name__)
 
 KPI_WINDOW = 30 * 86400  # seconds: MTTA/MTTR/MTBF over the last 30 days
@@ -39,7 +41,7 @@ class KpiCollector:
             fams = list(self._families())
             up.add_metric([], 1)
         except Exception as exc:  # noqa: BLE001 - a failing source is up=0 and a log line
-            log.warning("event=kpi_scrape_failed error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            log.warning("event=kpi_scrape_failed error=%r", first_line(exc))
             fams = []
             up.add_metric([], 0)
         yield up

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from core.clock import utcnow
+from core.logs import first_line
 from webhook_receiver import escalation, heartbeat, itsm, notify, tickets
 from webhook_receiver import jobs as durable_jobs
 from webhook_receiver.db import connect
@@ -42,13 +43,18 @@ class Job:
         return self.fn(conn, now)
 
 
-def process_pending(st, limit: int = 1000) -> int:
-    """Apply queued payloads until none is left (or limit); returns how many."""
+def apply_pending(st, conn, limit: int = 1000) -> int:
+    """Apply queued payloads on ``conn`` until none is left (or limit); returns how many."""
     n = 0
-    with st.db.connection() as conn:
-        while n < limit and tickets.process_next(st.ctx, conn) is not None:
-            n += 1
+    while n < limit and tickets.process_next(st.ctx, conn) is not None:
+        n += 1
     return n
+
+
+def process_pending(st, limit: int = 1000) -> int:
+    """apply_pending on a pooled connection of its own (the processor threads, tests)."""
+    with st.db.connection() as conn:
+        return apply_pending(st, conn, limit)
 
 
 def _heartbeats(st, conn, now):
@@ -95,7 +101,7 @@ def automation_jobs(auto) -> list[Job]:
 def default_jobs(st) -> list[Job]:
     batch = st.receiver.scheduler.batch
     out = [
-        Job("payloads", lambda conn, now: process_pending(st)),
+        Job("payloads", lambda conn, now: apply_pending(st, conn)),
         Job("escalated", lambda conn, now: escalation.run_due(st.ctx, conn, now=now, batch=batch)),
         Job("heartbeat_alarms", lambda conn, now: _heartbeats(st, conn, now)),
         Job("notifications", lambda conn, now: notify.run_outbox(st.ctx, conn, now=now, batch=batch)),
@@ -122,7 +128,7 @@ def run_jobs(st, jobs: list, now: datetime | None = None) -> dict:
                 out[job.name] = job.run_due(conn, now)
         except Exception as exc:  # noqa: BLE001 - one job's failure never stops the others
             out[job.name] = None
-            out.setdefault("errors", {})[job.name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            out.setdefault("errors", {})[job.name] = first_line(exc)
             log.warning("event=scheduler_job_error job=%s error=%r", job.name, out["errors"][job.name])
     return out
 
@@ -171,7 +177,7 @@ class Scheduler:
                 self.st.db.ensure_migrated()
                 self.tick()
             except Exception as exc:  # noqa: BLE001 - keep the loop alive; the DB may come back
-                log.warning("event=scheduler_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                log.warning("event=scheduler_error error=%r", first_line(exc))
             self._stop.wait(self.interval)
 
 
@@ -233,7 +239,7 @@ class Processor:
                         if got:
                             self.kick()
             except Exception as exc:  # noqa: BLE001 - the database may come back
-                log.warning("event=listener_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                log.warning("event=listener_error error=%r", first_line(exc))
                 self._stop.wait(min(self.interval, 1.0))
 
     def _run(self) -> None:
@@ -249,5 +255,5 @@ class Processor:
                 self.st.db.ensure_migrated()
                 process_pending(self.st)
             except Exception as exc:  # noqa: BLE001 - the database may come back; payloads wait
-                log.warning("event=processor_error error=%r", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                log.warning("event=processor_error error=%r", first_line(exc))
                 self._stop.wait(min(self.interval, 1.0))

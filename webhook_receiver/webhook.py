@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, jsonify, request
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from core.logs import first_line
 from webhook_receiver import auth, intake, metrics
 from webhook_receiver.payload import PayloadError, parse_obj
 from webhook_receiver.state import state
@@ -132,7 +133,7 @@ def alertmanager():
     except (psycopg.Error, PoolTimeout, intake.StoreFailed) as exc:
         metrics.WEBHOOK.labels("db_error").inc()
         log.error("event=webhook_db_error group_key=%r error=%r", note.group_key,
-                  (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                  first_line(exc))
         return _err(503, "database_unavailable", "could not store the notification; retry later", retry=True)
     metrics.WEBHOOK.labels("stored").inc()
     if queued:

@@ -440,12 +440,8 @@ def _target(server_answers: dict, db_answers: dict, server_collectors, db_collec
 SERVER_ROW = (150004, "15.4", 1_700_000_000.0, False, 3, 100, 3, 1e9, "off", None)
 
 
-def test_executor_isolates_a_failing_collector_and_records_each_run():
-    d = dbc()
-    t = _target({queries.SERVER: [SERVER_ROW], queries.LOCKS: psycopg.errors.QueryCanceled("statement timeout"),
-                 queries.SETTINGS: [("max_connections", "100", None, "integer")]},
-                {queries.TABLES: [table_row()]},
-                [ServerCollector(d), Boom(d), Fails(d), SettingsCollector(d)], [TablesCollector(d)])
+def scrape_once(t) -> tuple[dict, Scrape]:
+    """One scrape of target ``t`` by a fresh executor: (samples, the Scrape record)."""
     ex = Executor(workers=2)
     try:
         fams = Families()
@@ -453,7 +449,16 @@ def test_executor_isolates_a_failing_collector_and_records_each_run():
         ex.collect(t, fams, scrape)
     finally:
         ex.close()
-    s = samples(fams)
+    return samples(fams), scrape
+
+
+def test_executor_isolates_a_failing_collector_and_records_each_run():
+    d = dbc()
+    t = _target({queries.SERVER: [SERVER_ROW], queries.LOCKS: psycopg.errors.QueryCanceled("statement timeout"),
+                 queries.SETTINGS: [("max_connections", "100", None, "integer")]},
+                {queries.TABLES: [table_row()]},
+                [ServerCollector(d), Boom(d), Fails(d), SettingsCollector(d)], [TablesCollector(d)])
+    s, scrape = scrape_once(t)
     assert s["opsstack_db_up"] == {("main",): 1} and scrape.sources == {"main": True}
     assert s["opsstack_db_collector_success"] == {
         ("main", "server"): 1, ("main", "boom"): 0, ("main", "fails"): 0, ("main", "settings"): 1,
@@ -473,14 +478,7 @@ def test_executor_a_lost_server_connection_is_the_target_down():
                 [ServerCollector(d), SettingsCollector(d)], [TablesCollector(d)])
     t.server_handle.conn.answers[queries.SETTINGS] = psycopg.OperationalError("server closed the connection")
     t.server_handle.conn.broken = True
-    ex = Executor(workers=2)
-    try:
-        fams = Families()
-        scrape = Scrape("db")
-        ex.collect(t, fams, scrape)
-    finally:
-        ex.close()
-    s = samples(fams)
+    s, scrape = scrape_once(t)
     assert s["opsstack_db_up"] == {("main",): 0} and scrape.sources == {"main": False}
     assert t.server_handle.discarded == 1
     assert "opsstack_db_table_live_rows" not in s  # what the other connections read is dropped

@@ -31,6 +31,8 @@ COPY dashboards ./dashboards
 COPY demo ./demo
 COPY alert_rules ./alert_rules
 COPY bench ./bench
+# the runbooks the receiver serves at /runbooks (receiver.runbooks_dir in docker/opsstack.yaml)
+COPY docs/runbooks ./docs/runbooks
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /var/lib/opsstack --create-home opsstack \
  && mkdir -p /etc/opsstack

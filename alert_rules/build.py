@@ -22,6 +22,7 @@ DOMAINS = [
     "forecast",
     "slo",
     "db",
+    "kpi",
 ]
 
 

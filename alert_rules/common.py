@@ -25,8 +25,28 @@ def selector(*matchers: str) -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
+# where docker compose publishes the receiver: the committed rule files (rendered while the
+# receiver port is still 'auto') are the ones the compose stack mounts
+COMPOSE_RECEIVER_URL = "http://127.0.0.1:9095"
+
+
+def runbook_base(cfg: dict) -> str:
+    """alerts.runbook_base_url, else the receiver's own /runbooks (webhook_receiver/runbooks.py)."""
+    base = cfg["alerts"]["runbook_base_url"]
+    if base:
+        return base.rstrip("/")
+    st = cfg["stack"]
+    port = st["ports"]["receiver"]
+    if not isinstance(port, int):
+        return f"{COMPOSE_RECEIVER_URL}/runbooks"
+    host = st["host"] if st["host"] not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/runbooks"
+
+
 def runbook_url(cfg: dict, name: str) -> str:
-    return f"{cfg['alerts']['runbook_base_url'].rstrip('/')}/{name}.md"
+    return f"{runbook_base(cfg)}/{name}.md"
 
 
 def alert(cfg: dict, name: str, expr: str, *, severity: str, tier: int | str, service: str,

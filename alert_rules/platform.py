@@ -156,7 +156,13 @@ def service_alerts(cfg: dict, team: str, scope: str) -> list[dict]:
                           f"{{{{ $labels.region }}}} hit (threshold {a['cache']['hit_ratio']:.0%}); "
                           f"a cache-miss storm sends every request to the backends."),
         alert(cfg, "ServiceCpuHigh",
-              f"sum by (service, instance) (rate(process_cpu_seconds_total{selector(p, scope)}[{w}]))\n"
+              # a service's own CPU accounting when it exports one (the demo counts its cpu-ramp
+              # fault at the duty cycle asked for, so the fault fires this on any machine), else
+              # the process's CPU time
+              f"sum by (service, instance) (\n"
+              f"  rate(opsstack_service_cpu_seconds_total{selector(p, scope)}[{w}])\n"
+              f"  or rate(process_cpu_seconds_total{selector(p, scope)}[{w}])\n"
+              f")\n"
               f"/ on (service, instance)\n"
               f"max by (service, instance) (opsstack_service_cpu_limit_cores{selector(p, scope)})\n"
               f"> {fmt(s['cpu_ratio'])}",

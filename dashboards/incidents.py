@@ -7,7 +7,9 @@ tables): tickets per day and the open tickets with owner and level. Thresholds f
 escalation policy: MTTA turns red past the level-1 acknowledge timeout, the heartbeat past
 receiver.heartbeat_timeout. The "Automatic remediation" row: runs and actions by playbook and
 outcome, auto-recovery success rate, time to recover, automation rate (tickets closed without
-a person), the kill switch, and the latest runs from the remediation audit tables.
+a person), the kill switch, and the latest runs from the remediation audit tables. The
+"Outcome KPIs" row: uptime, MTBF, MTTR, auto-recovery rate and response time over
+receiver.kpis.window against their targets (alerts.kpi; webhook_receiver/kpis.py).
 """
 from __future__ import annotations
 
@@ -109,6 +111,53 @@ def kpi_row(cfg: dict) -> list:
     ]
 
 
+KPI = "opsstack_kpi"
+
+
+def outcome_row(cfg: dict) -> list:
+    """Issue 14: the outcome KPIs against their targets (webhook_receiver/kpis.py over
+    receiver.kpis.window; targets alerts.kpi, the thresholds of alert_rules/kpi.py). Red = the
+    KPI misses its target (its Kpi* alert fires after alerts.kpi.for)."""
+    k = cfg["alerts"]["kpi"]
+    win = _human(cfg["receiver"]["kpis"]["window"])
+    return [
+        panel(_bars(), f"Uptime by service (target ≥ {k['uptime_ratio']:.2%})",
+              f"Share of the last {win} (or of the time the receiver watched, when shorter) with no down alert "
+              f"({', '.join(cfg['receiver']['kpis']['down_alerts'])}) of the service firing "
+              f"({KPI}_uptime_ratio, from the alert episodes on the tickets). Red below the target "
+              "(alerts.kpi.uptime_ratio, KpiUptimeLow).", "percentunit",
+              [prom(f"min by (service) ({KPI}_uptime_ratio{{{SERVICE}}})", "{{service}}", instant=True)],
+              thresholds=steps([(None, RED), (k["uptime_ratio"], GREEN)]), min_value=0.99, max_value=1,
+              decimals=3, w=6, h=6),
+        panel(_bars(), f"MTBF by service (target ≥ {_human(k['mtbf'])})",
+              f"Up time over the last {win} divided by the service's tickets opened or reopened in it "
+              f"({KPI}_mtbf_seconds); no bar for a service without failures. Red below the target "
+              "(alerts.kpi.mtbf, KpiMtbfLow).", "s",
+              [prom(f"min by (service) ({KPI}_mtbf_seconds{{{SERVICE}}})", "{{service}}", instant=True)],
+              thresholds=steps([(None, RED), (k["mtbf"], GREEN)]), min_value=0, w=6, h=6),
+        panel(_stat(), f"MTTR (target ≤ {_human(k['mttr'])})",
+              f"Mean time from a ticket's (re)opening to its resolution, tickets resolved in the last {win} "
+              f"({KPI}_mttr_seconds). Red past the target (alerts.kpi.mttr, KpiMttrHigh). No value: no ticket "
+              "resolved in the window.", "s",
+              [prom(f"max({KPI}_mttr_seconds)", "MTTR", instant=True)],
+              thresholds=steps([(None, GREEN), (k["mttr"], RED)]), w=4, h=6),
+        panel(_stat(), f"Auto-recovery rate (target ≥ {k['auto_recovery_ratio']:.0%})",
+              f"Share of the tickets resolved in the last {win} that automation closed: the alert resolved after "
+              f"a playbook acted, before any person acted on the ticket ({KPI}_auto_recovery_ratio). Red below "
+              "the target (alerts.kpi.auto_recovery_ratio, KpiAutoRecoveryLow).", "percentunit",
+              [prom(f"max({KPI}_auto_recovery_ratio)", "auto-recovery", instant=True)],
+              thresholds=steps([(None, RED), (k["auto_recovery_ratio"], GREEN)]), min_value=0, max_value=1,
+              w=4, h=6),
+        panel(_stat(), f"Response time (target ≤ {_human(k['response'])})",
+              f"Mean time from a ticket's (re)opening to its first response over the last {win}: a person "
+              "acknowledging, resolving, reassigning or commenting, or a playbook action; unanswered tickets count "
+              f"with the time they waited ({KPI}_response_seconds). Red past the target (alerts.kpi.response, "
+              "KpiResponseSlow).", "s",
+              [prom(f"max({KPI}_response_seconds)", "response", instant=True)],
+              thresholds=steps([(None, GREEN), (k["response"], RED)]), w=4, h=6),
+    ]
+
+
 def trend_row(cfg: dict) -> list:
     return [
         panel(timeseries.Panel().fill_opacity(60).line_width(0), "Tickets per day",
@@ -185,8 +234,8 @@ def remediation_row(cfg: dict) -> list:
               [prom(f"{recovered} / {decided}", "success rate")],
               thresholds=success_thresholds, min_value=0, max_value=1, w=6, h=5),
         panel(_stat(), "Automation rate",
-              "Share of resolved tickets that automation closed without a person: a playbook recovered the "
-              "service and nobody acknowledged the ticket (opsstack_remediation_tickets_resolved_total, "
+              "Share of resolved tickets that automation closed without a person: the alert resolved after a "
+              "playbook acted and before any person acted on the ticket (opsstack_remediation_tickets_resolved_total, "
               "closed_by=automation vs people), over the last $__rate_interval window with resolved tickets.",
               "percentunit",
               [prom(f'sum(increase({CLOSED}{{closed_by="automation"}}[$__rate_interval])) / '
@@ -266,6 +315,9 @@ def build(cfg: dict) -> dict:
         d = d.with_panel(p)
     d = d.with_row(dash.Row("Response (last 30 days)"))
     for p in kpi_row(cfg):
+        d = d.with_panel(p)
+    d = d.with_row(dash.Row(f"Outcome KPIs against targets (last {_human(cfg['receiver']['kpis']['window'])})"))
+    for p in outcome_row(cfg):
         d = d.with_panel(p)
     d = d.with_row(dash.Row("Trends"))
     for p in trend_row(cfg):

@@ -83,11 +83,13 @@ def system_health(cfg: dict) -> list:
                                    "{{service}}", instant=True)],
               thresholds=steps([(None, RED), (objective, GREEN)]), decimals=3, w=12, h=6),
         panel(_bars(), "Service CPU vs limit",
-              "CPU used by each service process over its configured limit "
-              "(process_cpu_seconds_total / opsstack_service_cpu_limit_cores). ServiceCpuHigh fires "
+              "CPU used by each service over its configured limit: the service's own "
+              "opsstack_service_cpu_seconds_total where it exports one, else process_cpu_seconds_total, "
+              "over opsstack_service_cpu_limit_cores (as ServiceCpuHigh reads it). ServiceCpuHigh fires "
               f"above {svc_cpu:.0%} for {_dur(a['service']['cpu_for'])}.",
               "percentunit",
-              [prom(f"sum by (service) (rate(process_cpu_seconds_total{{{p},{SERVICE}}}[$__rate_interval]))\n"
+              [prom(f"sum by (service) (rate(opsstack_service_cpu_seconds_total{{{p},{SERVICE}}}[$__rate_interval])\n"
+                    f"  or rate(process_cpu_seconds_total{{{p},{SERVICE}}}[$__rate_interval]))\n"
                     f"/ on (service)\nmax by (service) (opsstack_service_cpu_limit_cores{{{p},{SERVICE}}})",
                     "{{service}}", instant=True)],
               thresholds=steps([(None, GREEN), (svc_cpu, RED)]), min_value=0, max_value=1, w=8, h=7),
@@ -243,6 +245,36 @@ def user_activity(cfg: dict) -> list:
                     "requests/min"),
                prom(f"max_over_time(sum({series.REQUESTS_5M}{{{SERVICE_REGION}}})[1d:1m]) * 60", "24h peak")],
               min_value=0, w=24, h=8),
+    ] + peak_forecast(cfg)
+
+
+PEAK = 'job="opsstack_forecaster",kind=~"requests|sessions"'
+
+
+def peak_forecast(cfg: dict) -> list:
+    """The forecaster's next daily peak of the platform's traffic and sessions (forecasters/peak.py):
+    platform-wide targets, so the service/region variables do not apply."""
+    return [
+        panel(_stat(), "Next daily peak (forecast)",
+              "When the forecaster expects the next daily peak of the platform's request rate and of its "
+              "concurrent users (opsstack_forecast_next_peak_timestamp_seconds, edge=peak; from the daily "
+              "profile of the last 7 days of history). Platform-wide: the service/region variables do not "
+              "apply. No value: less than a day of history yet.",
+              "dateTimeAsLocal",
+              [prom(f'opsstack_forecast_next_peak_timestamp_seconds{{{PEAK},edge="peak"}} * 1000', "{{target}}",
+                    instant=True)], w=8, h=6),
+        panel(_stat(), "Daily peak window (local hours)",
+              "Hour of day of the forecast peak and its window (the hours within 10% of the peak-to-trough "
+              "range of the daily profile), local time of forecast.timezone (label timezone), e.g. start "
+              "14, end 16 for the demo's 14:00-16:00 plateau (opsstack_forecast_peak_hour).",
+              "none",
+              [prom(f"opsstack_forecast_peak_hour{{{PEAK}}}", "{{target}} {{edge}}", instant=True)],
+              decimals=1, w=8, h=6),
+        panel(_stat(), "Expected at the next peak",
+              "Forecast value of each target at its next daily peak (opsstack_forecast_next_peak_value): "
+              "requests per second for `requests`, active sessions for `sessions`.",
+              "short",
+              [prom(f"opsstack_forecast_next_peak_value{{{PEAK}}}", "{{target}}", instant=True)], w=8, h=6),
     ]
 
 

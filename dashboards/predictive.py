@@ -54,6 +54,7 @@ def _stat() -> stat.Panel:
 
 def forecasts(cfg: dict) -> list:
     a = cfg["forecast"]["alerts"]
+    kh = cfg["forecast"]["kind_horizons"]
     band_sql = (
         "SELECT ts AS time, target || ' forecast' AS metric, yhat AS value FROM forecast_points\n"
         "WHERE target ~ '^(${target:regex})$' AND $__timeFilter(ts)\n"
@@ -80,11 +81,11 @@ def forecasts(cfg: dict) -> list:
         panel(_stat(), "Time to threshold",
               "Seconds until the forecast crosses each configured threshold "
               "(opsstack_forecast_seconds_to_threshold); red within the memory alert horizon "
-              f"({a['memory_within'] / 3600:g}h), orange within the disk alert horizon "
-              f"({a['disk_within'] / 86400:g}d). No value / +Inf: not within the longest horizon.",
+              f"({kh['memory'] / 3600:g}h), orange within the disk alert horizon "
+              f"({kh['disk'] / 86400:g}d). No value / +Inf: not within the target's longest horizon.",
               "s", [prom(f"min by (target, threshold) (opsstack_forecast_seconds_to_threshold{{{TARGET}}})",
                          "{{target}} → {{threshold}}", instant=True)],
-              thresholds=steps([(None, RED), (a["memory_within"], ORANGE), (a["disk_within"], GREEN)]),
+              thresholds=steps([(None, RED), (kh["memory"], ORANGE), (kh["disk"], GREEN)]),
               w=12, h=8),
         panel(bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
               .orientation(VizOrientation.HORIZONTAL), "Probability of crossing",

@@ -8,9 +8,10 @@
     opsstack demo purge [--service S] [--tags T1,T2]
     opsstack demo replace --service S [--region R]
     opsstack demo state [--service S]
+    opsstack demo mailsink                    the local mail sink (SMTP + web page; the launcher runs it)
 
-Client commands find the running stack's ports in demo.ports, or else in
-<run_dir>/opsstack.resolved.yaml written by `opsstack up`. `run(args, cfg)` is the entry
+Client commands find the running stack's ports in demo.ports: the `opsstack` CLI gives them
+the config the running stack was resolved with (<run_dir>/opsstack.resolved.yaml). `run(args, cfg)` is the entry
 point: it builds the config views (demo, platform, stack) once and hands them down.
 """
 from __future__ import annotations
@@ -23,11 +24,11 @@ import threading
 import urllib.error
 import urllib.request
 
-import yaml
 from prometheus_client import disable_created_metrics
 
-from core.config import RESOLVED_NAME, run_dir, view
+from core.config import view
 from demo.faults import KINDS
+from demo.mailsink import MailSink
 from demo.service import DemoService
 
 
@@ -61,6 +62,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--region", help="default: every region")
     p = sub.add_parser("state", help="print the state of the running demo services (JSON)")
     p.add_argument("--service")
+    sub.add_parser("mailsink", help="run the local mail sink (SMTP on stack.ports.mailsink_smtp, "
+                                    "web page on stack.ports.mailsink_web)")
 
 
 class NotRunning(Exception):
@@ -69,19 +72,12 @@ class NotRunning(Exception):
 
 def running_ports(demo, stack) -> tuple[str, dict]:
     """(host, demo ports) of the running stack (``demo``, ``stack``: the views of those
-    sections): from the config, else the resolved file."""
-    if demo.ports:
-        return stack.host, demo.ports
-    p = run_dir(stack) / RESOLVED_NAME
-    try:
-        resolved = yaml.safe_load(p.read_text())
-        ports = resolved["demo"]["ports"]
-        host = resolved["stack"]["host"]
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-        raise NotRunning(f"the demo platform is not running (no {p}); start it with `opsstack up`") from None
-    if not ports:
-        raise NotRunning("the running stack has no demo platform (demo.enabled is false)")
-    return host, ports
+    sections). The `opsstack` CLI hands the client commands the config the running stack
+    was resolved with (stack/cli.py), which holds demo.ports."""
+    if not demo.ports:
+        raise NotRunning("the demo platform is not running (no demo ports in the config); "
+                         "start it with `make up` or `opsstack up`")
+    return stack.host, demo.ports
 
 
 def call(host: str, port: int, method: str, path: str, body: dict | None = None, timeout: float = 10,
@@ -155,10 +151,31 @@ def _serve(args, demo, platform, stack) -> int:
     return 0
 
 
+def _mailsink(stack) -> int:
+    ports = stack.ports
+    if not isinstance(ports.mailsink_smtp, int) or not isinstance(ports.mailsink_web, int):
+        print("opsstack demo: stack.ports.mailsink_smtp/mailsink_web are 'auto' "
+              "(run the mail sink through `opsstack up`, or set them)", file=sys.stderr)
+        return 2
+    try:
+        sink = MailSink(stack.host, ports.mailsink_smtp, ports.mailsink_web).start()
+    except (OSError, RuntimeError) as exc:
+        print(f"opsstack demo: mail sink cannot listen: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    sink.stop()
+    return 0
+
+
 def run(args, cfg) -> int:
     demo, platform, stack = view(cfg, "demo"), view(cfg, "platform"), view(cfg, "stack")
     if args.action == "serve":
         return _serve(args, demo, platform, stack)
+    if args.action == "mailsink":
+        return _mailsink(stack)
     if args.action == "faults" and not args.active:
         for kind, (what, rate) in KINDS.items():
             print(f"{kind:<17} {what}\n{'':<17} --rate: {rate}")

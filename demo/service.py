@@ -23,7 +23,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from core.config import run_dir, view
@@ -235,6 +235,12 @@ class DemoService:
         self._leak: list[mmap.mmap] = []
         self._leak_bytes = 0
         self._cpu_duty = 0.0
+        # cpu-ramp accounting (opsstack_service_cpu_seconds_total): CPU the burner really got,
+        # and the CPU its duty cycle asked for (duty x wall time), whatever the machine gave it
+        self._burn_used = 0.0
+        self._burn_demand = 0.0
+        self._cpu_lock = threading.Lock()
+        self._cpu_reported = 0.0
         self._burner: threading.Thread | None = None
         self._fill_chunk = b"\xa5" * (1024 * 1024)
         self._stop = threading.Event()
@@ -271,6 +277,17 @@ class DemoService:
                 self.m_cache.labels(r, result)
             self.m_replace.labels(r)
         reg.register(_StateCollector(self))
+
+    def service_cpu_seconds(self) -> float:
+        """CPU seconds of the service as it accounts its own work (opsstack_service_cpu_seconds_total):
+        the process's CPU time, with the cpu-ramp burner counted at the duty cycle it was asked for
+        instead of what a busy machine let it have, so the fault and ServiceCpuHigh agree on any
+        machine. Never goes down (the two clocks are read at slightly different moments)."""
+        t = os.times()
+        with self._cpu_lock:
+            value = t.user + t.system - self._burn_used + self._burn_demand
+            self._cpu_reported = max(self._cpu_reported, value)
+            return self._cpu_reported
 
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -461,6 +478,9 @@ class DemoService:
             rest = period - (time.monotonic() - start_wall)
             if rest > 0:
                 time.sleep(rest)
+            with self._cpu_lock:
+                self._burn_used += time.thread_time() - start_cpu
+                self._burn_demand += duty * (time.monotonic() - start_wall)
         self._cpu_duty = 0.0
 
     # ------------------------------------------------------------------ region instance
@@ -655,6 +675,9 @@ class _StateCollector:
                                 value=s.svc.memory_limit_bytes)
         yield GaugeMetricFamily("opsstack_service_cpu_limit_cores", "CPU cores the service may use.",
                                 value=s.svc.cpu_limit_cores)
+        yield CounterMetricFamily("opsstack_service_cpu_seconds", "CPU seconds of the service's work: "
+                                  "process CPU time with the cpu-ramp burn counted at its duty cycle.",
+                                  value=s.service_cpu_seconds())
         used = GaugeMetricFamily("opsstack_volume_used_bytes", "Bytes used on the service's data volume.",
                                  labels=["volume"])
         used.add_metric([VOLUME_NAME], s.volume.used())

@@ -21,8 +21,8 @@ from forecasters.models import FitContext, clip, make_model
 log = logging.getLogger(__name__)
 
 # Simpler first: ties (within 1%) go to the simpler model.
-SIMPLICITY = ["naive", "recent_mean", "ses", "seasonal_naive", "seasonal_mean", "seasonal_ses", "linear_trend",
-              "long_trend", "prophet_flat", "prophet"]
+SIMPLICITY = ["naive", "recent_mean", "ses", "seasonal_naive", "seasonal_mean", "seasonal_ses",
+              "seasonal_ses_smooth", "theta", "damped_trend", "linear_trend", "long_trend", "prophet_flat", "prophet"]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class BacktestResult:
     fits: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     scale: float = 1.0
+    score_from: int = 0                            # scores use the folds from this index on (the newest)
 
     def residuals(self, model: str) -> np.ndarray:
         return self.truth - self.forecasts[model]
@@ -54,7 +55,8 @@ class BacktestResult:
         name = "median:" + "+".join(sorted(ranked, key=_simplicity))
         if name not in self.forecasts:
             self.forecasts[name] = np.median([self.forecasts[m] for m in ranked], axis=0)
-            self.scores[name] = _score(self.truth, self.forecasts[name], self.scale)
+            self.scores[name] = _score(self.truth[self.score_from:], self.forecasts[name][self.score_from:],
+                                       self.scale)
         return name
 
     def best(self) -> str:
@@ -86,8 +88,12 @@ def plan_origins(n: int, horizon: int, folds: int, min_train: int) -> list[int]:
 
 
 def run(t: np.ndarray, y: np.ndarray, ctx: FitContext, candidates: tuple[str, ...], horizon: int,
-        folds: int = 4, min_train: int | None = None, combine: bool = False) -> BacktestResult | None:
-    """Backtest every candidate; None when the history is too short for even one fold."""
+        folds: int = 4, min_train: int | None = None, combine: bool = False,
+        score_folds: int | None = None) -> BacktestResult | None:
+    """Backtest every candidate; None when the history is too short for even one fold.
+
+    score_folds: the scores (model choice) use only the newest score_folds origins; the older
+    ones only add residuals for the interval calibration (None = all)."""
     n = len(y)
     if min_train is None:
         min_train = max(24, n // 3)
@@ -102,6 +108,7 @@ def run(t: np.ndarray, y: np.ndarray, ctx: FitContext, candidates: tuple[str, ..
         seg = y[o:o + horizon]
         truth[i, :len(seg)] = seg
     offsets = np.arange(1, horizon + 1) * ctx.step
+    sf = 0 if not score_folds else max(0, len(origins) - score_folds)
     forecasts, scores, failed, fits = {}, {}, {}, 0
     for name in candidates:
         out = np.full((len(origins), horizon), np.nan)
@@ -117,16 +124,16 @@ def run(t: np.ndarray, y: np.ndarray, ctx: FitContext, candidates: tuple[str, ..
         if ctx.lower is not None or ctx.upper is not None:
             out = clip(out, ctx.lower, ctx.upper)
         forecasts[name] = out
-        scores[name] = _score(truth, out, scale)
+        scores[name] = _score(truth[sf:], out[sf:], scale)
     res = BacktestResult(horizon=horizon, origins=origins, scores=scores, forecasts=forecasts,
-                         truth=truth, fits=fits, failed=failed, scale=scale)
+                         truth=truth, fits=fits, failed=failed, scale=scale, score_from=sf)
     if combine and len(scores) >= 2:
         top = sorted((k for k in scores if np.isfinite(scores[k])), key=scores.get)[:3]
         for a, b in itertools.combinations(top, 2):
             key = "+".join(sorted((a, b), key=_simplicity))
             f = (forecasts[a] + forecasts[b]) / 2
             forecasts[key] = f
-            scores[key] = _score(truth, f, scale)
+            scores[key] = _score(truth[sf:], f[sf:], scale)
     return res
 
 

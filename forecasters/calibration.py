@@ -5,6 +5,13 @@ step k (1..H). The band at step k is the (1-level)/2 and (1+level)/2 quantiles o
 pooled over all folds and the steps near k (a log-scale neighbourhood, so the short horizons
 have their own narrow band), made non-decreasing in k. Past the backtest horizon the band grows
 like sqrt(k) for level models and like k for trend models (a slope error grows linearly).
+
+Per-series conformal step (`calibrate`): the band is the union of that residual band, scaled by a
+factor s, and (within the backtest horizon) a "recent range" floor (the central quantiles of the last few hours of values, which
+keeps the band from collapsing to zero width on spiky or intermittent series where most backtest
+residuals are exactly 0). s is the smallest factor for which the union covers `level` (+ a small
+finite-sample margin) of the backtest truth, each fold with the floor of its own origin: so the band
+covers about `level` on every series, not just on average.
 """
 from __future__ import annotations
 
@@ -23,6 +30,9 @@ class Band:
     step: float          # seconds per step
     level: float = 0.8
     growth: float = 0.5  # exponent of the extrapolation past H
+    scale: float = 1.0   # conformal factor on lo/hi (calibrate)
+    floor_lo: float | None = None   # the band always includes [floor_lo, floor_hi] (absolute values:
+    floor_hi: float | None = None   # the recent range, for level forecasts; set_floor)
 
     @property
     def horizon(self) -> int:
@@ -39,11 +49,28 @@ class Band:
             f = (k[past] / H) ** self.growth
             lo[past] = self.lo[-1] * f
             hi[past] = self.hi[-1] * f
-        return lo, hi
+        return lo * self.scale, hi * self.scale
+
+    def set_floor(self, recent: tuple[float, float]) -> "Band":
+        """Within the calibrated horizon the band always includes the recent range (recent_range);
+        past it (where a trend moves away from where the series just was) it does not."""
+        self.floor_lo, self.floor_hi = recent
+        return self
+
+    def interval(self, yhat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) absolute band around the forecast yhat at offsets (seconds)."""
+        lo, hi = self.at(offsets)
+        lower, upper = yhat + lo, yhat + hi
+        if self.floor_lo is not None:
+            near = np.asarray(offsets, float) / self.step <= self.horizon + 0.5
+            lower = np.where(near, np.minimum(lower, self.floor_lo), lower)
+            upper = np.where(near, np.maximum(upper, self.floor_hi), upper)
+        return lower, upper
 
     def to_dict(self) -> dict:
         return {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "step": self.step,
-                "level": self.level, "growth": self.growth}
+                "level": self.level, "growth": self.growth, "scale": self.scale,
+                "floor_lo": self.floor_lo, "floor_hi": self.floor_hi}
 
 
 def band_from_residuals(res: np.ndarray, step: float, level: float = 0.8, growth: float = 0.5,
@@ -67,6 +94,42 @@ def band_from_residuals(res: np.ndarray, step: float, level: float = 0.8, growth
     lo = np.minimum.accumulate(lo) * widen
     hi = np.maximum.accumulate(hi) * widen
     return Band(lo=lo, hi=hi, step=step, level=level, growth=growth)
+
+
+def recent_range(y: np.ndarray, rows: int, level: float = 0.8) -> tuple[float, float]:
+    """Central quantiles of the last `rows` values: the (1-level)/2 + 0.1 and (1+level)/2 - 0.1
+    quantiles (0.2 and 0.8 for an 80% band): where the series has just been."""
+    tail = np.asarray(y, float)[-max(1, rows):]
+    q = max(0.0, (1 - level) / 2 + 0.1)
+    return float(np.quantile(tail, q)), float(np.quantile(tail, 1 - q))
+
+
+def calibrate(band: Band, forecasts: np.ndarray, truth: np.ndarray, floors: np.ndarray | None,
+              margin: float = 0.02, max_scale: float = 3.0) -> Band:
+    """Per-series conformal calibration of `band` on its backtest folds.
+
+    forecasts, truth: (folds, H) backtest forecasts of the chosen model and the truth (NaN past the end);
+    floors: (folds, 2) recent range at each fold origin (None: no floor). Sets band.scale to the smallest
+    s in [0, max_scale] for which the union of s * band and the fold's floor covers level + margin of the
+    backtest truth.
+    """
+    ok = np.isfinite(truth) & np.isfinite(forecasts)
+    if not ok.any():
+        return band
+    H = truth.shape[1]
+    lo, hi = band.lo[np.minimum(np.arange(H), band.horizon - 1)], band.hi[np.minimum(np.arange(H), band.horizon - 1)]
+    r = truth - forecasts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(r >= 0, np.where(hi > 0, r / hi, np.where(r > 0, np.inf, 0.0)),
+                        np.where(lo < 0, r / lo, np.inf))
+    if floors is not None:
+        inside = (truth >= floors[:, :1]) & (truth <= floors[:, 1:])
+        need = np.where(inside, 0.0, need)
+    need = need[ok]
+    target = min(1.0, band.level + margin)
+    s = float(np.quantile(need, target, method="higher"))
+    band.scale = min(max_scale, s) if np.isfinite(s) else max_scale
+    return band
 
 
 def band_from_noise(y: np.ndarray, step: float, level: float = 0.8, horizon: int = 12) -> Band:

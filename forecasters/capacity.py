@@ -72,8 +72,35 @@ def row_from_store(s: dict) -> dict:
     }
 
 
-def to_json(rows: list[dict], generated: float) -> str:
-    return json.dumps({"generated_at": _iso(generated), "targets": rows}, indent=2, default=str) + "\n"
+def waiting_row(target, have: float, need: float) -> dict:
+    """A target that has too little history to forecast yet (forecasters.service.Waiting)."""
+    return {"target": target.name, "kind": target.kind, "service": target.service, "team": target.team,
+            "history_seconds": float(have), "needed_seconds": float(need),
+            "remaining_seconds": max(0.0, float(need) - float(have))}
+
+
+def waiting_from_store(w: dict) -> dict:
+    """One waiting row from forecasters.storage.Store.waiting()."""
+    have, need = w["history_seconds"], w["needed_seconds"]
+    return {"target": w["target"], "kind": w["kind"], "service": w["service"], "team": w["team"],
+            "history_seconds": have, "needed_seconds": need, "remaining_seconds": max(0.0, need - have)}
+
+
+def to_json(rows: list[dict], generated: float, waiting: list[dict] = ()) -> str:
+    return json.dumps({"generated_at": _iso(generated), "targets": rows, "waiting": list(waiting)},
+                      indent=2, default=str) + "\n"
+
+
+def duration(seconds: float) -> str:
+    """A span for people: 0s, 45s, 35m, 1h 5m, 2d 3h."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    d, rest = divmod(s, 86400)
+    h, rest = divmod(rest, 3600)
+    m = rest // 60
+    parts = [f"{d}d"] * bool(d) + [f"{h}h"] * bool(h) + [f"{m}m"] * bool(m and not d)
+    return " ".join(parts) or "0s"
 
 
 def _num(v) -> str:
@@ -89,7 +116,7 @@ def _date(iso: str | None) -> str:
     return iso[:10] if iso else "not within horizon"
 
 
-def to_markdown(rows: list[dict], generated: float) -> str:
+def to_markdown(rows: list[dict], generated: float, waiting: list[dict] = ()) -> str:
     out = [f"# Capacity report", "", f"Generated {_iso(generated)}. Values in each target's unit "
            "(ratios 0..1, bytes, seconds). Dates are when the forecast reaches the threshold; the "
            "range is when the 80% band's edges reach it.", "",
@@ -112,11 +139,29 @@ def to_markdown(rows: list[dict], generated: float) -> str:
             rng = f"{_date(th['earliest'])} .. {_date(th['latest'])}"
             out.append(f"| {r['target']} | {r['service']} | {_num(r['current'])} | {g} | {fut} | "
                        f"{_num(th['threshold'])} | {_date(th['reached_at'])} | {rng} | {r['model']} |")
+    if waiting:
+        out += ["", "## Waiting for history", "",
+                "Not forecast yet: too little history in Prometheus. Each target needs this much before "
+                "its first forecast (forecast.min_history).", "",
+                "| Target | Service | History so far | Needed | Still to wait |", "|---|---|---|---|---|"]
+        for w in waiting:
+            out.append(f"| {w['target']} | {w['service']} | {duration(w['history_seconds'])} | "
+                       f"{duration(w['needed_seconds'])} | {duration(w['remaining_seconds'])} |")
     out += ["", "## What to do", ""]
     urgent = [(r, th) for r in rows for th in r["thresholds"] if th["reached_at"]]
     urgent.sort(key=lambda x: x[1]["reached_at"])
     if not urgent:
-        out.append("No threshold is forecast to be reached within the horizons.")
+        if rows:
+            out.append("No threshold is forecast to be reached within the horizons.")
+            if waiting:
+                out.append(f"{len(waiting)} target(s) have not enough history to be forecast yet (see Waiting "
+                           "for history): they are not covered by this.")
+        elif waiting:
+            need = max(w["remaining_seconds"] for w in waiting)
+            out.append(f"Not enough history to forecast yet: no target has the history it needs, so nothing "
+                       f"can be said about thresholds. Run the report again in {duration(need)}.")
+        else:
+            out.append("No forecasts yet: the forecaster has not run, or it has no targets.")
     for r, th in urgent:
         probs = ", ".join(f"{p * 100:.0f}% within {h}" for h, p in th["probability"].items())
         out.append(f"- **{r['target']}** ({r['service']}, team {r['team']}) reaches {_num(th['threshold'])} "

@@ -14,7 +14,7 @@ import psycopg
 from forecasters import capacity
 from forecasters.engine import Forecast
 from forecasters.prom import QueryError
-from forecasters.service import Forecaster
+from forecasters.service import Forecaster, Waiting
 from forecasters.storage import Store, database_url
 from forecasters.targets import build
 
@@ -43,11 +43,13 @@ def run(args, cfg) -> int:
             results = fc.run_once(now)
         finally:
             fc.close()
-        rows = []
+        rows, waiting = [], []
         for t in targets:
             res = results[t.name]
             if isinstance(res, Forecast):
                 rows.append(capacity.row_from_forecast(t, res))
+            elif isinstance(res, Waiting):
+                waiting.append(capacity.waiting_row(t, res.have, res.need))
             else:
                 log.warning("event=capacity_target_failed target=%s error=%r", t.name, str(res))
     else:
@@ -59,12 +61,14 @@ def run(args, cfg) -> int:
         try:
             store.migrate()
             summaries = store.summaries()
+            waiting = [capacity.waiting_from_store(w) for w in store.waiting()
+                       if not args.target or w["target"] in args.target]
         except psycopg.Error as exc:
             print(f"opsstack capacity report: cannot read the forecasts from PostgreSQL: "
                   f"{str(exc).strip().splitlines()[0]}", file=sys.stderr)
             return 2
         rows = [capacity.row_from_store(s) for s in summaries if not args.target or s["target"] in args.target]
-    md = capacity.to_markdown(rows, now)
+    md = capacity.to_markdown(rows, now, waiting)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(md)
@@ -72,5 +76,5 @@ def run(args, cfg) -> int:
         sys.stdout.write(md)
     if args.json:
         with open(args.json, "w") as f:
-            f.write(capacity.to_json(rows, now))
+            f.write(capacity.to_json(rows, now, waiting))
     return 0

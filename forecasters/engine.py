@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forecasters import backtest
-from forecasters.calibration import Band, band_from_noise, band_from_residuals, sample_paths
+from forecasters.calibration import Band, band_from_noise, band_from_residuals, calibrate, recent_range, sample_paths
 from forecasters.models import DAY, DEFAULT_CANDIDATES, WEEK, FitContext, clip, make_model
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,11 @@ class Spec:
     upper: float | None = None
     seasonalities: tuple[float, ...] = (DAY, WEEK)
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
-    folds: int = 4
-    ensemble: int = 5                               # median of the k best models (1 = the best alone)
-    ensemble_within: float = 1.2                    # ... among those within this factor of the best score
+    folds: int = 4                                  # backtest origins that score the candidates (the newest)
+    calibration_folds: int = 8                      # origins whose residuals calibrate the band (>= folds)
+    recent_window: float = 12 * 3600.0              # seconds of history of the band's recent-range floor
+    ensemble: int = 7                               # median of the k best models (1 = the best alone)
+    ensemble_within: float = 1.3                    # ... among those within this factor of the best score
     backtest_horizon: float | None = None           # seconds; None = from the history length
     level: float = 0.8
     samples: int = 400
@@ -165,7 +167,8 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
     if constant and spec.model is None:
         chosen = "naive"   # nothing to learn; the band comes from the (zero) step changes
     elif spec.model is None:
-        bt = backtest.run(t, y, ctx, spec.candidates, H, folds=spec.folds)
+        bt = backtest.run(t, y, ctx, spec.candidates, H, folds=max(spec.folds, spec.calibration_folds),
+                          score_folds=spec.folds)
         if bt is None:
             chosen = "linear_trend" if "linear_trend" in spec.candidates else spec.candidates[0]
         elif spec.ensemble > 1:
@@ -176,17 +179,26 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
     else:
         chosen = spec.model
         if spec.folds > 0:
-            bt = backtest.run(t, y, ctx, (chosen,), H, folds=spec.folds, combine=False)
+            bt = backtest.run(t, y, ctx, (chosen,), H, folds=max(spec.folds, spec.calibration_folds),
+                              combine=False, score_folds=spec.folds)
             fits += bt.fits if bt else 0
     model = _fit(chosen, ctx, t, y)
     fits += len(model_parts(chosen))
     growth_exp = 1.0 if model.error_growth == "trend" else 0.5
     if bt is not None and chosen in bt.forecasts:
         band = band_from_residuals(bt.residuals(chosen), step, spec.level, growth_exp, spec.widen)
+        # per-series conformal step: scale the band (and add the recent-range floor) so that it covers
+        # `level` of this series' backtest truth; each fold gets the floor of its own origin
+        rows = max(2, int(round(spec.recent_window / step)))
+        floors = np.array([recent_range(y[:o], rows, spec.level) for o in bt.origins])
+        band = calibrate(band, bt.forecasts[chosen], bt.truth, floors)
         bt_mase = bt.scores.get(chosen)
+        fc_b = bt.forecasts[chosen]
         lo_b, hi_b = band.at(np.arange(1, H + 1) * step)
-        bt_cov = float(np.nanmean(((bt.truth >= bt.forecasts[chosen] + lo_b) &
-                                   (bt.truth <= bt.forecasts[chosen] + hi_b))[np.isfinite(bt.truth)]))
+        lower_b, upper_b = fc_b + lo_b, fc_b + hi_b
+        lower_b, upper_b = np.minimum(lower_b, floors[:, :1]), np.maximum(upper_b, floors[:, 1:])
+        band.set_floor(recent_range(y, rows, spec.level))
+        bt_cov = float(np.nanmean(((bt.truth >= lower_b) & (bt.truth <= upper_b))[np.isfinite(bt.truth)]))
         scores = dict(bt.scores)
     else:
         band = band_from_noise(y, step, spec.level, horizon=max(1, H))
@@ -203,9 +215,10 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
             np.asarray(spec.horizons, float),
         ]))
     yhat = clip(model.predict(offsets), spec.lower, spec.upper)
-    lo_d, hi_d = band.at(offsets)
-    lower = clip(yhat + lo_d, spec.lower, spec.upper)
-    upper = clip(yhat + hi_d, spec.lower, spec.upper)
+    lower, upper = band.interval(yhat, offsets)
+    lo_d, hi_d = lower - yhat, upper - yhat
+    lower = clip(lower, spec.lower, spec.upper)
+    upper = clip(upper, spec.lower, spec.upper)
     curve_t = t[-1] + offsets
     # ---- operator numbers
     horizons = {}
@@ -240,8 +253,8 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
             fits += len(model_parts(chosen))
             offs = t[-a:] - t[-a - 1]
             pred = clip(m2.predict(offs), spec.lower, spec.upper)
-            lo2, hi2 = band.at(offs)
-            anomaly = bool(y[-1] < pred[-1] + lo2[-1] or y[-1] > pred[-1] + hi2[-1])
+            lo2, hi2 = band.interval(pred, offs)
+            anomaly = bool(y[-1] < lo2[-1] or y[-1] > hi2[-1])
         except Exception as exc:  # anomaly is a bonus, never a failed run
             log.debug("event=nowcast_failed error=%r", exc)
     month_i = int(np.argmin(np.abs(offsets - min(MONTH, offsets[-1]))))

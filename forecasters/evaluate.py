@@ -115,6 +115,7 @@ class TaskResult:
     chosen: str
     fits: int
     seconds: float
+    cpu: float = 0.0         # CPU seconds of our forecaster alone (backtest, choice, fits, band)
 
 
 def evaluate_one(path: str, cutoff: float, with_prophet_default: bool = True, widen: float = 1.0,
@@ -143,11 +144,13 @@ def evaluate_one(path: str, cutoff: float, with_prophet_default: bool = True, wi
     spec = Spec(step=step, horizons=(h * step,), widen=widen)
     if models:
         spec = Spec(step=step, horizons=(h * step,), widen=widen, candidates=tuple(models))
+    c0 = time.process_time()
     fc = forecast_series(tt, yt, spec, horizon_rows=h)
+    cpu = time.process_time() - c0
     fits += fc.fits
     score("opsstack", fc.yhat, fc.lower, fc.upper)
     return TaskResult(series=Path(path).stem, cutoff=cutoff, rows=n, results=res, chosen=fc.model,
-                      fits=fits, seconds=time.perf_counter() - started)
+                      fits=fits, seconds=time.perf_counter() - started, cpu=cpu)
 
 
 def _init_worker():

@@ -9,11 +9,13 @@ from core.prom import Prometheus, PrometheusError, PrometheusUnreachable, base_u
 
 
 class QueryError(RuntimeError):
-    """A target's history could not be read; ``unreachable`` when Prometheus did not answer."""
+    """A target's history could not be read; ``unreachable`` when Prometheus did not answer,
+    ``empty`` when the query matched no series (a fresh stack, before the first scrapes)."""
 
-    def __init__(self, message: str, unreachable: bool = False):
+    def __init__(self, message: str, unreachable: bool = False, empty: bool = False):
         super().__init__(message)
         self.unreachable = unreachable
+        self.empty = empty
 
 
 def prometheus_url(forecast, cfg: dict) -> str:
@@ -36,7 +38,7 @@ def query_range(base: str, query: str, start: float, end: float, step: float,
         raise QueryError(str(exc)) from None
     result = data["result"]
     if not result:
-        raise QueryError("the query returned no series")
+        raise QueryError("the query returned no series", empty=True)
     if len(result) > 1:
         raise QueryError(f"the query returned {len(result)} series; aggregate it to one (sum/max by ())")
     vals = result[0]["values"]

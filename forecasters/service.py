@@ -23,12 +23,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from core.config import view
 from core.exporter import ExporterCollector
 from forecasters.engine import Forecast, forecast_series, seconds_until
+from forecasters.peak import DailyPeak, daily_peak
 from forecasters.prom import QueryError, prometheus_url, query_range
 from forecasters.targets import Target, build, threshold_label
 
 log = logging.getLogger("opsstack.forecaster")
 
 TARGET_LABELS = ["target", "kind", "service", "team"]
+RETRY_UNREACHABLE = 30.0   # seconds to the next pass after Prometheus did not answer
 
 
 @dataclass
@@ -41,7 +43,18 @@ class TargetState:
     errors: int = 0
     fits: int = 0
     last_error: str | None = None
-    waiting: bool = False          # not enough history yet (not an error)
+    waiting: bool = False          # the last pass found no or too little history (not an error)
+    history: float | None = None   # seconds of history the last range query returned
+    needed: float | None = None    # seconds of history the target waits for (forecast.min_history)
+    peak: DailyPeak | None = None  # the daily profile's peak (request-rate / sessions targets)
+
+    @property
+    def status(self) -> str:
+        """error (the last pass failed), ok (it has a forecast and the last pass did not fail) or
+        waiting (no or too little history yet, or no pass yet): waiting is not an error."""
+        if self.last_error:
+            return "error"
+        return "ok" if self.forecast is not None else "waiting"
 
 
 @dataclass
@@ -59,7 +72,16 @@ class State:
 
 
 class Waiting(Exception):
-    """Not enough history yet to forecast the target: neither a result nor an error."""
+    """Not enough history yet to forecast the target: neither a result nor an error.
+    ``have``: seconds of history there is, ``need``: seconds the target waits for."""
+
+    def __init__(self, message: str, have: float = 0.0, need: float = 0.0):
+        super().__init__(message)
+        self.have = have
+        self.need = need
+
+
+STATES = ("waiting", "ok", "error")
 
 
 def shard(targets: list[Target], spec: str | None) -> list[Target]:
@@ -92,7 +114,7 @@ class Forecaster:
         self.store = store
         self.workers = workers or settings.workers
         self.prometheus = prometheus
-        self.state = State(targets={t.name: TargetState(t) for t in self.targets})
+        self.state = State(targets={t.name: TargetState(t, needed=settings.min_history) for t in self.targets})
         self._pool: ProcessPoolExecutor | None = None
         self._history: dict[str, tuple] = {}
         self.min_history = settings.min_history
@@ -105,6 +127,10 @@ class Forecaster:
         settings = view(cfg, "forecast")
         return cls(settings, targets if targets is not None else build(cfg),
                    prometheus or prometheus_url(settings, cfg), store=store, workers=workers)
+
+    def _had_history(self, name: str) -> bool:
+        """This target was forecast before (or had enough history): losing it now is an error."""
+        return name in self._history or self.state.targets[name].forecast is not None
 
     # ---- workers
     def pool(self) -> ProcessPoolExecutor | None:
@@ -136,18 +162,38 @@ class Forecaster:
         query_time: dict[str, float] = {}
         for tg in self.targets:
             started[tg.name] = time.time()
+            had = self._had_history(tg.name)
             try:
                 t, y = query_range(self.prometheus, tg.query, now - tg.history, now, tg.step, session=session)
                 query_time[tg.name] = time.time() - started[tg.name]
             except QueryError as exc:
                 if exc.unreachable:
                     prom_ok = False
-                results[tg.name] = exc
+                if exc.empty and not had:   # a fresh stack: nothing scraped yet
+                    results[tg.name] = Waiting("the query returned no series yet", 0.0, self.min_history)
+                else:                       # had history and lost it, or a real failure
+                    results[tg.name] = exc
                 continue
-            if len(t) < 3 or t[-1] - t[0] < self.min_history:
-                results[tg.name] = Waiting(f"{t[-1] - t[0] if len(t) else 0:.0f}s of history, "
-                                           f"need {self.min_history:.0f}s")
+            span = float(t[-1] - t[0]) if len(t) else 0.0
+            if len(t) < 3 or span < self.min_history:
+                if had:
+                    results[tg.name] = RuntimeError(f"history shrank to {span:.0f}s (min_history "
+                                                    f"{self.min_history:.0f}s): the series was renamed or dropped")
+                else:
+                    results[tg.name] = Waiting(f"{span:.0f}s of history, need {self.min_history:.0f}s",
+                                               span, self.min_history)
                 continue
+            quiet_for = now - float(t[-1])
+            if quiet_for > max(3 * tg.step, 900.0):
+                # the series stopped updating: a forecast of old data would look healthy and be wrong
+                results[tg.name] = RuntimeError(f"no sample for {quiet_for:.0f}s: the series stopped updating")
+                continue
+            if tg.peak:
+                peak = daily_peak(t, y, tg.timezone)
+                with self.state.lock:
+                    self.state.targets[tg.name].peak = peak
+            with self.state.lock:
+                self.state.targets[tg.name].history = span
             pending.append((tg, t, y))
             self._history[tg.name] = (t, y)
         self.state.prometheus_ok = prom_ok
@@ -198,7 +244,14 @@ class Forecaster:
             if isinstance(res, Waiting):
                 with self.state.lock:
                     st.waiting, st.last_attempt = True, finished
+                    st.history, st.needed, st.last_error = res.have, res.need, None
                 log.info("event=forecast_waiting target=%s reason=%r", tg.name, str(res))
+                if self.store is not None:
+                    try:
+                        self.store.record_waiting(tg, res.have, res.need, finished)
+                    except Exception as exc:  # storage down: the gauges still publish
+                        store_ok = False
+                        log.warning("event=forecast_store_failed target=%s error=%r", tg.name, str(exc))
                 continue
             with self.state.lock:
                 st.waiting = False
@@ -237,7 +290,11 @@ class Forecaster:
                 self.run_once(t0)
             except Exception:  # never let the loop die; the errors gauge shows it
                 log.exception("event=forecast_pass_failed")
-            stop.wait(max(1.0, interval - (time.time() - t0)))
+            wait = interval - (time.time() - t0)
+            if self.state.prometheus_ok is False:
+                # Prometheus did not answer (e.g. still starting): retry soon, not a whole interval later
+                wait = min(wait, RETRY_UNREACHABLE)
+            stop.wait(max(1.0, wait))
         self.close()
 
 
@@ -284,9 +341,42 @@ class ForecastCollector(ExporterCollector):
                                  labels=TARGET_LABELS)
         cov = GaugeMetricFamily("opsstack_forecast_backtest_coverage_ratio",
                                 "Share of backtest truth inside the calibrated interval.", labels=TARGET_LABELS)
+        state = GaugeMetricFamily("opsstack_forecast_target_state",
+                                  "1 for the target's state: waiting (no or too little history yet: not an error, "
+                                  "no alert), ok (forecast on the last pass), error (the last pass failed).",
+                                  labels=TARGET_LABELS + ["state"])
+        hist = GaugeMetricFamily("opsstack_forecast_history_seconds",
+                                 "History the target's last range query returned.", labels=TARGET_LABELS)
+        need = GaugeMetricFamily("opsstack_forecast_history_needed_seconds",
+                                 "History a target waits for before its first forecast (forecast.min_history).",
+                                 labels=TARGET_LABELS)
+        peak_ts = GaugeMetricFamily("opsstack_forecast_next_peak_timestamp_seconds",
+                                    "Unix time of the next daily peak (edge=peak), and of the start/end of its "
+                                    "window, from the daily profile (request-rate and sessions targets).",
+                                    labels=TARGET_LABELS + ["edge"])
+        peak_val = GaugeMetricFamily("opsstack_forecast_next_peak_value",
+                                     "Expected value of the target at its next daily peak.", labels=TARGET_LABELS)
+        peak_hour = GaugeMetricFamily("opsstack_forecast_peak_hour",
+                                      "Local hour of day (forecast.timezone; 14.5 = 14:30) of the daily peak "
+                                      "(edge=peak) and of the start/end of its window.",
+                                      labels=TARGET_LABELS + ["edge", "timezone"])
         for st in self.state.snapshot():
             tg = st.target
             lv = [tg.name, tg.kind, tg.service, tg.team]
+            status = st.status
+            for s in STATES:
+                state.add_metric(lv + [s], 1.0 if s == status else 0.0)
+            if st.history is not None:
+                hist.add_metric(lv, st.history)
+            if st.needed is not None:
+                need.add_metric(lv, st.needed)
+            if st.peak is not None:
+                start, at, end = st.peak.next_after(now)
+                for edge, v in (("start", start), ("peak", at), ("end", end)):
+                    peak_ts.add_metric(lv + [edge], v)
+                peak_val.add_metric(lv, st.peak.value)
+                for edge, v in (("start", st.peak.start), ("peak", st.peak.tod), ("end", st.peak.end)):
+                    peak_hour.add_metric(lv + [edge, st.peak.timezone], v / 3600.0)
             errors.add_metric(lv, st.errors)
             fits.add_metric(lv, st.fits)
             if st.duration is not None:
@@ -316,4 +406,5 @@ class ForecastCollector(ExporterCollector):
                 raise RuntimeError("range queries failed in the last run")
         if self.state.store_ok is not None:
             scrape.set_up("postgres", self.state.store_ok, None if self.state.store_ok else "store failed")
-        yield from (value, stt, prob, anomaly, growth, last_ok, dur, errors, fits, model, mase, cov)
+        yield from (value, stt, prob, anomaly, growth, last_ok, dur, errors, fits, model, mase, cov, state, hist, need,
+                    peak_ts, peak_val, peak_hour)

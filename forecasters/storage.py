@@ -1,5 +1,6 @@
 """PostgreSQL storage of forecasts: future curves (one row per point, replaced each run),
-per-target summaries, threshold crossings and probabilities, run history.
+per-target summaries, threshold crossings and probabilities, run history, and the targets
+still waiting for history (forecast_waiting: how much they have and need).
 
 Grafana's PostgreSQL datasource plots forecast_points next to the actual series; the
 capacity report reads forecast_targets / forecast_crossings. Migrations are applied in code
@@ -89,6 +90,17 @@ MIGRATIONS: list[tuple[int, str]] = [
     );
     create index if not exists forecast_runs_target_idx on forecast_runs (target, started_at desc);
     """),
+    (2, """
+    create table if not exists forecast_waiting (
+        target           text primary key,
+        kind             text not null,
+        service          text not null,
+        team             text not null,
+        history_seconds  double precision not null,
+        needed_seconds   double precision not null,
+        checked_at       timestamptz not null
+    );
+    """),
 ]
 
 
@@ -125,6 +137,7 @@ class Store:
                 tables.append("forecast_history")
             for table in tables:
                 c.execute(f"delete from {table} where target = %s", (name,))
+            c.execute("delete from forecast_waiting where target = %s", (name,))
             if history is not None:
                 with c.cursor().copy("copy forecast_history (target, ts, value) from stdin") as cp:
                     for ts, v in zip(*history):
@@ -168,6 +181,25 @@ class Store:
             c.execute("delete from forecast_runs where target = %s and id < (select min(id) from "
                       "(select id from forecast_runs where target = %s order by id desc limit 1000) k)",
                       (target, target))
+
+    def record_waiting(self, target, have: float, need: float, at: float) -> None:
+        """The target waits for history (``have`` of ``need`` seconds): the capacity report says so."""
+        with self.connect() as c:
+            c.execute(
+                """insert into forecast_waiting (target, kind, service, team, history_seconds, needed_seconds,
+                       checked_at) values (%s,%s,%s,%s,%s,%s,%s)
+                   on conflict (target) do update set kind=excluded.kind, service=excluded.service,
+                       team=excluded.team, history_seconds=excluded.history_seconds,
+                       needed_seconds=excluded.needed_seconds, checked_at=excluded.checked_at""",
+                (target.name, target.kind, target.service, target.team, float(have), float(need), _ts(at)))
+
+    def waiting(self) -> list[dict]:
+        """Targets still waiting for history (never forecast), for the capacity report."""
+        with self.connect() as c:
+            c.row_factory = psycopg.rows.dict_row
+            return c.execute("select w.* from forecast_waiting w where not exists "
+                             "(select 1 from forecast_targets t where t.target = w.target) "
+                             "order by w.kind, w.target").fetchall()
 
     def summaries(self) -> list[dict]:
         """Per target: summary + crossings + probabilities + horizons (for the capacity report)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from forecasters.engine import Spec
 from forecasters.models import DAY, PROPHET_DEFAULTS, WEEK
 from core.config import format_duration, parse_duration
+from core.schema.forecast import PEAK_KINDS
 
 SEASONS = {"daily": DAY, "weekly": WEEK}
 
@@ -20,6 +21,8 @@ class Target:
     history: float
     step: float
     spec: Spec
+    peak: bool = False          # publish the next daily peak (forecasters/peak.py)
+    timezone: str = "UTC"       # local time of that peak
 
     @property
     def horizon_labels(self) -> dict[float, str]:
@@ -34,6 +37,32 @@ def threshold_label(v: float) -> str:
     return f"{float(v):g}"
 
 
+def kind_horizon(cfg: dict, kind: str) -> float | None:
+    """How far ahead targets of this kind are forecast and their predictive alert looks
+    (forecast.kind_horizons; None for kind `other`)."""
+    return cfg["forecast"]["kind_horizons"].get(kind)
+
+
+def horizons_for(cfg: dict, t: dict) -> tuple[float, ...]:
+    """The target's horizons: its own, else forecast.horizons up to its kind's horizon; always
+    with the kind's horizon (the one its alert's expression reads)."""
+    f = cfg["forecast"]
+    kh = kind_horizon(cfg, t.get("kind", "other"))
+    if t.get("horizons"):
+        hs = {parse_duration(h) for h in t["horizons"]}
+    else:
+        hs = {parse_duration(h) for h in f["horizons"]}
+        if kh is not None:
+            hs = {h for h in hs if h <= kh}
+    if kh is not None:
+        hs.add(kh)
+    return tuple(sorted(hs))
+
+
+def peak_timezone(cfg: dict) -> str:
+    return cfg["forecast"]["timezone"] or cfg["demo"]["timezone"]
+
+
 def build(cfg: dict) -> list[Target]:
     f = cfg["forecast"]
     targets = f["targets"] or default_targets(cfg)
@@ -45,7 +74,7 @@ def build(cfg: dict) -> list[Target]:
     for t in targets:
         t = _with_defaults(t)
         step = t["step"] or f["step"]
-        horizons = tuple(sorted(parse_duration(h) for h in (t["horizons"] or f["horizons"])))
+        horizons = horizons_for(cfg, t)
         seasons = tuple(SEASONS[s] for s in (t["seasonality"] or f["seasonality"]))
         spec = Spec(
             step=step, horizons=horizons, thresholds=tuple(float(x) for x in t["thresholds"]),
@@ -56,13 +85,15 @@ def build(cfg: dict) -> list[Target]:
             curve_points=f["curve_points"], prophet=tuple(sorted(prophet.items())), model=t["model"],
         )
         out.append(Target(name=t["name"], query=t["query"], kind=t["kind"], service=t["service"],
-                          team=t["team"], history=t["history"] or f["history"], step=step, spec=spec))
+                          team=t["team"], history=t["history"] or f["history"], step=step, spec=spec,
+                          peak=t["peak"] if t["peak"] is not None else t["kind"] in PEAK_KINDS,
+                          timezone=peak_timezone(cfg)))
     return out
 
 
 _TARGET_DEFAULTS = {"kind": "other", "service": "platform", "team": "ops", "history": None, "step": None,
                     "horizons": None, "thresholds": [], "direction": "above", "min": None, "max": None,
-                    "seasonality": None, "model": None}
+                    "seasonality": None, "model": None, "peak": None}
 
 
 def _with_defaults(t: dict) -> dict:
@@ -81,6 +112,8 @@ def default_targets(cfg: dict) -> list[dict]:
     - db-storage: size of the PostgreSQL databases (database exporter) over
       `forecast.alerts.db_storage_capacity_bytes`
     - bandwidth: host network receive+transmit bytes/s over a 1 Gbit/s link, as a ratio
+    - requests: platform-wide request rate (requests/s), sessions: active sessions (concurrent
+      users); both publish their next daily peak (time and value)
     - latency-p95: platform-wide p95 request latency (seconds)
     """
     a = cfg["forecast"]["alerts"]
@@ -129,6 +162,16 @@ def default_targets(cfg: dict) -> list[dict]:
     })
     if not services:
         return out
+    out.append({
+        "name": "requests", "kind": "requests", "service": "platform", "team": "ops",
+        "query": 'sum(rate(opsstack_http_requests_total{job="platform"}[5m]))',
+        "thresholds": [], "min": 0.0,
+    })
+    out.append({
+        "name": "sessions", "kind": "sessions", "service": "platform", "team": "ops",
+        "query": 'sum(opsstack_active_sessions{job="platform"})',
+        "thresholds": [], "min": 0.0,
+    })
     out.append({
         "name": "latency-p95", "kind": "latency", "service": "platform", "team": "ops",
         "query": ('histogram_quantile(0.95, sum by (le) '

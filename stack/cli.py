@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
 
-from core.config import ConfigError, load
+from core.config import ENV_CONFIG, RESOLVED_NAME, ConfigError, load, run_dir
 from core.logs import setup_logging
+from stack.runtime import running_config
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,6 +33,50 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("stack.commands.db", "database tools: index advisor, demo database workload and faults"),
     "bench": ("stack.commands.bench", "run a benchmark script from bench/"),
 }
+
+
+def _actions(*names: str, unless: tuple[str, ...] = ()):
+    """The actions ``names`` talk to the running stack, unless one of the options ``unless``
+    (an explicit URL, say) is given."""
+    return lambda a: a.action in names and not any(getattr(a, o, None) for o in unless)
+
+
+# The commands that talk to the running stack (its database, Prometheus, receiver, demo admin
+# APIs): they read the config `opsstack up` resolved (see stack_config). The programs the
+# stack supervises (`exporter`, `receiver serve`, `forecast serve`, `demo serve`,
+# `db workload`) are not in here: the launcher starts them with -c <resolved file>.
+NEEDS_STACK = {
+    "db": _actions("advise", "seed", "fault", "heal", "faults", unless=("url", "database_url")),
+    "capacity": _actions("report"),
+    "forecast": _actions("run"),
+    "receiver": _actions("migrate"),
+    "demo": lambda a: a.action in ("fault", "heal", "route", "purge", "replace", "state")
+    or (a.action == "faults" and a.active),
+}
+
+
+class NoStack(Exception):
+    pass
+
+
+def stack_config(explicit: str | None) -> tuple[dict, str | None]:
+    """(config, its file) for a command that talks to the running stack.
+
+    The config file (-c, else $OPSSTACK_CONFIG, else ./opsstack.yaml or the defaults) names the
+    run folder; when a stack runs there, its resolved config (real ports, database URL, token)
+    is used. A resolved file given with -c is used as it is. When no stack runs: an explicit
+    file is used as it is (an external database, say); without one, NoStack.
+    """
+    given = explicit or os.environ.get(ENV_CONFIG) or None
+    cfg = load(given)
+    if given and Path(given).name == RESOLVED_NAME:
+        return cfg, given
+    resolved = running_config(cfg)
+    if resolved is not None:
+        return load(resolved), str(resolved)
+    if given:
+        return cfg, given
+    raise NoStack(f"no running stack in {run_dir(cfg)}: start it with `make up`, or pass -c CONFIG")
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -57,9 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(top.args)
     args.config_path = top.config
     try:
-        cfg = load(top.config)
+        needs_stack = NEEDS_STACK.get(top.command)
+        if needs_stack is not None and needs_stack(args):
+            cfg, args.config_path = stack_config(top.config)
+        else:
+            cfg = load(top.config)
     except ConfigError as exc:
         print(f"opsstack: config error: {exc}", file=sys.stderr)
+        return 2
+    except NoStack as exc:
+        print(f"opsstack {' '.join(filter(None, (top.command, getattr(args, 'action', None))))}: {exc}",
+              file=sys.stderr)
         return 2
     try:
         return int(module.run(args, cfg) or 0)

@@ -3,11 +3,16 @@
 `up` resolves the config (ports, database, token), renders prometheus.yml, alertmanager.yml,
 the rule files and supervisord.conf into <run_dir>, starts supervisord, then starts the
 programs in two stages (the embedded PostgreSQL first, then everything else) and waits for
-each readiness endpoint. Running `up` again while the stack runs starts whatever is stopped
-and changes nothing else. `down` shuts supervisord down, which stops every program.
+each readiness endpoint. Running `up` again while the stack runs applies what changed in the
+config (`Stack.apply`): it re-renders every file, has promtool/amtool check them (a rejected
+config is put back and the old one keeps running), reloads Prometheus and Alertmanager, and
+restarts only the programs whose command, environment or config sections changed (keeping
+the demo services' active faults); then it starts whatever is stopped. `down` shuts
+supervisord down, which stops every program.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -15,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +44,21 @@ class LaunchError(RuntimeError):
     pass
 
 
+class ConfigRejected(LaunchError):
+    """`up` on a running stack: the new config was refused; the old one keeps running."""
+
+
+# the keys of the resolved config that the opsstack programs read (dotted paths); a program
+# is restarted by `up` only when its command, environment or one of these changed
+STACK_KEYS = ("stack.host", "stack.ports", "stack.run_dir")
+# the receiver reads every section but these (only Prometheus' rules, Alertmanager's routes or
+# other programs read them) and, of stack and demo, only the keys in RECEIVER_READS: a change
+# elsewhere does not restart it (webhook_receiver/remediation/model.py reads demo.enabled/ports,
+# webhook_receiver/kpis.py the KPI targets alerts.kpi)
+NOT_READ_BY_RECEIVER = ("alerts", "alertmanager", "forecast", "exporters", "stack", "demo", "runtime")
+RECEIVER_READS = STACK_KEYS + ("demo.enabled", "demo.ports", "alerts.kpi")
+
+
 @dataclass
 class Program:
     name: str
@@ -48,6 +70,9 @@ class Program:
     env: dict = field(default_factory=dict)
     url: str | None = None                    # what `up` prints for people
     stopsignal: str = "TERM"
+    # dotted keys of the resolved config it reads (None: all of it); files it is given by
+    # path (prometheus.yml...) are not in here: `apply` reloads on those
+    reads: tuple[str, ...] | None = None
 
     def ready(self) -> bool:
         if self.ready_fn is not None:
@@ -85,17 +110,7 @@ class Stack:
         return rt["ports"]["supervisor"] if rt else None
 
     def supervisor_pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return runtime.supervisor_pid(self.rdir)
 
     def running(self) -> bool:
         if not self.supervisor_pid():
@@ -121,7 +136,7 @@ class Stack:
             self._cluster = cluster
             progs.append(Program("postgres", cluster.command(), user=cluster.user, stage=1,
                                  ready_fn=lambda: self._pg_ready(cluster), stopsignal="INT",
-                                 url=cluster.url(r["database"]["name"])))
+                                 url=cluster.url(r["database"]["name"]), reads=()))
         progs += [
             Program("prometheus", [binary("prometheus"), f"--config.file={rd / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={rd / 'prometheus'}",
@@ -129,38 +144,47 @@ class Stack:
                                    f"--web.listen-address={host}:{ports['prometheus']}",
                                    "--web.enable-lifecycle"],
                     ready_url=f"http://{host}:{ports['prometheus']}/-/ready",
-                    url=f"http://{host}:{ports['prometheus']}"),
+                    url=f"http://{host}:{ports['prometheus']}", reads=()),
             Program("alertmanager", [binary("alertmanager"), f"--config.file={rd / 'alertmanager.yml'}",
                                      f"--storage.path={rd / 'alertmanager'}",
                                      f"--web.listen-address={host}:{ports['alertmanager']}",
                                      "--cluster.listen-address="],
                     ready_url=f"http://{host}:{ports['alertmanager']}/-/ready",
-                    url=f"http://{host}:{ports['alertmanager']}"),
+                    url=f"http://{host}:{ports['alertmanager']}", reads=()),
             Program("node_exporter", [binary("node_exporter"), f"--web.listen-address={host}:{ports['node_exporter']}"],
                     ready_url=f"http://{host}:{ports['node_exporter']}/metrics",
-                    url=f"http://{host}:{ports['node_exporter']}/metrics"),
+                    url=f"http://{host}:{ports['node_exporter']}/metrics", reads=()),
         ]
         if r["demo"]["enabled"]:
             for s in r["platform"]["services"]:
                 admin = r["demo"]["ports"][s["name"]]["admin"]
                 progs.append(Program(f"demo-{s['name']}", ops + ["demo", "serve", "--service", s["name"]],
                                      ready_url=f"http://{host}:{admin}/health",
-                                     url=f"http://{host}:{admin}"))
+                                     url=f"http://{host}:{admin}",
+                                     reads=("demo", "platform", "database") + STACK_KEYS))
         if r["exporters"]["app"]["enabled"]:
             progs.append(Program("exporter-app", ops + ["exporter", "app"],
                                  ready_url=f"http://{host}:{ports['exporter_app']}/metrics",
-                                 url=f"http://{host}:{ports['exporter_app']}/metrics"))
+                                 url=f"http://{host}:{ports['exporter_app']}/metrics",
+                                 reads=("exporters.app", "platform") + STACK_KEYS))
         if r["exporters"].get("db", {}).get("enabled"):
             progs.append(Program("exporter-db", ops + ["exporter", "db"],
                                  ready_url=f"http://{host}:{ports['exporter_db']}/metrics",
-                                 url=f"http://{host}:{ports['exporter_db']}/metrics"))
+                                 url=f"http://{host}:{ports['exporter_db']}/metrics",
+                                 reads=("exporters.db", "database") + STACK_KEYS))
         if r["forecast"]["enabled"]:
             progs.append(Program("forecaster", ops + ["forecast", "serve"],
                                  ready_url=f"http://{host}:{ports['forecaster']}/metrics",
-                                 url=f"http://{host}:{ports['forecaster']}/metrics"))
+                                 url=f"http://{host}:{ports['forecaster']}/metrics",
+                                 reads=("forecast", "platform", "exporters", "demo", "database") + STACK_KEYS))
         progs.append(Program("receiver", ops + ["receiver", "serve"],
                              ready_url=f"http://{host}:{ports['receiver']}/readyz",
-                             url=f"http://{host}:{ports['receiver']}"))
+                             url=f"http://{host}:{ports['receiver']}",
+                             reads=tuple(k for k in r if k not in NOT_READ_BY_RECEIVER) + RECEIVER_READS))
+        if r["demo"]["enabled"] and r["demo"]["mailsink"]:  # demo/mailsink.py: where the notifications land
+            progs.append(Program("mailsink", ops + ["demo", "mailsink"],
+                                 ready_url=f"http://{host}:{ports['mailsink_web']}/health",
+                                 url=f"http://{host}:{ports['mailsink_web']}/", reads=STACK_KEYS))
         progs += self._extra_programs(r, ops)
         return progs
 
@@ -169,7 +193,9 @@ class Stack:
         extra = []
         for spec in launcher_programs(r):
             prog = Program(spec["name"], ops + spec["args"], ready_url=spec.get("ready_url"),
-                           url=spec.get("url") or f"file://{self.logs / (spec['name'] + '.log')}")
+                           url=spec.get("url") or f"file://{self.logs / (spec['name'] + '.log')}",
+                           # the keys it declares it reads, or (none declared) the whole config
+                           reads=None if spec.get("reads") is None else tuple(spec["reads"]) + STACK_KEYS)
             if not prog.ready_url:  # no endpoint: ready while supervisor says RUNNING
                 prog.ready_fn = lambda n=prog.name: self._state(n) == "RUNNING"
             extra.append(prog)
@@ -260,13 +286,7 @@ class Stack:
     # ----------------------------------------------------------------- up / down
     def up(self, progress: Callable[[str], None] = print) -> dict:
         if self.running():
-            progress("opsstack: the stack is already running; starting anything that is stopped")
-            rt = runtime.load_runtime(self.cfg) or {}
-            resolved = yaml.safe_load((self.rdir / runtime.RESOLVED_NAME).read_text())
-            resolved["runtime"] = rt
-            progs = self.programs(resolved)
-            self._start_and_wait(progs, progress)
-            return resolved
+            return self.apply(progress)
         resolved = runtime.resolve(self.cfg)
         runtime.write_resolved(resolved)
         progs = self.programs(resolved)
@@ -274,6 +294,9 @@ class Stack:
             progress(f"opsstack: preparing the embedded PostgreSQL cluster in {self.rdir / 'postgres'}")
             self._cluster.init()
         self.render(resolved, progs)
+        from stack import backfill  # heavy: numpy + the demo model, only when a stack starts
+
+        backfill.raw_history(resolved, progress)  # first start only: demo.backfill of past data
         progress("opsstack: starting supervisord")
         self.logs.mkdir(parents=True, exist_ok=True)
         res = subprocess.run([supervisord_exe(), "-c", str(self.conf)], capture_output=True, text=True)
@@ -292,16 +315,208 @@ class Stack:
         except PostgresUnavailable as exc:
             raise LaunchError(str(exc)) from None
         self._start_and_wait([p for p in progs if p.stage == 2], progress)
+        backfill.after_start(resolved, progress)  # the recording rules over that history
         return resolved
 
-    def _start_and_wait(self, progs: list[Program], progress) -> None:
-        if not progs:
-            return
+    # ----------------------------------------------------------------- up on a running stack
+    def _running_resolved(self) -> dict:
+        resolved = yaml.safe_load((self.rdir / runtime.RESOLVED_NAME).read_text())
+        resolved["runtime"] = runtime.load_runtime(self.cfg) or {}
+        return resolved
+
+    def _rendered(self) -> dict[Path, bytes]:
+        """The files `up` writes into the run folder (what `apply` compares and puts back)."""
+        names = ["prometheus.yml", "alertmanager.yml", "receiver_token", "supervisord.conf",
+                 runtime.RESOLVED_NAME, "runtime.json"]
+        files = [self.rdir / n for n in names] + sorted((self.rdir / "rules").glob("*.yml"))
+        return {f: f.read_bytes() for f in files if f.exists()}
+
+    def _put_back(self, files: dict[Path, bytes]) -> None:
+        for f in (self.rdir / "rules").glob("*.yml"):
+            if f not in files:
+                f.unlink()
+        for f, data in files.items():
+            runtime.write_private(f, data.decode())
+
+    @staticmethod
+    def fingerprint(p: Program, r: dict) -> str:
+        """What a program's behaviour depends on: command, environment and the config it reads."""
+        if p.reads is None:
+            conf = {k: v for k, v in r.items() if k != "runtime"}
+        else:
+            conf = {}
+            for key in p.reads:
+                node = r
+                for part in key.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                conf[key] = node
+        return json.dumps({"command": p.command, "env": p.env, "user": p.user, "stopsignal": p.stopsignal,
+                           "config": conf}, sort_keys=True, default=str)
+
+    def _check_rendered(self) -> None:
+        """promtool / amtool on the rendered files; ConfigRejected with their complaint."""
+        checks = [("prometheus", [binary("promtool"), "check", "config", str(self.rdir / "prometheus.yml")]),
+                  ("alertmanager", [binary("amtool"), "check-config", str(self.rdir / "alertmanager.yml")])]
+        for name, cmd in checks:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if res.returncode != 0:
+                lines = [x.strip() for x in (res.stderr + "\n" + res.stdout).splitlines()
+                         if x.strip() and ("FAILED" in x or "error" in x.lower())]
+                raise ConfigRejected(f"{name} rejects the new config: "
+                                     + ("; ".join(lines[:3]) or f"{cmd[0]} exited {res.returncode}"))
+
+    def _reload(self, r: dict, name: str) -> None:
+        """POST /-/reload to prometheus or alertmanager; ConfigRejected unless it answers 2xx."""
+        url = f"http://{r['stack']['host']}:{r['runtime']['ports'][name]}/-/reload"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=60):
+                return
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode("utf-8", "replace").strip().splitlines()
+            raise ConfigRejected(f"{name} refused the new config (HTTP {exc.code}): {(body or [''])[0][:500]}") from None
+        except OSError as exc:
+            raise ConfigRejected(f"{name} did not answer the reload at {url}: {exc}") from None
+
+    def _demo_faults(self, r: dict, name: str) -> list[dict]:
+        """The active faults of demo program ``name`` (lost when it restarts), or []."""
+        svc = name[len("demo-"):]
+        port = (r.get("demo", {}).get("ports") or {}).get(svc, {}).get("admin")
+        if not name.startswith("demo-") or not port:
+            return []
+        try:
+            with urllib.request.urlopen(f"http://{r['stack']['host']}:{port}/admin/faults", timeout=10) as resp:
+                return list(json.loads(resp.read()).get("active") or [])
+        except (OSError, ValueError) as exc:
+            log.warning("event=apply_demo_faults_unread program=%s error=%r", name, str(exc))
+            return []
+
+    def _reinject(self, r: dict, name: str, faults: list[dict]) -> None:
+        port = r["demo"]["ports"][name[len("demo-"):]]["admin"]
+        for f in faults:
+            left = float(f.get("expires", 0)) - time.time()
+            if left < 1:
+                continue
+            body = json.dumps({"kind": f["kind"], "region": f.get("region"), "rate": f.get("rate"),
+                               "duration": left}).encode()
+            req = urllib.request.Request(f"http://{r['stack']['host']}:{port}/admin/faults", data=body,
+                                         method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10):
+                    pass
+            except (OSError, ValueError) as exc:
+                log.warning("event=apply_fault_not_kept program=%s kind=%s error=%r", name, f["kind"], str(exc))
+
+    def apply(self, progress: Callable[[str], None] = print) -> dict:
+        """`up` on a running stack: apply what changed in the config since the stack started.
+
+        Renders every file again and has promtool and amtool check them: a rejected config is put
+        back (ConfigRejected) and the old one keeps running. Then Prometheus and Alertmanager are
+        reloaded when their files changed (restarted when their command did), the programs whose
+        command, environment or config keys (Program.reads) changed are restarted (a demo
+        service's active faults are injected again), new ones started, dropped ones stopped; last,
+        whatever is stopped is started. Prints what it did.
+        """
+        old = self._running_resolved()
+        try:
+            old_progs: dict[str, Program] | None = {p.name: p for p in self.programs(old)}
+        except (KeyError, TypeError, ValueError) as exc:  # resolved by an older opsstack: restart them all
+            log.warning("event=apply_old_programs_unknown error=%r", str(exc))
+            old_progs = None
+        old_files = self._rendered()
+        new = runtime.resolve(self.cfg)
+        progs = self.programs(new)
+        new_progs = {p.name: p for p in progs}
+        try:
+            runtime.write_resolved(new)
+            self.render(new, progs)
+            self._check_rendered()
+        except BaseException:
+            self._put_back(old_files)
+            raise
+        new_files = self._rendered()
+
+        diff = {p for p in set(old_files) | set(new_files) if old_files.get(p) != new_files.get(p)}
+        files_of = {"prometheus": lambda p: p.name == "prometheus.yml" or p.parent.name == "rules",
+                    "alertmanager": lambda p: p.name in ("alertmanager.yml", "receiver_token")}
+
+        if old_progs is None:
+            running = {i["name"] for i in self._rpc().supervisor.getAllProcessInfo()}
+            added = [n for n in new_progs if n not in running]
+            removed = [n for n in running if n not in new_progs]
+            restart = [n for n in new_progs if n in running]
+        else:
+            added = [n for n in new_progs if n not in old_progs]
+            removed = [n for n in old_progs if n not in new_progs]
+            restart = [n for n in new_progs if n in old_progs
+                       and self.fingerprint(old_progs[n], old) != self.fingerprint(new_progs[n], new)]
+        reloads = [n for n, is_its in files_of.items()
+                   if n in new_progs and n not in restart and any(is_its(p) for p in diff)]
+        done: list[str] = []
+        for n in reloads:
+            try:
+                self._reload(new, n)
+            except ConfigRejected:
+                self._put_back(old_files)
+                for back in done:
+                    try:
+                        self._reload(old, back)
+                    except ConfigRejected as exc:
+                        log.warning("event=apply_reload_back_failed program=%s error=%r", back, str(exc))
+                raise
+            done.append(n)
         rpc = self._rpc()
+        sup_added, sup_changed, sup_removed = rpc.supervisor.reloadConfig()[0]
+        restart += [n for n in sup_changed if n not in restart]
+        kept_faults = {n: self._demo_faults(old, n) for n in restart}
+        for n in removed:
+            self._stop(rpc, n)
+        for n in sup_removed:
+            rpc.supervisor.removeProcessGroup(n)
+        for n in restart:
+            self._stop(rpc, n)
+            if n in sup_changed:
+                rpc.supervisor.removeProcessGroup(n)
+                rpc.supervisor.addProcessGroup(n)
+        for n in sup_added:
+            rpc.supervisor.addProcessGroup(n)
+        started = self._start_and_wait([p for p in progs if p.stage == 1], progress)
+        if "postgres" in restart or "postgres" in added:
+            try:
+                ensure_database(new["database"]["url"], new["database"]["name"])
+            except PostgresUnavailable as exc:
+                raise LaunchError(str(exc)) from None
+        started += self._start_and_wait([p for p in progs if p.stage == 2], progress)
+        for n, faults in kept_faults.items():
+            if faults and n in new_progs:
+                self._reinject(new, n, faults)
+        was_stopped = [n for n in started if n not in restart and n not in added]
+        what = [f"{verb} {', '.join(names)}" for verb, names in (
+            ("reloaded", done), ("restarted", restart), ("started", added), ("stopped", removed),
+            ("started what was stopped:", was_stopped)) if names]
+        if what:
+            progress("opsstack: " + "; ".join(what) + "; nothing else changed")
+        else:
+            progress("opsstack: the stack is already running, nothing changed")
+        return new
+
+    def _stop(self, rpc, name: str) -> None:
+        try:
+            if rpc.supervisor.getProcessInfo(name)["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+                rpc.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as exc:
+            log.warning("event=apply_stop_failed program=%s error=%r", name, exc.faultString)
+
+    def _start_and_wait(self, progs: list[Program], progress) -> list[str]:
+        """Start those not running, wait until every one is ready; the names it started."""
+        if not progs:
+            return []
+        rpc = self._rpc()
+        started = []
         for p in progs:
             info = rpc.supervisor.getProcessInfo(p.name)
             if info["statename"] not in ("RUNNING", "STARTING"):
                 rpc.supervisor.startProcess(p.name, False)
+                started.append(p.name)
         timeout = self.cfg["stack"]["startup_timeout"]
         deadline = time.monotonic() + timeout
         pending = {p.name: p for p in progs}
@@ -327,6 +542,7 @@ class Stack:
                 progress(f"  waiting for {', '.join(pending)} ...")
                 shown = time.monotonic()
             time.sleep(0.25)
+        return started
 
     def down(self, progress: Callable[[str], None] = print) -> bool:
         pid = self.supervisor_pid()

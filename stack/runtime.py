@@ -153,7 +153,8 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
 
         pw = console_password(rdir)
         out["receiver"]["console"]["users"] = [
-            {"name": "admin", "password_hash": generate_password_hash(pw), "display_name": "Administrator"}]
+            {"name": "admin", "password_hash": _admin_hash(rdir, pw) if persist else generate_password_hash(pw),
+             "display_name": "Administrator"}]
         console_login = {"user": "admin", "password_file": str(rdir / "console_password")}
     db_url = os.environ.get(ENV_DATABASE_URL) or cfg["database"]["url"]
     embedded = not db_url
@@ -171,9 +172,50 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
     if cfg["demo"]["enabled"]:
         for svc, d in ports["demo"].items():
             urls[f"demo_{svc}"] = f"http://{host}:{d['admin']}"
+    if cfg["demo"]["enabled"] and cfg["demo"]["mailsink"]:
+        urls["mailbox"] = default_mailbox(out, host, ports)
+    if out["receiver"]["reconcile"]["alertmanager_urls"] is None:  # the stack's one Alertmanager
+        out["receiver"]["reconcile"]["alertmanager_urls"] = [urls["alertmanager"]]
     out["runtime"] = {"ports": ports, "urls": urls, "embedded_database": embedded,
                       "console_login": console_login}
     return out
+
+
+def _admin_hash(rdir: Path, pw: str) -> str:
+    """The generated admin's password hash: the one of the last resolved config while it still
+    matches (hashes are salted: a new one each time would make every `up` see the receiver's
+    config changed and restart it)."""
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    try:
+        prev = yaml.safe_load((rdir / RESOLVED_NAME).read_text())["receiver"]["console"]["users"]
+        old = next(u["password_hash"] for u in prev if u.get("name") == "admin")
+        if check_password_hash(old, pw):
+            return old
+    except (OSError, yaml.YAMLError, KeyError, TypeError, StopIteration, ValueError):
+        pass
+    return generate_password_hash(pw)
+
+
+def default_mailbox(out: dict, host: str, ports: dict) -> str:
+    """With the demo mail sink running and no notification channel configured, make the sink
+    the channel every ticket change (L1, L2, L3 pages, acknowledgements, resolutions) goes to,
+    and point the console at its page; a configured channel is left alone. The sink's URL."""
+    mailbox = f"http://{host}:{ports['mailsink_web']}/"
+    n = out["notifications"]
+    if not n["channels"]:
+        n["channels"] = [{"name": "mailbox", "type": "smtp", "url": None, "token_file": None, "channel": None,
+                          "headers": {}, "smtp_host": host, "smtp_port": ports["mailsink_smtp"],
+                          "starttls": False, "username": None, "password_file": None,
+                          "sender": "opsstack@localhost", "to": ["oncall@opsstack.localhost"],
+                          "to_owner": True, "timeout": 5.0}]
+        n["rules"] = [{"severities": ["critical", "warning", "info"], "levels": [1, 2, 3],
+                       "channels": ["mailbox"]}]
+        if not n["mailbox_url"]:
+            n["mailbox_url"] = mailbox
+    if not n["console_url"]:
+        n["console_url"] = f"http://{host}:{ports['receiver']}"
+    return mailbox
 
 
 def write_resolved(resolved: dict) -> Path:
@@ -184,6 +226,28 @@ def write_resolved(resolved: dict) -> Path:
                   + yaml.safe_dump(data, sort_keys=False))
     (p.parent / "runtime.json").write_text(json.dumps(resolved["runtime"], indent=1))
     return p
+
+
+def supervisor_pid(rdir: Path) -> int | None:
+    """The pid of the supervisord of the stack in run folder ``rdir``, if it is alive."""
+    try:
+        pid = int((Path(rdir) / "supervisord.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def running_config(cfg: dict) -> Path | None:
+    """The resolved config of the stack running from cfg's run folder, or None when none runs."""
+    rdir = run_dir(cfg)
+    p = rdir / RESOLVED_NAME
+    return p if p.exists() and supervisor_pid(rdir) else None
 
 
 def load_runtime(cfg: dict) -> dict | None:

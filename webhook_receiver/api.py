@@ -144,6 +144,8 @@ def list_tickets():
 def _full(conn, t: dict) -> dict:
     out = ticket_store.public(t)
     out["events"] = [{**e, "at": e["at"].isoformat()} for e in ticket_store.events(conn, t["id"])]
+    # the incident's alerts: how many (firing/resolved episodes) and the list (firing first, capped)
+    out["alert_counts"] = dict(ticket_store.alert_counts(conn, t["id"]))
     out["alerts"] = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in a.items()}
                      for a in ticket_store.alerts(conn, t["id"])]
     # deliveries with their status and last error (failed ones stay)

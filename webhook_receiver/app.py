@@ -4,7 +4,7 @@
     app = create_app(cfg)          # cfg = core.config.load(...) with database.url and receiver.token set
 
 Blueprints: webhook (POST /webhook/alertmanager), api (/api/v1/..., OpenAPI at
-/api/v1/openapi.json), console (/console, HTML), ops (/healthz, /readyz, /metrics).
+/api/v1/openapi.json), console (/console, HTML), runbooks (/runbooks, HTML), ops (/healthz, /readyz, /metrics).
 Migrations run at creation when the database answers (else on the first request that needs
 it). Background work (payload processing, escalation, outbox, heartbeats) is started by
 ``start_scheduler(app)`` or ``run_background(cfg)`` (`opsstack receiver serve`
@@ -27,7 +27,7 @@ from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from core.logs import first_line
-from webhook_receiver import api, auth, automation, console, console_store, ops, webhook
+from webhook_receiver import api, auth, automation, console, console_store, kpis, ops, runbooks, webhook
 from webhook_receiver.scheduler import Processor, Scheduler
 from webhook_receiver.state import EXT, State, state  # noqa: F401 - state(app) also from here
 
@@ -82,6 +82,7 @@ def create_app(cfg: dict) -> Flask:
     app.register_blueprint(webhook.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(runbooks.bp)
 
     @app.after_request
     def _security_headers(resp):
@@ -128,6 +129,7 @@ def create_app(cfg: dict) -> Flask:
         log.warning("event=migrate_deferred error=%r", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     automation.init_app(app, cfg)
+    st.metrics_collectors.append(kpis.collector_factory(cfg))  # outcome KPIs (after automation's tables)
     return app
 
 

@@ -7,7 +7,7 @@ the ``automation`` blueprint and subscribes to the receiver's ticket hooks:
 |-----------------|-----------------|--------------------------------------|--------------------|
 | ticket_opened   | attach graph... | run the matching playbook            | create issue       |
 | ticket_reopened | attach again    | run it again (new episode: cooldown) | reopen             |
-| ticket_updated  |                 |                                      | comment            |
+| ticket_updated  |                 | alert_attached: for the new alerts   | comment            |
 | ticket_resolved |                 | on_resolved actions (restore)        | resolve/transition |
 
 Hooks fire in the request thread after commit. Enrichment, remediation and restore are queued
@@ -45,12 +45,13 @@ from core.config import view
 from core.prom import base_url
 from core.logs import first_line
 from webhook_receiver import enrichment, itsm, jobs
-from webhook_receiver.db import connect
+from webhook_receiver.db import Database, connect
 from webhook_receiver.errors import ApiError, require
 from webhook_receiver.errors import register as register_errors
 from webhook_receiver.errors import ticket_id as _tid
 from webhook_receiver.remediation import store
 from webhook_receiver.remediation.metrics import AutomationCollector
+from webhook_receiver.remediation.model import find as find_playbook
 from webhook_receiver.remediation.model import load_playbooks
 from webhook_receiver.remediation.runner import Runner
 from webhook_receiver.state import AUTOMATION_EXT as EXT
@@ -58,6 +59,8 @@ from webhook_receiver.state import EXT as STATE_EXT
 from webhook_receiver.state import State
 
 log = logging.getLogger(__name__)
+
+QUEUE_POOL_SIZE = 4  # connections queue_jobs may hold at once (per process)
 
 bp = Blueprint("automation", __name__)
 register_errors(bp)
@@ -90,6 +93,8 @@ class Automation:
         self.run_jobs = self.receiver.background != "process"
         self._inflight: dict[str, int] = {}
         self._again: dict[str, bool] = {}
+        self._queue_db: Database | None = None  # pooled connections for queue_jobs (per process)
+        self._queue_db_pid = 0
 
     # ------------------------------------------------------------------ lazily made parts
     def ensure_migrated(self) -> None:
@@ -121,9 +126,20 @@ class Automation:
                 self._pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"automation-{name}")
             return self._pools[name]
 
+    def queue_db(self) -> Database:
+        """A small pool of its own for queueing jobs from hooks: a hook runs in a thread that
+        may hold one of the receiver's pooled connections already (the payload processor), and
+        opening a connection per hook call cost more than the payload itself."""
+        with self._lock:
+            if self._queue_db is None or self._queue_db_pid != os.getpid():
+                self._queue_db, self._queue_db_pid = Database(self.db_url, size=QUEUE_POOL_SIZE), os.getpid()
+            return self._queue_db
+
     def shutdown(self) -> None:
         """Stop the forwarder and the pools; drop this app's hook subscriptions (a closed app
         must not take new work: its pools are gone)."""
+        if self._queue_db is not None and self._queue_db_pid == os.getpid():
+            self._queue_db.close()
         if self.st is not None:
             for event, fn in self.handlers():
                 self.st.hooks.unsubscribe(event, fn)
@@ -146,6 +162,15 @@ class Automation:
         self._forward(event, ticket_id, payload)
 
     def on_updated(self, event: str, ticket_id: int, **payload) -> None:
+        labels = payload.pop("attached_labels", None)  # the new alerts' labels: not forwarded
+        if (payload.get("change") == "alert_attached" and payload.get("status") != "resolved"
+                and (labels is None or any(find_playbook(self.playbooks, lb) for lb in labels))):
+            # alerts joined the incident and a playbook matches one of them: the playbook acts for
+            # them too (their own targets); enrichment and paging stay once per incident. A
+            # remediation job of the incident still pending (not running) covers them already:
+            # it acts for every firing alert of the incident when it runs
+            self.queue_jobs(ticket_id, ("remediation",), extra=f"a{payload.get('event_id') or 0}",
+                            unless_pending=True)
         self._forward(event, ticket_id, payload)
 
     def on_resolved(self, event: str, ticket_id: int, **payload) -> None:
@@ -156,20 +181,28 @@ class Automation:
     def job_kinds(self) -> set[str]:
         return jobs.wanted(self.enrichment, self.remediation, self.playbooks, self.prometheus_url)
 
-    def queue_jobs(self, ticket_id: int, kinds: tuple[str, ...]) -> None:
+    def queue_jobs(self, ticket_id: int, kinds: tuple[str, ...], extra: str | None = None,
+                   unless_pending: bool = False) -> None:
         """Queue the ticket's jobs in PostgreSQL, then run them here when this process runs jobs.
-        A failure to queue is logged: the scheduler's sweep queues what a ticket lacks."""
+        A failure to queue is logged: the scheduler's sweep queues what a ticket lacks.
+        ``extra``: jobs beyond the episode's first (jobs.enqueue); ``unless_pending``: not when
+        the ticket has a job of that kind waiting (jobs.enqueue)."""
         kinds = tuple(k for k in kinds if k in self.job_kinds())
         if not kinds:
             return
+        queued = False
         try:
             self.ensure_migrated()
-            with connect(self.db_url, autocommit=True) as conn:
+            with self.queue_db().connection() as conn:
                 for k in kinds:
-                    jobs.enqueue(conn, ticket_id, k)
+                    if jobs.enqueue(conn, ticket_id, k, extra=extra, unless_pending=unless_pending) is not None:
+                        queued = True
         except Exception as exc:  # noqa: BLE001 - the sweep catches up
             log.warning("event=automation_job_queue_failed ticket_id=%s kinds=%s error=%r", ticket_id,
                         ",".join(kinds), first_line(exc))
+        else:
+            if not queued and unless_pending:
+                return  # nothing new: the pending job's kick is on its way
         if self.run_jobs:
             for lane in sorted({jobs.LANES[k] for k in kinds}):
                 self.kick(lane)
@@ -196,7 +229,7 @@ class Automation:
                 self.ensure_migrated()
                 with connect(self.db_url, autocommit=True) as conn:
                     while jobs.run_due(conn, self.remediation, self._enrich, lambda: self.runner, lane=lane, now=now,
-                                       batch=1):
+                                       batch=1, enrich_per_minute=self.enrichment.max_per_minute):
                         pass
             except Exception as exc:  # noqa: BLE001 - the database may be away: the scheduler kicks again
                 log.warning("event=automation_jobs_error lane=%s error=%r", lane,
@@ -235,7 +268,7 @@ def init_app(app, cfg: dict) -> Automation:
             st.hooks.subscribe(event, fn)
 
         def _automation_collector(db=None, _auto=auto):
-            return AutomationCollector(_auto.remediation, _auto.itsm, _auto.db_url)
+            return AutomationCollector(_auto.remediation, _auto.itsm, _auto.db_url, _auto.playbooks)
         st.metrics_collectors.append(_automation_collector)
     if itsm.systems(auto.itsm) and auto.migrated:
         auto.forwarder.start()  # pending deliveries from before a restart
@@ -394,7 +427,7 @@ def automation_metrics():
     require("read")
     auto = _auto()
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(AutomationCollector(auto.remediation, auto.itsm, auto.db_url))
+    reg.register(AutomationCollector(auto.remediation, auto.itsm, auto.db_url, auto.playbooks))
     return Response(generate_latest(reg), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -163,7 +163,9 @@ def _ts(t: datetime | None) -> str:
 @bp.app_context_processor
 def _globals():
     st = _st()
-    return {"title": st.receiver.console.title, "user": session.get("user"), "csrf": _csrf}
+    return {"title": st.receiver.console.title, "user": session.get("user"), "csrf": _csrf,
+            # notifications.mailbox_url (the demo mail sink under `opsstack up`): where the pages land
+            "mailbox_url": safe_href(st.notifications.mailbox_url)}
 
 
 @bp.errorhandler(psycopg.Error)
@@ -262,9 +264,6 @@ def index():
     with st.db.connection() as conn:
         open_rows = ticket_store.list_tickets(conn, status=["open", "acknowledged"], group_id=group, limit=500)
         recent = ticket_store.list_tickets(conn, status=["resolved"], group_id=group, limit=20)
-        counts = {r["ticket_id"]: r["n"] for r in conn.execute(
-            "select ticket_id, count(*) n from ticket_alerts where ticket_id = any(%s) group by 1",
-            ([t["id"] for t in open_rows],)).fetchall()}
         gsize = {r["group_id"]: r["n"] for r in conn.execute(
             "select group_id, count(*) n from tickets where status <> 'resolved' and group_id is not null "
             "group by 1").fetchall()}
@@ -273,7 +272,7 @@ def index():
         by_sev.setdefault(t["severity"] if t["severity"] in SEV_ORDER else "other", []).append(t)
     sections = [(s, by_sev[s]) for s in (*SEV_ORDER, "other") if s in by_sev]
     labels = {t["id"]: level_label(t["level"], st.ctx.policy(t["policy"]).level(t["level"]).name) for t in open_rows}
-    return render_template("console_index.html", sections=sections, recent=recent, counts=counts, gsize=gsize,
+    return render_template("console_index.html", sections=sections, recent=recent, gsize=gsize,
                            group=group, labels=labels)
 
 
@@ -287,12 +286,13 @@ def ticket(tid: int):
             abort(404)
         events = ticket_store.events(conn, tid)
         alerts = ticket_store.alerts(conn, tid)
+        alert_counts = ticket_store.alert_counts(conn, tid)
         siblings = ticket_store.list_tickets(conn, group_id=t["group_id"], limit=50) if t["group_id"] else []
         enrichment, runs = _automation(conn, tid)
         failed_notifications = notify.deliveries(conn, tid, failed_only=True)
         group = ticket_store.get_group(conn, t["group_id"]) if t["group_id"] else None
     pol = st.ctx.policy(t["policy"])
-    return render_template("console_ticket.html", t=t, events=events, alerts=alerts,
+    return render_template("console_ticket.html", t=t, events=events, alerts=alerts, alert_counts=alert_counts,
                            siblings=[s for s in siblings if s["id"] != tid],
                            level_name=level_label(t["level"], pol.level(t["level"]).name),
                            people=sorted(st.ctx.directory.people), enrichment=enrichment, runs=runs,

@@ -165,6 +165,26 @@ MIGRATIONS: list[tuple[int, str]] = [
     create index if not exists ticket_notifications_key on ticket_notifications (ticket_id, channel, id)
         where status = 'pending';
     """),
+    (5, """
+    -- incidents: a ticket is one incident, keyed by incident_key (receiver.incident_by: the
+    -- Alertmanager groupKey, or the alert fingerprint); its alerts and their firing episodes are
+    -- the ticket_alerts rows. Tickets from before were one per fingerprint: their key is it.
+    alter table tickets add column if not exists incident_key text;
+    update tickets set incident_key = fingerprint where incident_key is null;
+    alter table tickets alter column incident_key set not null;
+    -- distinct alerts (fingerprints) of the incident, and its episodes still firing
+    alter table tickets add column if not exists alert_count int not null default 1;
+    alter table tickets add column if not exists firing_count int not null default 0;
+    update tickets t set alert_count = greatest(c.n, 1), firing_count = c.f
+        from (select ticket_id, count(distinct fingerprint) n, count(*) filter (where status = 'firing') f
+              from ticket_alerts group by 1) c where t.id = c.ticket_id;
+    -- at most one unresolved ticket per incident (was: per alert fingerprint)
+    drop index if exists tickets_one_active;
+    create unique index if not exists tickets_one_active_incident on tickets (incident_key)
+        where status <> 'resolved';
+    create index if not exists tickets_incident on tickets (incident_key, resolved_at);
+    create index if not exists ticket_alerts_ticket_status on ticket_alerts (ticket_id, status);
+    """),
 ]
 
 

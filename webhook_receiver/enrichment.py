@@ -12,17 +12,25 @@ When a ticket opens (or reopens) the receiver attaches:
   ``query_range`` over ``logs.since`` before now.
 
 Each part is independent: a part whose source fails is recorded in ``errors.json`` and the
-others are still attached. Rows live in ``ticket_attachments`` (store.py) and are served by
+others are still attached. Enrichment runs as durable jobs (jobs.py), at most
+``enrichment.max_per_minute`` started in any minute, on the automation pools; the graph is drawn
+in a spawned renderer process (``render_png``), never in a thread that takes webhooks or applies
+payloads. Rows live in ``ticket_attachments`` (store.py) and are served by
 ``GET /api/v1/tickets/<id>/attachments`` (list) and ``.../attachments/<name>`` (content).
 """
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
 import re
 import logging
+import threading
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -120,6 +128,43 @@ def draw_png(series: list[dict], title: str, expr: str, starts_at: datetime, wid
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+RENDER_TIMEOUT = 120.0  # seconds for one graph, the renderer's start (matplotlib import) included
+_renderer: dict = {"pid": None, "pool": None}
+_renderer_lock = threading.Lock()
+
+
+def _render_pool() -> ProcessPoolExecutor:
+    with _renderer_lock:
+        if _renderer["pool"] is None or _renderer["pid"] != os.getpid():  # none yet, or forked since
+            _renderer["pool"] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _renderer["pid"] = os.getpid()
+        return _renderer["pool"]
+
+
+def render_png(*args) -> bytes:
+    """``draw_png(*args)`` in this process's graph renderer: one spawned process of its own, so
+    matplotlib's CPU time never holds the GIL of a process that takes webhooks or applies
+    payloads. A renderer that died is replaced on the next call; this graph fails (ValueError)."""
+    pool = _render_pool()
+    try:
+        return pool.submit(draw_png, *args).result(timeout=RENDER_TIMEOUT)
+    except BrokenProcessPool:
+        with _renderer_lock:
+            if _renderer["pool"] is pool:
+                _renderer["pool"] = None
+        raise ValueError("the graph renderer process died") from None
+    except TimeoutError:
+        raise ValueError(f"the graph took longer than {RENDER_TIMEOUT:g}s to draw") from None
+
+
+def stop_renderer() -> None:
+    """Stop this process's graph renderer (it starts again when needed)."""
+    with _renderer_lock:
+        pool, _renderer["pool"] = _renderer["pool"], None
+    if pool is not None and _renderer["pid"] == os.getpid():
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def rule_expr(prom: Prometheus, alertname: str) -> str | None:
@@ -274,8 +319,8 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
                 mine = [s for s in series if belongs(s.get("metric", {}), labels)]
                 shown = (mine or series)[: e.max_series]
                 title = f"{t['alertname']} {_label_str({k: v for k, v in labels.items() if k in ('service', 'region', 'instance')})}"
-                png = draw_png(shown, title, graph_expr, t["starts_at"], e.graph_width_px, e.graph_height_px,
-                               threshold)
+                png = render_png(shown, title, graph_expr, t["starts_at"], e.graph_width_px, e.graph_height_px,
+                                 threshold)
                 save(conn, ticket_id, "graph.png", png, {"expr": expr, "graph_expr": graph_expr,
                                                          "threshold": threshold, "expr_source": source, "start": start,
                                                          "end": end, "series": len(shown)})

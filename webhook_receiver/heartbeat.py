@@ -40,13 +40,24 @@ def check(ctx, conn, now: datetime, timeout: float, watching_since: datetime | N
         return []
     opened = []
     emits = Emits(ctx.hooks)
+    try:
+        _check(ctx, conn, now, timeout, emits, opened)
+    except tickets.LocksBusy:  # an ingest holds the alarm's incident: the next pass opens it
+        return []
+    emits.fire()
+    return opened
+
+
+def _check(ctx, conn, now: datetime, timeout: float, emits: Emits, opened: list) -> None:
     with conn.transaction():
         rows = conn.execute("""select * from ticket_heartbeats where alarm_ticket_id is null and last_seen < %s
                                for update skip locked""", (now - timedelta(seconds=timeout),)).fetchall()
         for r in rows:
             a = _alert(r["alertname"], "firing", r["last_seen"] + timedelta(seconds=timeout), None)
             res = tickets.IngestResult()
-            tickets.apply_alerts(ctx, conn, [a], None, now, res, emits)
+            # only tries the ingest locks: this transaction holds ticket_heartbeats rows, which an
+            # ingest holding those locks may wait for (tickets.lock_incidents: no deadlock)
+            tickets.apply_alerts(ctx, conn, [a], None, now, res, emits, wait=False)
             tid = (res.opened or res.reopened or res.attached or [None])[0]
             if tid is None:
                 active = conn.execute("select id from tickets where fingerprint = %s and status <> 'resolved'",
@@ -55,5 +66,3 @@ def check(ctx, conn, now: datetime, timeout: float, watching_since: datetime | N
             conn.execute("update ticket_heartbeats set alarm_ticket_id = %s where alertname = %s", (tid, r["alertname"]))
             if tid:
                 opened.append(tid)
-    emits.fire()
-    return opened

@@ -11,6 +11,15 @@ its row lock with its connection, so the job is taken again by the next process.
 Because hooks fire after the ticket's commit, a crash between the two could lose a job: the
 scheduler's sweep queues the jobs of recently opened tickets that have none (same dedup key:
 it never doubles one). ``orphans`` marks remediation runs failed whose replica died mid-run.
+
+Enrichment is rate-limited across every process and replica (``enrichment.max_per_minute``):
+before an enrichment job is taken, a slot is taken in ``automation_rate`` (a sliding log of
+start times, under an advisory lock); with every slot of the last 60 s used, the jobs simply
+stay pending (no attempt counted, nothing dropped) and the scheduler's next pass tries again;
+a waiting job whose ticket resolved meanwhile is marked done without enriching (``skip_resolved``),
+so the slots go to incidents still going on.
+Ticket creation and notifications never wait for it: hooks only queue the job, and the
+pools that run jobs are apart from the request and payload threads.
 """
 from __future__ import annotations
 
@@ -27,6 +36,8 @@ log = logging.getLogger(__name__)
 
 LANES = {"enrichment": "enrichment", "remediation": "remediation", "restore": "remediation"}
 SWEEP_WINDOW = 6 * 3600  # seconds: tickets opened this recently get their missing jobs
+RATE_LOCK_CLASS = 7_215_063  # pg_advisory_xact_lock(RATE_LOCK_CLASS, hashtext(lane)) while taking a slot
+RATE_WINDOW = 60.0  # seconds: max_per_minute counts the starts in this sliding window
 
 
 def queue(rem, lane: str | None = None) -> outbox.Queue:
@@ -52,13 +63,21 @@ def wanted(enr, rem, playbooks: list, prometheus_url: str | None) -> set[str]:
     return out
 
 
-def enqueue(conn, ticket_id: int, kind: str, payload: dict | None = None) -> int | None:
-    """Queue a job for the ticket's current episode; None when it is already queued."""
+def enqueue(conn, ticket_id: int, kind: str, payload: dict | None = None, extra: str | None = None,
+            unless_pending: bool = False) -> int | None:
+    """Queue a job for the ticket's current episode; None when it is already queued. ``extra``:
+    one more job of that episode (e.g. remediation for alerts that joined the incident later:
+    the id of their alert_attached event), its own dedup key. ``unless_pending``: None too when
+    a job of that kind of the ticket waits to run (pending and not being run: a running job's
+    row is locked, skipped here, so alerts it may have read too early get a job of their own)."""
     row = conn.execute(
         """insert into automation_jobs (ticket_id, kind, lane, dedup_key, payload)
-           select id, %s, %s, %s || ':' || id || ':' || reopened_count, %s from tickets where id = %s
+           select id, %s, %s, %s || ':' || id || ':' || reopened_count || coalesce(':' || %s::text, ''), %s
+           from tickets t where id = %s
+             and not (%s and exists (select 1 from automation_jobs j where j.ticket_id = t.id and j.kind = %s
+                                     and j.status = 'pending' for update skip locked))
            on conflict (dedup_key) do nothing returning id""",
-        (kind, LANES[kind], kind, Jsonb(payload or {}), ticket_id)).fetchone()
+        (kind, LANES[kind], kind, extra, Jsonb(payload or {}), ticket_id, unless_pending, kind)).fetchone()
     return row["id"] if row else None
 
 
@@ -82,10 +101,62 @@ def sweep(conn, kinds: set[str]) -> int:
     return n
 
 
+def skip_resolved(conn) -> int:
+    """Pending enrichment jobs whose ticket has resolved since are done without enriching (marked
+    in their payload): in a storm the rate limit would otherwise spend the minute's slots on
+    incidents that are over while live ones wait. Returns how many."""
+    # skip locked: a job being run right now (its row locked until it ends) is not waited for
+    n = conn.execute("""update automation_jobs set status = 'done', done_at = now(),
+                               payload = payload || '{"skipped": "ticket resolved before its enrichment ran"}'
+                        where id in (select j.id from automation_jobs j join tickets t on t.id = j.ticket_id
+                                     where j.lane = 'enrichment' and j.status = 'pending' and t.status = 'resolved'
+                                     for update of j skip locked)""").rowcount
+    if n:
+        log.info("event=enrichment_skipped_resolved jobs=%s", n)
+    return n
+
+
+def take_slot(conn, lane: str, per_window: int, window: float = RATE_WINDOW) -> int | None:
+    """A start slot for one job of ``lane`` when fewer than ``per_window`` started in the last
+    ``window`` seconds (every process and replica counted); None when the lane is at its limit.
+    ``conn``: autocommit, no transaction open (the slot must be visible to others at once)."""
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (RATE_LOCK_CLASS, lane))
+        conn.execute("delete from automation_rate where lane = %s "
+                     "and started_at < clock_timestamp() - make_interval(secs => %s)", (lane, window))
+        used = conn.execute("select count(*) n from automation_rate where lane = %s", (lane,)).fetchone()["n"]
+        if used >= per_window:
+            return None
+        return conn.execute("insert into automation_rate (lane) values (%s) returning id", (lane,)).fetchone()["id"]
+
+
+def release_slot(conn, slot: int) -> None:
+    """Give back a slot that no job used."""
+    conn.execute("delete from automation_rate where id = %s", (slot,))
+
+
 def run_due(conn, rem, enrich, runner_of, lane: str | None = None, now: datetime | None = None,
-            batch: int = 20) -> int:
+            batch: int = 20, enrich_per_minute: int = 0) -> int:
     """Run due jobs (of one lane, or all): ``rem`` the typed remediation view, ``enrich(ticket_id)``
-    enriches a ticket, ``runner_of()`` gives the remediation Runner."""
+    enriches a ticket, ``runner_of()`` gives the remediation Runner. ``enrich_per_minute`` > 0:
+    at most that many enrichment jobs start in any 60 s (``enrichment.max_per_minute``); the
+    others stay pending for a later pass."""
+    if enrich_per_minute > 0 and lane is None:
+        return (run_due(conn, rem, enrich, runner_of, "remediation", now, batch)
+                + run_due(conn, rem, enrich, runner_of, "enrichment", now, batch, enrich_per_minute))
+    if enrich_per_minute > 0 and lane == "enrichment":
+        handled = skip_resolved(conn)
+        while handled < batch:
+            slot = take_slot(conn, lane, enrich_per_minute)
+            if slot is None:
+                log.debug("event=enrichment_rate_limited per_minute=%s", enrich_per_minute)
+                break
+            n = run_due(conn, rem, enrich, runner_of, lane, now, 1)
+            if n == 0:
+                release_slot(conn, slot)
+                break
+            handled += n
+        return handled
 
     def deliver(conn, job: dict) -> None:
         if job["kind"] == "enrichment":

@@ -1,7 +1,7 @@
 """The receiver's /metrics: request counters plus ticket KPIs read from PostgreSQL at scrape time.
 
 KPIs come from the database (so every gunicorn worker and replica reports the same figures):
-open tickets by severity, MTTA / MTTR / MTBF per service over ``KPI_WINDOW``, tickets opened,
+open tickets (incidents) by severity and the alerts they hold, MTTA / MTTR / MTBF per service over ``KPI_WINDOW``, tickets opened,
 escalations per level, notification failures, heartbeat ages. Process-local request counters
 use prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (gunicorn).
 """
@@ -23,6 +23,11 @@ KPI_WINDOW = 30 * 86400  # seconds: MTTA/MTTR/MTBF over the last 30 days
 WEBHOOK = Counter("opsstack_receiver_webhook_requests_total",
                   "Alertmanager webhook deliveries by outcome (stored, invalid, unauthorized, too_large, db_error).",
                   ["outcome"])
+RECONCILE_RUNS = Counter("opsstack_receiver_reconcile_runs_total",
+                         "Reconciliations with Alertmanager by outcome (ok, member_error, young_alertmanager, "
+                         "busy, disabled, error).", ["outcome"])
+RECONCILE_CLOSED = Counter("opsstack_receiver_reconcile_episodes_closed_total",
+                           "Alert episodes closed because no Alertmanager member still had the alert.")
 REQUEST_SECONDS = Histogram("opsstack_receiver_request_duration_seconds",
                             "HTTP request duration by route.", ["route"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -31,8 +36,10 @@ REQUEST_SECONDS = Histogram("opsstack_receiver_request_duration_seconds",
 class KpiCollector:
     """Reads ticket KPIs from the database on each scrape."""
 
-    def __init__(self, db):
+    def __init__(self, db, channels=()):
         self.db = db
+        # the configured notification channels: their series exist at 0 before the first message
+        self.channels = tuple(channels)
 
     def collect(self):
         start = time.monotonic()
@@ -62,6 +69,23 @@ class KpiCollector:
             for (sev, st), n in counts.items():
                 open_.add_metric([sev, st], n)
             yield open_
+
+            # a ticket is an incident (receiver.incident_by): how many alerts the open ones hold
+            firing = GaugeMetricFamily("opsstack_tickets_open_alerts",
+                                       "Alert episodes still firing in unresolved tickets (incidents), by severity.",
+                                       labels=["severity"])
+            fc = {sev: 0 for sev in ("critical", "warning", "info")}
+            for r in q("select severity, coalesce(sum(firing_count), 0) n from tickets where status <> 'resolved' "
+                       "and severity in ('critical', 'warning', 'info') group by 1").fetchall():
+                fc[r["severity"]] = int(r["n"])
+            for sev, n in fc.items():
+                firing.add_metric([sev], n)
+            yield firing
+            alerts = CounterMetricFamily("opsstack_tickets_alerts",
+                                         "Alert episodes recorded on tickets (alerts per incident: this over "
+                                         "opsstack_tickets_opened_total).")
+            alerts.add_metric([], q("select coalesce(max(id), 0) n from ticket_alerts").fetchone()["n"])  # ids only grow
+            yield alerts
 
             opened = CounterMetricFamily("opsstack_tickets_opened", "Tickets opened (tickets per day: increase over 1d).",
                                          labels=["service", "severity"])
@@ -124,16 +148,19 @@ class KpiCollector:
                                        "Notifications given up after max_attempts, by channel.", labels=["channel"])
             pending = GaugeMetricFamily("opsstack_tickets_notifications_pending", "Notifications waiting to be sent.",
                                         labels=["channel"])
+            rows = {c: {"sent": 0, "fails": 0, "failed": 0, "pending": 0} for c in self.channels}
             for r in q("""select channel,
                                  count(*) filter (where status = 'sent') sent,
                                  coalesce(sum(attempts - case when status = 'sent' then 1 else 0 end), 0) fails,
                                  count(*) filter (where status = 'failed') failed,
                                  count(*) filter (where status = 'pending') pending
                           from ticket_notifications group by 1""").fetchall():
-                sent.add_metric([r["channel"]], r["sent"])
-                failures.add_metric([r["channel"]], r["fails"])
-                gaveup.add_metric([r["channel"]], r["failed"])
-                pending.add_metric([r["channel"]], r["pending"])
+                rows[r["channel"]] = r
+            for ch, r in rows.items():
+                sent.add_metric([ch], r["sent"])
+                failures.add_metric([ch], r["fails"])
+                gaveup.add_metric([ch], r["failed"])
+                pending.add_metric([ch], r["pending"])
             yield sent
             yield failures
             yield gaveup
@@ -166,9 +193,10 @@ class KpiCollector:
             yield bad
 
 
-def exposition(db, collectors=()) -> bytes:
+def exposition(db, collectors=(), channels=()) -> bytes:
     """The /metrics text; ``collectors``: the app's extra collector factories (state(app).
-    metrics_collectors, e.g. automation's), each ``f(db) -> collector``, called per scrape."""
+    metrics_collectors, e.g. automation's), each ``f(db) -> collector``, called per scrape;
+    ``channels``: the configured notification channel names (their counters start at 0)."""
     reg = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -177,9 +205,9 @@ def exposition(db, collectors=()) -> bytes:
     else:
         from prometheus_client import PROCESS_COLLECTOR
 
-        for c in (WEBHOOK, REQUEST_SECONDS, PROCESS_COLLECTOR):
+        for c in (WEBHOOK, REQUEST_SECONDS, RECONCILE_RUNS, RECONCILE_CLOSED, PROCESS_COLLECTOR):
             reg.register(_Forward(c))
-    reg.register(KpiCollector(db))
+    reg.register(KpiCollector(db, channels))
     for factory in list(collectors):
         try:
             reg.register(_Safe(factory(db), getattr(factory, "__name__", "collector")))

@@ -106,6 +106,10 @@ def document(paths: dict) -> dict:
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
         "generator_url": {"type": "string"}, "updated_at": _TS,
+        "incident_key": {"type": "string", "description": "what makes it one incident: the Alertmanager groupKey "
+                                                          "(receiver.incident_by: group) or the alert fingerprint"},
+        "alert_count": {"type": "integer", "description": "distinct alerts (fingerprints) of the incident"},
+        "firing_count": {"type": "integer", "description": "its alert episodes still firing (0: it resolves)"},
     }
     return {
         "openapi": "3.0.3",
@@ -128,7 +132,8 @@ def document(paths: dict) -> dict:
                     "id": {"type": "integer"}, "at": _TS, "actor": {"type": "string"},
                     "kind": {"type": "string", "description": "opened, notified, escalated, acknowledged, reassigned, "
                                                               "resolved, reopened, comment, alert_attached, "
-                                                              "notification_failed, automation_failed"},
+                                                              "alert_reconciled, notification_failed, "
+                                                              "automation_failed"},
                     "details": {"type": "object"}}},
                 "Alert": {"type": "object", "properties": {
                     "fingerprint": {"type": "string"}, "starts_at": _TS, "ends_at": _TS_NULL,
@@ -143,7 +148,12 @@ def document(paths: dict) -> dict:
                     "max_truncated_alerts": {"type": "integer", "description": "the most ever left out"}}},
                 "TicketDetail": {"allOf": [{"$ref": "#/components/schemas/Ticket"}, {"type": "object", "properties": {
                     "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                    "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+                    "alerts": {"type": "array", "description": "the incident's alert episodes, firing first "
+                                                               "(at most 500: alert_counts has the totals)",
+                               "items": {"$ref": "#/components/schemas/Alert"}},
+                    "alert_counts": {"type": "object", "properties": {
+                        "alerts": {"type": "integer"}, "episodes": {"type": "integer"},
+                        "firing": {"type": "integer"}, "resolved": {"type": "integer"}}},
                     "group": {"$ref": "#/components/schemas/Group"},
                     "notifications": {"type": "array", "description": "deliveries: pending, sent or failed "
                                                                       "(after max_attempts) with the last error",

@@ -53,4 +53,5 @@ def readyz():
 @bp.get("/metrics")
 def metrics_view():
     st = state(current_app)
-    return Response(metrics.exposition(st.db, st.metrics_collectors), mimetype=CONTENT_TYPE_LATEST)
+    channels = [c.name for c in st.notifications.channels]
+    return Response(metrics.exposition(st.db, st.metrics_collectors, channels), mimetype=CONTENT_TYPE_LATEST)

@@ -2,7 +2,8 @@
 (``name``, ``run_due(conn, now)``), run in turn by the one Scheduler with errors isolated per
 job (a job that raises is logged and the others still run), as GoAlert's engine runs its
 updaters. The jobs: queued payloads, escalation timers, heartbeat checks, the notification
-outbox, raw-payload retention and, with automation, ITSM forwarding, the durable automation
+outbox, raw-payload retention, reconciliation with Alertmanager (reconcile.py) and, with
+automation, ITSM forwarding, the durable automation
 jobs (enrichment/remediation/restore: sweep + run) and orphaned remediation runs.
 
 Every step takes its rows with FOR UPDATE SKIP LOCKED, so any number of workers and replicas
@@ -19,7 +20,7 @@ from typing import Callable
 
 from core.clock import utcnow
 from core.logs import first_line
-from webhook_receiver import escalation, heartbeat, itsm, notify, tickets
+from webhook_receiver import escalation, heartbeat, itsm, notify, reconcile, tickets
 from webhook_receiver import jobs as durable_jobs
 from webhook_receiver.db import connect
 from webhook_receiver.tickets import PAYLOAD_CHANNEL
@@ -44,10 +45,15 @@ class Job:
 
 
 def apply_pending(st, conn, limit: int = 1000) -> int:
-    """Apply queued payloads on ``conn`` until none is left (or limit); returns how many."""
+    """Apply queued payloads on ``conn`` until none is left (or limit), a batch per transaction
+    (tickets.process_batch: per-group arrival order kept); returns how many."""
     n = 0
-    while n < limit and tickets.process_next(st.ctx, conn) is not None:
-        n += 1
+    failed: set[int] = set()  # a payload that failed waits for the next pass
+    while n < limit:
+        got = len(tickets.process_batch(st.ctx, conn, limit=min(tickets.PROCESS_BATCH, limit - n), skip=failed))
+        if not got:
+            break
+        n += got
     return n
 
 
@@ -107,6 +113,9 @@ def default_jobs(st) -> list[Job]:
         Job("notifications", lambda conn, now: notify.run_outbox(st.ctx, conn, now=now, batch=batch)),
         Job("prune", lambda conn, now: _prune(st, conn, now), every=PRUNE_EVERY),
     ]
+    rec = st.receiver.reconcile
+    if reconcile.urls(rec):  # at the first pass, then every interval (lost resolved notifications)
+        out.append(Job("reconcile", lambda conn, now: reconcile.run(st.ctx, conn, rec, now), every=rec.interval))
     auto = getattr(st, "automation", None)
     if auto is not None:
         out.extend(automation_jobs(auto))
@@ -185,7 +194,7 @@ class Processor:
     """Applies queued payloads as soon as one is stored: woken by this process's webhook
     (st.wakeup) or by PostgreSQL NOTIFY from any process or replica; and every interval for
     payloads left behind (e.g. by a crash). ``threads`` apply payloads in parallel (payloads of
-    one Alertmanager group stay in order: process_next)."""
+    one Alertmanager group stay in order: tickets.process_batch)."""
 
     def __init__(self, st, threads: int | None = None):
         self.st = st

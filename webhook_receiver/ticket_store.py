@@ -19,7 +19,8 @@ SYSTEM_ACTOR = "alertmanager"
 PUBLIC_FIELDS = ("id", "status", "alertname", "service", "severity", "tier", "team", "fingerprint",
                  "summary", "opened_at", "acknowledged_at", "acknowledged_by", "resolved_at",
                  "resolved_by", "starts_at", "reopened_count", "policy", "level", "assignee",
-                 "next_escalation_at", "group_id", "labels", "annotations", "generator_url", "updated_at")
+                 "next_escalation_at", "group_id", "labels", "annotations", "generator_url", "updated_at",
+                 "incident_key", "alert_count", "firing_count")
 
 
 @dataclass
@@ -104,8 +105,11 @@ def list_tickets(conn, status: list[str] | None = None, severity: list[str] | No
     if severity:
         where.append("severity = any(%s)")
         args.append(list(severity))
-    for col, val in (("service", service), ("alertname", alertname), ("fingerprint", fingerprint),
-                     ("group_id", group_id)):
+    if fingerprint is not None:  # the ticket of that alert: its lead alert, or any alert of the incident
+        where.append("(fingerprint = %s or exists (select 1 from ticket_alerts a where a.ticket_id = tickets.id "
+                     "and a.fingerprint = %s))")
+        args += [fingerprint, fingerprint]
+    for col, val in (("service", service), ("alertname", alertname), ("group_id", group_id)):
         if val is not None:
             where.append(f"{col} = %s")
             args.append(val)
@@ -125,7 +129,20 @@ def events(conn, ticket_id: int) -> list[dict]:
                         "order by at, id", (ticket_id,)).fetchall()
 
 
-def alerts(conn, ticket_id: int) -> list[dict]:
+ALERTS_LIMIT = 500  # alert episodes listed with one ticket (the counts say how many there are)
+
+
+def alerts(conn, ticket_id: int, limit: int = ALERTS_LIMIT) -> list[dict]:
+    """The incident's alert episodes, the firing ones first, at most ``limit``."""
     return conn.execute("select fingerprint, starts_at, ends_at, status, labels, annotations, group_id, "
-                        "first_seen, last_seen from ticket_alerts where ticket_id = %s order by starts_at",
-                        (ticket_id,)).fetchall()
+                        "first_seen, last_seen from ticket_alerts where ticket_id = %s "
+                        "order by status = 'firing' desc, starts_at, fingerprint limit %s",
+                        (ticket_id, limit)).fetchall()
+
+
+def alert_counts(conn, ticket_id: int) -> dict:
+    """How many alerts (fingerprints) and episodes the incident holds, firing and resolved."""
+    return conn.execute("select count(distinct fingerprint) alerts, count(*) episodes, "
+                        "count(*) filter (where status = 'firing') firing, "
+                        "count(*) filter (where status = 'resolved') resolved "
+                        "from ticket_alerts where ticket_id = %s", (ticket_id,)).fetchone()

@@ -5,13 +5,16 @@ A ticket is one firing episode of one alert (fingerprint + startsAt); the episod
 idempotent. A resolved notification that arrives before any firing one of its episode (two
 clustered Alertmanagers, a retry) is kept in ``ticket_resolved_episodes``: the late firing
 then opens nothing. Each notification's group records how many alerts Alertmanager left out
-(truncatedAlerts, webhook max_alerts). Work on one fingerprint is serialised by a transaction-level advisory lock.
+(truncatedAlerts, webhook max_alerts). Work on one incident and on one fingerprint is serialised by
+transaction-level advisory locks taken in one global order (lock_incidents: no deadlock).
 Every change writes a ``ticket_events`` row (the audit trail) and, where it matters,
 notification rows (the durable outbox); hooks fire after the commit.
 """
 from __future__ import annotations
 
+import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,8 +32,17 @@ from webhook_receiver.ticket_store import (SYSTEM_ACTOR, Emits, add_event, clear
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_xact_lock(FINGERPRINT_LOCK, hashtext(fingerprint))
-FINGERPRINT_LOCK = 7_215_002
+# Ingest locks (transaction-level advisory locks, see lock_incidents):
+#   (ALL_INCIDENTS_LOCK, 0)       shared by every ingest transaction; exclusive for one that
+#                                 would need more than LOCK_CAP keys (a storm payload, a big
+#                                 reconcile): the number of locks a transaction holds stays bounded
+#   (INCIDENT_LOCK, crc32(key))   one per incident key (the Alertmanager group in group mode)
+#   (FINGERPRINT_LOCK, crc32(fp)) one per alert fingerprint (a fingerprint may sit in two groups)
+INCIDENT_LOCK = 7_215_002
+ALL_INCIDENTS_LOCK = 7_215_003
+FINGERPRINT_LOCK = 7_215_004
+LOCK_CAP = 1024
+ATTACHED_LIST_CAP = 20  # alerts listed in one alert_attached event (its count says how many)
 STATUSES = ("open", "acknowledged", "resolved")
 
 class Context:
@@ -48,6 +60,7 @@ class Context:
         # oncall stays plain dicts: its pure rotation functions take schedule mappings, and a
         # person record goes as-is into notification payloads (JSON)
         self.directory = oncall.Directory(cfg["oncall"])
+        self.incident_by = self.receiver.incident_by  # group | alert: what one ticket is
         self.reopen_window = float(self.receiver.reopen_window)
         self.raw_retention = float(self.receiver.raw_retention)
         self.heartbeats = set(self.receiver.heartbeat_alerts)
@@ -75,15 +88,18 @@ class IngestResult:
     opened: list = field(default_factory=list)
     reopened: list = field(default_factory=list)
     resolved: list = field(default_factory=list)
-    attached: list = field(default_factory=list)
+    attached: list = field(default_factory=list)  # incidents that new alerts joined (one entry each)
+    attached_alerts: int = 0  # how many alerts joined them
     duplicates: int = 0
     heartbeats: int = 0
     stale: int = 0  # firing alerts of an episode whose resolved notification came first: no ticket
     truncated_alerts: int = 0  # alerts Alertmanager left out of the notification (max_alerts)
+    failed: bool = False  # queued processing: the payload could not be applied (error recorded)
 
     def as_dict(self) -> dict:
         return {"payload_id": self.payload_id, "opened": self.opened, "reopened": self.reopened,
-                "resolved": self.resolved, "attached": self.attached, "duplicates": self.duplicates,
+                "resolved": self.resolved, "attached": self.attached,
+                "attached_alerts": self.attached_alerts, "duplicates": self.duplicates,
                 "heartbeats": self.heartbeats, "stale": self.stale, "truncated_alerts": self.truncated_alerts}
 
 
@@ -180,57 +196,129 @@ def enqueue_payloads(conn, items: list[tuple[Notification, str]]) -> list[int]:
 
 
 MAX_PROCESS_ATTEMPTS = 5
+PROCESS_BATCH = 20            # payloads applied in one transaction by process_batch
+PROCESS_BATCH_ALERTS = 20000  # ... and at most about this many alerts (a storm payload goes alone)
+# errors of one payload (not of the database): its savepoint rolls back, the batch goes on
+_PAYLOAD_ERRORS = (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError,
+                   psycopg.IntegrityError)
+
+# the oldest pending payload of each Alertmanager group that no other worker holds: payloads of
+# one group are applied in arrival order (a resolved never overtakes its firing)
+_CLAIM = """select id, body, attempts, alert_count from ticket_payloads p where processed_at is null
+            and p.id <> all(%s)
+            and not exists (select 1 from ticket_payloads q where q.processed_at is null
+                            and q.group_key = p.group_key and q.id < p.id)
+            order by id limit %s for update skip locked"""
 
 
 def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResult | None:
-    """Apply the oldest stored payload whose group has no older pending one; None when idle.
+    """Apply the oldest stored payload whose group has no older pending one; None when idle."""
+    out = process_batch(ctx, conn, now, limit=1)
+    return out[0] if out else None
 
-    Payloads of one Alertmanager group are applied in arrival order (a resolved never
-    overtakes its firing); different groups run in parallel across workers and replicas
-    (FOR UPDATE SKIP LOCKED). A payload that keeps failing for a reason other than the
-    database is set aside after MAX_PROCESS_ATTEMPTS with its error (it stays in the table).
+
+def process_batch(ctx: Context, conn, now: datetime | None = None, limit: int = PROCESS_BATCH,
+                  skip: set[int] | None = None) -> list[IngestResult]:
+    """Apply up to ``limit`` queued payloads in ONE transaction; [] when idle.
+
+    It claims the head payload of each Alertmanager group (FOR UPDATE SKIP LOCKED: different
+    groups run in parallel across workers and replicas), applies each with a few set-based
+    statements, then claims again: the next payload of a group it just applied is the head now
+    (inside this transaction), so a group's payloads stay in arrival order within a batch as
+    well. Each payload runs in a savepoint: one that fails for a reason other than the database
+    rolls back alone, its attempt and error are recorded, and it is set aside after
+    MAX_PROCESS_ATTEMPTS (it stays in the table); it is not taken again in this batch, nor
+    while its id is in ``skip`` (the caller's pass: failed ones wait for the next pass). Hooks
+    fire after the commit.
     """
+    skip = skip if skip is not None else set()
+    out: list[IngestResult] = []
     emits = Emits(ctx.hooks)
-    res = IngestResult()
-    row = None
+    alerts = 0
+    held: set[tuple[int, int]] = set()
+    with conn.transaction():
+        while len(out) < limit and alerts < PROCESS_BATCH_ALERTS:
+            rows = conn.execute(_CLAIM, (sorted(skip), limit - len(out))).fetchall()
+            if not rows:
+                break
+            # the claim round's payloads and their ingest locks (lock_incidents), taken with ONE
+            # statement: waiting in the batch's first round (no lock held yet), only trying in a
+            # later one (busy: the batch ends; the rest is claimed again by the next batch)
+            take, keys, notes = [], set(held), {}
+            for row in rows:
+                if out or take:
+                    if alerts + row["alert_count"] > PROCESS_BATCH_ALERTS:
+                        break
+                try:
+                    notes[row["id"]] = note = parse_obj(row["body"])
+                    want = note_lock_keys(ctx, note)
+                except _PAYLOAD_ERRORS:  # recorded as failed by _apply_payload; needs no lock
+                    want = set()
+                if (out or take) and len(keys | want) > LOCK_CAP:
+                    break
+                keys |= want
+                take.append(row)
+                alerts += row["alert_count"]
+                if len(keys) > LOCK_CAP:  # the first payload alone: the exclusive lock, alone in its batch
+                    break
+            if not take:
+                break
+            if not lock_incidents(conn, keys - held, wait=not out):
+                break
+            held |= keys
+            for row in take:
+                res = _apply_payload(ctx, conn, row, now or utcnow(), emits, note=notes.get(row["id"]))
+                if res.failed:
+                    skip.add(row["id"])
+                out.append(res)
+            if len(take) < len(rows) or len(held) > LOCK_CAP:
+                break
+    emits.fire()
+    return out
+
+
+class LocksBusy(Exception):
+    """A payload's incident locks are held by another transaction (apply_alerts with wait=False)."""
+
+
+def _apply_payload(ctx: Context, conn, row: dict, now: datetime, emits: Emits,
+                   note: Notification | None = None) -> IngestResult:
+    """Apply one claimed payload (``note``: its parsed body) in a savepoint, its ingest locks
+    held by the caller (process_batch)."""
+    res = IngestResult(payload_id=row["id"])
+    mine = Emits(ctx.hooks)
     try:
-        with conn.transaction():
-            row = conn.execute(
-                """select id, body, attempts from ticket_payloads p where processed_at is null
-                   and not exists (select 1 from ticket_payloads q where q.processed_at is null
-                                   and q.group_key = p.group_key and q.id < p.id)
-                   order by id limit 1 for update skip locked""").fetchone()
-            if row is None:
-                return None
-            res.payload_id = row["id"]
-            apply_notification(ctx, conn, parse_obj(row["body"]), now or utcnow(), res, emits)
+        with conn.transaction():  # a savepoint: this payload alone rolls back on its own error
+            apply_notification(ctx, conn, note if note is not None else parse_obj(row["body"]), now, res, mine,
+                               locked=True)
             conn.execute("update ticket_payloads set processed_at = now(), attempts = attempts + 1, result = %s "
                          "where id = %s", (Jsonb(res.as_dict()), row["id"]))
-    except (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
-        if row is None:
-            raise
+    except _PAYLOAD_ERRORS as exc:
         failed = f"{type(exc).__name__}: {exc}"
         give_up = row["attempts"] + 1 >= MAX_PROCESS_ATTEMPTS
-        with conn.transaction():  # the apply rolled back; record the failure (the claim is gone: fine)
-            conn.execute("update ticket_payloads set attempts = attempts + 1, error = %s, "
-                         "processed_at = case when %s then now() end where id = %s and processed_at is null",
-                         (failed[:1000], give_up, row["id"]))
+        conn.execute("update ticket_payloads set attempts = attempts + 1, error = %s, "
+                     "processed_at = case when %s then now() end where id = %s and processed_at is null",
+                     (failed[:1000], give_up, row["id"]))
         log.error("event=payload_failed payload_id=%s attempt=%s gave_up=%s error=%r", row["id"],
                   row["attempts"] + 1, give_up, failed)
-        return res
-    emits.fire()
+        return IngestResult(payload_id=row["id"], failed=True)
+    emits.calls.extend(mine.calls)
     return res
 
 
 def apply_notification(ctx: Context, conn, note: Notification, now: datetime, res: IngestResult,
-                       emits: Emits) -> None:
+                       emits: Emits, wait: bool = True, locked: bool = False) -> None:
+    if not locked:  # before anything else (the heartbeat rows too): see lock_incidents
+        if not lock_incidents(conn, note_lock_keys(ctx, note), wait=wait):
+            raise LocksBusy()
+        locked = True
     res.truncated_alerts = note.truncated_alerts
     if note.truncated_alerts:
         log.warning("event=notification_truncated group_key=%r alerts=%s truncated_alerts=%s "
                     "hint='raise alertmanager.max_alerts or split the group (group_by)'",
                     note.group_key, len(note.alerts), note.truncated_alerts)
     alerts = []
-    for a in sorted(note.alerts, key=lambda a: (a.fingerprint, a.starts_at)):
+    for a in note.alerts:
         if a.alertname in ctx.heartbeats:
             if a.status == "firing":
                 _heartbeat_seen(ctx, conn, a.alertname, now, emits)
@@ -238,7 +326,7 @@ def apply_notification(ctx: Context, conn, note: Notification, now: datetime, re
         else:
             alerts.append(a)
     stale = res.stale
-    apply_alerts(ctx, conn, alerts, None, now, res, emits, note=note)
+    apply_alerts(ctx, conn, alerts, None, now, res, emits, note=note, wait=wait, locked=locked)
     if res.stale > stale:
         log.info("event=late_firing_ignored group_key=%r alerts=%s reason='resolved notification came first'",
                  note.group_key, res.stale - stale)
@@ -254,73 +342,288 @@ def _heartbeat_seen(ctx: Context, conn, name: str, now: datetime, emits: Emits) 
         clear_heartbeat_alarm(conn, name)
 
 
-@dataclass
-class _Known:
-    episodes: dict
-    active: dict
-    recent: dict
-    resolved_first: dict = field(default_factory=dict)  # (fingerprint, starts_at) -> ends_at
-    recorded: list = field(default_factory=list)  # resolved-first episodes recorded by this call
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _episode_row(ticket_id: int, a: Alert) -> dict:
+    return {"ticket_id": ticket_id, "fingerprint": a.fingerprint, "starts_at": a.starts_at.isoformat(),
+            "ends_at": _iso(a.ends_at) if a.status == "resolved" else None, "status": a.status,
+            "labels": a.labels, "annotations": a.annotations}
+
+
+def _incident_fields(alerts: list[Alert], group_labels: dict) -> dict:
+    """What a ticket says about its alerts: the lead alert (most severe) names it; labels are the
+    group's labels plus what every alert shares; annotations what every alert shares."""
+    lead = alerts[episodes.lead_index([a.severity for a in alerts], [a.fingerprint for a in alerts])]
+    labels = {**episodes.common([a.labels for a in alerts]), **group_labels}
+    annotations = episodes.common([a.annotations for a in alerts])
+    n = len({a.fingerprint for a in alerts})
+    return {"lead": lead, "labels": labels, "annotations": annotations, "alerts": n,
+            "summary": episodes.title(lead.alertname, lead.service, n, annotations.get("summary", ""))}
+
+
+# the stored episodes of the notification's alerts (src 'e') and those whose resolved notification
+# came first (src 'r'); the keys go as one JSON parameter (cheaper than arrays of 10,000 values)
+_SELECT_KNOWN = """
+    with u as materialized (select f, s from jsonb_to_recordset(%s::jsonb) as r(f text, s timestamptz))
+    select 'e' src, e.id, e.fingerprint, e.starts_at, e.status, e.ticket_id from ticket_alerts e
+    join u on e.fingerprint = u.f and e.starts_at = u.s
+    union all
+    select 'r', null, r.fingerprint, r.starts_at, null, null from ticket_resolved_episodes r
+    join u on r.fingerprint = u.f and r.starts_at = u.s"""
+# Why no ingest transaction can deadlock on these locks (by construction):
+# 1. A transaction WAITS for ingest locks only once, in its first lock statement, while it holds
+#    no ingest lock and no row lock that another ingest transaction could wait for (the
+#    processor holds only its claimed payload rows, which others skip: SKIP LOCKED; reconcile
+#    holds only its own try-lock). Every later acquisition in the transaction (the next claim
+#    round of a batch, heartbeat.check, which holds ticket_heartbeats rows) only TRIES and gives
+#    up (LocksBusy: the batch ends, the heartbeat check waits for its next pass).
+# 2. That one waiting statement takes its locks in one global order: (ALL_INCIDENTS_LOCK, 0)
+#    first, then (class, key) ascending. A waiter holds only locks below the one it waits for,
+#    so a cycle of waiters is impossible.
+# 3. The rows apply_alerts writes belong to the incidents and fingerprints it holds locks on, so
+#    two ingest transactions do not wait for each other's rows while they hold these locks. The
+#    one exception: an alert that sits in two Alertmanager groups whose tickets each hold an
+#    episode of the other's alerts (routes with `continue`); its counts may then cross, and
+#    PostgreSQL's deadlock detector rolls one batch back, which is applied again by the next pass.
+# Payloads of one group are also serialised by the claim (process_batch: per-group order).
+_LOCK_SHARED_ALL = "select pg_advisory_xact_lock_shared(%s, 0)"
+_LOCK_ALL = "select pg_advisory_xact_lock(%s, 0)"
+_LOCK = ("select count(pg_advisory_xact_lock(c, k)) from "
+         "(select c, k from unnest(%s::int[], %s::int[]) u(c, k) order by 1, 2) s")
+_TRY_LOCK = ("select pg_try_advisory_xact_lock_shared(%s, 0) and coalesce((select bool_and(ok) from "
+             "(select pg_try_advisory_xact_lock(c, k) ok from "
+             "(select c, k from unnest(%s::int[], %s::int[]) u(c, k) order by 1, 2) s) t), true) ok")
+_TRY_LOCK_ALL = "select pg_try_advisory_xact_lock(%s, 0) ok"
+
+
+def _int4(key: str) -> int:
+    h = zlib.crc32(key.encode())
+    return h - (1 << 32) if h >= (1 << 31) else h
+
+
+def lock_keys(incident_keys, fingerprints) -> set[tuple[int, int]]:
+    """The (class, key) advisory locks of these incident keys and fingerprints."""
+    out = {(INCIDENT_LOCK, _int4(k)) for k in incident_keys}
+    out.update((FINGERPRINT_LOCK, _int4(f)) for f in fingerprints)
+    return out
+
+
+def note_lock_keys(ctx: Context, note: Notification) -> set[tuple[int, int]]:
+    """The locks apply_notification needs for ``note`` (heartbeats excepted: they take none)."""
+    fps = {a.fingerprint for a in note.alerts if a.alertname not in ctx.heartbeats}
+    return lock_keys({episodes.incident_key(ctx.incident_by, note.group_key, f) for f in fps}, fps)
+
+
+def lock_incidents(conn, keys: set[tuple[int, int]], wait: bool = True) -> bool:
+    """Take the ingest locks ``keys`` (see above); ``wait`` False: only if free, False when not
+    (some may then be held until the transaction ends). More than LOCK_CAP keys: the exclusive
+    (ALL_INCIDENTS_LOCK, 0) instead, a single lock."""
+    if not keys:
+        return True
+    if len(keys) > LOCK_CAP:
+        if wait:
+            conn.execute(_LOCK_ALL, (ALL_INCIDENTS_LOCK,))
+            return True
+        return conn.execute(_TRY_LOCK_ALL, (ALL_INCIDENTS_LOCK,)).fetchone()["ok"]
+    cls, ks = zip(*sorted(keys))
+    if wait:
+        conn.execute(_LOCK_SHARED_ALL, (ALL_INCIDENTS_LOCK,))
+        conn.execute(_LOCK, (list(cls), list(ks)))
+        return True
+    return bool(conn.execute(_TRY_LOCK, (ALL_INCIDENTS_LOCK, list(cls), list(ks))).fetchone()["ok"])
+
+
+_INSERT_TICKETS = """
+    insert into tickets (incident_key, fingerprint, status, alertname, service, severity, tier, team, labels,
+                         annotations, summary, generator_url, group_id, starts_at, opened_at, policy, entry_level,
+                         level, level_since, repeats, next_escalation_at, assignee, updated_at, alert_count,
+                         firing_count)
+    select r.incident_key, r.fingerprint, 'open', r.alertname, r.service, r.severity, r.tier, r.team, r.labels,
+           r.annotations, r.summary, r.generator_url, %(group_id)s, r.starts_at, %(now)s, r.policy, r.level,
+           r.level, %(now)s, 0, r.due, r.assignee, %(now)s, r.alerts, r.alerts
+    from jsonb_to_recordset(%(rows)s) as r(incident_key text, fingerprint text, alertname text, service text,
+         severity text, tier int, team text, labels jsonb, annotations jsonb, summary text, generator_url text,
+         starts_at timestamptz, policy text, level int, due timestamptz, assignee text, alerts int)
+    returning *"""
+_REOPEN_TICKETS = """
+    update tickets t set status = 'open', acknowledged_at = null, acknowledged_by = null, resolved_at = null,
+        resolved_by = null, reopened_count = t.reopened_count + 1, last_reopened_at = %(now)s, level = r.level,
+        level_since = %(now)s, repeats = 0, next_escalation_at = r.due, assignee = r.assignee, labels = r.labels,
+        annotations = r.annotations, group_id = coalesce(%(group_id)s, t.group_id), updated_at = %(now)s
+    from jsonb_to_recordset(%(rows)s) as r(id bigint, level int, due timestamptz, assignee text, labels jsonb,
+                                          annotations jsonb)
+    where t.id = r.id returning t.*"""
+_ATTACH_TICKETS = """
+    update tickets t set labels = r.labels, annotations = r.annotations, severity = r.severity, updated_at = %(now)s
+    from jsonb_to_recordset(%(rows)s) as r(id bigint, labels jsonb, annotations jsonb, severity text)
+    where t.id = r.id returning t.*"""
+_INSERT_EPISODES = """
+    insert into ticket_alerts (ticket_id, fingerprint, starts_at, ends_at, status, labels, annotations, group_id,
+                               first_seen, last_seen)
+    select r.ticket_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.labels, r.annotations, %(group_id)s,
+           %(now)s, %(now)s
+    from jsonb_to_recordset(%(rows)s) as r(ticket_id bigint, fingerprint text, starts_at timestamptz,
+         ends_at timestamptz, status text, labels jsonb, annotations jsonb)
+    on conflict (fingerprint, starts_at) do nothing"""
+_INSERT_EVENTS = """
+    insert into ticket_events (ticket_id, kind, actor, details, at)
+    select r.ticket_id, r.kind, %(actor)s, r.details, %(now)s
+    from jsonb_to_recordset(%(rows)s) as r(ticket_id bigint, kind text, details jsonb)
+    returning id, ticket_id, kind"""
+# an alert has one firing episode at a time: a newer startsAt of a fingerprint ends its older ones
+# (Alertmanager moved on; their resolved notification may never come)
+_SUPERSEDE = """
+    update ticket_alerts a set status = 'resolved', ends_at = coalesce(a.ends_at, n.starts_at), last_seen = %(now)s
+    from (select fingerprint, max(starts_at) starts_at from ticket_alerts
+          where fingerprint = any(%(fps)s::text[]) group by 1) n
+    where a.fingerprint = any(%(fps)s::text[]) and a.fingerprint = n.fingerprint and a.status = 'firing'
+      and a.starts_at < n.starts_at
+    returning a.ticket_id"""
+_COUNT = """
+    update tickets t set alert_count = greatest(c.n, 1), firing_count = c.f
+    from (select ticket_id, count(distinct fingerprint) n, count(*) filter (where status = 'firing') f
+          from ticket_alerts where ticket_id = any(%s) group by 1) c
+    where t.id = c.ticket_id
+    returning t.id, t.status, t.alertname, t.service, t.summary, t.annotations, t.alert_count, t.firing_count"""
 
 
 def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, res: IngestResult,
-                 emits: Emits, note: Notification | None = None) -> None:
-    """Apply alerts (sorted by fingerprint) with a few set-based reads and pipelined writes.
+                 emits: Emits, note: Notification | None = None, wait: bool = True,
+                 reason: str | None = None, locked: bool = False) -> None:
+    """Apply alerts to their incidents with a few set-based statements, whatever their number.
 
-    With ``note``, its Alertmanager group is recorded too (group_id comes from that)."""
+    Each alert gets its episode step (episodes.decide) against its incident (key: the
+    notification's groupKey, or its fingerprint: receiver.incident_by); the new firing alerts of
+    an incident open, reopen or join it ONCE (episodes.decide_incident); an incident resolves
+    when its last firing episode ended. With ``note``, its Alertmanager group is recorded too
+    (group_id comes from that). ``wait`` False: raise LocksBusy instead of waiting for a lock
+    (the caller holds other locks of this transaction already); ``locked``: the caller holds
+    them already (lock_incidents). ``reason``: the resolved event's reason when an incident
+    resolves (default: the alert(s) resolved)."""
+    group_key = note.group_key if note is not None else None
+    group_labels = dict(note.group_labels) if note is not None else {}
+    by_episode: dict = {}
+    for a in alerts:  # Alertmanager never sends an episode twice in one notification; if it did, the end wins
+        k = (a.fingerprint, a.starts_at)
+        if k not in by_episode or a.status == "resolved":
+            by_episode[k] = a
+    alerts = sorted(by_episode.values(), key=lambda a: (a.fingerprint, a.starts_at))
+    keys = [episodes.incident_key(ctx.incident_by, group_key, a.fingerprint) for a in alerts]
+    ikeys = sorted(set(keys))
+    fps = [a.fingerprint for a in alerts]
+    if not locked and alerts:
+        # holding locks already (wait False): take these only if free, before anything else
+        if not lock_incidents(conn, lock_keys(ikeys, fps), wait=wait):
+            raise LocksBusy()
     with conn.pipeline():  # the reads go out together: one round trip
         cur_group = None
         if note is not None and note.group_key:
             cur_group = conn.execute(_UPSERT_GROUP, _group_params(note))
         if alerts:
-            fps = sorted({a.fingerprint for a in alerts})
-            # one advisory lock per fingerprint, in a stable order (no deadlocks between deliveries)
-            conn.execute("select count(pg_advisory_xact_lock(%s, hashtext(f))) from "
-                         "(select f from unnest(%s::text[]) f order by f) s", (FINGERPRINT_LOCK, fps))
-            episode_keys = ([a.fingerprint for a in alerts], [a.starts_at for a in alerts])
-            cur_ep = conn.execute(
-                "select * from ticket_alerts where (fingerprint, starts_at) in "
-                "(select * from unnest(%s::text[], %s::timestamptz[]))", episode_keys)
-            cur_rf = conn.execute(
-                "select fingerprint, starts_at, ends_at from ticket_resolved_episodes where (fingerprint, starts_at) in "
-                "(select * from unnest(%s::text[], %s::timestamptz[]))", episode_keys)
-            # unresolved tickets, and those resolved recently enough to be reopened
+            starts = [a.starts_at for a in alerts]
+            cur_known = conn.execute(_SELECT_KNOWN, (json.dumps([{"f": f, "s": s.isoformat()}
+                                                                 for f, s in zip(fps, starts)]),))
+            # unresolved incidents, and those resolved recently enough to be reopened
             cutoff = now - timedelta(seconds=ctx.reopen_window) if ctx.reopen_window > 0 else now + timedelta(days=1)
-            cur_t = conn.execute(
-                "select * from tickets where fingerprint = any(%s) and (status <> 'resolved' or resolved_at >= %s) "
-                "for update", (fps, cutoff))
+            cur_t = conn.execute("select * from tickets where incident_key = any(%s) "
+                                 "and (status <> 'resolved' or resolved_at >= %s) for update", (ikeys, cutoff))
         if cur_group is not None:
             group_id = cur_group.fetchone()["id"]
         if not alerts:
             return
-        known = _Known(episodes={(r["fingerprint"], r["starts_at"]): r for r in cur_ep.fetchall()}, active={},
-                       recent={},
-                       resolved_first={(r["fingerprint"], r["starts_at"]): r["ends_at"] for r in cur_rf.fetchall()})
+        known, resolved_first = {}, set()
+        for r in cur_known.fetchall():
+            if r["src"] == "e":
+                known[(r["fingerprint"], r["starts_at"])] = r
+            else:
+                resolved_first.add((r["fingerprint"], r["starts_at"]))
+        active: dict[str, dict] = {}
+        recent: dict[str, dict] = {}
         for r in cur_t.fetchall():
+            k = r["incident_key"]
             if r["status"] != "resolved":
-                known.active[r["fingerprint"]] = r
-            elif r["fingerprint"] not in known.recent or r["resolved_at"] > known.recent[r["fingerprint"]]["resolved_at"]:
-                known.recent[r["fingerprint"]] = r
-    to_open: list[Alert] = []
+                active[k] = r
+            elif k not in recent or r["resolved_at"] > recent[k]["resolved_at"]:
+                recent[k] = r
 
-    def flush():
-        for a, t in zip(to_open, _open_many(ctx, conn, to_open, group_id, now, emits)):
-            _insert_episode(conn, t["id"], a, group_id, now)
-            known.active[a.fingerprint] = t
+    # --- the rule, per alert then per incident (pure) ---
+    touch: list[int] = []
+    ended: list[tuple[int, datetime | None]] = []
+    ended_tickets: set[int] = set()
+    remember: list[tuple] = []
+    episode_rows: list[dict] = []
+    new_by_key: dict[str, list[tuple[Alert, Step]]] = {}
+    for a, k in zip(alerts, keys):
+        ep = known.get((a.fingerprint, a.starts_at))
+        step = episodes.decide(a.status, ep["status"] if ep is not None else None,
+                               (a.fingerprint, a.starts_at) in resolved_first, k in active, k in recent)
+        if step is Step.DUPLICATE:
+            if ep is not None:
+                touch.append(ep["id"])
+            res.duplicates += 1
+        elif step is Step.RESOLVE_EPISODE:
+            ended.append((ep["id"], a.ends_at))
+            ended_tickets.add(ep["ticket_id"])
+        elif step is Step.LATE:
+            res.stale += 1
+        elif step is Step.REMEMBER_RESOLVED:
+            # its firing, should it still arrive (the other clustered Alertmanager, a retry), opens nothing
+            res.duplicates += 1
+            remember.append((a.fingerprint, a.starts_at, a.ends_at))
+        elif step is Step.RESOLVE_ACTIVE:  # the end of an episode never seen firing: recorded on the incident
+            episode_rows.append(_episode_row(active[k]["id"], a))
+            ended_tickets.add(active[k]["id"])
+        else:  # ATTACH / REOPEN / OPEN: new firing alerts of the incident
+            new_by_key.setdefault(k, []).append((a, step))
+    opens, reopens, attaches = [], [], []
+    for k, items in new_by_key.items():
+        ist = episodes.decide_incident([s for _, s in items])
+        new = [a for a, _ in items]
+        if ist is episodes.IncidentStep.OPEN:
+            opens.append((k, new))
+        elif ist is episodes.IncidentStep.REOPEN:
+            reopens.append((recent[k], new))
+        elif ist is episodes.IncidentStep.ATTACH:
+            attaches.append((active[k], new))
+
+    # --- the writes: a few set-based statements ---
+    with conn.pipeline():
+        if touch:
+            conn.execute("update ticket_alerts set last_seen = %s where id = any(%s::bigint[])", (now, touch))
+        if ended:
+            conn.execute("update ticket_alerts e set status = 'resolved', ends_at = u.e, last_seen = %s "
+                         "from jsonb_to_recordset(%s::jsonb) u(id bigint, e timestamptz) where e.id = u.id",
+                         (now, json.dumps([{"id": i, "e": _iso(e)} for i, e in ended])))
+        events: list[dict] = []
+        opened = _open_incidents(ctx, conn, opens, group_id, group_labels, now, events)
+        reopened = _reopen_incidents(ctx, conn, reopens, group_id, group_labels, now, events)
+        attached = _attach_alerts(conn, attaches, group_labels, now, events)
+        for t, new in opened + reopened + attached:
+            episode_rows.extend(_episode_row(t["id"], a) for a in new)
+        if episode_rows:
+            conn.execute(_INSERT_EPISODES, {"group_id": group_id, "now": now, "rows": Jsonb(episode_rows)})
+        event_ids: dict[tuple[int, str], int] = {}
+        if events:
+            for r in conn.execute(_INSERT_EVENTS, {"actor": SYSTEM_ACTOR, "now": now, "rows": Jsonb(events)}):
+                event_ids[(r["ticket_id"], r["kind"])] = r["id"]
+        for t, new in opened:
+            notify.enqueue(ctx, conn, t, "opened")
+            emits.add("ticket_opened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new)))
             res.opened.append(t["id"])
-        to_open.clear()
-
-    with conn.pipeline():  # writes go out without waiting for each answer
-        for a in alerts:
-            if a.fingerprint in known.active:
-                known.recent.pop(a.fingerprint, None)
-            if any(o.fingerprint == a.fingerprint for o in to_open):
-                flush()  # the same alert twice in one payload: the first must exist first
-            if _apply_alert(ctx, conn, a, group_id, now, res, emits, known):
-                to_open.append(a)
-        flush()
-        if known.recorded:
-            fps_, starts_, ends_ = zip(*known.recorded)
+        for t, new in reopened:
+            notify.enqueue(ctx, conn, t, "reopened")
+            emits.add("ticket_reopened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new)))
+            res.reopened.append(t["id"])
+        for t, new in attached:  # recorded on the open incident: no page
+            emits.add("ticket_updated", **hook_payload(ctx, t, SYSTEM_ACTOR, change="alert_attached", alerts=len(new),
+                                                       event_id=event_ids.get((t["id"], "alert_attached")),
+                                                       attached_labels=[dict(a.labels) for a in new]))
+            res.attached.append(t["id"])
+            res.attached_alerts += len(new)
+        if remember:
+            fps_, starts_, ends_ = zip(*remember)
             conn.execute(
                 "insert into ticket_resolved_episodes (fingerprint, starts_at, ends_at, recorded_at) "
                 "select f, s, e, %s from unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) u(f, s, e) "
@@ -328,139 +631,130 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
             # kept as long as the raw payloads: far longer than any retry or cluster delay
             conn.execute("delete from ticket_resolved_episodes where recorded_at < %s",
                          (now - timedelta(seconds=ctx.raw_retention),))
+        # a newer episode of a fingerprint ends its older firing ones (on whichever ticket)
+        sup = conn.execute(_SUPERSEDE, {"now": now, "fps": sorted({a.fingerprint for a in alerts})})
+        ended_tickets.update(r["ticket_id"] for r in sup.fetchall())
+        touched = ended_tickets | {t["id"] for t, _ in opened + reopened + attached}
+        if not touched:
+            return
+        counted = conn.execute(_COUNT, (sorted(touched),)).fetchall()
+        titles = []
+        for r in counted:
+            want = episodes.title(r["alertname"], r["service"], r["alert_count"],
+                                  (r["annotations"] or {}).get("summary", ""))
+            if want != r["summary"] and r["alert_count"] > 1:
+                titles.append((r["id"], want))
+        if titles:
+            ids, texts = zip(*titles)
+            conn.execute("update tickets t set summary = u.s from unnest(%s::bigint[], %s::text[]) u(id, s) "
+                         "where t.id = u.id", (list(ids), list(texts)))
+        done = [r["id"] for r in counted
+                if episodes.incident_resolves(r["status"], r["firing_count"], r["id"] in ended_tickets)]
+        if done:
+            why = reason or ("the alert resolved" if len(done) == 1 or ctx.incident_by == "alert"
+                             else "its alerts resolved")
+            for t in _resolve_many(ctx, conn, done, SYSTEM_ACTOR, why, now, emits):
+                res.resolved.append(t["id"])
 
 
-def _apply_alert(ctx: Context, conn, a: Alert, group_id, now: datetime, res: IngestResult, emits: Emits,
-                 known: _Known) -> bool:
-    """Carry out ``episodes.decide`` for one alert; True when it needs a new ticket (opened in a
-    batch by the caller)."""
-    key = (a.fingerprint, a.starts_at)
-    ep = known.episodes.get(key)
-    active = known.active.get(a.fingerprint)
-    step = episodes.decide(a.status, ep["status"] if ep is not None else None, key in known.resolved_first,
-                           active is not None, a.fingerprint in known.recent)
-    if step is Step.DUPLICATE:
-        if ep is not None:
-            conn.execute("update ticket_alerts set last_seen = %s where id = %s", (now, ep["id"]))
-        res.duplicates += 1
-        return False
-    if step is Step.RESOLVE_EPISODE:
-        conn.execute("update ticket_alerts set status = 'resolved', ends_at = %s, last_seen = %s where id = %s",
-                     (a.ends_at, now, ep["id"]))
-        known.episodes[key] = {**ep, "status": "resolved"}
-        t = lock_ticket(conn, ep["ticket_id"])
-        if t["status"] != "resolved":
-            _resolve(ctx, conn, t, SYSTEM_ACTOR, "the alert resolved", now, emits)
-            res.resolved.append(t["id"])
-            known.active.pop(a.fingerprint, None)
-        return False
-    if step is Step.LATE:
-        res.stale += 1
-        return False
-    if step is Step.REMEMBER_RESOLVED:
-        # its firing, should it still arrive (the other clustered Alertmanager, a retry), opens nothing
-        res.duplicates += 1
-        known.resolved_first[key] = a.ends_at
-        known.recorded.append((a.fingerprint, a.starts_at, a.ends_at))
-        return False
-    if step is Step.RESOLVE_ACTIVE:
-        _insert_episode(conn, active["id"], a, group_id, now)
-        _resolve(ctx, conn, active, SYSTEM_ACTOR, "the alert resolved", now, emits)
-        res.resolved.append(active["id"])
-        known.active.pop(a.fingerprint, None)
-        known.episodes[key] = {"status": "resolved", "ticket_id": active["id"], "id": None}
-        return False
-    if step is Step.ATTACH:
-        _insert_episode(conn, active["id"], a, group_id, now)
-        add_event(conn, active["id"], "alert_attached", SYSTEM_ACTOR, {"starts_at": a.starts_at.isoformat()})
-        res.attached.append(active["id"])
-        emits.add("ticket_updated", **hook_payload(ctx, active, SYSTEM_ACTOR, change="alert_attached"))
-        return False
-    if step is Step.OPEN:
-        return True
-    t = _reopen(ctx, conn, known.recent.pop(a.fingerprint), a, group_id, now, emits)  # Step.REOPEN
-    res.reopened.append(t["id"])
-    _insert_episode(conn, t["id"], a, group_id, now)
-    known.active[a.fingerprint] = t
-    return False
+def _policy_state(ctx: Context, tier: int, team: str, now: datetime, pol=None):
+    pol = pol or ctx.policy(escalation.policy_name_for(ctx.escalation, team))
+    state, due = escalation.initial_state(tier, pol, now)
+    return pol, state, due, ctx.assignee_for(pol, state.level, team, now)
 
 
-def _insert_episode(conn, ticket_id: int, a: Alert, group_id, now: datetime) -> None:
-    conn.execute(
-        """insert into ticket_alerts (ticket_id, fingerprint, starts_at, ends_at, status, labels, annotations,
-                                      group_id, first_seen, last_seen)
-           values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict (fingerprint, starts_at) do nothing""",
-        (ticket_id, a.fingerprint, a.starts_at, a.ends_at if a.status == "resolved" else None, a.status,
-         Jsonb(a.labels), Jsonb(a.annotations), group_id, now, now))
-
-
-_INSERT_TICKET = """
-    insert into tickets (fingerprint, status, alertname, service, severity, tier, team, labels, annotations,
-                         summary, generator_url, group_id, starts_at, opened_at, policy, entry_level, level,
-                         level_since, repeats, next_escalation_at, assignee, updated_at)
-    values (%s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s)
-    returning *"""
-
-
-def _open_many(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, emits: Emits) -> list[dict]:
-    """New tickets for ``alerts`` (distinct fingerprints): one round trip for all of them."""
-    if not alerts:
+def _open_incidents(ctx: Context, conn, opens: list, group_id, group_labels: dict, now: datetime,
+                    events: list) -> list[tuple[dict, list[Alert]]]:
+    """New tickets for new incidents: one statement for all of them (one per incident, not per alert)."""
+    if not opens:
         return []
-    params, meta = [], []
-    for a in alerts:
-        pol = ctx.policy(escalation.policy_name_for(ctx.escalation, a.team))
-        state, due = escalation.initial_state(a.tier, pol, now)
-        assignee = ctx.assignee_for(pol, state.level, a.team, now)
-        meta.append((a, pol, assignee))
-        params.append((a.fingerprint, a.alertname, a.service, a.severity, a.tier, a.team, Jsonb(a.labels),
-                       Jsonb(a.annotations), a.summary, a.generator_url, group_id, a.starts_at, now, pol.name,
-                       state.level, state.level, now, due, assignee, now))
-    cur = conn.cursor()
-    cur.executemany(_INSERT_TICKET, params, returning=True)
-    rows = []
-    while True:
-        rows.append(cur.fetchone())
-        if not cur.nextset():
-            break
+    rows, meta = [], {}
+    for key, new in opens:
+        f = _incident_fields(new, group_labels)
+        lead = f["lead"]
+        pol, state, due, assignee = _policy_state(ctx, lead.tier, lead.team, now)
+        meta[key] = (new, pol, assignee)
+        rows.append({"incident_key": key, "fingerprint": lead.fingerprint, "alertname": lead.alertname,
+                     "service": lead.service, "severity": lead.severity, "tier": lead.tier, "team": lead.team,
+                     "labels": f["labels"], "annotations": f["annotations"], "summary": f["summary"],
+                     "generator_url": lead.generator_url, "starts_at": min(a.starts_at for a in new).isoformat(),
+                     "policy": pol.name, "level": state.level, "due": _iso(due), "assignee": assignee,
+                     "alerts": f["alerts"]})
     out = []
-    for (a, pol, assignee), t in zip(meta, rows):
-        add_event(conn, t["id"], "opened", SYSTEM_ACTOR,
-                  {"level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
-                   "starts_at": a.starts_at.isoformat()}, at=now)
-        notify.enqueue(ctx, conn, t, "opened")
-        emits.add("ticket_opened", **hook_payload(ctx, t, SYSTEM_ACTOR))
-        out.append(t)
+    for t in conn.execute(_INSERT_TICKETS, {"group_id": group_id, "now": now, "rows": Jsonb(rows)}).fetchall():
+        new, pol, assignee = meta[t["incident_key"]]
+        events.append({"ticket_id": t["id"], "kind": "opened", "details": {
+            "level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
+            "starts_at": t["starts_at"].isoformat(), "alerts": len(new)}})
+        out.append((t, new))
     return out
 
 
-def _reopen(ctx: Context, conn, t: dict, a: Alert, group_id, now: datetime, emits: Emits) -> dict:
-    pol = ctx.policy(t["policy"])
-    state, due = escalation.initial_state(a.tier, pol, now)
-    assignee = ctx.assignee_for(pol, state.level, t["team"], now)
-    t = conn.execute(
-        """update tickets set status = 'open', acknowledged_at = null, acknowledged_by = null,
-               resolved_at = null, resolved_by = null, reopened_count = reopened_count + 1,
-               last_reopened_at = %s, level = %s, level_since = %s, repeats = 0, next_escalation_at = %s,
-               assignee = %s, labels = %s, annotations = %s, group_id = coalesce(%s, group_id), updated_at = %s
-           where id = %s returning *""",
-        (now, state.level, now, due, assignee, Jsonb(a.labels), Jsonb(a.annotations), group_id, now,
-         t["id"])).fetchone()
-    add_event(conn, t["id"], "reopened", SYSTEM_ACTOR,
-              {"starts_at": a.starts_at.isoformat(), "level": t["level"], "assignee": assignee}, at=now)
-    notify.enqueue(ctx, conn, t, "reopened")
-    emits.add("ticket_reopened", **hook_payload(ctx, t, SYSTEM_ACTOR))
-    return t
+def _reopen_incidents(ctx: Context, conn, reopens: list, group_id, group_labels: dict, now: datetime,
+                      events: list) -> list[tuple[dict, list[Alert]]]:
+    """Incidents resolved within the reopen window whose alerts fire again: reopened, once each."""
+    if not reopens:
+        return []
+    rows, meta = [], {}
+    for t, new in reopens:
+        f = _incident_fields(new, group_labels)
+        pol, state, due, assignee = _policy_state(ctx, f["lead"].tier, t["team"], now, ctx.policy(t["policy"]))
+        meta[t["id"]] = (new, assignee)
+        rows.append({"id": t["id"], "level": state.level, "due": _iso(due), "assignee": assignee,
+                     "labels": f["labels"], "annotations": f["annotations"]})
+    out = []
+    for t in conn.execute(_REOPEN_TICKETS, {"group_id": group_id, "now": now, "rows": Jsonb(rows)}).fetchall():
+        new, assignee = meta[t["id"]]
+        events.append({"ticket_id": t["id"], "kind": "reopened", "details": {
+            "starts_at": min(a.starts_at for a in new).isoformat(), "level": t["level"], "assignee": assignee,
+            "alerts": len(new)}})
+        out.append((t, new))
+    return out
+
+
+def _attach_alerts(conn, attaches: list, group_labels: dict, now: datetime,
+                   events: list) -> list[tuple[dict, list[Alert]]]:
+    """New alerts joining open incidents: recorded (labels narrowed to what all share, the most
+    severe severity kept), ONE event per incident with a count and a capped list; no page."""
+    if not attaches:
+        return []
+    rows, meta = [], {}
+    for t, new in attaches:
+        f = _incident_fields(new, group_labels)
+        meta[t["id"]] = new
+        rows.append({"id": t["id"], "labels": {**episodes.common([t["labels"] or {}, f["labels"]]), **group_labels},
+                     "annotations": episodes.common([t["annotations"] or {}, f["annotations"]]),
+                     "severity": episodes.more_severe(t["severity"], f["lead"].severity)})
+    out = []
+    for t in conn.execute(_ATTACH_TICKETS, {"now": now, "rows": Jsonb(rows)}).fetchall():
+        new = meta[t["id"]]
+        events.append({"ticket_id": t["id"], "kind": "alert_attached", "details": {
+            "count": len(new), "starts_at": new[0].starts_at.isoformat(),
+            "alerts": [{"fingerprint": a.fingerprint, "alertname": a.alertname, "starts_at": a.starts_at.isoformat(),
+                        "labels": a.labels} for a in new[:ATTACHED_LIST_CAP]],
+            "truncated": max(0, len(new) - ATTACHED_LIST_CAP)}})
+        out.append((t, new))
+    return out
+
+
+def _resolve_many(ctx: Context, conn, ids: list[int], actor: str, reason: str, now: datetime,
+                  emits: Emits) -> list[dict]:
+    rows = conn.execute(
+        """update tickets set status = 'resolved', resolved_at = %s, resolved_by = %s,
+               next_escalation_at = null, updated_at = %s where id = any(%s) and status <> 'resolved'
+           returning *""", (now, actor, now, list(ids))).fetchall()
+    if rows:
+        conn.execute(_INSERT_EVENTS, {"actor": actor, "now": now, "rows": Jsonb(
+            [{"ticket_id": t["id"], "kind": "resolved", "details": {"reason": reason}} for t in rows])})
+    for t in rows:
+        notify.enqueue(ctx, conn, t, "resolved")
+        emits.add("ticket_resolved", **hook_payload(ctx, t, actor, reason=reason))
+    return rows
 
 
 def _resolve(ctx: Context, conn, t: dict, actor: str, reason: str, now: datetime, emits: Emits) -> dict:
-    t = conn.execute(
-        """update tickets set status = 'resolved', resolved_at = %s, resolved_by = %s,
-               next_escalation_at = null, updated_at = %s where id = %s returning *""",
-        (now, actor, now, t["id"])).fetchone()
-    add_event(conn, t["id"], "resolved", actor, {"reason": reason}, at=now)
-    notify.enqueue(ctx, conn, t, "resolved")
-    emits.add("ticket_resolved", **hook_payload(ctx, t, actor, reason=reason))
-    return t
+    rows = _resolve_many(ctx, conn, [t["id"]], actor, reason, now, emits)
+    return rows[0] if rows else t
 
 
 # --- human actions --------------------------------------------------------------------------

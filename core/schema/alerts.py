@@ -27,7 +27,12 @@ def _resources() -> dict:
 SECTION = {
     "service_down_for": Field("duration", "1m", minimum=0),
     "watchdog": Field("bool", True, "an always-firing alert that proves the alert pipeline works"),
-    "runbook_base_url": Field("str", "https://github.com/opsstack/opsstack/blob/main/docs/runbooks"),
+    # base of every alert's runbook_url annotation (<base>/<Alert>.md); null = the receiver's own
+    # /runbooks (http://<stack.host>:<stack.ports.receiver>/runbooks, which serves docs/runbooks;
+    # while the port is 'auto', the committed rule files, used by docker compose, get
+    # http://127.0.0.1:9095/runbooks, where compose publishes the receiver)
+    "runbook_base_url": Field("str", None, nullable=True,
+                              help="base URL of the runbook links; null = the receiver's /runbooks"),
     # team label of the alerts that belong to no single service (Watchdog, hosts, regions)
     "team": Field("str", "ops"),
     # window of the rates in the threshold alerts (CPU, error ratio, p95 latency, cache hits);
@@ -66,6 +71,16 @@ SECTION = {
         # the share of a region's service probes that must fail for the region to count as down
         "down_ratio": Field("float", 0.75, minimum=0.01, maximum=1.0),
         "for": Field("duration", "1m", minimum=0),
+    },
+    # targets of the receiver's outcome KPIs (webhook_receiver/kpis.py, alert_rules/kpi.py): an
+    # alert fires when a KPI misses its target for `for`
+    "kpi": {
+        "uptime_ratio": Field("float", 0.999, minimum=0.5, maximum=1.0, help="uptime per service at least"),
+        "mttr": Field("duration", "15m", minimum=1, help="mean time to resolve at most"),
+        "mtbf": Field("duration", "720h", minimum=1, help="mean time between failures per service at least"),
+        "auto_recovery_ratio": _ratio(0.95),
+        "response": Field("duration", "5m", minimum=1, help="mean time to acknowledge or automatic action at most"),
+        "for": Field("duration", "30m", minimum=0),
     },
     "slo": {
         "availability": Field("float", 0.999, minimum=0.5, maximum=0.99999),

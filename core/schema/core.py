@@ -2,7 +2,8 @@
 from core.spec import ConfigError, Field
 
 PORT_NAMES = ("prometheus", "alertmanager", "node_exporter", "receiver", "supervisor",
-              "exporter_app", "exporter_db", "forecaster", "postgres")
+              "exporter_app", "exporter_db", "forecaster", "postgres",
+              "mailsink_smtp", "mailsink_web")  # the demo mail sink (demo.mailsink)
 
 SECTION = {
     "run_dir": Field("str", ".run", "folder for generated configs, data and logs"),

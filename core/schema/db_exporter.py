@@ -18,18 +18,31 @@ SECTION = {
     }, default=[{"name": "main"}], min_items=1, unique_key="name"),
     "connect_timeout": Field("duration", "3s", minimum=1),
     "statement_timeout": Field("duration", "2s", minimum=0.01),
-    "sizes_interval": Field("duration", "60s", minimum=0,
+    "sizes_interval": Field("duration", "5m", minimum=0,
                             help="database/table/index sizes are re-read this often (0 = every scrape)"),
-    "max_tables": Field("int", 1000, minimum=1, help="per database, largest first"),
+    "max_tables": Field("int", 50000, minimum=1,
+                        help="per database, largest first: a safety cap on the relations read (the "
+                             "series budget, not this, bounds what is exported)"),
+    "tables_interval": Field("duration", "5m", minimum=0,
+                             help="tables, indexes and partitions are re-read in the background this often; "
+                                  "a scrape serves the last result (0 = in every scrape)"),
+    "table_series_budget": Field("int", 2000, minimum=100,
+                                 help="per-table and per-index series of a target at most (split between its "
+                                      "databases); the top tables by activity and by size get their own, "
+                                      "partitions rolled up to their parent, the rest summed as __other__"),
     "seq_scan_heavy_rows": Field("int", 100000, minimum=1,
                                  help="a table is a heavy seq-scan table above this many rows read by seq scans"),
     "statements": {
         "slow_threshold": Field("duration", "2s", minimum=0.001),
         "top": Field("int", 20, minimum=1, maximum=500),
         "text_max_length": Field("int", 160, minimum=16, maximum=4000),
+        "interval": Field("duration", "2m", minimum=0,
+                          help="pg_stat_statements is re-read in the background this often (0 = in every "
+                               "scrape); keep it below the 5m rate() window of the mean query time alert"),
     },
     "lifecycle": {
-        "interval": Field("duration", "5m", minimum=0, help="cache of old-row counts (exported age)"),
+        "interval": Field("duration", "5m", minimum=0,
+                          help="old-row counts are recounted in the background this often (0 = in every scrape)"),
         "partitions": ListOf({
             "table": Field("str"),
             "period": Field("str", choices=("day", "week", "month", "year")),

@@ -32,6 +32,12 @@ SECTION = {
     "geo_mix": Field("dict", {"capital": 0.65, "provinces": 0.25, "overseas": 0.10},
                      check=_mix("capital", "provinces", "overseas")),
     "volume_capacity_bytes": Field("int", 256 * 1024 * 1024, minimum=1024 * 1024),
+    # on the FIRST `opsstack up` (empty Prometheus data folder): this much past history of the
+    # demo, generated from its model, is written into Prometheus before it starts (docs/demo.md)
+    "backfill": Field("duration", "14d", minimum=0, help="history a fresh stack starts with; 0 = none"),
+    # a local mail sink (SMTP + a web page listing what arrived, demo/mailsink.py); when
+    # notifications.channels is empty, `opsstack up` makes it the notification channel
+    "mailsink": Field("bool", True, "run the local mail sink and, with no channel configured, notify there"),
     "faults": {
         "max_duration": Field("duration", "1h", minimum=1, help="every fault heals itself after this"),
         "memory_leak_max_bytes": Field("int", 1024 ** 3, minimum=1024 * 1024,
@@ -61,6 +67,8 @@ def check(cfg):
                 raise ConfigError(f"demo.ports.{name}.{k}", f"unknown region (admin or one of {', '.join(regions)})")
             if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
                 raise ConfigError(f"demo.ports.{name}.{k}", f"expected a TCP port 1-65535, got {v!r}")
+    if d["backfill"] and d["backfill"] > cfg["stack"]["retention"]:
+        raise ConfigError("demo.backfill", "longer than stack.retention: Prometheus would delete it at once")
     if d["home_region"] not in regions:
         raise ConfigError("demo.home_region", f"unknown region (regions: {', '.join(regions)})")
     try:

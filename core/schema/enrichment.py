@@ -16,6 +16,9 @@ SECTION = {
     "max_series": Field("int", 10, minimum=1, help="series drawn on the graph"),
     "timeout": Field("duration", "10s", minimum=0.1),
     "workers": Field("int", 2, minimum=1),
+    "max_per_minute": Field("int", 30, minimum=0,
+                            help="enrichments started in any 60 s, all replicas together (0: no limit); "
+                                 "over it, jobs stay queued and run later"),
     "logs": {
         "source": Field("str", "none", choices=("none", "file", "loki")),
         # file: path template with {label} placeholders, e.g. .run/logs/demo-{service}.log

@@ -10,8 +10,13 @@ SECTION = {
         # probe latency histogram; fine around 0.1 s (home region) and 0.2 s (the p95 target)
         "latency_buckets": Field("list", [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.175, 0.2, 0.25, 0.3,
                                           0.5, 1, 2.5, 5, 10]),
-        # probes run in parallel, at most this many at once (each bounded by probe_timeout)
-        "max_concurrency": Field("int", 32, minimum=1, maximum=512),
+        # probes of a scrape run at once on one event loop under one deadline (probe_timeout);
+        # at most this many hold a socket at once, the others wait for a slot (same deadline).
+        # Keep it above the number of targets that may hang; the exporter raises its open-file
+        # soft limit to the hard limit and logs an error when max_concurrency does not fit.
+        "max_concurrency": Field("int", 1024, minimum=1, maximum=65536,
+                                 help="probes holding a socket at once (one event loop, one deadline "
+                                      "per scrape); the others wait for a slot"),
         # https targets: verify against this CA bundle (null = the system's), or not at all
         "tls_ca_file": Field("str", None, nullable=True),
         "tls_insecure_skip_verify": Field("bool", False),

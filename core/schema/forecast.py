@@ -6,13 +6,18 @@ thresholds (in the target's unit), bounds (a ratio lives in 0..1), seasonality. 
 publishes current-time gauges only; the future curve goes to PostgreSQL.
 """
 import re
+from zoneinfo import ZoneInfo
 
 from core.spec import ConfigError, Field, ListOf, parse_duration
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_-]*$")
-KINDS = ("disk", "memory", "cpu", "db_storage", "bandwidth", "latency", "other")
+KINDS = ("disk", "memory", "cpu", "db_storage", "bandwidth", "latency", "requests", "sessions", "other")
+# kinds whose next daily peak the forecaster publishes by default (target `peak: null`)
+PEAK_KINDS = ("requests", "sessions")
 MODELS = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "ses", "seasonal_ses", "linear_trend",
-          "long_trend", "prophet", "prophet_flat")
+          "long_trend", "prophet", "prophet_flat", "seasonal_ses_smooth", "theta", "damped_trend")
+# the default candidates: all but Prophet (its fits would eat the 1000-targets-per-cycle CPU budget)
+DEFAULT_MODELS = tuple(m for m in MODELS if not m.startswith("prophet"))
 
 
 def _slug(v):
@@ -62,7 +67,9 @@ TARGET = {
     "team": Field("str", "ops", help="`team` label (alert routing)"),
     "history": Field("duration", None, nullable=True, help="range query window; null = forecast.history"),
     "step": Field("duration", None, nullable=True, help="range query step; null = forecast.step"),
-    "horizons": Field("list", None, nullable=True, check=_durations, help="null = forecast.horizons"),
+    "horizons": Field("list", None, nullable=True, check=_durations,
+                      help="null = forecast.horizons up to the kind's horizon (forecast.kind_horizons), "
+                           "plus that horizon"),
     "thresholds": Field("list", [], check=_numbers, help="values in the target's unit"),
     "direction": Field("str", "above", choices=("above", "below"), help="crossing = going above/below"),
     "min": Field("float", None, nullable=True, help="lower bound of the quantity (0 for a ratio)"),
@@ -70,6 +77,8 @@ TARGET = {
     "seasonality": Field("list", None, nullable=True, check=_seasonality, help="null = forecast.seasonality"),
     "model": Field("str", None, nullable=True, choices=MODELS + (None,),
                    help="force one model; null = chosen by backtest"),
+    "peak": Field("bool", None, nullable=True,
+                  help="publish the next daily peak (time, value); null = for kinds requests and sessions"),
 }
 
 SECTION = {
@@ -83,16 +92,31 @@ SECTION = {
                          help="a target waits (no gauges, no error) until it has this much history"),
     "step": Field("duration", "5m", minimum=1),
     "horizons": Field("list", ["48h", "14d", "90d"], check=_durations),
+    # how far ahead each kind of target is forecast AND how far its predictive alert looks
+    # (alert_rules/forecast.py renders these into the expressions)
+    "kind_horizons": {
+        "memory": Field("duration", "48h", minimum=3600, help="leak -> OOM ETA (MemoryLeakOomPredicted)"),
+        "cpu": Field("duration", "14d", minimum=3600, help="CpuLimitLikely: probability within this"),
+        "disk": Field("duration", "90d", minimum=3600, help="DiskWillFillSoon: threshold reached within this"),
+        "db_storage": Field("duration", "90d", minimum=3600, help="DbStorageCapacity"),
+        "bandwidth": Field("duration", "91d", minimum=3600, help="BandwidthCapacity (a quarter)"),
+        "latency": Field("duration", "14d", minimum=3600, help="LatencyTrendRising"),
+        "requests": Field("duration", "48h", minimum=3600, help="request-rate targets (daily peak)"),
+        "sessions": Field("duration", "48h", minimum=3600, help="concurrent-users targets (daily peak)"),
+    },
+    "timezone": Field("str", None, nullable=True,
+                      help="local time of the daily peak (IANA name); null = demo.timezone"),
     "seasonality": Field("list", ["daily", "weekly"], check=_seasonality),
-    "models": Field("list", list(MODELS), check=_models, help="candidates of the backtest"),
+    "models": Field("list", list(DEFAULT_MODELS), check=_models,
+                    help="candidates of the backtest (prophet, prophet_flat: on request, CPU-heavy)"),
     "backtest": {
         "folds": Field("int", 4, minimum=0, maximum=20),
         "horizon": Field("duration", None, nullable=True,
                          help="null = min(longest horizon, history / (folds + 2))"),
     },
-    "ensemble": Field("int", 5, minimum=1, maximum=10,
+    "ensemble": Field("int", 7, minimum=1, maximum=10,
                       help="forecast = median of the k best models of the backtest (1 = the best alone)"),
-    "ensemble_within": Field("float", 1.2, minimum=1.0,
+    "ensemble_within": Field("float", 1.3, minimum=1.0,
                              help="only models whose backtest MASE is within this factor of the best"),
     "level": Field("float", 0.8, minimum=0.5, maximum=0.99, help="interval coverage (0.8 = 80% band)"),
     "samples": Field("int", 400, minimum=50, maximum=10000, help="predictive sample paths"),
@@ -108,19 +132,13 @@ SECTION = {
     # thresholds of the predictive alerts (alert_rules/forecast.py)
     "alerts": {
         "disk_threshold": Field("float", 0.9, help="disk used ratio that DiskWillFillSoon predicts"),
-        "disk_within": Field("duration", "14d"),
         "memory_threshold": Field("float", 1.0, help="memory / limit ratio = OOM"),
-        "memory_within": Field("duration", "48h"),
         "cpu_threshold": Field("float", 1.0, help="CPU / limit ratio"),
-        "cpu_horizon": Field("duration", "14d", help="must be one of the horizons"),
         "cpu_probability": Field("float", 0.75, minimum=0, maximum=1),
         "db_storage_threshold": Field("float", 0.85),
-        "db_storage_within": Field("duration", "30d"),
         "db_storage_capacity_bytes": Field("float", 100 * 1024 ** 3, minimum=1,
                                            help="storage the databases may use (db-storage target = size / this)"),
         "bandwidth_threshold": Field("float", 0.8, help="bandwidth used / capacity ratio"),
-        "bandwidth_within": Field("duration", "14d"),
-        "latency_horizon": Field("duration", "14d", help="must be one of the horizons"),
         "latency_rise": Field("float", 1.5, minimum=1.0,
                               help="alert when the forecast's lower edge is this many times today's upper edge"),
         "stale_after": Field("duration", "1h", minimum=60, help="no successful run for this long"),
@@ -131,6 +149,11 @@ SECTION = {
 
 def check(cfg):
     f = cfg["forecast"]
+    if f["timezone"] is not None:
+        try:
+            ZoneInfo(f["timezone"])
+        except Exception:
+            raise ConfigError("forecast.timezone", f"unknown time zone {f['timezone']!r}") from None
     if f["backtest"]["horizon"] is not None and f["backtest"]["horizon"] <= 0:
         raise ConfigError("forecast.backtest.horizon", "must be > 0")
     for i, t in enumerate(f["targets"]):

@@ -38,6 +38,9 @@ SECTION = {
     "initial_backoff": Field("duration", "10s", minimum=0.01),
     "max_backoff": Field("duration", "10m", minimum=0.01),
     "console_url": Field("str", None, nullable=True, help="link put in messages, e.g. http://host:9095"),
+    # the web page of the mailbox the messages land in (the demo mail sink: `opsstack up` sets it);
+    # the console links to it; null = no link
+    "mailbox_url": Field("url", None, nullable=True, help="web page of the mailbox; the console links to it"),
 }
 
 

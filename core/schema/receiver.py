@@ -47,6 +47,11 @@ SECTION = {
     "background": Field("str", "process", choices=("process", "workers")),
     "pool_size": Field("int", 6, minimum=1, help="database connections per worker"),
     "db_timeout": Field("duration", "5s", minimum=0.1, help="connect/statement timeout"),
+    # What one ticket is: group = an incident per Alertmanager group (the notification's
+    # groupKey: a storm of N alerts in one group is one ticket, paged once); alert = one ticket
+    # per alert fingerprint (the behaviour before incidents).
+    "incident_by": Field("str", "group", choices=("group", "alert"),
+                         help="one ticket per Alertmanager group (group) or per alert fingerprint (alert)"),
     # A re-fire of the same alert within this long after its ticket resolved reopens the ticket.
     "reopen_window": Field("duration", "1h", minimum=0),
     "raw_retention": Field("duration", "30d", minimum=3600, help="how long raw payloads are kept"),
@@ -54,6 +59,16 @@ SECTION = {
     "heartbeat_alerts": Field("list", ["Watchdog"]),
     # A heartbeat that stops arriving for this long opens a ticket (0 = never).
     "heartbeat_timeout": Field("duration", "10m", minimum=0),
+    # Folder of the runbooks served at /runbooks (alerts' runbook_url); null = docs/runbooks of
+    # this checkout.
+    "runbooks_dir": Field("str", None, nullable=True, help="folder served at /runbooks; null = docs/runbooks"),
+    # outcome KPIs on /metrics (webhook_receiver/kpis.py; targets: alerts.kpi): uptime per
+    # service, MTTR, MTBF, auto-recovery rate, response time, each over the last `window`
+    "kpis": {
+        "window": Field("duration", "30d", minimum=3600, help="window of the outcome KPIs (uptime, MTTR, ...)"),
+        # alerts whose firing time is a service's downtime (their episodes on the tickets)
+        "down_alerts": Field("list", ["ServiceDown"], help="alert names whose firing time counts as downtime"),
+    },
     "api": {
         # true = tickets, attachments, remediation runs, on-call and automation metrics answer
         # GETs without any credential. Off by default: reads need a token (scope read) or a console login.
@@ -84,6 +99,27 @@ SECTION = {
             # logins never take the webhook's threads and CPU
             "concurrent_checks": Field("int", 1, minimum=1),
         },
+    },
+    # Reconciliation with Alertmanager (webhook_receiver/reconcile.py): at start and every
+    # `interval`, firing episodes of unresolved tickets whose alert (fingerprint) no member of
+    # the Alertmanager cluster reports as active (any state: silenced and inhibited count) are
+    # closed, and a ticket with none left firing resolves (resolved notifications lost while the
+    # stack was down). Nothing is closed in a round where any member fails to answer.
+    "reconcile": {
+        "enabled": Field("bool", True, help="reconcile open tickets with Alertmanager's active alerts"),
+        # every member of the Alertmanager cluster; null = the stack's Alertmanager (`opsstack up`
+        # fills it in); [] = no reconciliation
+        "alertmanager_urls": Field("list", None, nullable=True,
+                                   help="base URLs of every Alertmanager cluster member; null = the stack's"),
+        "interval": Field("duration", "5m", minimum=1, help="how often to reconcile (also once at start)"),
+        # an episode first seen less than this long ago is left alone (its notification may be in flight)
+        "grace": Field("duration", "5m", minimum=0, help="leave episodes younger than this alone"),
+        # Alertmanager keeps alerts in memory only: after its restart it knows an alert again only
+        # when Prometheus re-sends it (resend delay; `for` state restored after
+        # --rules.alert.for-grace-period, 10m). No episode is closed while any member is younger.
+        "min_uptime": Field("duration", "15m", minimum=0,
+                            help="close nothing while any Alertmanager member has been up for less"),
+        "timeout": Field("duration", "10s", minimum=0.1, help="timeout of one Alertmanager query"),
     },
     "scheduler": {
         "enabled": Field("bool", True, help="run escalation + notification loops in each worker"),

@@ -50,8 +50,24 @@ ACTION = {
     "timeout": Field("duration", None, nullable=True, minimum=0.1),
     # how long to wait for the condition to clear after this action (null = remediation.verify_window)
     "verify_window": Field("duration", None, nullable=True, minimum=0),
-    # PromQL whose empty result means recovered (null = the playbook's verify, else the alert's expression)
-    "verify": Field("str", None, nullable=True),
+    # how this action is verified: PromQL whose result holds no series of the alert when it
+    # recovered (a string), or a verify block (VERIFY); null = the playbook's verify, else the
+    # alert's own expression
+    "verify": Field("any", None, nullable=True),
+}
+
+# A verify block: the condition the action changed, asked of Prometheus (often faster than the
+# alert's own expression, e.g. a 1m rate where the alert uses a 5m one). A plain string `verify`
+# is the same as {query: <string>}.
+VERIFY = {
+    # PromQL with {label} placeholders (write PromQL braces as {{ }}); labels are checked like a
+    # playbook's target (service/region known to the platform, other labels plain names)
+    "query": Field("str"),
+    # absent: recovered when the result holds no series of the alert (the query says "still broken");
+    # present: recovered when it holds one (the query says "healthy again")
+    "recovered_when": Field("str", "absent", choices=("absent", "present")),
+    # how long to wait for it (null = the action's verify_window, else remediation.verify_window)
+    "window": Field("duration", None, nullable=True, minimum=0),
 }
 
 PLAYBOOK = {
@@ -62,7 +78,8 @@ PLAYBOOK = {
     "match": Field("dict"),
     # what cooldowns, attempt limits and the lock are keyed on, e.g. "demo-{service}"
     "target": Field("str", "{alertname}"),
-    "verify": Field("str", None, nullable=True),
+    # the verify of every action that has none: a PromQL string or a verify block (VERIFY)
+    "verify": Field("any", None, nullable=True),
     # PromQL: when it returns any series the playbook stands aside (no action, no escalation),
     # e.g. a service-down playbook while the whole region is down (the region playbook acts)
     "skip_if": Field("str", None, nullable=True),
@@ -98,6 +115,9 @@ SECTION = {
     # null = http://<stack.host>:<stack.ports.prometheus>
     "prometheus_url": Field("url", None, nullable=True),
     "workers": Field("int", 4, minimum=1, help="playbook runs at once per receiver process"),
+    # a ticket is an incident of several alerts: the playbook acts for each firing alert's own
+    # target (once per rendered target), at most this many targets per incident
+    "max_targets_per_incident": Field("int", 10, minimum=1, help="targets one incident's playbook acts on"),
     # enrichment / remediation / restore jobs live in PostgreSQL (automation_jobs): retried with
     # backoff, then failed (visible on the ticket); resumed by any receiver after a restart
     "jobs": {
@@ -142,8 +162,49 @@ SECTION = {
 }
 
 
+def normalize_verify(value, key: str) -> dict | None:
+    """A playbook's or action's ``verify`` as a verify block ({query, recovered_when, window})."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"query": value}
+    if not isinstance(value, dict):
+        raise ConfigError(key, "expected a PromQL string or a mapping {query, recovered_when, window}, "
+                               f"got {type(value).__name__}")
+    out = validate(VERIFY, value, key)
+    problem = _promql_shape(out["query"])
+    if problem:
+        raise ConfigError(f"{key}.query", problem)
+    return out
+
+
+# the placeholder syntax of webhook_receiver/remediation/template.py: {{ and }} are braces
+_PH = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.]*)(?:\|([^{}]*))?\}")
+
+
+def _promql_shape(query: str) -> str | None:
+    """Why the query, placeholders filled in, cannot be PromQL (unbalanced brackets or quotes)."""
+    text = _PH.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0), "x"), query)
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # label values may hold brackets
+    if text.count('"') % 2:
+        return "unbalanced double quotes"
+    stack = []
+    for ch in text:
+        if ch in "({[":
+            stack.append(ch)
+        elif ch in ")}]":
+            if not stack or "({[".index(stack.pop()) != ")}]".index(ch):
+                return (f"unbalanced {ch!r}: write PromQL braces as {{{{ }}}} and placeholders as {{label}}, "
+                        'e.g. up{{service="{service}"}}')
+    if stack:
+        return (f"unclosed {stack[-1]!r}: write PromQL braces as {{{{ }}}} and placeholders as {{label}}, "
+                'e.g. up{{service="{service}"}}')
+    return None
+
+
 def check_playbook(pb: dict, key: str) -> None:
     """Cross-key rules for one playbook (also used for playbook files)."""
+    pb["verify"] = normalize_verify(pb["verify"], f"{key}.verify")
     for k, v in pb["match"].items():
         if not isinstance(v, str):
             raise ConfigError(f"{key}.match.{k}", f"expected a string, got {v!r}")
@@ -157,6 +218,9 @@ def check_playbook(pb: dict, key: str) -> None:
     for group in ("actions", "on_resolved"):
         for i, a in enumerate(pb[group]):
             akey = f"{key}.{group}[{i}]"
+            a["verify"] = normalize_verify(a["verify"], f"{akey}.verify")
+            if group == "on_resolved" and a["verify"] is not None:
+                raise ConfigError(f"{akey}.verify", "on_resolved actions are not verified: remove it")
             ops = OPERATIONS[a["backend"]]
             if a["operation"] is None:
                 a["operation"] = next(iter(ops))

@@ -14,5 +14,7 @@ def launcher_programs(resolved: dict) -> list[dict]:
     """Programs `opsstack up` runs for the demo database (see stack/launcher.py)."""
     if not resolved["demo"]["enabled"]:
         return []
-    # no HTTP endpoint: ready as soon as it runs (it seeds first, then loops)
-    return [{"name": "demo-db-workload", "args": ["db", "workload"], "ready_url": None, "url": None}]
+    # no HTTP endpoint: ready as soon as it runs (it seeds first, then loops); "reads": the keys
+    # of the resolved config it depends on (`opsstack up` restarts it when one of them changes)
+    return [{"name": "demo-db-workload", "args": ["db", "workload"], "ready_url": None, "url": None,
+             "reads": ["database", "demo.enabled", "demo.seed"]}]

@@ -118,6 +118,13 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     "opsstack_db_statement_shared_blocks_hit_total": (C, "Shared buffer hits of a top-N statement.", Q),
     "opsstack_db_statement_shared_blocks_read_total": (C, "Shared blocks read by a top-N statement.", Q),
     "opsstack_db_statement_temp_blocks_written_total": (C, "Temp blocks written by a top-N statement.", Q),
+    "opsstack_db_statements_other": (G, "Statement entries beyond the top N (summed in the opsstack_db_statements_other_* series).", D),
+    "opsstack_db_statements_other_calls_total": (C, "Executions of the statements beyond the top N.", D),
+    "opsstack_db_statements_other_exec_seconds_total": (C, "Execution time of the statements beyond the top N.", D),
+    "opsstack_db_statements_other_rows_total": (C, "Rows of the statements beyond the top N.", D),
+    "opsstack_db_statements_other_shared_blocks_hit_total": (C, "Shared buffer hits of the statements beyond the top N.", D),
+    "opsstack_db_statements_other_shared_blocks_read_total": (C, "Shared blocks read by the statements beyond the top N.", D),
+    "opsstack_db_statements_other_temp_blocks_written_total": (C, "Temp blocks written by the statements beyond the top N.", D),
     "opsstack_db_statement_info": (G, "Normalized, truncated text of a top-N statement (value 1).", Q + ["query"]),
     # ---- tables
     "opsstack_db_table_seq_scans_total": (C, "Sequential scans of the table.", T),
@@ -181,8 +188,11 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     # ---- the exporter itself
     "opsstack_db_sizes_cache_age_seconds": (G, "Age of the database/table/index sizes (re-read every sizes_interval).", D),
     "opsstack_db_query_errors_total": (C, "Exporter queries that failed (timeout, permission...), by query group.", S + ["query"]),
-    "opsstack_db_collector_success": (G, "1 when the collector read its area without a failed query or error in this scrape (per-database collectors: on every database), else 0.", S + ["collector"]),
-    "opsstack_db_collector_duration_seconds": (G, "Time the collector took in this scrape (per-database collectors: summed over the databases).", S + ["collector"]),
+    "opsstack_db_collector_success": (G, "1 when the collector's last run read its area without a failed query or error (live collectors: this scrape; background ones: their last refresh; per-database collectors: on every database), else 0.", S + ["collector"]),
+    "opsstack_db_collector_duration_seconds": (G, "Time the collector's last run took (live collectors: in this scrape; background ones: their last refresh; per-database collectors: summed over the databases).", S + ["collector"]),
+    "opsstack_db_collector_age_seconds": (G, "Age of the result the collector serves: 0 for live collectors; background ones: time since their last good refresh (oldest database), growing while refreshes fail.", S + ["collector"]),
+    "opsstack_db_collector_interval_seconds": (G, "How often the collector refreshes in the background (0 = live, in every scrape).", S + ["collector"]),
+    "opsstack_db_tables_other": (G, "Tables (partitions rolled up) beyond the series budget, summed into the relname=\"__other__\" series.", D),
 }
 
 
@@ -224,6 +234,21 @@ class Families:
             lst = self._s[name] = []
         lst.append((labels, value))
 
+    def appender(self, name: str):
+        """``append((labels, value))`` of one family, for a collector's hot loop: the caller
+        skips None values itself (as add() does)."""
+        lst = self._s.get(name)
+        if lst is None:
+            if name not in METRICS:
+                raise KeyError(f"{name} is not declared in exporters/db/metrics.py METRICS")
+            lst = self._s[name] = []
+        return lst.append
+
+    def drop_empty(self) -> None:
+        """Forget the families that got no sample (after appender())."""
+        for name in [n for n, lst in self._s.items() if not lst]:
+            del self._s[name]
+
     def merge(self, other: "Families") -> None:
         for name, samples in other._s.items():
             lst = self._s.get(name)
@@ -231,6 +256,17 @@ class Families:
                 self._s[name] = list(samples)
             else:
                 lst.extend(samples)
+
+    def pop(self, name: str) -> list:
+        """Remove one family; its samples ([] when absent)."""
+        return self._s.pop(name, [])
+
+    def samples(self, name: str) -> list:
+        """The samples of one family (labels, value), in the order they were added."""
+        return self._s.get(name, [])
+
+    def __bool__(self) -> bool:
+        return bool(self._s)
 
     def names(self) -> list[str]:
         return list(self._s)
@@ -252,10 +288,10 @@ class Families:
         if label_cache is None:
             label_cache = {}
         special = _SPECIAL
+        append = out.append
         for name, samples in self._s.items():
-            kind, help_, names = METRICS[name]
-            out.append(f"# HELP {name} {_escape_help(help_)}\n# TYPE {name} {kind}\n")
-            names_t = tuple(names)
+            header, names, names_t, prefix = _HEADERS[name]
+            append(header)
             for labels, value in samples:
                 key = (names_t, *labels)
                 lab = label_cache.get(key)
@@ -263,8 +299,13 @@ class Families:
                     lab = label_cache[key] = ",".join(
                         f'{n}="{_escape_value(str(v))}"' for n, v in zip(names, labels))
                 r = repr(float(value))
-                out.append(f"{name}{{{lab}}} {special.get(r, r)}\n")
+                append(f"{prefix}{lab}}} {special.get(r, r)}\n")
         return "".join(out)
+
+
+# name -> (its HELP and TYPE lines, label names, label names as a tuple, "name{"), for render()
+_HEADERS = {name: (f"# HELP {name} {_escape_help(help_)}\n# TYPE {name} {kind}\n", names, tuple(names), name + "{")
+            for name, (kind, help_, names) in METRICS.items()}
 
 
 def render_families(fams) -> str:

@@ -134,6 +134,7 @@ group by d.datname, s.queryid
 # ------------------------------------------------------------------ per database
 # Straight from pg_class and the pg_stat_get_* functions: the same values as
 # pg_stat_user_tables / pg_statio_user_tables / pg_stat_user_indexes, without their GROUP BY.
+# The last columns name a partition's root table (index), for the rollup of exporters/db/budget.py.
 TABLES = """
 select n.nspname, c.relname, pg_stat_get_numscans(c.oid), pg_stat_get_tuples_returned(c.oid),
        coalesce(x.idx_scan, 0), coalesce(x.idx_tup_fetch, 0) + pg_stat_get_tuples_fetched(c.oid),
@@ -151,9 +152,12 @@ select n.nspname, c.relname, pg_stat_get_numscans(c.oid), pg_stat_get_tuples_ret
             then pg_stat_get_blocks_fetched(c.reltoastrelid) - pg_stat_get_blocks_hit(c.reltoastrelid) end,
        case when c.reltoastrelid <> 0 then pg_stat_get_blocks_hit(c.reltoastrelid) end,
        case when %(sizes)s then pg_table_size(c.oid) end,
-       age(c.relfrozenxid)
+       age(c.relfrozenxid),
+       pr.nspname, pr.relname
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
+left join lateral (select rn.nspname, r.relname from pg_class r join pg_namespace rn on rn.oid = r.relnamespace
+                   where c.relispartition and r.oid = pg_partition_root(c.oid)) pr on true
 left join lateral (select sum(pg_stat_get_numscans(i.indexrelid))::bigint as idx_scan,
                           sum(pg_stat_get_tuples_fetched(i.indexrelid))::bigint as idx_tup_fetch
                    from pg_index i where i.indrelid = c.oid) x on true
@@ -168,7 +172,8 @@ select n.nspname, t.relname, c.relname, pg_stat_get_numscans(i.indexrelid), pg_s
        pg_stat_get_tuples_fetched(i.indexrelid),
        case when %(sizes)s then pg_relation_size(i.indexrelid) end,
        (i.indisunique or i.indisprimary or i.indisexclusion or i.indexrelid in (select conindid from pg_constraint)),
-       pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid), pg_stat_get_blocks_hit(i.indexrelid)
+       pg_stat_get_blocks_fetched(i.indexrelid) - pg_stat_get_blocks_hit(i.indexrelid), pg_stat_get_blocks_hit(i.indexrelid),
+       case when c.relispartition then (select r.relname from pg_class r where r.oid = pg_partition_root(i.indexrelid)) end
 from pg_index i join pg_class c on c.oid = i.indexrelid join pg_class t on t.oid = i.indrelid
 join pg_namespace n on n.oid = t.relnamespace
 where t.relkind in ('r', 't', 'm') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'

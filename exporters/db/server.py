@@ -6,7 +6,7 @@ Listens on stack.host:stack.ports.exporter_db (a resolved config, so the port is
 same without the CLI (the bench uses it).
 
 /metrics renders the collector's samples straight to the text format
-(`DbCollector.scrape_text`), gzip-compressed when the scraper accepts it; the collector is
+(`DbCollector.scrape_bytes`: the background part is kept as bytes between refreshes), gzip-compressed when the scraper accepts it; the collector is
 still a prometheus_client collector (`collect()`), for any registry that wants it.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def make_server(collector: DbCollector, host: str, port: int) -> ThreadingHTTPSe
         def do_GET(self):  # noqa: N802 - http.server API
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                body = collector.scrape_text().encode()
+                body = collector.scrape_bytes()
                 ctype = CONTENT_TYPE
             elif path == "/":
                 body = b"<html><body><a href='/metrics'>/metrics</a> (opsstack exporter db)</body></html>\n"

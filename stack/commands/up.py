@@ -1,9 +1,10 @@
-"""`opsstack up`: start the native stack and print the URLs."""
+"""`opsstack up`: start the native stack and print the URLs; on a running stack, apply what
+changed in the config (stack.launcher.Stack.apply) and say what it did."""
 from __future__ import annotations
 
 import sys
 
-from stack.launcher import LaunchError, Stack
+from stack.launcher import ConfigRejected, LaunchError, Stack
 from core.pg import PostgresUnavailable
 from core.procs import MissingBinary
 
@@ -17,6 +18,10 @@ def run(args, cfg) -> int:
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     try:
         resolved = stack.up(progress)
+    except ConfigRejected as exc:
+        print(f"opsstack up: {exc}", file=sys.stderr)
+        print("opsstack up: nothing was changed: the stack keeps running with its old config", file=sys.stderr)
+        return 1
     except (LaunchError, MissingBinary, PostgresUnavailable) as exc:
         print(f"opsstack up: {exc}", file=sys.stderr)
         print("opsstack up: logs are in " + str(stack.logs) + "; `opsstack down` stops what started",

@@ -33,20 +33,33 @@ def runs_of(stack, ticket_id):
     return api(stack, f"/tickets/{ticket_id}/remediation")["runs"]
 
 
+def snapshot(stack) -> dict:
+    """{ticket id: times reopened}: a ticket is an incident per Alertmanager group, so the same
+    fault again within the reopen window reopens the earlier incident instead of opening one."""
+    return {t["id"]: t["reopened_count"] for t in tickets(stack)}
+
+
 def new_ticket(stack, known, alertname, service=None):
-    return [t for t in tickets(stack) if t["id"] not in known and t["alertname"] == alertname
+    """Tickets (re)opened since ``known`` (a snapshot) for ``alertname``."""
+    return [t for t in tickets(stack) if t["alertname"] == alertname and t["status"] != "resolved"
+            and (t["id"] not in known or t["reopened_count"] > known[t["id"]])
             and (service is None or t["service"] == service)]
+
+
+def new_runs(stack, ticket_id, before: set):
+    """The ticket's remediation runs that finished, leaving out those of earlier episodes."""
+    return [r for r in runs_of(stack, ticket_id) if r["id"] not in before and r["status"] not in ("pending", "running")]
 
 
 def test_memory_leak_restart_resolves_the_ticket_then_cooldown_escalates(native_stack):
     s = native_stack
-    known = {t["id"] for t in tickets(s)}
+    known = snapshot(s)
     s.cli("demo", "fault", "memory-leak", "--service", "user-app", "--rate", "96MiB")
     try:
         [t] = wait_for(lambda: new_ticket(s, known, "ServiceMemoryHigh", "user-app"), 240,
                        what="a ServiceMemoryHigh ticket")[:1]
-        run = wait_for(lambda: [r for r in runs_of(s, t["id"]) if r["status"] not in ("pending", "running")], 180,
-                       what="the memory-leak run to finish")[0]
+        before = {r["id"] for r in runs_of(s, t["id"])} if t["id"] in known else set()
+        run = wait_for(lambda: new_runs(s, t["id"], before), 180, what="the memory-leak run to finish")[0]
         assert (run["playbook"], run["status"]) == ("memory-leak", "recovered"), run
         [att] = run["attempts"]
         assert (att["backend"], att["operation"], att["status"], att["verified"]) == \
@@ -80,19 +93,20 @@ def test_region_outage_is_rerouted_then_restored(native_stack):
     s = native_stack
     admin = s.resolved["demo"]["ports"]["user-app"]["admin"]
     route = f"http://{s.host}:{admin}/admin/route"
-    known = {t["id"] for t in tickets(s)}
+    known = snapshot(s)
     s.cli("demo", "fault", "region-outage", "--region", "tokyo", "--duration", "60")
     try:
         [t] = wait_for(lambda: new_ticket(s, known, "RegionDown"), 240, what="a RegionDown ticket")[:1]
-        run = wait_for(lambda: [r for r in runs_of(s, t["id"]) if r["status"] not in ("pending", "running")], 180,
-                       what="the region-outage run")[0]
+        before = {r["id"] for r in runs_of(s, t["id"])} if t["id"] in known else set()
+        run = wait_for(lambda: new_runs(s, t["id"], before), 180, what="the region-outage run")[0]
         assert (run["playbook"], run["status"]) == ("region-outage", "recovered"), run
         assert run["attempts"][0]["action"] == "reroute"
         assert "tokyo" not in requests.get(route, timeout=5).json()["healthy"] or run["restored_at"]
         # the fault heals itself after 60s; the alert resolves; the routes are restored
         wait_for(lambda: sorted(requests.get(route, timeout=5).json()["healthy"]) == ["seoul", "singapore", "tokyo"]
-                 and runs_of(s, t["id"])[0]["restored_at"], 600, what="routes restored")
-        phases = [a["phase"] for a in runs_of(s, t["id"])[0]["attempts"]]
+                 and [r for r in runs_of(s, t["id"]) if r["id"] == run["id"]][0]["restored_at"], 600,
+                 what="routes restored")
+        phases = [a["phase"] for a in [r for r in runs_of(s, t["id"]) if r["id"] == run["id"]][0]["attempts"]]
         assert phases == ["ladder", "on_resolved"]
     finally:
         s.cli("demo", "heal", check=False)

@@ -1,5 +1,6 @@
 """Alert storms through the real Alertmanager into the real receiver (gunicorn, queued processing):
-a group of 10,000 alerts is recorded whole and resolves whole.
+a group of 10,000 alerts is recorded whole, as ONE incident (receiver.incident_by: group), and
+resolves whole.
 
 Before: webhook max_alerts 0 (unlimited) and a 1 MiB body limit; a group of a few thousand alerts
 got 413, which Alertmanager never retries: the storm was lost, and so was its resolved flush.
@@ -84,11 +85,15 @@ def test_storm_of_10000_alerts_is_recorded_whole_and_resolves_whole(stack, pg_db
     push(am, storm_alerts(STORM, starts))
 
     def opened():
-        n = q(pg_db, "select count(*) from tickets where alertname = 'StormAlert' and status = 'open'")[0][0]
+        n = q(pg_db, "select coalesce(sum(alert_count), 0) from tickets where alertname = 'StormAlert' "
+                     "and status = 'open'")[0][0]
         return n == STORM or n
-    wait_for(lambda: opened() is True, timeout=600, what=f"{STORM} open tickets")
+    wait_for(lambda: opened() is True, timeout=600, what=f"{STORM} alerts in open incidents")
     assert q(pg_db, "select count(*), count(distinct fingerprint) from ticket_alerts where status = 'firing'")[0] \
         == (STORM, STORM)
+    # one group, one incident: one ticket, one page (however Alertmanager split its flushes)
+    assert q(pg_db, "select count(*), sum(firing_count) from tickets")[0] == (1, STORM)
+    assert q(pg_db, "select count(*) from ticket_events where kind = 'opened'")[0][0] == 1
     # one Alertmanager group; its notifications carried every alert and left none out
     [(count, truncated, peak)] = q(pg_db, "select last_alert_count, truncated_alerts, max_truncated_alerts "
                                           "from ticket_groups where group_key like '%StormAlert%'")
@@ -102,7 +107,7 @@ def test_storm_of_10000_alerts_is_recorded_whole_and_resolves_whole(stack, pg_db
     wait_for(lambda: q(pg_db, "select count(*) from tickets where status <> 'resolved'")[0][0] == 0,
              timeout=600, what="every storm ticket resolved")
     assert q(pg_db, "select count(*) from tickets where status = 'resolved' and resolved_by = 'alertmanager'")[0][0] \
-        == STORM
+        == 1
     assert q(pg_db, "select count(*) from ticket_alerts where status = 'resolved' and ends_at is not null")[0][0] \
         == STORM
 
@@ -116,8 +121,8 @@ def test_group_larger_than_max_alerts_records_truncated_alerts(stack, pg_db):
     wait_for(lambda: q(pg_db, "select last_alert_count, truncated_alerts, max_truncated_alerts from ticket_groups "
                               "where group_key like '%TruncatedStorm%'") == [(100, 50, 50)],
              timeout=600, what="the group recorded with 50 alerts left out")
-    wait_for(lambda: q(pg_db, "select count(*) from tickets where alertname = 'TruncatedStorm'")[0][0] == 100,
-             timeout=600, what="100 tickets")
+    wait_for(lambda: q(pg_db, "select count(*), sum(alert_count) from tickets where alertname = 'TruncatedStorm'")
+             == [(1, 100)], timeout=600, what="one incident of 100 alerts")
     t = q(pg_db, "select id from tickets where alertname = 'TruncatedStorm' limit 1")[0][0]
     got = requests.get(f"{rcv.url}/api/v1/tickets/{t}", headers=T.auth(), timeout=10).json()
     assert got["group"]["truncated_alerts"] == 50

@@ -136,3 +136,38 @@ def test_a_run_whose_replica_died_is_marked_failed_on_its_ticket(pg_db):
         assert [e for e in t["events"] if e["kind"] == "escalated"] and t["level"] == 2  # handed to people
     finally:
         close_app(app)
+
+
+def test_alerts_joining_an_incident_queue_remediation_only_for_a_playbook_and_once_while_one_waits(pg_db):
+    # background: process: this web process runs no job, so queued ones stay pending
+    cfg = T.config(pg_db, enrichment={"enabled": False}, remediation={"playbooks": [PLAYBOOK]},
+                   receiver={"background": "process"})
+    app = create_app(cfg)
+    key = '{}/{severity="critical"}:{group="g1"}'
+
+    def send(*alerts) -> dict:
+        r = app.test_client().post("/webhook/alertmanager", json=T.payload(list(alerts), group_key=key),
+                                   headers=T.auth())
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return r.get_json()
+
+    def remediation_jobs():
+        return rows(pg_db, "select dedup_key, status from automation_jobs where kind = 'remediation' order by id")
+
+    try:
+        first = T.alert("ServiceDown", service="user-app")
+        [tid] = send(first)["opened"]
+        assert [j["dedup_key"] for j in remediation_jobs()] == [f"remediation:{tid}:0"]
+        other = T.alert("DiskFull", service="user-app")  # no playbook matches it
+        assert send(first, other)["attached"] == [tid]
+        assert len(remediation_jobs()) == 1
+        second = T.alert("ServiceDown", service="gate-management")  # matches, but the first job still waits
+        assert send(first, other, second)["attached"] == [tid]
+        assert len(remediation_jobs()) == 1
+        rows(pg_db, "update automation_jobs set status = 'done', done_at = now() returning id")
+        third = T.alert("ServiceDown", service="lost-found")  # matches, no job waits: one more
+        assert send(first, other, second, third)["attached"] == [tid]
+        jobs = remediation_jobs()
+        assert len(jobs) == 2 and jobs[1]["status"] == "pending" and jobs[1]["dedup_key"].startswith(f"remediation:{tid}:0:a")
+    finally:
+        close_app(app)

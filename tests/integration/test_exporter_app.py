@@ -98,7 +98,10 @@ def test_probes_every_endpoint_and_a_hanging_one_does_not_hold_the_scrape(export
              phase="total") >= PROBE_TIMEOUT * 0.99
     assert v(s, "opsstack_probe_duration_seconds", service="gate-management", region="seoul",
              phase="first_byte") is None
+    assert v(s, "opsstack_probe_timed_out", service="gate-management", region="seoul") == 1
     assert v(s, "opsstack_probe_up", service="gate-management", region="tokyo") == 0  # refused
+    assert v(s, "opsstack_probe_timed_out", service="gate-management", region="tokyo") == 0
+    assert all(v(s, "opsstack_probe_timed_out", service="user-app", region=r) == 0 for r in REGIONS)
     assert v(s, "opsstack_exporter_up", exporter="app", source="probes") == 1
     assert v(s, "opsstack_exporter_scrape_duration_seconds", exporter="app") is not None
 
@@ -153,11 +156,68 @@ def test_many_hanging_targets_cost_one_probe_timeout(tmp_path, demo):
                 r: f"http://127.0.0.1:{socks[3 * i + j].getsockname()[1]}" for j, r in enumerate(REGIONS)}})
         with AppExporterProcess(tmp_path, services, probe_timeout=f"{PROBE_TIMEOUT}s",
                                 scrape_timeout=f"{SCRAPE_TIMEOUT}s", max_concurrency=4) as e:
-            # 9 hanging probes on 4 workers would take 3 timeouts one after another: the shared
-            # scrape deadline cuts them off, so the scrape still answers within the scrape timeout
+            # 9 hanging probes on 4 slots: the ones without a slot wait under the same scrape
+            # deadline, so the scrape still answers within the scrape timeout, every one timed out
             s = parse(e.scrape(timeout=SCRAPE_TIMEOUT))
         assert all(v(s, "opsstack_probe_up", service=f"hang-{i}", region=r) == 0 for i in range(3) for r in REGIONS)
+        assert all(v(s, "opsstack_probe_timed_out", service=f"hang-{i}", region=r) == 1
+                   for i in range(3) for r in REGIONS)
         assert v(s, "opsstack_exporter_up", exporter="app", source="probes") == 1
     finally:
         for s in socks:
             s.close()
+
+
+# ------------------------------------------------------------------ many targets (issue 16)
+MANY_PROBE_TIMEOUT = 4.0   # generous: 180 healthy answers from one threaded fake on a busy box
+MANY_SCRAPE_TIMEOUT = 8.0
+
+
+@pytest.fixture(scope="module")
+def farm():
+    """GET /ok/* answers 200; GET /hang/* is accepted, read, and never answered (until stop)."""
+    with FakeHTTP({"GET /ok/*": (200, b"ok\n")}, backlog=512, record=False) as srv:
+        srv.hang("GET", "/hang/*")
+        yield srv
+
+
+def many_targets(farm, n: int, hanging_every: int) -> tuple[list[dict], set[str]]:
+    """n one-region services on the farm; every hanging_every-th one hangs. -> (services, hanging names)"""
+    services, hanging = [], set()
+    for i in range(n):
+        name = f"t{i:03d}"
+        hang = i % hanging_every == hanging_every - 1
+        if hang:
+            hanging.add(name)
+        services.append({"name": name, "endpoints": {"seoul": farm.url},
+                         "health_path": f"/{'hang' if hang else 'ok'}/{i}"})
+    return services, hanging
+
+
+def assert_every_result(s: dict, services: list[dict], hanging: set[str]) -> None:
+    wrong = []
+    for svc in services:
+        name = svc["name"]
+        got = (v(s, "opsstack_probe_up", service=name, region="seoul"),
+               v(s, "opsstack_probe_timed_out", service=name, region="seoul"),
+               v(s, "opsstack_probe_http_status_code", service=name, region="seoul"))
+        want = (0.0, 1.0, 0.0) if name in hanging else (1.0, 0.0, 200.0)
+        if got != want:
+            wrong.append((name, got, want))
+    assert not wrong, f"{len(wrong)} targets wrong (name, got up/timed_out/code, want): {wrong[:10]}"
+
+
+@pytest.mark.parametrize("max_concurrency", [None, 30], ids=["default-slots", "fewer-slots-than-targets"])
+def test_200_targets_10pct_hanging_every_result_in_one_scrape(tmp_path, farm, max_concurrency):
+    # 200 targets, 20 hang; with 30 slots the 20 hanging ones hold 20 of them until the
+    # deadline and the 180 healthy ones share the other 10: every one still gets its answer
+    services, hanging = many_targets(farm, 200, 10)
+    assert len(hanging) == 20
+    extra = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
+    with AppExporterProcess(tmp_path, services, probe_timeout=f"{MANY_PROBE_TIMEOUT}s",
+                            scrape_timeout=f"{MANY_SCRAPE_TIMEOUT}s", **extra) as e:
+        s = parse(e.scrape(timeout=MANY_SCRAPE_TIMEOUT))
+        assert_every_result(s, services, hanging)
+        assert v(s, "opsstack_exporter_up", exporter="app", source="probes") == 1
+        # the next scrape is as right: the hanging connections of the first were all closed
+        assert_every_result(parse(e.scrape(timeout=MANY_SCRAPE_TIMEOUT)), services, hanging)

@@ -191,8 +191,11 @@ def test_forecast_round_trip_through_prometheus(setup):
     from forecasters import capacity
 
     rows = [capacity.row_from_store(s) for s in Store(setup["pg"]).summaries()]
-    md = capacity.to_markdown(rows, time.time())
+    waiting = [capacity.waiting_from_store(w) for w in Store(setup["pg"]).waiting()]
+    assert [w["target"] for w in waiting] == ["fresh"] and waiting[0]["needed_seconds"] == 3600
+    md = capacity.to_markdown(rows, time.time(), waiting)
     assert "| memory-user-app | user-app |" in md and "memory-leak playbook" in md
+    assert "## Waiting for history" in md and "| fresh | platform |" in md
 
 
 def test_exposition_has_no_timestamps_and_passes_promtool(setup):
@@ -209,3 +212,29 @@ def test_exposition_has_no_timestamps_and_passes_promtool(setup):
     assert r.returncode == 0, r.stdout + r.stderr
     # +Inf for "never" is a valid sample value, not an error
     assert all(not math.isnan(s.value) for s in samples if s.name.startswith("opsstack_forecast_seconds"))
+
+
+def test_a_target_that_had_history_and_lost_it_is_an_error_not_waiting(setup):
+    from forecasters.prom import QueryError
+    from forecasters.service import Waiting
+
+    fc = setup["fc"]
+    _wait_for(lambda: _query(setup["prom"].url, "count_over_time(opsstack_test_memory_ratio[3d])"))
+    now = time.time()
+    assert not isinstance(fc.run_once(now)["memory-user-app"], Exception)
+    leak = fc.state.targets["memory-user-app"]
+    assert leak.status == "ok" and leak.errors == 0
+    # 6 hours later the backfilled series has had no sample since `now`: it stopped updating
+    res = fc.run_once(now + 6 * 3600)
+    assert isinstance(res["memory-user-app"], RuntimeError) and "stopped updating" in str(res["memory-user-app"])
+    assert leak.status == "error" and leak.errors == 1
+    # 3 days later the window holds none of it: no series, after having had history -> an error
+    res = fc.run_once(now + 3 * 86400)
+    assert isinstance(res["memory-user-app"], QueryError) and res["memory-user-app"].empty
+    assert leak.status == "error" and leak.errors == 2
+    # meanwhile the target that never had enough history is still only waiting
+    assert isinstance(res["fresh"], Waiting) and fc.state.targets["fresh"].status == "waiting"
+    assert fc.state.targets["fresh"].errors == 0
+    text = requests.get(f"http://127.0.0.1:{setup['fport']}/metrics", timeout=10).text
+    assert ('opsstack_forecast_target_state{kind="memory",service="user-app",state="error",'
+            'target="memory-user-app",team="ops"} 1.0') in text

@@ -71,15 +71,17 @@ def test_l1_then_l2_then_l3_then_repeat(app, client):
 
 def test_ack_stops_and_resolve_ends(app, client):
     st = state(app)
-    [a, b] = post(client, T.payload([T.alert(service="user-app"), T.alert(service="gate-management")]))["opened"]
+    # two incidents (two Alertmanager groups)
+    [a] = post(client, T.payload([T.alert(service="user-app")], group_key="g-user"))["opened"]
+    [b] = post(client, T.payload([T.alert(service="gate-management")], group_key="g-gate"))["opened"]
     r = api(client, f"{a}/acknowledge", {"note": "looking"})
     assert r.status_code == 200 and r.get_json()["status"] == "acknowledged"
     assert r.get_json()["next_escalation_at"] is None
-    post(client, T.payload([T.resolved(T.alert(service="gate-management"))]))
+    post(client, T.payload([T.resolved(T.alert(service="gate-management"))], group_key="g-gate"))
     assert scheduler.tick(st, now=later(100000))["escalated"] == 0
     assert ticket(client, a)["level"] == 1 and ticket(client, b)["status"] == "resolved"
     # a resolved alert resolves an acknowledged ticket too
-    post(client, T.payload([T.resolved(T.alert(service="user-app"))]))
+    post(client, T.payload([T.resolved(T.alert(service="user-app"))], group_key="g-user"))
     assert ticket(client, a)["status"] == "resolved"
     kinds = [e["kind"] for e in ticket(client, a)["events"]]
     assert kinds == ["opened", "acknowledged", "resolved"]
@@ -118,7 +120,8 @@ def test_durations_in_seconds_and_the_thread_runs(pg_db):
 
 
 def test_concurrent_schedulers_never_escalate_twice(app, client, pg_db):
-    ids = post(client, T.payload([T.alert(service=f"svc-{i}") for i in range(20)]))["opened"]
+    ids = [tid for i in range(20)  # twenty incidents
+           for tid in post(client, T.payload([T.alert(service=f"svc-{i}")], group_key=f"g-{i}"))["opened"]]
     st = state(app)
     now = later(301)
     barrier = threading.Barrier(4)

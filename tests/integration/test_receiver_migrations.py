@@ -52,3 +52,32 @@ def test_cli_migrate_and_hash_password(pg_db, tmp_path):
     bad.write_text(yaml.safe_dump({"database": {"url": "postgresql://postgres@127.0.0.1:1/none"}}))
     res = subprocess.run([exe, "-c", str(bad), "receiver", "migrate"], capture_output=True, text=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr and "migrate failed" in res.stderr
+
+
+def test_tickets_from_before_incidents_become_incidents_of_their_fingerprint(pg_db):
+    """Step 5: a ticket was one per fingerprint; its incident key is that fingerprint, its counts
+    come from its episodes, and the group model then resolves it when its alert resolves."""
+    from core.migrations import apply
+    from tests.support import receiver as T
+    from webhook_receiver.app import close_app, create_app
+    from webhook_receiver.db import MIGRATE_LOCK
+
+    a = T.alert()
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        apply(c, [m for m in MIGRATIONS if m[0] < 5], "ticket_schema_versions", MIGRATE_LOCK, "receiver")
+        tid = c.execute("insert into tickets (fingerprint, status, alertname, starts_at) "
+                        "values (%s, 'open', 'ServiceDown', %s) returning id",
+                        (a["fingerprint"], a["startsAt"])).fetchone()[0]
+        c.execute("insert into ticket_alerts (ticket_id, fingerprint, starts_at, status) values (%s, %s, %s, 'firing')",
+                  (tid, a["fingerprint"], a["startsAt"]))
+        migrate(c)
+        assert c.execute("select incident_key, alert_count, firing_count from tickets").fetchall() == \
+            [(a["fingerprint"], 1, 1)]
+        idx = {r[0] for r in c.execute("select indexname from pg_indexes where tablename = 'tickets'").fetchall()}
+        assert "tickets_one_active_incident" in idx and "tickets_one_active" not in idx
+    app = create_app(T.config(pg_db))  # incident_by: group
+    try:
+        r = app.test_client().post("/webhook/alertmanager", json=T.payload([T.resolved(a)]), headers=T.auth())
+        assert r.get_json()["resolved"] == [tid]
+    finally:
+        close_app(app)

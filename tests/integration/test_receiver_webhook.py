@@ -87,14 +87,34 @@ def test_refire_outside_window_opens_a_new_ticket(pg_db):
         close_app(app)
 
 
-def test_group_alerts_are_linked(client):
+def test_group_alerts_are_one_incident(client):
+    """receiver.incident_by: group (the default): the alerts of one notification's group are one
+    ticket holding them all."""
     alerts = [T.alert(service=s) for s in ("user-app", "gate-management", "event-management")]
-    post(client, T.payload(alerts, group_key='{}:{alertname="ServiceDown"}'))
-    got = client.get("/api/v1/tickets", headers=T.auth()).get_json()
-    assert len(got) == 3
-    gid = {t["group_id"] for t in got}
-    assert len(gid) == 1 and None not in gid
-    assert len(client.get(f"/api/v1/tickets?group_id={gid.pop()}", headers=T.auth()).get_json()) == 3
+    r = post(client, T.payload(alerts, group_key='{}:{alertname="ServiceDown"}')).get_json()
+    assert len(r["opened"]) == 1
+    [t] = client.get("/api/v1/tickets", headers=T.auth()).get_json()
+    assert t["group_id"] is not None and t["alert_count"] == 3 and t["firing_count"] == 3
+    assert t["summary"].startswith("ServiceDown on ") and ": 3 alerts - ServiceDown fired." in t["summary"]
+    full = client.get(f"/api/v1/tickets/{t['id']}", headers=T.auth()).get_json()
+    assert sorted(a["labels"]["service"] for a in full["alerts"]) == ["event-management", "gate-management", "user-app"]
+    assert "service" not in t["labels"] and t["labels"]["alertname"] == "ServiceDown"
+
+
+def test_group_alerts_are_linked_per_alert(pg_db):
+    """receiver.incident_by: alert: one ticket per alert, linked by their group."""
+    app = create_app(T.config(pg_db, receiver={"incident_by": "alert"}))
+    try:
+        client = app.test_client()
+        alerts = [T.alert(service=s) for s in ("user-app", "gate-management", "event-management")]
+        post(client, T.payload(alerts, group_key='{}:{alertname="ServiceDown"}'))
+        got = client.get("/api/v1/tickets", headers=T.auth()).get_json()
+        assert len(got) == 3
+        gid = {t["group_id"] for t in got}
+        assert len(gid) == 1 and None not in gid
+        assert len(client.get(f"/api/v1/tickets?group_id={gid.pop()}", headers=T.auth()).get_json()) == 3
+    finally:
+        close_app(app)
 
 
 @pytest.mark.parametrize("token", [None, "wrong", T.TOKEN + "x"])
@@ -160,7 +180,8 @@ def test_default_body_limit_fits_max_alerts_alerts(client):
     assert len(json.dumps(storm)) > 1048576
     r = post(client, storm)
     assert r.status_code == 200, r.get_json()
-    assert len(r.get_json()["opened"]) == 3000
+    assert len(r.get_json()["opened"]) == 1  # one incident (receiver.incident_by: group)
+    assert r.get_json()["duplicates"] == 0
 
 
 def test_config_refuses_a_body_limit_below_max_alerts():

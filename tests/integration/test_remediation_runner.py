@@ -164,9 +164,9 @@ def alert(n=0, fp="fp-1", status="firing"):
 
 def ticket(db, a: Alert) -> int:
     with psycopg.connect(db) as c:
-        tid = c.execute("insert into tickets (fingerprint, status, alertname, service, labels, starts_at, "
-                        "generator_url) values (%s, 'open', %s, 'svc', %s, %s, %s) returning id",
-                        (a.fingerprint, a.alertname, psycopg.types.json.Jsonb(a.labels), a.starts_at,
+        tid = c.execute("insert into tickets (incident_key, fingerprint, status, alertname, service, labels, "
+                        "starts_at, generator_url) values (%s, %s, 'open', %s, 'svc', %s, %s, %s) returning id",
+                        (a.fingerprint, a.fingerprint, a.alertname, psycopg.types.json.Jsonb(a.labels), a.starts_at,
                          a.generator_url)).fetchone()[0]
         c.execute("insert into ticket_alerts (ticket_id, fingerprint, starts_at, status, labels) "
                   "values (%s, %s, %s, 'firing', %s)", (tid, a.fingerprint, a.starts_at,
@@ -477,3 +477,91 @@ def test_no_action_when_the_condition_already_cleared(pg_db, prom, svc):
     out = r.run_alert(alert())
     assert out.status == "skipped" and "already cleared" in out.reason and not out.escalated
     assert svc.calls == [] and esc == []
+
+
+# ------------------------------------------------------------- incidents of several alerts
+
+
+def region_alert(region, n=0):
+    return Alert(labels={"alertname": "DemoHigh", "service": "svc", "severity": "warning", "region": region},
+                 fingerprint=f"fp-{region}-{n}", starts_at=T0 + timedelta(minutes=n),
+                 generator_url=f"http://prom/graph?g0.expr={quote(EXPR)}&g0.tab=1")
+
+
+def add_episode(db, tid, a: Alert) -> None:
+    with psycopg.connect(db) as c:
+        c.execute("insert into ticket_alerts (ticket_id, fingerprint, starts_at, status, labels) "
+                  "values (%s, %s, %s, 'firing', %s)", (tid, a.fingerprint, a.starts_at,
+                                                       psycopg.types.json.Jsonb(a.labels)))
+
+
+def test_an_incident_acts_for_each_alerts_own_target_once(pg_db, prom, svc):
+    """A service down in three regions is one incident: the playbook acts for each region
+    (deduplicated by rendered target), and for a region that joins later, once more."""
+    cfg = make_cfg(pg_db, prom, [action("fix", "/fix")], dry_run=True, target="svc-{service}-{region}")
+    r = runner(cfg, pg_db, svc)
+    tid = ticket(pg_db, region_alert("seoul"))
+    add_episode(pg_db, tid, region_alert("singapore"))
+    add_episode(pg_db, tid, region_alert("seoul", 1))  # a second alert of the same target
+    out = r.handle_incident(tid)
+    assert sorted(o.target for o in out if o.status == "dry_run") == ["svc-svc-seoul", "svc-svc-singapore"]
+    # tokyo joins the open incident: its job acts for tokyo only
+    add_episode(pg_db, tid, region_alert("tokyo", 2))
+    out = r.handle_incident(tid)
+    assert [o.target for o in out if o.status == "dry_run"] == ["svc-svc-tokyo"]
+    assert sorted(o.status for o in out) == ["dry_run", "duplicate", "duplicate"]
+    runs = rows(pg_db, "select target from remediation_runs where ticket_id = %s order by target", tid)
+    assert [x["target"] for x in runs] == ["svc-svc-seoul", "svc-svc-singapore", "svc-svc-tokyo"]
+    assert svc.calls == []  # dry run
+
+
+def test_an_incident_acts_on_at_most_max_targets(pg_db, prom, svc):
+    cfg = make_cfg(pg_db, prom, [action("fix", "/fix")], dry_run=True, target="svc-{service}-{region}")
+    cfg["remediation"]["max_targets_per_incident"] = 2
+    r = runner(cfg, pg_db, svc)
+    tid = ticket(pg_db, region_alert("seoul"))
+    for i, region in enumerate(("singapore", "tokyo"), start=1):
+        add_episode(pg_db, tid, region_alert(region, i))
+    assert len([o for o in r.handle_incident(tid) if o.status == "dry_run"]) == 2
+
+
+def test_a_failing_incident_is_escalated_once(pg_db, prom, svc):
+    """Two targets of one incident both exhausted: one escalation, the other failure a comment."""
+    esc = Escalations()
+    cfg = make_cfg(pg_db, prom, [action("restart", "/noop", verify_window="0.5s")], target="svc-{service}-{region}",
+                   cooldown="0s")
+    r = runner(cfg, pg_db, svc, esc)
+    tid = ticket(pg_db, region_alert("seoul"))
+    add_episode(pg_db, tid, region_alert("tokyo", 1))
+    out = r.handle_incident(tid)
+    assert sorted(o.status for o in out) == ["exhausted", "exhausted"]
+    assert len(esc) == 1 and esc[0][0] == tid
+    notes = rows(pg_db, "select details from ticket_events where ticket_id = %s and kind = 'comment'", tid)
+    assert len(notes) == 1 and "not escalated again" in notes[0]["details"]["text"]
+
+
+def test_receiver_remediates_each_region_of_a_group_incident(receiver, svc, pg_db):
+    c = receiver([action("fix", "/fix")], dry_run=True, target="svc-{service}-{region}")
+
+    def region(r):
+        a = webhook_alert()
+        a["labels"]["region"] = r
+        a["fingerprint"] = T.fingerprint(a["labels"])
+        return a
+    gk = '{}:{alertname="DemoHigh", service="svc"}'
+    r = c.post("/webhook/alertmanager", json=T.payload([region("seoul"), region("singapore")], group_key=gk),
+               headers=T.auth())
+    assert r.status_code == 200 and len(r.get_json()["opened"]) == 1
+    [t] = c.get("/api/v1/tickets").get_json()
+
+    def targets():
+        runs = c.get(f"/api/v1/tickets/{t['id']}/remediation").get_json()["runs"]
+        return sorted(x["target"] for x in runs if x["status"] == "dry_run")
+    wait_for(lambda: targets() == ["svc-svc-seoul", "svc-svc-singapore"], what="a run per region")
+    # tokyo joins the incident: remediation acts for it too; no second "opened"
+    r = c.post("/webhook/alertmanager",
+               json=T.payload([region("seoul"), region("singapore"), region("tokyo")], group_key=gk), headers=T.auth())
+    assert r.get_json()["attached_alerts"] == 1
+    wait_for(lambda: targets() == ["svc-svc-seoul", "svc-svc-singapore", "svc-svc-tokyo"], what="tokyo's run")
+    kinds = [e["kind"] for e in c.get(f"/api/v1/tickets/{t['id']}").get_json()["events"]]
+    assert kinds.count("opened") == 1 and kinds.count("alert_attached") == 1

@@ -156,3 +156,32 @@ class AppExporterProcess(_Process):
     def scrape(self, timeout: float = 30) -> str:
         with urllib.request.urlopen(self.url, timeout=timeout) as r:
             return r.read().decode()
+
+
+class MailSinkProcess(_Process):
+    """The demo mail sink (``opsstack demo mailsink``) on free ports, as the launcher runs it."""
+
+    name = "mailsink"
+
+    def __init__(self, workdir, host: str = "127.0.0.1"):
+        super().__init__(workdir)
+        self.host = host
+        self.smtp_port, self.web_port = free_port(host), free_port(host)
+        self.cfg = {"stack": {"run_dir": str(self.workdir / "run"), "host": host,
+                              "ports": {"mailsink_smtp": self.smtp_port, "mailsink_web": self.web_port}}}
+        self.write(self.cfg)
+
+    def start(self, timeout: float = 30) -> "MailSinkProcess":
+        self.spawn(["demo", "mailsink"], self.url("/health"), timeout)
+        return self
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.web_port}{path}"
+
+    def messages(self) -> list[dict]:
+        with urllib.request.urlopen(self.url("/api/messages"), timeout=10) as r:
+            return json.loads(r.read())["messages"]
+
+    def page(self) -> str:
+        with urllib.request.urlopen(self.url("/"), timeout=10) as r:
+            return r.read().decode()

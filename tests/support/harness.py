@@ -46,6 +46,9 @@ def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
             node[parts[-1]] = value
         else:
             cfg[section] = value
+    # no demo history: these stacks test live behaviour within minutes, and 14 days of
+    # backfill would add a minute to every start (tests/integration/test_demo_backfill.py)
+    cfg.setdefault("demo", {}).setdefault("backfill", 0)
     return cfg
 
 

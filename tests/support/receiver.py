@@ -150,3 +150,14 @@ class ReceiverProcess:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def samples(text: str) -> dict:
+    """Prometheus text exposition -> {(sample name, sorted label items): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out

@@ -10,7 +10,7 @@ def test_view_has_typed_attributes_and_tuples():
     cfg = load_data({"exporters": {"app": {"latency_buckets": [0.1, 0.5, 1], "probe_timeout": "2s"}}})
     app = view(cfg, "exporters.app")
     assert type(app).__name__ == "ExportersApp"
-    assert app.probe_timeout == 2.0 and app.latency_buckets == (0.1, 0.5, 1) and app.max_concurrency == 32
+    assert app.probe_timeout == 2.0 and app.latency_buckets == (0.1, 0.5, 1) and app.max_concurrency == 1024
     assert dataclasses.is_dataclass(app)
 
 

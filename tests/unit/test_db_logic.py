@@ -253,5 +253,6 @@ def test_demo_db_is_a_supervised_program():
     from demo.db import launcher_programs
 
     progs = launcher_programs(defaults())
-    assert progs == [{"name": "demo-db-workload", "args": ["db", "workload"], "ready_url": None, "url": None}]
+    assert progs == [{"name": "demo-db-workload", "args": ["db", "workload"], "ready_url": None, "url": None,
+                     "reads": ["database", "demo.enabled", "demo.seed"]}]
     assert launcher_programs(load_data({"demo": {"enabled": False}})) == []

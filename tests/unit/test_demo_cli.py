@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from demo.cli import NotRunning, _services, running_ports
 from core.config import load_data, view
@@ -13,14 +12,10 @@ def test_ports_from_the_config_when_given():
     assert running_ports(view(cfg, "demo"), view(cfg, "stack")) == ("127.0.0.1", {"user-app": {"admin": 4001}})
 
 
-def test_ports_from_the_resolved_file_of_the_running_stack(tmp_path):
-    cfg = load_data({"stack": {"run_dir": str(tmp_path)}})
-    demo, stack = view(cfg, "demo"), view(cfg, "stack")
+def test_no_ports_in_the_config_means_not_running():
+    cfg = load_data({})
     with pytest.raises(NotRunning, match="not running"):
-        running_ports(demo, stack)
-    (tmp_path / "opsstack.resolved.yaml").write_text(yaml.safe_dump(
-        {"stack": {"host": "127.0.0.2"}, "demo": {"ports": {"user-app": {"admin": 4002, "seoul": 4003}}}}))
-    assert running_ports(demo, stack) == ("127.0.0.2", {"user-app": {"admin": 4002, "seoul": 4003}})
+        running_ports(view(cfg, "demo"), view(cfg, "stack"))
 
 
 def test_services_default_to_all_and_unknown_is_refused():

@@ -108,6 +108,43 @@ def test_capacity_report_markdown_and_json():
     assert set(th["probability"]) == {"14d", "90d"}
 
 
+def test_capacity_report_without_enough_history_says_so_and_how_much_is_needed():
+    cfg = load_data({"forecast": {"min_history": "6h", "targets": [
+        {"name": "disk-root", "kind": "disk", "service": "host", "query": "q", "thresholds": [0.9]},
+        {"name": "memory-user-app", "kind": "memory", "service": "user-app", "query": "q", "thresholds": [1]}]}})
+    disk, mem = build(cfg)
+    waiting = [capacity.waiting_row(disk, 0.0, 6 * 3600), capacity.waiting_row(mem, 5400.0, 6 * 3600)]
+    md = capacity.to_markdown([], 1.8e9, waiting)
+    assert "No threshold is forecast to be reached" not in md
+    assert "Not enough history to forecast yet" in md and "again in 6h" in md
+    assert "| disk-root | host | 0s | 6h | 6h |" in md
+    assert "| memory-user-app | user-app | 1h 30m | 6h | 4h 30m |" in md
+    data = json.loads(capacity.to_json([], 1.8e9, waiting))
+    assert data["targets"] == [] and [w["remaining_seconds"] for w in data["waiting"]] == [21600.0, 16200.0]
+
+
+def test_capacity_report_with_history_and_no_crossing_says_nothing_is_reached():
+    cfg = load_data({"forecast": {"models": ["linear_trend"], "backtest": {"folds": 1}, "targets": [
+        {"name": "disk-root", "kind": "disk", "service": "host", "query": "q", "thresholds": [0.9],
+         "min": 0, "max": 1},
+        {"name": "disk-new", "kind": "disk", "service": "host", "query": "q", "thresholds": [0.9]}]}})
+    disk, new = build(cfg)
+    t = 1.8e9 + np.arange(0, 3 * 86400, 300.0)
+    fc = forecast_series(t, np.full(len(t), 0.4), disk.spec)    # flat at 40%: never 90%
+    rows = [capacity.row_from_forecast(disk, fc)]
+    md = capacity.to_markdown(rows, t[-1])
+    assert "No threshold is forecast to be reached within the horizons." in md
+    assert "Not enough history" not in md and "Waiting for history" not in md
+    # one target forecast, another still waiting: both said, distinctly
+    md = capacity.to_markdown(rows, t[-1], [capacity.waiting_row(new, 600.0, 3600.0)])
+    assert "No threshold is forecast to be reached within the horizons." in md
+    assert "## Waiting for history" in md and "| disk-new | host | 10m | 1h | 50m |" in md
+    assert "1 target(s) have not enough history" in md
+    # nothing at all (the forecaster never ran): neither claim
+    md = capacity.to_markdown([], t[-1])
+    assert "No forecasts yet" in md and "No threshold is forecast" not in md
+
+
 def test_csv_command_keeps_numeric_timestamps_exact(tmp_path):
     src, out = tmp_path / "in.csv", tmp_path / "out.csv"
     src.write_text("timestamp,value\n" + "".join(f"{1700000000 + i * 60},{i * 2}\n" for i in range(100)))
@@ -122,8 +159,11 @@ def test_run_without_a_prometheus_address_is_one_clear_line(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPSSTACK_CONFIG", raising=False)
     monkeypatch.delenv("OPSSTACK_DATABASE_URL", raising=False)
-    assert main(["forecast", "run"]) == 2
-    assert main(["capacity", "report", "--run"]) == 2
-    assert main(["forecast", "run", "--shard", "5/2"]) == 2
+    # an explicit config (no stack runs from it, so it is used as it is: no Prometheus address)
+    (tmp_path / "opsstack.yaml").write_text(f"stack: {{run_dir: {tmp_path / 'run'}}}\n")
+    c = ["-c", str(tmp_path / "opsstack.yaml")]
+    assert main(c + ["forecast", "run"]) == 2
+    assert main(c + ["capacity", "report", "--run"]) == 2
+    assert main(c + ["forecast", "run", "--shard", "5/2"]) == 2
     err = capsys.readouterr().err
     assert "forecast.prometheus_url" in err and "bad shard" in err and "Traceback" not in err

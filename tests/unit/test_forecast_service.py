@@ -91,7 +91,10 @@ def test_default_targets_cover_demo_services_and_host():
         assert f"memory-{s['name']}" in names and f"cpu-{s['name']}" in names
     assert {"disk-root", "db-storage", "bandwidth", "latency-p95"} <= set(names)
     kinds = {t.kind for t in build(cfg)}
-    assert kinds == {"memory", "cpu", "disk", "db_storage", "bandwidth", "latency"}
+    assert kinds == {"memory", "cpu", "disk", "db_storage", "bandwidth", "latency", "requests", "sessions"}
+    # request-rate and concurrent-users targets publish their daily peak, the others do not
+    assert {t.name for t in build(cfg) if t.peak} == {"requests", "sessions"}
+    assert all(t.timezone == cfg["demo"]["timezone"] for t in build(cfg))
     # the alert thresholds are among each target's thresholds (labels must match the rules)
     a = cfg["forecast"]["alerts"]
     disk = next(t for t in build(cfg) if t.name == "disk-root")
@@ -123,3 +126,79 @@ def test_bad_forecast_config_is_one_clear_line(bad, key):
     with pytest.raises(ConfigError) as e:
         load_data({"forecast": bad})
     assert str(e.value).startswith(key) and "\n" not in str(e.value)
+
+
+def test_each_kind_is_forecast_to_its_own_horizon():
+    """memory 48 h, CPU 14 d, disk and DB storage 90 d, bandwidth a quarter: the forecast reaches the
+    horizon the kind's alert looks at (forecast.kind_horizons), and no further by default."""
+    targets = {t.kind: t for t in build(defaults())}
+    longest = {k: max(t.spec.horizons) / DAY for k, t in targets.items()}
+    assert longest == {"memory": 2, "cpu": 14, "disk": 90, "db_storage": 90, "bandwidth": 91, "latency": 14,
+                       "requests": 2, "sessions": 2}
+    # the horizon labels the alert expressions select exist on the targets' gauges
+    assert "14d" in targets["cpu"].horizon_labels.values() and "14d" in targets["latency"].horizon_labels.values()
+    # configurable per kind; a target's own horizons keep its kind's horizon too
+    cfg = load_data({"forecast": {"kind_horizons": {"disk": "30d"}, "targets": [
+        {"name": "d", "query": "q", "kind": "disk"},
+        {"name": "m", "query": "q", "kind": "memory", "horizons": ["6h"]},
+        {"name": "o", "query": "q"}]}})
+    hs = {t.name: tuple(h / 3600 for h in t.spec.horizons) for t in build(cfg)}
+    assert hs == {"d": (48, 336, 720), "m": (6, 48), "o": (48, 336, 2160)}
+
+
+def test_predictive_rules_look_as_far_as_the_kind_horizons():
+    from alert_rules.forecast import groups
+
+    def exprs(cfg):
+        return {r["alert"]: r["expr"] for g in groups(cfg) for r in g["rules"]}
+
+    e = exprs(defaults())
+    assert e["DiskWillFillSoon"].endswith(f"< {90 * 86400}")
+    assert e["DbStorageCapacity"].endswith(f"< {90 * 86400}")
+    assert e["BandwidthCapacity"].endswith(f"< {91 * 86400}")
+    assert e["MemoryLeakOomPredicted"].endswith(f"< {48 * 3600}")
+    assert 'horizon="14d"' in e["CpuLimitLikely"] and e["CpuLimitLikely"].endswith(">= 0.75")
+    e = exprs(load_data({"forecast": {"kind_horizons": {"disk": "30d", "cpu": "7d"}}}))
+    assert e["DiskWillFillSoon"].endswith(f"< {30 * 86400}") and 'horizon="7d"' in e["CpuLimitLikely"]
+
+
+def test_waiting_target_exports_state_waiting_and_no_error():
+    now = 1.8e9
+    state, _ = _state(now)
+    ts = next(iter(state.targets.values()))
+    ts.forecast, ts.last_success, ts.waiting, ts.history, ts.needed = None, None, True, 600.0, 3600.0
+    _, samples = _scrape(state, lambda: now)
+    st = {s.labels["state"]: s.value for s in samples if s.name == "opsstack_forecast_target_state"}
+    assert st == {"waiting": 1.0, "ok": 0.0, "error": 0.0}
+    assert [s.value for s in samples if s.name == "opsstack_forecast_errors_total"] == [0]
+    assert [s.value for s in samples if s.name == "opsstack_forecast_history_seconds"] == [600.0]
+    assert [s.value for s in samples if s.name == "opsstack_forecast_history_needed_seconds"] == [3600.0]
+    assert not [s for s in samples if s.name == "opsstack_forecast_last_success_timestamp_seconds"]
+    # ... then a forecast: ok; then a failed pass: error (the old forecast still publishes)
+    ts.waiting, ts.forecast, ts.last_success = False, _state(now)[1], now   # a pass forecast it
+    _, samples = _scrape(state, lambda: now)
+    assert {s.labels["state"] for s in samples if s.name == "opsstack_forecast_target_state" and s.value} == {"ok"}
+    ts.last_error, ts.errors = "QueryError: boom", 1
+    _, samples = _scrape(state, lambda: now)
+    assert {s.labels["state"] for s in samples if s.name == "opsstack_forecast_target_state" and s.value} == {"error"}
+
+
+def test_peak_gauges_of_a_sessions_target():
+    from forecasters.peak import daily_peak
+
+    now = 1.8e9
+    cfg = load_data({"forecast": {"timezone": "UTC", "targets": [
+        {"name": "sessions", "kind": "sessions", "query": "x"}]}})
+    (target,) = build(cfg)
+    assert target.peak and target.timezone == "UTC"
+    t = np.arange(now - 3 * DAY, now, 300.0)
+    y = 100 + 50 * np.cos(2 * np.pi * ((t % DAY) - 15 * 3600) / DAY)   # peak at 15:00 UTC
+    st = State(targets={"sessions": TargetState(target, peak=daily_peak(t, y, "UTC"))})
+    _, samples = _scrape(st, lambda: now)
+    at = {s.labels["edge"]: s.value for s in samples if s.name == "opsstack_forecast_next_peak_timestamp_seconds"}
+    assert at["start"] < at["peak"] < at["end"] and now < at["peak"] <= now + DAY
+    assert abs((at["peak"] % DAY) / 3600 - 15) <= 0.25
+    hours = {s.labels["edge"]: s.value for s in samples if s.name == "opsstack_forecast_peak_hour"}
+    assert abs(hours["peak"] - 15) <= 0.25
+    (v,) = [s.value for s in samples if s.name == "opsstack_forecast_next_peak_value"]
+    assert v == pytest.approx(150, abs=3)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from exporters.app.collector import _Histogram, targets_from_config
+from exporters.app.collector import FD_RESERVE, _Histogram, plan_concurrency, targets_from_config
 from exporters.app.probe import _status, cert_not_after
 from core.config import ConfigError, load_data, view
 
@@ -56,6 +56,16 @@ def test_probe_timeout_must_fit_in_the_scrape_timeout():
         load_data({"exporters": {"app": {"probe_timeout": "10s"}}})
     with pytest.raises(ConfigError, match="exporters.app.latency_buckets"):
         load_data({"exporters": {"app": {"latency_buckets": [0.5, 0.1]}}})
+
+
+def test_probe_slots_fit_the_open_file_limit():
+    assert plan_concurrency(1024, 1000, 20000) == (1024, None)
+    assert plan_concurrency(30, 200, 1024) == (30, None)
+    assert plan_concurrency(1024, 200, 1024) == (1024 - FD_RESERVE, None)  # all 200 fit at once
+    slots, problem = plan_concurrency(1024, 1000, 1024)              # the usual default soft limit
+    assert slots == 1024 - FD_RESERVE
+    assert "open-file limit 1024" in problem and "max_concurrency" in problem
+    assert plan_concurrency(10, 10, 8)[0] == 1                       # never zero slots
 
 
 # ------------------------------------------------------------------ core/exporter.py

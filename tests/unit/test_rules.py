@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from alert_rules import build
+from alert_rules.common import runbook_base
 from core.config import defaults, load_data
 from core.procs import binary
 
@@ -111,7 +112,7 @@ def test_rules_rendered_from_a_non_default_config_are_valid(tmp_path):
 
 def test_every_alert_follows_the_conventions():
     problems = []
-    base = defaults()["alerts"]["runbook_base_url"].rstrip("/")
+    base = runbook_base(defaults())
     for fname, g, r in alerts():
         name = r["alert"]
         where = f"{fname}: {name}"

@@ -6,7 +6,8 @@
   (recovered = verified, not_recovered, failed, timeout, dry_run)
 - opsstack_remediation_time_to_recover_seconds (summary: _sum/_count): alert start -> verified recovery
 - opsstack_remediation_tickets_resolved_total{closed_by}: resolved tickets closed by automation
-  (a playbook recovered it and nobody acknowledged it) or by people
+  (its alert resolved after a playbook acted and before any person acknowledged, resolved,
+  reassigned or commented on it: webhook_receiver.kpis.CLOSED_BY_AUTOMATION) or by people (the rest)
 - opsstack_remediation_kill_switch: 1 while the run-time kill switch (or the config one) is on
 - opsstack_itsm_outbox{system,status}: ITSM deliveries pending / failed / done
 - opsstack_ticket_attachments{kind}: enrichment attachments stored
@@ -18,18 +19,26 @@ import logging
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 from webhook_receiver.db import connect
+from webhook_receiver.kpis import CLOSED_BY_AUTOMATION
 
 from .store import kill_switch
 
 log = logging.getLogger(__name__)
 
+# every value remediation_runs.status / an attempt's outcome can take (store.py checks): the
+# series of each configured playbook start at 0, so a panel shows 0 rather than "No data"
+RUN_OUTCOMES = ("pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed", "refused")
+ATTEMPT_OUTCOMES = ("recovered", "not_recovered", "failed", "timeout", "dry_run")
+
 
 class AutomationCollector:
-    def __init__(self, rem, it, db_url: str):
-        """``rem``/``it``: the typed remediation and itsm views (core.config.view)."""
+    def __init__(self, rem, it, db_url: str, playbooks=()):
+        """``rem``/``it``: the typed remediation and itsm views (core.config.view); ``playbooks``:
+        the loaded playbooks (model.Playbook), whose outcome series exist from the start."""
         self.rem = rem
         self.it = it
         self.db_url = db_url
+        self.playbooks = tuple(playbooks)
 
     def describe(self):
         return []
@@ -52,18 +61,25 @@ class AutomationCollector:
             conn.execute("set statement_timeout = 3000")
             runs = CounterMetricFamily("opsstack_remediation_runs", "Remediation runs by outcome.",
                                        labels=["playbook", "outcome"])
+            counts = {(pb.name, o): 0 for pb in self.playbooks for o in RUN_OUTCOMES}
             for r in conn.execute("select playbook, status, count(*) n from remediation_runs group by 1, 2 order by 1, 2"):
-                runs.add_metric([r["playbook"], r["status"]], r["n"])
+                counts[(r["playbook"], r["status"])] = r["n"]
+            for (pb, outcome), n in sorted(counts.items()):
+                runs.add_metric([pb, outcome], n)
             yield runs
             att = CounterMetricFamily("opsstack_remediation_attempts", "Remediation actions by outcome.",
                                       labels=["playbook", "action", "outcome"])
+            counts = {(pb.name, a.name, o): 0 for pb in self.playbooks for a in pb.actions
+                      for o in ATTEMPT_OUTCOMES}
             for r in conn.execute("""select playbook, action,
                                         case when status = 'ok' and verified then 'recovered'
                                              when status = 'ok' then 'not_recovered'
                                              else status end as outcome, count(*) n
                                      from remediation_attempts where phase = 'ladder' and status <> 'running'
                                      group by 1, 2, 3 order by 1, 2, 3"""):
-                att.add_metric([r["playbook"], r["action"], r["outcome"]], r["n"])
+                counts[(r["playbook"], r["action"], r["outcome"])] = r["n"]
+            for (pb, action, outcome), n in sorted(counts.items()):
+                att.add_metric([pb, action, outcome], n)
             yield att
             ttr = SummaryMetricFamily("opsstack_remediation_time_to_recover_seconds",
                                       "From the alert's start to the verified recovery, per playbook.",
@@ -75,12 +91,11 @@ class AutomationCollector:
                 ttr.add_metric([r["playbook"]], count_value=r["n"], sum_value=float(r["s"]))
             yield ttr
             closed = CounterMetricFamily("opsstack_remediation_tickets_resolved",
-                                         "Resolved tickets by who closed them (automation: a playbook recovered "
-                                         "it and no person acknowledged it).", labels=["closed_by"])
-            row = conn.execute("""select count(*) filter (where auto) a, count(*) filter (where not auto) p from (
-                                    select t.id, (t.acknowledged_at is null and exists (
-                                        select 1 from remediation_runs r where r.ticket_id = t.id
-                                        and r.status = 'recovered')) auto
+                                         "Resolved tickets by who closed them (automation: the alert resolved after "
+                                         "a playbook acted and before any person acted on the ticket).",
+                                         labels=["closed_by"])
+            row = conn.execute(f"""select count(*) filter (where auto) a, count(*) filter (where not auto) p from (
+                                    select t.id, {CLOSED_BY_AUTOMATION} auto
                                     from tickets t where t.status = 'resolved') x""").fetchone()
             closed.add_metric(["automation"], row["a"])
             closed.add_metric(["people"], row["p"])

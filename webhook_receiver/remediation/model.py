@@ -15,6 +15,16 @@ DEMO_FILE = Path(__file__).parent / "playbooks" / "demo.yaml"
 
 
 @dataclass(frozen=True)
+class Verify:
+    """How an action is verified (core.schema.remediation VERIFY): ``query`` with placeholders;
+    recovered when its result holds no series of the alert (``recovered_when`` absent) or one
+    (present); ``window``: how long to wait (None: the action's verify_window)."""
+    query: str
+    recovered_when: str = "absent"
+    window: float | None = None
+
+
+@dataclass(frozen=True)
 class Action:
     name: str
     backend: str
@@ -22,7 +32,7 @@ class Action:
     params: dict
     timeout: float
     verify_window: float
-    verify: str | None
+    verify: Verify | None
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,7 @@ class Playbook:
     target: str
     actions: tuple[Action, ...]
     on_resolved: tuple[Action, ...] = ()
-    verify: str | None = None
+    verify: Verify | None = None
     skip_if: str | None = None
     restore_after: str | None = None
     restore_timeout: float = 1800.0
@@ -58,21 +68,42 @@ class Playbook:
         return True
 
 
-def _action(a: dict, r: dict) -> Action:
+def _verify(v: dict | str | None) -> Verify | None:
+    if v is None:
+        return None
+    if isinstance(v, str):  # a playbook dict not passed through the schema's check_playbook
+        return Verify(v)
+    return Verify(v["query"], v.get("recovered_when") or "absent", v.get("window"))
+
+
+def _action(a: dict, r: dict, pb_verify: Verify | None = None) -> Action:
+    """The action's verify is its own, else the playbook's; its window the first set of: its own
+    verify block's window, its verify_window, the playbook verify block's window,
+    remediation.verify_window."""
+    own = _verify(a["verify"])
+    v = own or pb_verify
+    if own is not None and own.window is not None:
+        window = own.window
+    elif a["verify_window"] is not None:
+        window = a["verify_window"]
+    elif pb_verify is not None and pb_verify.window is not None:
+        window = pb_verify.window
+    else:
+        window = r["verify_window"]
     return Action(name=a["name"], backend=a["backend"], operation=a["operation"],
                   params=dict(a["params"]),
                   timeout=a["timeout"] if a["timeout"] is not None else r["action_timeout"],
-                  verify_window=a["verify_window"] if a["verify_window"] is not None else r["verify_window"],
-                  verify=a["verify"])
+                  verify_window=window, verify=v)
 
 
 def _playbook(pb: dict, r: dict, source: str) -> Playbook:
     rx = {k: re.compile(v[1:]) for k, v in pb["match"].items() if v.startswith("~")}
+    pv = _verify(pb["verify"])
     return Playbook(
         name=pb["name"], match=dict(pb["match"]), target=pb["target"],
-        actions=tuple(_action(a, r) for a in pb["actions"]),
+        actions=tuple(_action(a, r, pv) for a in pb["actions"]),
         on_resolved=tuple(_action(a, r) for a in pb["on_resolved"]),
-        verify=pb["verify"], skip_if=pb["skip_if"], restore_after=pb["restore_after"],
+        verify=pv, skip_if=pb["skip_if"], restore_after=pb["restore_after"],
         restore_timeout=pb["restore_timeout"],
         cooldown=pb["cooldown"] if pb["cooldown"] is not None else r["cooldown"],
         max_attempts=pb["max_attempts"] if pb["max_attempts"] is not None else r["max_attempts"],
@@ -134,9 +165,9 @@ def placeholders(value: Any) -> set[str]:
 
 def referenced_labels(pb: Playbook) -> set[str]:
     """The alert labels a playbook puts into its target, guards, action params and verify queries."""
-    used = placeholders([pb.target, pb.verify or "", pb.skip_if or "", pb.restore_after or ""])
+    used = placeholders([pb.target, pb.verify.query if pb.verify else "", pb.skip_if or "", pb.restore_after or ""])
     for a in (*pb.actions, *pb.on_resolved):
-        used |= placeholders(a.params) | placeholders(a.verify or "")
+        used |= placeholders(a.params) | placeholders(a.verify.query if a.verify else "")
     return used - COMPUTED
 
 

@@ -24,6 +24,8 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -105,6 +107,7 @@ class Runner:
         self.prom = Prometheus(url, timeout=min(10.0, max(1.0, self.r.verify_interval * 2))) if url else None
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
+        self._ticket_locks: dict[int, threading.Lock] = {}
 
     # ------------------------------------------------------------------ helpers
     def backend(self, name: str) -> Backend:
@@ -143,6 +146,14 @@ class Runner:
         row = conn.execute("select status from tickets where id = %s", (ticket_id,)).fetchone()
         return row is not None and row["status"] == "resolved"
 
+    def _alert_resolved(self, conn, alert: Alert, ticket_id: int | None) -> bool:
+        """This alert's episode ended (an incident's other alerts may still fire), or its ticket resolved."""
+        row = conn.execute("select status from ticket_alerts where fingerprint = %s and starts_at = %s",
+                           (alert.fingerprint, alert.starts_at)).fetchone()
+        if row is not None and row["status"] == "resolved":
+            return True
+        return self._ticket_resolved(conn, ticket_id)
+
     @staticmethod
     def _ticket_event(conn, ticket_id: int | None, details: dict) -> None:
         if ticket_id is None:
@@ -153,16 +164,87 @@ class Runner:
         except psycopg.Error as exc:  # the audit rows in remediation_* are the record; this is the timeline
             log.warning("event=ticket_event_failed ticket_id=%s error=%s", ticket_id, exc)
 
+    @staticmethod
+    def firing_alerts_of_ticket(conn, ticket_id: int, limit: int) -> list[Alert]:
+        """The firing alert episodes of an incident (ticket), oldest first, at most ``limit``."""
+        t = conn.execute("select generator_url from tickets where id = %s", (ticket_id,)).fetchone()
+        if t is None:
+            return []
+        rows = conn.execute("select status, labels, annotations, fingerprint, starts_at from ticket_alerts "
+                            "where ticket_id = %s and status = 'firing' order by starts_at, fingerprint limit %s",
+                            (ticket_id, limit)).fetchall()
+        return [Alert(labels=dict(r["labels"] or {}), fingerprint=r["fingerprint"], starts_at=r["starts_at"],
+                      status="firing", generator_url=t["generator_url"] or "",
+                      annotations=dict(r["annotations"] or {})) for r in rows]
+
     # ------------------------------------------------------------------ entry points
     def handle_ticket(self, ticket_id: int) -> Outcome:
-        """Run the matching playbook for a ticket that opened or reopened."""
+        """Run the matching playbook for a ticket that opened, reopened or that alerts joined;
+        the outcome of its first alert (handle_incident has them all)."""
+        out = self.handle_incident(ticket_id)
+        acted = [o for o in out if o.status not in ("duplicate", "no_playbook")]
+        return (acted or out)[0]
+
+    def handle_incident(self, ticket_id: int) -> list[Outcome]:
+        """A ticket is an incident of one or more alerts: the playbook acts for each firing alert
+        (its own labels and target), once per rendered target, at most ``remediation.
+        max_targets_per_incident`` targets; targets acted on for this incident already (an
+        earlier job of it: the alerts that attached later come here again) are left alone.
+        The targets run in parallel (a ladder waits for its verify windows)."""
+        cap = int(self.r.max_targets_per_incident)
         with self._conn() as conn:
-            alert, status = self.alert_of_ticket(conn, ticket_id)
-        if alert is None:
-            return Outcome("no_playbook", f"ticket {ticket_id} not found")
-        if status == "resolved":
-            return Outcome("not_firing", "ticket already resolved")
-        return self.run_alert(alert, ticket_id)
+            alerts = self.firing_alerts_of_ticket(conn, ticket_id, cap * 20)
+            if not alerts:  # no firing episode recorded: the ticket's latest alert (as before incidents)
+                alert, status = self.alert_of_ticket(conn, ticket_id)
+                if alert is None:
+                    return [Outcome("no_playbook", f"ticket {ticket_id} not found")]
+                if status == "resolved":
+                    return [Outcome("not_firing", "ticket already resolved")]
+                return [self.run_alert(alert, ticket_id)]
+            status = conn.execute("select status from tickets where id = %s", (ticket_id,)).fetchone()["status"]
+            if status == "resolved":
+                return [Outcome("not_firing", "ticket already resolved")]
+            done = {(r["playbook"], r["target"]) for r in conn.execute(
+                """select r.playbook, r.target from remediation_runs r join tickets t on t.id = r.ticket_id
+                   where r.ticket_id = %s and r.created_at >= coalesce(t.last_reopened_at, t.opened_at)""",
+                (ticket_id,)).fetchall()}
+        todo: list[tuple[Playbook, Alert]] = []
+        out: list[Outcome] = []
+        seen: set = set()
+        for a in alerts:
+            pb = find(self.playbooks, a.labels) if self.r.enabled else None
+            if pb is None:
+                continue
+            key = (pb.name, self._target_key(pb, a))
+            if key in seen:
+                continue  # the same target through another alert of the incident: acted on once
+            seen.add(key)
+            if key in done:
+                out.append(Outcome("duplicate", f"{key[1]} already handled for this incident", playbook=pb.name,
+                                   target=key[1]))
+                continue
+            if len(todo) >= cap:
+                log.warning("event=remediation_targets_capped ticket_id=%s cap=%s", ticket_id, cap)
+                break
+            todo.append((pb, a))
+        if not todo:
+            if not out and alerts:
+                return [self.run_alert(alerts[0], ticket_id)]  # disabled / no playbook: say why
+            return out
+        if len(todo) == 1:
+            return out + [self.run(todo[0][0], todo[0][1], ticket_id)]
+        with ThreadPoolExecutor(max_workers=min(len(todo), 4), thread_name_prefix="remediation-target") as ex:
+            return out + list(ex.map(lambda pa: self.run(pa[0], pa[1], ticket_id), todo))
+
+    def _target_key(self, pb: Playbook, alert: Alert) -> str:
+        """The rendered target of the playbook for this alert (the unrendered template when the
+        labels cannot be trusted with it: run() refuses those)."""
+        if check_target(self.cfg, pb, alert.labels) is not None:
+            return f"{pb.target}|{alert.fingerprint}"
+        try:
+            return str(render(pb.target, context(self.cfg, alert.labels)))
+        except TemplateError:
+            return f"{pb.target}|{alert.fingerprint}"
 
     def run_alert(self, alert: Alert, ticket_id: int | None = None) -> Outcome:
         if not self.r.enabled:
@@ -264,7 +346,7 @@ class Runner:
             pre = self._verify_expr(pb.actions[0], pb, ctx, expr_alert)
             if pre:
                 try:
-                    c = check(self.prom, pre, alert.labels)
+                    c = check(self.prom, pre, alert.labels, self._recovered_when(pb.actions[0], pb))
                     if c.cleared:
                         return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
                                             f"condition already cleared in Prometheus ({c.detail}): nothing to do",
@@ -288,7 +370,7 @@ class Runner:
                                         f"max attempts: {n} actions on {target} within "
                                         f"{int(pb.attempt_window)}s (limit {pb.max_attempts})",
                                         escalate=True, tried=tried)
-                if step > 1 and self._ticket_resolved(conn, ticket_id):
+                if step > 1 and self._alert_resolved(conn, alert, ticket_id):
                     return self._finish(conn, run_id, pb, target, ticket_id, "recovered",
                                         "alert resolved", escalate=False, tried=tried)
             a = self._attempt(conn, run_id, pb, action, step, "ladder", ctx, dry)
@@ -299,7 +381,8 @@ class Runner:
                 continue
             expr = self._verify_expr(action, pb, ctx, expr_alert)
             if a["status"] == "ok":
-                ok, detail = self._verify(conn, expr, alert, ticket_id, action.verify_window)
+                ok, detail = self._verify(conn, expr, alert, ticket_id, action.verify_window,
+                                          self._recovered_when(action, pb))
             else:
                 ok, detail = False, f"action {a['status']}"
             conn.execute("update remediation_attempts set verified = %s, verify_detail = %s, verify_expr = %s, "
@@ -328,28 +411,35 @@ class Runner:
             log.warning("event=remediation_guard_failed error=%s", exc)
             return False, str(exc)
 
+    @staticmethod
+    def _recovered_when(action: Action, pb: Playbook) -> str:
+        """absent (the verify query says "still broken"; the alert's own expression) or present."""
+        v = action.verify or pb.verify
+        return v.recovered_when if v is not None else "absent"
+
     def _verify_expr(self, action: Action, pb: Playbook, ctx: dict, expr_alert: str | None) -> str | None:
-        raw = action.verify or pb.verify
-        if raw:
+        v = action.verify or pb.verify
+        if v is not None:
             try:
-                return str(render(raw, ctx))
+                return str(render(v.query, ctx))
             except TemplateError as exc:
                 log.warning("event=verify_template_failed playbook=%s error=%s", pb.name, exc)
                 return None
         return expr_alert
 
-    def _verify(self, conn, expr: str | None, alert: Alert, ticket_id: int | None, window: float) -> tuple[bool, str]:
+    def _verify(self, conn, expr: str | None, alert: Alert, ticket_id: int | None, window: float,
+                recovered_when: str = "absent") -> tuple[bool, str]:
         """Wait up to window for the condition to clear (or the alert to resolve)."""
         deadline = time.monotonic() + window
         need = int(self.r.verify_consecutive)
         streak = 0
         last = "no verify expression and the alert did not resolve" if (not expr or not self.prom) else ""
         while True:
-            if self._ticket_resolved(conn, ticket_id):
+            if self._alert_resolved(conn, alert, ticket_id):
                 return True, "alert resolved"
             if expr and self.prom is not None:
                 try:
-                    c = check(self.prom, expr, alert.labels)
+                    c = check(self.prom, expr, alert.labels, recovered_when)
                     last = c.detail
                     streak = streak + 1 if c.cleared else 0
                     if streak >= need:
@@ -429,10 +519,6 @@ class Runner:
     def _finish(self, conn, run_id, pb: Playbook, target: str, ticket_id: int | None, status: str, reason: str,
                 escalate: bool, tried: list[dict] | None = None) -> Outcome:
         tried = tried or []
-        conn.execute("update remediation_runs set status = %s, reason = %s, finished_at = now() where id = %s",
-                     (status, truncate(reason, 2000), run_id))
-        log.info("event=remediation_run_finished run_id=%s playbook=%s target=%s status=%s reason=%r",
-                 run_id, pb.name, target, status, reason[:300])
         escalated = False
         if escalate and ticket_id is not None and self.r.escalate_on_failure \
                 and self._acknowledged(conn, ticket_id):
@@ -442,17 +528,49 @@ class Runner:
                                f"(not escalated: the ticket is acknowledged)"})
             escalate = False
         if escalate and ticket_id is not None and self.r.escalate_on_failure:
-            steps = "; ".join(f"{a['action']} ({a['backend']} {a['operation']}): {a['status']}"
-                              + ("" if a.get("verified") is None else
-                                 (", recovered" if a.get("verified") else ", not recovered"))
-                              for a in tried) or "nothing"
-            text = f"automatic remediation {pb.name} on {target} did not recover it: {reason}. Tried: {steps}."
-            try:
-                escalated = bool(self._escalate(ticket_id, text))
-            except Exception:  # noqa: BLE001 - escalation timers still run; never lose the audit
-                log.exception("event=remediation_escalate_failed ticket_id=%s", ticket_id)
-            conn.execute("update remediation_runs set escalated = %s where id = %s", (escalated, run_id))
+            with self._escalating(ticket_id):
+                escalated = self._escalate_once(conn, run_id, pb, target, ticket_id, reason, tried)
+        # the run's end is written last: who sees it finished sees its escalation too
+        conn.execute("update remediation_runs set status = %s, reason = %s, finished_at = now() where id = %s",
+                     (status, truncate(reason, 2000), run_id))
+        log.info("event=remediation_run_finished run_id=%s playbook=%s target=%s status=%s escalated=%s reason=%r",
+                 run_id, pb.name, target, status, escalated, reason[:300])
         return Outcome(status, reason, run_id, pb.name, target, tried, escalated)
+
+    @contextmanager
+    def _escalating(self, ticket_id: int):
+        with self._lock:
+            lock = self._ticket_locks.setdefault(ticket_id, threading.Lock())
+        with lock:
+            yield
+
+    def _escalate_once(self, conn, run_id, pb: Playbook, target: str, ticket_id: int, reason: str,
+                       tried: list[dict]) -> bool:
+        """Hand the incident to people; once per incident episode: when another target's run of
+        it already escalated, this failure goes on the ticket as a comment (the people paged
+        know; one incident must not climb a level per alert)."""
+        already = conn.execute(
+            """select 1 from remediation_runs r join tickets t on t.id = r.ticket_id
+               where r.ticket_id = %s and r.id <> %s and r.escalated
+                 and r.created_at >= coalesce(t.last_reopened_at, t.opened_at) limit 1""",
+            (ticket_id, run_id)).fetchone()
+        if already is not None:
+            add_event(conn, ticket_id, "comment", "remediation",
+                      {"text": f"automatic remediation {pb.name} on {target}: {reason} "
+                               f"(not escalated again: this incident was already handed to people)"})
+            return False
+        escalated = False
+        steps = "; ".join(f"{a['action']} ({a['backend']} {a['operation']}): {a['status']}"
+                          + ("" if a.get("verified") is None else
+                             (", recovered" if a.get("verified") else ", not recovered"))
+                          for a in tried) or "nothing"
+        text = f"automatic remediation {pb.name} on {target} did not recover it: {reason}. Tried: {steps}."
+        try:
+            escalated = bool(self._escalate(ticket_id, text))
+        except Exception:  # noqa: BLE001 - escalation timers still run; never lose the audit
+            log.exception("event=remediation_escalate_failed ticket_id=%s", ticket_id)
+        conn.execute("update remediation_runs set escalated = %s where id = %s", (escalated, run_id))
+        return escalated
 
     @staticmethod
     def _acknowledged(conn, ticket_id: int) -> bool:

@@ -8,6 +8,7 @@ ticket_attachments    enrichment (graph PNG, current values, related alerts, log
 ticket_itsm_links     ticket -> JIRA issue / ServiceNow incident
 ticket_itsm_outbox    changes waiting to be forwarded (retried with backoff, failures kept)
 automation_jobs       enrichment / remediation / restore work queued durably (jobs.py)
+automation_rate       start times of rate-limited jobs (enrichment.max_per_minute, jobs.py)
 
 Applied after the receiver's own migrations (the tables reference ``tickets``), under an
 advisory lock, each step recorded in ``remediation_schema_versions``.
@@ -140,6 +141,19 @@ MIGRATIONS: list[tuple[int, str]] = [
     create index if not exists automation_jobs_key on automation_jobs (ticket_id, lane, id);
     create index if not exists remediation_runs_unfinished on remediation_runs (created_at)
         where status in ('pending', 'running');
+    """),
+    (4, """
+    -- start times of rate-limited jobs (enrichment.max_per_minute), a sliding log shared by every
+    -- replica (jobs.take_slot); rows older than the window are deleted as slots are taken
+    create table if not exists automation_rate (
+        id bigserial primary key,
+        lane text not null,
+        started_at timestamptz not null default clock_timestamp()
+    );
+    create index if not exists automation_rate_lane on automation_rate (lane, started_at);
+    -- a lane's claim (outbox, ordered by id) must not scan the other lane's backlog (a storm's
+    -- enrichment jobs waiting for their rate limit)
+    create index if not exists automation_jobs_pending_lane on automation_jobs (lane, id) where status = 'pending';
     """),
 ]
 

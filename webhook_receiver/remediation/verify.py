@@ -1,9 +1,11 @@
 """Did the alert's condition clear? Asked of Prometheus.
 
-The expression is the action's ``verify``, else the playbook's, else the alert's own
-expression taken from its generatorURL (``g0.expr``). The condition counts as cleared
-when no series of the instant query result belongs to the alert: a series belongs when
-each of its labels has the same value on the alert (the rule only adds labels).
+The expression is the action's ``verify`` query, else the playbook's, else the alert's own
+expression taken from its generatorURL (``g0.expr``). A series of the instant query result
+belongs to the alert when each of its labels has the same value on the alert (the rule only
+adds labels). The condition counts as cleared when no series belongs to the alert
+(``recovered_when`` "absent", the default: the query says "still broken"), or, for a verify
+block with ``recovered_when: present`` (the query says "healthy again"), when one does.
 """
 from __future__ import annotations
 
@@ -35,19 +37,22 @@ def belongs(series_labels: dict, alert_labels: dict) -> bool:
     return all(alert_labels.get(k) == v for k, v in series_labels.items() if k != "__name__")
 
 
-def check(prom: Prometheus, expr: str, alert_labels: dict) -> Check:
+def check(prom: Prometheus, expr: str, alert_labels: dict, recovered_when: str = "absent") -> Check:
+    present = recovered_when == "present"
     data = prom.query(expr)
     rtype = data.get("resultType")
     result = data.get("result")
     if rtype == "scalar":
         v = float(result[1])
-        return Check(v == 0, f"scalar {v:g}")
+        return Check((v != 0) if present else (v == 0), f"scalar {v:g}")
     if rtype != "vector":
         raise PrometheusError(f"verify expression must return an instant vector, got {rtype}")
     mine = [s for s in result if belongs(s.get("metric", {}), alert_labels)]
     if not mine:
-        return Check(True, f"no series of the alert ({len(result)} other)")
+        return Check(not present, f"no series of the alert ({len(result)} other)")
     shown = ", ".join(f"{_fmt(s['metric'])}={s['value'][1]}" for s in mine[:3])
+    if present:
+        return Check(True, f"{len(mine)} series show recovery: {shown}")
     return Check(False, f"{len(mine)} series still match: {shown}")
 
 

@@ -7,8 +7,8 @@ Each module defines a `Collector` subclass (exporters/db/collectors/base.py): a 
 the exporters.db section). The executor (exporters/db/executor.py) runs every enabled
 one per target, isolated from the others.
 
-COLLECTORS is the order they run in: server-wide collectors in this order on the server's
-connection (`server` first: the target is down without it; `databases` before `activity`,
+COLLECTORS is the order they run in: server-wide (live) collectors in this order on the
+server's connection (`server` first: the target is down without it; `databases` before `activity`,
 `server` before `replication`), per-database ones in this order on each database
 (`indexes` before `tables`).
 """
@@ -33,10 +33,10 @@ from exporters.db.collectors.tables import TablesCollector
 
 COLLECTORS: tuple[type[Collector], ...] = (
     # server-wide, on the server's connection, in this order
-    ServerCollector, SettingsCollector, DatabasesCollector, ActivityCollector, LocksCollector,
+    ServerCollector, DatabasesCollector, ActivityCollector, LocksCollector,
     BgwriterCollector, ArchiverCollector, ReplicationCollector, BackupCollector, PgbouncerCollector,
-    # on a connection of its own
-    StatementsCollector,
+    # in the background, on a connection of their own
+    SettingsCollector, StatementsCollector,
     # per database, in this order
     IndexesCollector, TablesCollector, PartitionsCollector, RetentionCollector,
 )

@@ -10,6 +10,10 @@ caches between scrapes. It declares where it runs (`scope`):
   (pg_stat_statements, the most expensive read);
 - ``DATABASE``: once per database of the target, on that database's connection.
 
+SERVER collectors are live: they run in every scrape. OWN and DATABASE collectors are
+heavy: the executor refreshes them in the background every ``interval(dbc)`` seconds and a
+scrape serves their last good result (exporters/db/executor.py).
+
 A collector reads through `Queries.rows(group, sql, params)`: a failing query is counted
 (`opsstack_db_query_errors_total{query=group}`), logged, and returns None, so the collector
 goes on with what it has; a query that broke the connection raises `QueryFailed`, which the
@@ -46,16 +50,19 @@ class Queries:
     unsuccessful (``opsstack_db_collector_success 0``) when it is not 0.
     """
 
-    def __init__(self, conn, server: str, count_error: Callable[[str], None] | None = None):
+    def __init__(self, conn, server: str, count_error: Callable[[str], None] | None = None, cursor=None):
+        """``cursor``: a cursor of ``conn`` kept by the caller between runs (the connection is
+        autocommit: a failed query leaves it usable); saves creating one per query."""
         self.conn = conn
         self.server = server
         self._count_error = count_error
+        self._exec = cursor.execute if cursor is not None else conn.execute
         self.failed = 0
 
     def rows(self, group: str, query, params=None) -> list | None:
         """All rows of one query, or None when it failed (counted and logged)."""
         try:
-            return self.conn.execute(query, params).fetchall()
+            return self._exec(query, params).fetchall()
         except psycopg.Error as exc:
             if self.conn.broken or self.conn.closed:
                 raise QueryFailed(first_line(exc)) from None
@@ -66,7 +73,7 @@ class Queries:
         """(rows, None), or (None, the problem) when the query failed: not counted, for reads
         whose failure is an expected state (an extension that is not installed)."""
         try:
-            return self.conn.execute(query, params).fetchall(), None
+            return self._exec(query, params).fetchall(), None
         except psycopg.Error as exc:
             if self.conn.broken:
                 raise QueryFailed(first_line(exc)) from None
@@ -118,6 +125,10 @@ class Scope:
     # DATABASE scope, filled by `indexes` for `tables` (which runs after it):
     index_sizes_read: dict | None = None                # fresh index sizes (sizes_due and read)
     index_bytes: dict = field(default_factory=dict)     # (schema, table) -> bytes of its indexes
+    # DATABASE scope, partitions -> their root, for the series budget (exporters/db/budget.py):
+    table_roots: dict = field(default_factory=dict)     # (schema, partition) -> (schema, root table)
+    index_roots: dict = field(default_factory=dict)     # (schema, partition's index) -> root index name
+    table_live: dict = field(default_factory=dict)      # (schema, table) -> estimated live rows (`tables`)
 
 
 class Collector:
@@ -133,6 +144,12 @@ class Collector:
     def enabled(cls, spec, dbc) -> bool:
         """Whether this collector runs for the target ``spec`` (default: always)."""
         return True
+
+    @classmethod
+    def interval(cls, dbc) -> float | None:
+        """How often a background collector (OWN and DATABASE scopes) is refreshed, in
+        seconds (0 = in every scrape); None for a live one (SERVER scope)."""
+        return None
 
     def collect(self, q: Queries, scope: Scope) -> Families:  # pragma: no cover - abstract
         raise NotImplementedError

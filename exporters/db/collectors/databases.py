@@ -16,6 +16,8 @@ _COUNTERS = ((2, "xact_commit"), (3, "xact_rollback"), (4, "blocks_read"), (5, "
              (22, "sessions_abandoned"), (23, "sessions_fatal"), (24, "sessions_killed"))
 _REASONS = ("tablespace", "lock", "snapshot", "bufferpin", "deadlock")
 
+_COUNTER_NAMES = tuple((i, f"opsstack_db_{m}_total") for i, m in _COUNTERS)
+
 
 class DatabasesCollector(Collector):
     name = "databases"
@@ -40,8 +42,8 @@ class DatabasesCollector(Collector):
                 dbnames.append(d)
             lab = [s, d]
             add("opsstack_db_backends", lab, r[1])
-            for i, m in _COUNTERS:
-                add(f"opsstack_db_{m}_total", lab, r[i])
+            for i, m in _COUNTER_NAMES:
+                add(m, lab, r[i])
             add("opsstack_db_cache_hit_ratio", lab, logic.ratio(r[5] or 0, (r[4] or 0) + (r[5] or 0)))
             add("opsstack_db_stats_reset_timestamp_seconds", lab, r[25])
             add("opsstack_db_database_size_bytes", lab, r[26] if sizes else self.sizes[1].get(d))

@@ -14,6 +14,10 @@ class IndexesCollector(Collector):
     name = "indexes"
     scope = DATABASE
 
+    @classmethod
+    def interval(cls, dbc) -> float:
+        return dbc.tables_interval
+
     def collect(self, q: Queries, scope: Scope) -> Families:
         fams = Families()
         idx = q.rows("indexes", queries.INDEXES,
@@ -28,7 +32,11 @@ class IndexesCollector(Collector):
         idx_size = scope.index_bytes
         unused = 0
         unused_size = 0
-        for schema, rel, name, scans, tup_read, tup_fetch, size, constraint, blk_read, blk_hit in idx:
+        roots = scope.index_roots
+        for r in idx:
+            schema, rel, name, scans, tup_read, tup_fetch, size, constraint, blk_read, blk_hit = r[:10]
+            if len(r) > 10 and r[10] is not None:
+                roots[(schema, name)] = r[10]
             lab = [s, dbname, schema, rel, name]
             if size is None:
                 size = cached.get((schema, rel, name))

@@ -1,5 +1,8 @@
 """partitions: partition counts, default partitions and sizes of partitioned tables, and for
-the tables in exporters.db.lifecycle.partitions whether the current and next period exist."""
+the tables in exporters.db.lifecycle.partitions whether the current and next period exist.
+
+Sizes and live rows of a partitioned table are the sums of what `tables` (which runs before,
+in the same job) read of its partitions; PARTITIONED_SIZES is read only when it did not."""
 from __future__ import annotations
 
 import datetime as dt
@@ -25,6 +28,10 @@ def to_datetime(v: str | None, tz) -> dt.datetime | None:
 class PartitionsCollector(Collector):
     name = "partitions"
     scope = DATABASE
+
+    @classmethod
+    def interval(cls, dbc) -> float:
+        return dbc.tables_interval
 
     def __init__(self, dbc: dict):
         super().__init__(dbc)
@@ -58,7 +65,18 @@ class PartitionsCollector(Collector):
             fams.add("opsstack_db_partitions", lab, sum(1 for x in lst if x is not None) + defaults[key])
             fams.add("opsstack_db_partition_default_present", lab, 1 if defaults[key] else 0)
         psizes = self.sizes.get(dbname)
-        if scope.sizes_due or psizes is None:
+        if scope.table_roots:
+            # `tables` ran before in this job: sum what it read over each root's partitions
+            # rather than stat every partition's files again (thousands of daily partitions)
+            agg: dict[tuple, list] = {}
+            tsize, isize = scope.sizes.tables, scope.index_bytes
+            for part, root in scope.table_roots.items():
+                a = agg.setdefault(root, [0.0, 0.0])
+                a[0] += (tsize.get(part) or 0) + (isize.get(part) or 0)
+                a[1] += scope.table_live.get(part) or 0
+            psizes = [(r[0], r[1], a[0], a[1]) for r, a in agg.items()]
+            self.sizes[dbname] = psizes
+        elif scope.sizes_due or psizes is None:
             psizes = q.rows("partition_sizes", queries.PARTITIONED_SIZES) or []
             self.sizes[dbname] = psizes
         for r in psizes:

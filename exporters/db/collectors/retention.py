@@ -13,6 +13,10 @@ class RetentionCollector(Collector):
     name = "retention"
     scope = DATABASE
 
+    @classmethod
+    def interval(cls, dbc) -> float:
+        return dbc.lifecycle.interval
+
     def __init__(self, dbc: dict):
         super().__init__(dbc)
         self.cache: dict[str, tuple[float, list]] = {}  # datname -> (when, [(table, rows, max_age)])

@@ -1,4 +1,6 @@
-"""statements: pg_stat_statements totals per database and the top-N statements by total time.
+"""statements: pg_stat_statements totals per database and the top-N statements by total time,
+the others summed per database (`opsstack_db_statements_other_*`), so the series do not grow
+with the number of statements.
 
 Runs on a connection of its own (the most expensive read of a scrape). The statement texts
 of the top N are read once and cached (bounded); only `opsstack_db_statement_info` carries
@@ -40,6 +42,10 @@ class StatementsCollector(Collector):
     name = "statements"
     scope = OWN
 
+    @classmethod
+    def interval(cls, dbc) -> float:
+        return dbc.statements.interval
+
     def __init__(self, dbc: dict):
         super().__init__(dbc)
         self.available: bool | None = None  # last state, to log its changes only
@@ -67,11 +73,13 @@ class StatementsCollector(Collector):
         if not available:
             return fams
         top = []
+        totals: dict[str, list] = {}  # datname -> [calls, exec_s, rows, hit, read, temp, tracked]
         for kind, _dbid, qid, calls, exec_s, plan_s, nrows, hit, read, temp, n, x, d in result:
             if kind == "q":
                 top.append((d, qid, calls, exec_s, nrows, hit, read, temp, x))
                 continue
             lab = [s, d]
+            totals[d] = [calls or 0, exec_s or 0, nrows or 0, hit or 0, read or 0, temp or 0, n or 0]
             fams.add("opsstack_db_statements_calls_total", lab, calls)
             fams.add("opsstack_db_statements_exec_seconds_total", lab, exec_s)
             fams.add("opsstack_db_statements_plan_seconds_total", lab, plan_s)
@@ -103,4 +111,19 @@ class StatementsCollector(Collector):
             text = self.texts.get((d, qid))
             if text is not None:
                 fams.add("opsstack_db_statement_info", lab + [text], 1)
+            tot = totals.get(d)
+            if tot is not None:
+                for i, v in enumerate((calls, exec_s, nrows, hit, read, temp)):
+                    tot[i] -= v or 0
+                tot[6] -= 1
+        # the statements beyond the top N, summed per database (opsstack_db_statements_other_*)
+        for d, (calls, exec_s, nrows, hit, read, temp, left) in totals.items():
+            lab = [s, d]
+            fams.add("opsstack_db_statements_other", lab, max(left, 0))
+            fams.add("opsstack_db_statements_other_calls_total", lab, max(calls, 0))
+            fams.add("opsstack_db_statements_other_exec_seconds_total", lab, max(exec_s, 0.0))
+            fams.add("opsstack_db_statements_other_rows_total", lab, max(nrows, 0))
+            fams.add("opsstack_db_statements_other_shared_blocks_hit_total", lab, max(hit, 0))
+            fams.add("opsstack_db_statements_other_shared_blocks_read_total", lab, max(read, 0))
+            fams.add("opsstack_db_statements_other_temp_blocks_written_total", lab, max(temp, 0))
         return fams

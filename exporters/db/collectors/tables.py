@@ -11,9 +11,40 @@ from exporters.db.collectors.base import DATABASE, Collector, Queries, Scope
 from exporters.db.metrics import Families
 
 
+_COLUMNS = (  # the first four before the derived ratio and flag, as the text format lists them
+    ("opsstack_db_table_seq_scans_total", None, 2),
+    ("opsstack_db_table_seq_rows_read_total", None, 3),
+    ("opsstack_db_table_index_scans_total", None, 4),
+    ("opsstack_db_table_index_rows_fetched_total", None, 5),
+    ("opsstack_db_table_rows_inserted_total", None, 6),
+    ("opsstack_db_table_rows_updated_total", None, 7),
+    ("opsstack_db_table_rows_deleted_total", None, 8),
+    ("opsstack_db_table_rows_hot_updated_total", None, 9),
+    ("opsstack_db_table_live_rows", None, 10),
+    ("opsstack_db_table_dead_rows", None, 11),
+    ("opsstack_db_table_modified_since_analyze_rows", None, 12),
+    ("opsstack_db_table_last_vacuum_timestamp_seconds", "manual", 13),
+    ("opsstack_db_table_last_vacuum_timestamp_seconds", "auto", 14),
+    ("opsstack_db_table_last_analyze_timestamp_seconds", "manual", 15),
+    ("opsstack_db_table_last_analyze_timestamp_seconds", "auto", 16),
+    ("opsstack_db_table_vacuums_total", "manual", 17),
+    ("opsstack_db_table_vacuums_total", "auto", 18),
+    ("opsstack_db_table_analyzes_total", "manual", 19),
+    ("opsstack_db_table_analyzes_total", "auto", 20),
+    ("opsstack_db_table_blocks_read_total", "heap", 21),
+    ("opsstack_db_table_blocks_hit_total", "heap", 22),
+    ("opsstack_db_table_blocks_read_total", "toast", 23),
+    ("opsstack_db_table_blocks_hit_total", "toast", 24),
+)
+
+
 class TablesCollector(Collector):
     name = "tables"
     scope = DATABASE
+
+    @classmethod
+    def interval(cls, dbc) -> float:
+        return dbc.tables_interval
 
     def collect(self, q: Queries, scope: Scope) -> Families:
         s, dbname = scope.server, scope.datname
@@ -34,37 +65,42 @@ class TablesCollector(Collector):
         idx_size = scope.index_bytes
         heavy = 0
         add("opsstack_db_tables", [s, dbname], len(tables))
+        roots = scope.table_roots
+        # (family, extra label or None, column of queries.TABLES): appended straight to the
+        # family's samples, None values skipped (the bulk of a refresh: one row per table)
+        first = [(fams.appender(n), x, i) for n, x, i in _COLUMNS[:4]]
+        ratio_ap = fams.appender("opsstack_db_table_index_usage_ratio")
+        heavy_ap = fams.appender("opsstack_db_table_heavy_seq_scan")
+        rest = [(fams.appender(n), x, i) for n, x, i in _COLUMNS[4:]]
+        size_ap = fams.appender("opsstack_db_table_size_bytes")
+        isize_ap = fams.appender("opsstack_db_table_indexes_size_bytes")
+        xid_ap = fams.appender("opsstack_db_table_xid_age")
+        usage_ratio, heavy_scan = logic.index_usage_ratio, logic.heavy_seq_scan
         for r in tables:
             lab = [s, dbname, r[0], r[1]]
-            add("opsstack_db_table_seq_scans_total", lab, r[2])
-            add("opsstack_db_table_seq_rows_read_total", lab, r[3])
-            add("opsstack_db_table_index_scans_total", lab, r[4])
-            add("opsstack_db_table_index_rows_fetched_total", lab, r[5])
-            add("opsstack_db_table_index_usage_ratio", lab, logic.index_usage_ratio(r[2], r[4]))
-            h = logic.heavy_seq_scan(r[2], r[3], r[4], heavy_min)
+            if len(r) > 28 and r[28] is not None:
+                roots[(r[0], r[1])] = (r[27], r[28])
+                scope.table_live[(r[0], r[1])] = r[10]
+            for ap, _x, i in first:
+                v = r[i]
+                if v is not None:
+                    ap((lab, v))
+            v = usage_ratio(r[2], r[4])
+            if v is not None:
+                ratio_ap((lab, v))
+            h = heavy_scan(r[2], r[3], r[4], heavy_min)
             heavy += h
-            add("opsstack_db_table_heavy_seq_scan", lab, 1 if h else 0)
-            add("opsstack_db_table_rows_inserted_total", lab, r[6])
-            add("opsstack_db_table_rows_updated_total", lab, r[7])
-            add("opsstack_db_table_rows_deleted_total", lab, r[8])
-            add("opsstack_db_table_rows_hot_updated_total", lab, r[9])
-            add("opsstack_db_table_live_rows", lab, r[10])
-            add("opsstack_db_table_dead_rows", lab, r[11])
-            add("opsstack_db_table_modified_since_analyze_rows", lab, r[12])
-            add("opsstack_db_table_last_vacuum_timestamp_seconds", lab + ["manual"], r[13])
-            add("opsstack_db_table_last_vacuum_timestamp_seconds", lab + ["auto"], r[14])
-            add("opsstack_db_table_last_analyze_timestamp_seconds", lab + ["manual"], r[15])
-            add("opsstack_db_table_last_analyze_timestamp_seconds", lab + ["auto"], r[16])
-            add("opsstack_db_table_vacuums_total", lab + ["manual"], r[17])
-            add("opsstack_db_table_vacuums_total", lab + ["auto"], r[18])
-            add("opsstack_db_table_analyzes_total", lab + ["manual"], r[19])
-            add("opsstack_db_table_analyzes_total", lab + ["auto"], r[20])
-            add("opsstack_db_table_blocks_read_total", lab + ["heap"], r[21])
-            add("opsstack_db_table_blocks_hit_total", lab + ["heap"], r[22])
-            add("opsstack_db_table_blocks_read_total", lab + ["toast"], r[23])
-            add("opsstack_db_table_blocks_hit_total", lab + ["toast"], r[24])
-            add("opsstack_db_table_size_bytes", lab, r[25] if r[25] is not None else tsize.get((r[0], r[1])))
-            add("opsstack_db_table_indexes_size_bytes", lab, idx_size.get((r[0], r[1]), 0))
-            add("opsstack_db_table_xid_age", lab, r[26])
+            heavy_ap((lab, 1 if h else 0))
+            for ap, x, i in rest:
+                v = r[i]
+                if v is not None:
+                    ap((lab if x is None else lab + [x], v))
+            v = r[25] if r[25] is not None else tsize.get((r[0], r[1]))
+            if v is not None:
+                size_ap((lab, v))
+            isize_ap((lab, idx_size.get((r[0], r[1]), 0)))
+            if r[26] is not None:
+                xid_ap((lab, r[26]))
+        fams.drop_empty()
         add("opsstack_db_heavy_seq_scan_tables", [s, dbname], heavy)
         return fams

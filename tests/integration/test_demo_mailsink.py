@@ -1,0 +1,116 @@
+"""The demo mail sink (issue 14): a receiver configured as `opsstack up` configures it sends its
+pages to the sink, whose JSON lists them; the sink's page escapes the alert text; the console
+links to the mailbox when notifications.mailbox_url is set."""
+from __future__ import annotations
+
+import re
+import smtplib
+from datetime import timedelta
+from email.message import EmailMessage
+
+import pytest
+
+from core.config import load_data
+from stack import runtime
+from tests.support import receiver as T
+from tests.support.demo import MailSinkProcess
+from tests.support.wait import wait_for
+from webhook_receiver import escalation, scheduler
+from webhook_receiver.app import close_app, create_app, state
+from webhook_receiver.auth import hash_password
+
+pytestmark = pytest.mark.integration
+
+ATTACK = '<script>alert(1)</script><img src=x onerror=alert(2)> & "q"'
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory):
+    s = MailSinkProcess(tmp_path_factory.mktemp("mailsink")).start()
+    yield s
+    s.stop()
+
+
+def up_like_config(db_url: str, sink: MailSinkProcess) -> dict:
+    """T.config with the notification part `opsstack up` adds (stack.runtime.default_mailbox)."""
+    cfg = T.config(db_url, receiver={"console": {"users": [{"name": "alice", "password_hash": hash_password("pw")}]}})
+    runtime.default_mailbox(cfg, "127.0.0.1", {"mailsink_smtp": sink.smtp_port, "mailsink_web": sink.web_port,
+                                               "receiver": 9095})
+    return load_data(cfg)  # what the receiver reads back from opsstack.resolved.yaml
+
+
+def test_up_configures_the_sink_only_when_no_channel_is_configured(sink, pg_db):
+    cfg = up_like_config(pg_db, sink)
+    n = cfg["notifications"]
+    assert [c["name"] for c in n["channels"]] == ["mailbox"]
+    assert n["channels"][0]["smtp_port"] == sink.smtp_port
+    assert n["rules"][0]["levels"] == [1, 2, 3] and n["mailbox_url"] == sink.url("/")
+    own = T.config(pg_db, notifications={"channels": [{"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/x"}]})
+    runtime.default_mailbox(own, "127.0.0.1", {"mailsink_smtp": 1, "mailsink_web": 2, "receiver": 3})
+    assert [c["name"] for c in own["notifications"]["channels"]] == ["ops"] and own["notifications"]["mailbox_url"] is None
+
+
+def test_pages_of_a_ticket_arrive_in_the_sink_and_its_page_escapes_them(sink, pg_db):
+    app = create_app(up_like_config(pg_db, sink))
+    try:
+        st, c = state(app), app.test_client()
+        a = T.alert("ServiceDown", service="user-app", instance="mailsink-test")
+        a["annotations"]["summary"] = ATTACK
+        r = c.post("/webhook/alertmanager", json=T.payload([a]), headers=T.auth())
+        assert r.status_code == 200
+        [tid] = r.get_json()["opened"]
+        scheduler.tick(st)  # L1 page
+        scheduler.tick(st, now=escalation.utcnow() + timedelta(seconds=301))  # -> L2
+        scheduler.tick(st, now=escalation.utcnow() + timedelta(seconds=301))
+
+        def mine():
+            return [m for m in sink.messages() if f"#{tid} ServiceDown" in m["subject"]]
+        msgs = wait_for(lambda: len(mine()) >= 2 and mine(), timeout=60, what="the L1 and L2 mails in the sink")
+        assert "(opened," in msgs[-1]["subject"] and "(escalated," in msgs[0]["subject"]  # newest first
+        assert "oncall@opsstack.localhost" in msgs[0]["envelope_to"]
+        assert ATTACK in msgs[-1]["body"]  # the JSON carries the text as it was
+
+        html = sink.page()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<script" not in html and "<img" not in html
+        assert html.index(f"#{tid} ServiceDown on user-app (escalated") < html.index(f"#{tid} ServiceDown on user-app (opened")
+    finally:
+        close_app(app)
+
+
+def test_a_raw_mail_with_html_headers_is_escaped(sink):
+    msg = EmailMessage()
+    msg["Subject"] = "<b>bold</b> subject"
+    msg["From"] = "x@example.invalid"
+    msg["To"] = "y@example.invalid"
+    msg.set_content("</pre><script>alert(3)</script>")
+    with smtplib.SMTP("127.0.0.1", sink.smtp_port, timeout=10) as s:
+        s.send_message(msg)
+    wait_for(lambda: any(m["subject"] == "<b>bold</b> subject" for m in sink.messages()), timeout=30,
+             what="the raw mail in the sink")
+    html = sink.page()
+    assert "&lt;b&gt;bold&lt;/b&gt; subject" in html and "<b>bold" not in html
+    assert "&lt;/pre&gt;&lt;script&gt;alert(3)" in html
+
+
+def login(c):
+    page = c.get("/console/login").get_data(as_text=True)
+    tok = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = c.post("/console/login", data={"username": "alice", "password": "pw", "csrf": tok}, follow_redirects=True)
+    assert r.status_code == 200
+    return r.get_data(as_text=True)
+
+
+def test_the_console_links_to_the_mailbox_when_configured(sink, pg_db):
+    app = create_app(up_like_config(pg_db, sink))
+    try:
+        page = login(app.test_client())
+        assert f'id="mailbox" href="{sink.url("/")}"' in page
+    finally:
+        close_app(app)
+    app = create_app(T.config(pg_db, receiver={"console": {"users": [{"name": "alice",
+                                                                       "password_hash": hash_password("pw")}]}}))
+    try:
+        assert 'id="mailbox"' not in login(app.test_client())
+    finally:
+        close_app(app)

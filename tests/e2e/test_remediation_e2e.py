@@ -46,6 +46,11 @@ def new_ticket(stack, known, alertname, service=None):
             and (service is None or t["service"] == service)]
 
 
+def run_ids(stack) -> set:
+    """Every remediation run so far (taken before a fault: its runs are the ones not in it)."""
+    return {r["id"] for r in api(stack, "/remediation/runs?limit=500")["runs"]}
+
+
 def new_runs(stack, ticket_id, before: set):
     """The ticket's remediation runs that finished, leaving out those of earlier episodes."""
     return [r for r in runs_of(stack, ticket_id) if r["id"] not in before and r["status"] not in ("pending", "running")]
@@ -53,12 +58,11 @@ def new_runs(stack, ticket_id, before: set):
 
 def test_memory_leak_restart_resolves_the_ticket_then_cooldown_escalates(native_stack):
     s = native_stack
-    known = snapshot(s)
+    known, before = snapshot(s), run_ids(s)
     s.cli("demo", "fault", "memory-leak", "--service", "user-app", "--rate", "96MiB")
     try:
         [t] = wait_for(lambda: new_ticket(s, known, "ServiceMemoryHigh", "user-app"), 240,
                        what="a ServiceMemoryHigh ticket")[:1]
-        before = {r["id"] for r in runs_of(s, t["id"])} if t["id"] in known else set()
         run = wait_for(lambda: new_runs(s, t["id"], before), 180, what="the memory-leak run to finish")[0]
         assert (run["playbook"], run["status"]) == ("memory-leak", "recovered"), run
         [att] = run["attempts"]
@@ -93,11 +97,10 @@ def test_region_outage_is_rerouted_then_restored(native_stack):
     s = native_stack
     admin = s.resolved["demo"]["ports"]["user-app"]["admin"]
     route = f"http://{s.host}:{admin}/admin/route"
-    known = snapshot(s)
+    known, before = snapshot(s), run_ids(s)
     s.cli("demo", "fault", "region-outage", "--region", "tokyo", "--duration", "60")
     try:
         [t] = wait_for(lambda: new_ticket(s, known, "RegionDown"), 240, what="a RegionDown ticket")[:1]
-        before = {r["id"] for r in runs_of(s, t["id"])} if t["id"] in known else set()
         run = wait_for(lambda: new_runs(s, t["id"], before), 180, what="the region-outage run")[0]
         assert (run["playbook"], run["status"]) == ("region-outage", "recovered"), run
         assert run["attempts"][0]["action"] == "reroute"

@@ -97,7 +97,9 @@ def test_raw_history_answers_a_14_day_range_query(stack):
     # the demo volume holds what the history ends at: the live series continues from there
     vol = stack["run"] / "demo-volumes" / SERVICE / backfill.HISTORY_FILE
     last = _query(url, f"max(last_over_time(opsstack_volume_used_bytes{{{sel}}}[1h]))")
-    assert abs(vol.stat().st_size - float(last[0]["value"][1])) < 1024
+    # (the file is sized at "now", the last gauge sample up to a few minutes earlier on a busy
+    # machine: the slow growth of that gap, ~40 B/s, stays far under 64 KiB of a 32 MB volume)
+    assert abs(vol.stat().st_size - float(last[0]["value"][1])) < 64 * 1024
 
 
 def test_recording_rules_get_history_and_30_day_windows_answer(stack):

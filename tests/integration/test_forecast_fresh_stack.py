@@ -63,7 +63,10 @@ def fresh(tmp_path):
                                   "models": ["naive", "linear_trend"], "backtest": {"folds": 1}}})
     targets = build(cfg)   # the defaults: memory/cpu/disk per demo service, host, db, requests, ...
     # plus a broken target: `up` of two jobs is two series, an error from the first pass on
-    broken = build(load_data({"forecast": {"targets": [{"name": "broken", "query": "up"}]}}))
+    # (a 5s step: its range query has points in the few seconds Prometheus has data, wherever the
+    # 5-minute grid of the defaults falls)
+    broken = build(load_data({"forecast": {"targets": [{"name": "broken", "query": "up", "step": "5s",
+                                                         "history": "10m"}]}}))
     fc = Forecaster.from_config(cfg, targets=targets + broken)
     server, _ = start(registry_for(ForecastCollector(fc.state)), "127.0.0.1", fport)
     try:
@@ -83,8 +86,10 @@ def _scrape(port: int) -> tuple[str, list]:
 def test_fresh_stack_waits_without_alerts_and_staleness_still_fires(fresh):
     prom, fc, targets = fresh["prom"], fresh["fc"], fresh["targets"]
     assert len(targets) >= 16
-    wait_for(lambda: len(_query(prom.url, 'up{job="prometheus"} == 1')), timeout=60, what="two jobs scraped")
-    results = fc.run_once()
+    wait_for(lambda: len(_query(prom.url, 'count(up == 1) == 2')), timeout=60, what="two jobs scraped")
+    # the broken target is an error once its query sees both series (a busy machine may need a pass more)
+    results = wait_for(lambda: (r := fc.run_once()) and not isinstance(r["broken"], Waiting) and r, timeout=120,
+                       what="the broken target seen as an error")
     for t in targets:
         assert isinstance(results[t.name], Waiting), (t.name, results[t.name])
         assert fc.state.targets[t.name].errors == 0

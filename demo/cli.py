@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import json
 import time
-import signal
 import sys
-import threading
 import urllib.error
 import urllib.request
 
 from prometheus_client import disable_created_metrics
 
 from core.config import view
+from core.exporter import wait_until_stopped
 from demo.faults import KINDS
 from demo.mailsink import MailSink
 from demo.service import DemoService
@@ -143,10 +142,7 @@ def _serve(args, demo, platform, stack) -> int:
         print(f"opsstack demo: cannot listen: {exc}", file=sys.stderr)
         svc.stop()
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_until_stopped()
     svc.stop()
     return 0
 
@@ -162,10 +158,7 @@ def _mailsink(stack) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"opsstack demo: mail sink cannot listen: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_until_stopped()
     sink.stop()
     return 0
 

@@ -49,7 +49,7 @@ def groups(cfg: dict) -> list[dict]:
                "15m", "warning", 1,
                f"A service is forecast to run out of memory within {format_duration(kh['memory'])}.",
                "{{ $labels.service }} ({{ $labels.target }}) is forecast to reach its memory limit in "
-               "{{ $value | humanizeDuration }}: a leak. The memory-leak playbook can restart it at a quiet time."),
+               "{{ $value | humanizeDuration }}: a leak. The scheduled-restart playbook restarts it in the next low-traffic window before then."),
         _alert(cfg, "CpuLimitLikely",
                f'opsstack_forecast_exceedance_probability{{kind="cpu",threshold="{_thr(a["cpu_threshold"])}",'
                f'horizon="{format_duration(kh["cpu"])}"}} >= {a["cpu_probability"]:g}',

@@ -10,7 +10,9 @@ webhook stores them, then drained. Two runs in the same process, each on payload
 
 - peer: one thread applying one payload per transaction (tickets.process_next);
 - processor: --threads threads running scheduler.process_pending (tickets.process_batch: a batch
-  per transaction, the ingest locks taken once per batch), like the receiver's Processor.
+  of up to 250 payloads per transaction, the ingest locks taken once per batch, applied in waves
+  of one payload per group with set-based statements), like the receiver's Processor (whose
+  default is one thread: receiver.processing_threads).
 
 Reported: notifications/s and alerts/s of each, their ratio, and how many processor errors
 (e.g. "deadlock detected") were logged. Results also go to bench/results/processor_bench.json.

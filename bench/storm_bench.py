@@ -3,6 +3,8 @@
     .venv/bin/python bench/storm_bench.py [--rate 200] [--duration 60] [--groups 300] [--alerts 10]
                                           [--closed-seconds 10] [--storm 10000] [--no-storm | --only-storm]
                                           [--drain-timeout 600] [--profile] [--keep]
+                                          [--noop-open-seconds 20] [--set SECTION.KEY=VALUE ...]
+                                          [--intake-only]
     (or: opsstack bench storm_bench ...)
 
 Starts the native stack (`opsstack up` in a temporary folder, tests/support/harness.py fast_config:
@@ -14,8 +16,9 @@ answers 200: the ceiling of that server stack. Phases:
 
 1. closed loop, --closed-seconds each: 8 keep-alive clients on the no-op route, then on
    /webhook/alertmanager (goal: receiver >= 0.5 x the no-op ceiling);
-2. open loop: --rate notifications/s for --duration s (latency counts from the scheduled send
-   time), each notification an Alertmanager group of --alerts alerts re-sent with its current
+2. open loop: its peer first, the no-op route at --rate for --noop-open-seconds (what the machine
+   and the client add to the latency, in the same conditions), then /webhook/alertmanager at --rate
+   notifications/s for --duration s (latency counts from the scheduled send time), each notification an Alertmanager group of --alerts alerts re-sent with its current
    state: a pool of --groups groups (group keys), each group's incident fires, has a rotating
    one in five of its alerts resolved and re-firing, then resolves whole every 10th send (about a
    quarter of the alerts sent are resolved), so incidents open, get alerts attached and resolve.
@@ -163,7 +166,8 @@ def applied(url: str, since: datetime, like: str) -> dict:
     [(last_rx, last_done)] = q(url, """select max(received_at), max(processed_at) from ticket_payloads
                                        where received_at >= %s and group_key like %s""", since, like)
     return {"notifications": len(d), "unapplied": sum(r[1] for r in rows), "p50_s": pct(d, 0.5), "p99_s": pct(d, 0.99), "max_s": max(d, default=float("nan")),
-            "last_applied_after_last_received_s": (last_done - last_rx).total_seconds() if last_rx else float("nan")}
+            "last_applied_after_last_received_s": (last_done - last_rx).total_seconds() if last_rx and last_done
+            else float("nan")}
 
 
 def cpu_ticks(own: set[int], stack: set[int] = frozenset()) -> dict[int, tuple[str, int]]:
@@ -180,9 +184,32 @@ def cpu_ticks(own: set[int], stack: set[int] = frozenset()) -> dict[int, tuple[s
         fields = stat.rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])
         name = classify(int(d), [a.decode(errors="replace") for a in argv if a], own)
-        if name not in ("bench client", "receiver") and int(d) not in stack:
+        if name == "receiver" and int(d) in BACKGROUND:
+            name = "receiver background (niced)" if int(fields[16]) > 0 else "receiver background"
+        elif name == "receiver":
+            name = "receiver web"
+        elif name == "postgresql" and int(d) in stack and int(fields[16]) > 0:
+            name = "postgresql niced (background's sessions)"
+        if not name.startswith(("bench client", "receiver")) and int(d) not in stack:
             name = "not this stack (other sessions)"
         out[int(d)] = (name, ticks)
+    return out
+
+
+BACKGROUND: set[int] = set()  # the bench receiver's background process(es) and their children
+
+
+def background_pids(log: Path, own: set[int]) -> set[int]:
+    """The receiver's background process (its pid is logged by `receiver serve`) and its children."""
+    import re
+
+    try:
+        pids = {int(m) for m in re.findall(r"event=background_process pid=(\d+)", log.read_text(errors="replace"))}
+    except OSError:
+        return set()
+    out: set[int] = set()
+    for p in pids:
+        out |= own_pids(p) & own
     return out
 
 
@@ -366,8 +393,11 @@ class Sampler:
         Path(self.path).write_text(json.dumps(out, indent=1))
 
 
-def serve_profiled(config_file: str, port: int, workers: int, threads: int) -> None:
+def serve_profiled(config_file: str, port: int, workers: int, threads: int, process: bool = True) -> None:
     """rb.serve, with the background process sampled when STORM_BENCH_PROFILE names a file."""
+    from core.logs import setup_logging
+
+    setup_logging("INFO")  # as the supervised `opsstack receiver serve` (its log names the background pid)
     path = os.environ.get("STORM_BENCH_PROFILE")
     if path:
         from webhook_receiver import app as app_module
@@ -383,11 +413,12 @@ def serve_profiled(config_file: str, port: int, workers: int, threads: int) -> N
                 sampler.stop.set()
                 sampler.dump()
         app_module.run_background = run_background
-    rb.serve(config_file, port, workers, threads, True)
+    rb.serve(config_file, port, workers, threads, process)
 
 
 # ------------------------------------------------------------------ the stack
-def swap_receiver(stack, work: Path, rdir: Path, profile: str | None = None) -> tuple[subprocess.Popen, int]:
+def swap_receiver(stack, work: Path, rdir: Path, profile: str | None = None,
+                  process: bool = True) -> tuple[subprocess.Popen, int]:
     """Stop the supervised receiver; run the same `receiver serve` (+ the no-op route) on its port."""
     from core.config import RESOLVED_NAME
     from core.procs import wait_http
@@ -398,7 +429,8 @@ def swap_receiver(stack, work: Path, rdir: Path, profile: str | None = None) -> 
     r = stack.resolved["receiver"]
     log = open(work / "bench-receiver.log", "ab")
     proc = subprocess.Popen([sys.executable, __file__, "serve", str(rdir / RESOLVED_NAME), str(port),
-                             str(r["workers"]), str(r["threads"])], stdout=log, stderr=subprocess.STDOUT,
+                             str(r["workers"]), str(r["threads"]), "1" if process else "0"],
+                            stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=str(work),
                             env=dict(os.environ, **({"STORM_BENCH_PROFILE": profile} if profile else {})))
     wait_http(f"http://{stack.host}:{port}/readyz", timeout=120, proc=proc)
@@ -438,14 +470,22 @@ def main(argv=None) -> int:
     ap.add_argument("--alerts", type=int, default=10, help="alerts per group")
     ap.add_argument("--closed-seconds", type=float, default=10.0, help="seconds of each closed-loop run")
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
+    ap.add_argument("--noop-open-seconds", type=float, default=20.0,
+                    help="seconds of the no-op route at --rate just before the open loop (its peer; 0 = skip)")
     ap.add_argument("--storm", type=int, default=10_000, help="alerts in the one big group (phase 3)")
     ap.add_argument("--no-storm", action="store_true", help="skip phase 3")
     ap.add_argument("--only-storm", action="store_true", help="only phase 3 (on an idle receiver)")
+    ap.add_argument("--intake-only", action="store_true",
+                    help="diagnostic: the bench's receiver applies nothing (no background process): the "
+                         "intake in the whole stack without the processor's load (use a short --drain-timeout)")
     ap.add_argument("--drain-timeout", type=float, default=600.0,
                     help="seconds to wait for the receiver to apply what was sent, before going on")
     ap.add_argument("--keep", action="store_true", help="leave the stack's folder (logs) in place")
     ap.add_argument("--profile", action="store_true",
                     help="sample the receiver's background process (thread stacks every 10 ms) into the results")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config override of the stack (YAML value), e.g. receiver.background_nice=0 "
+                         "(A/B runs of one setting in the same conditions); repeatable")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "storm_bench.json"))
     args = ap.parse_args(argv)
     DRAIN_TIMEOUT[0] = args.drain_timeout
@@ -455,7 +495,15 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="opsstack-bench-storm-"))
     rdir = work / ".run"
-    stack = StackHandle(fast_config(rdir, stack__startup_timeout="400s"), work)
+    import yaml
+
+    overrides = {"stack__startup_timeout": "400s"}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides[key.replace(".", "__")] = yaml.safe_load(value)
+    stack = StackHandle(fast_config(rdir, **overrides), work)
     results: dict = {"config": vars(args), "cpus": os.cpu_count(), "load_before": os.getloadavg()}
     proc = None
     print(f"storm bench: starting the native stack in {work} ...", flush=True)
@@ -466,14 +514,14 @@ def main(argv=None) -> int:
         cfg = load(stack.config_file)
         db = stack.resolved["database"]["url"]
         results["receiver"] = {k: stack.resolved["receiver"].get(k) for k in (
-            "workers", "threads", "processing", "processing_threads", "background", "pool_size", "incident_by")}
+            "workers", "threads", "processing", "processing_threads", "background", "background_nice", "pool_size", "incident_by")}
         results["enrichment_max_per_minute"] = stack.resolved["enrichment"].get("max_per_minute")
         try:
             q(db, "create extension if not exists pg_stat_statements")
         except Exception as exc:  # noqa: BLE001
             print(f"(no pg_stat_statements: {str(exc).splitlines()[0]})")
         profile = str(work / "background-profile.json") if args.profile else None
-        proc, port = swap_receiver(stack, work, rdir, profile)
+        proc, port = swap_receiver(stack, work, rdir, profile, process=not args.intake_only)
         rb.TOKEN = stack.token
         own = own_pids(proc.pid)
         pool = GroupPool(args.groups, args.alerts)
@@ -496,7 +544,15 @@ def main(argv=None) -> int:
             print(f"closed loop: no-op {closed['noop']['requests_per_second']:.0f}/s, receiver "
                   f"{closed['receiver']['requests_per_second']:.0f}/s ({closed['ratio']:.2f}x)", flush=True)
 
-            # 2. open loop
+            # 2. open loop; first its peer: the no-op route at the same rate, in the same conditions
+            # (the processor still busy with the closed loop's backlog), so what the machine and the
+            # client add to the latency shows beside what the intake adds
+            if args.noop_open_seconds > 0:
+                peer = rb.fixed_rate(port, "/bench/noop", GroupPool(args.groups, args.alerts, seed=8), args.rate,
+                                     args.noop_open_seconds)
+                results["open_loop_noop_peer"] = peer
+                print(f"open loop no-op peer: {peer['ok']} at {args.rate:g}/s, p99 {peer['p99_ms']:.1f} ms "
+                      f"(p50 {peer['p50_ms']:.1f})", flush=True)
             [(since,)] = q(db, "select now()")
             try:
                 q(db, "select pg_stat_statements_reset()")
@@ -505,6 +561,7 @@ def main(argv=None) -> int:
             own = own_pids(proc.pid)
             sup = (rdir / "supervisord.pid").read_text().split()[0] if (rdir / "supervisord.pid").exists() else "0"
             stack_pids = own_pids(int(sup)) if sup.isdigit() and int(sup) else set()
+            BACKGROUND.update(background_pids(work / "bench-receiver.log", own))
             cpu0 = cpu_ticks(own, stack_pids)
             a0, r0 = pool.sent_alerts, pool.sent_resolved
             pool.timed(datetime.now(timezone.utc), args.rate)
@@ -515,6 +572,7 @@ def main(argv=None) -> int:
             drain = wait_drained(db)
             own = own_pids(proc.pid) | own
             stack_pids |= own_pids(int(sup)) if sup.isdigit() and int(sup) else set()
+            BACKGROUND.update(background_pids(work / "bench-receiver.log", own))
             cpu1 = cpu_ticks(own, stack_pids)
             pool.timed(None)
             ap_ = applied(db, since, like)
@@ -583,6 +641,11 @@ def report(res: dict, args, cfg) -> None:
             ("drain after the last send", f"{ap_['drain_after_last_send_s']:.1f} s", f"<= {GOAL_APPLY_S:g} s",
              ap_["drain_after_last_send_s"] <= GOAL_APPLY_S),
         ]
+    if res.get("open_loop_noop_peer"):
+        p = res["open_loop_noop_peer"]
+        rows.append((f"  peer: no-op route at {args.rate:g}/s", f"p99 {p['p99_ms']:.1f} ms (p50 {p['p50_ms']:.1f}, max "
+                     f"{p['max_ms']:.0f}, errors {p['errors']}, {args.noop_open_seconds:g}s just before)",
+                     "(what the machine adds)", None))
     if "big_group" in res:
         b = res["big_group"]
         rows.append((f"{b['alerts']}-alert group via Alertmanager", f"open {b['open_seconds']:.1f} s + resolve "
@@ -598,7 +661,7 @@ def report(res: dict, args, cfg) -> None:
     w = max((len(r[0]) for r in rows), default=10) + 2
     print(f"{'measure':<{w}}{'got':<64}{'goal':<22}")
     for name, got, goal, ok in rows:
-        print(f"{name:<{w}}{got:<64}{goal:<22}{'met' if ok else 'NOT met'}")
+        print(f"{name:<{w}}{got:<64}{goal:<22}{'' if ok is None else 'met' if ok else 'NOT met'}")
     if o:
         print("CPU seconds during the open loop: " + ", ".join(f"{k} {v:.1f}" for k, v in o["cpu_seconds"].items()))
         print("top statements (pg_stat_statements, open loop):")
@@ -618,6 +681,7 @@ def report(res: dict, args, cfg) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve_profiled(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        serve_profiled(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+                       len(sys.argv) < 7 or sys.argv[6] == "1")
     else:
         sys.exit(main())

@@ -4,6 +4,11 @@
   /metrics on stack.host:stack.ports.exporter_app.
 - db: exporters.db.server.serve(cfg) — provided by the database exporter (imported lazily,
   so `exporter app` works without it), /metrics on stack.host:stack.ports.exporter_db.
+- cdn: exporters.cdn.server.serve(cfg) — Cloudflare, Varnish, Redis and the cache policy,
+  /metrics on stack.host:stack.ports.exporter_cdn (docs/metrics.md, "CDN and cache").
+- security: exporters.security.server.serve(cfg) — TLS endpoints, nginx access and ModSecurity
+  logs, fail2ban, pgBackRest and restore verification, /metrics on
+  stack.host:stack.ports.exporter_security (docs/metrics.md, "Security exporter").
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import sys
 EXPORTERS = {
     "app": ("exporters.app.server", "synthetic HTTP(S) probes of every service x region endpoint"),
     "db": ("exporters.db.server", "PostgreSQL: activity, locks, slow queries, table and index statistics"),
+    "security": ("exporters.security.server", "security: TLS handshakes, access/WAF logs, fail2ban, pgBackRest"),
+    "cdn": ("exporters.cdn.server", "CDN and cache: Cloudflare analytics windows, Varnish, Redis, cache policy"),
 }
 
 

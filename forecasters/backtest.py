@@ -21,8 +21,8 @@ from forecasters.models import FitContext, clip, make_model
 log = logging.getLogger(__name__)
 
 # Simpler first: ties (within 1%) go to the simpler model.
-SIMPLICITY = ["naive", "recent_mean", "ses", "seasonal_naive", "seasonal_mean", "seasonal_ses",
-              "seasonal_ses_smooth", "theta", "damped_trend", "linear_trend", "long_trend", "prophet_flat", "prophet"]
+SIMPLICITY = ["naive", "recent_mean", "recent_median", "ses", "seasonal_naive", "seasonal_mean", "seasonal_ses",
+              "seasonal_ses_smooth", "weekly_ses", "theta", "damped_trend", "linear_trend", "long_trend", "prophet_flat", "prophet"]
 
 
 @dataclass

@@ -14,6 +14,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from statistics import NormalDist
+
 import numpy as np
 
 from forecasters import backtest
@@ -51,10 +53,14 @@ class Spec:
     prophet: tuple = ()                             # (key, value) pairs of Prophet settings
     model: str | None = None                        # force a model, skip selection
     widen: float = 1.0                              # extra band factor (calibration)
+    change_point: bool = False                      # a recent new trend overrides the backtest choice
+    change_window: float = 2 * DAY                  # seconds searched for it (changepoint_trend)
+    change_min_t: float = 6.0                       # t statistic its slope needs
 
     def ctx(self) -> FitContext:
         return FitContext(step=self.step, seasonalities=self.seasonalities, lower=self.lower,
-                          upper=self.upper, linear_window=self.linear_window, prophet=dict(self.prophet))
+                          upper=self.upper, linear_window=self.linear_window, prophet=dict(self.prophet),
+                          change_window=self.change_window, change_min_t=self.change_min_t)
 
 
 @dataclass
@@ -184,8 +190,22 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
             fits += bt.fits if bt else 0
     model = _fit(chosen, ctx, t, y)
     fits += len(model_parts(chosen))
+    change = None
+    if spec.change_point and spec.model is None and chosen != "changepoint_trend":
+        # the backtest's folds end H rows before the last sample: a trend that started since (a
+        # leak) is in none of them, so every model it chose forecasts the old regime. A
+        # significant new trend in the recent window, heading toward the thresholds, wins.
+        cp = make_model("changepoint_trend", ctx).fit(t, y)
+        fits += 1
+        toward = cp.slope > 0 if spec.direction == "above" else cp.slope < 0
+        if cp.detected and toward:
+            model, chosen, change = cp, "changepoint_trend", cp.change
     growth_exp = 1.0 if model.error_growth == "trend" else 0.5
-    if bt is not None and chosen in bt.forecasts:
+    if change is not None:
+        band = band_from_change(change, step, spec.level, max(1, H))
+        bt_mase = bt_cov = None
+        scores = dict(bt.scores) if bt is not None else {}
+    elif bt is not None and chosen in bt.forecasts:
         band = band_from_residuals(bt.residuals(chosen), step, spec.level, growth_exp, spec.widen)
         # per-series conformal step: scale the band (and add the recent-range floor) so that it covers
         # `level` of this series' backtest truth; each fold gets the floor of its own origin
@@ -266,6 +286,18 @@ def forecast_series(t: np.ndarray, y: np.ndarray, spec: Spec, horizon_rows: int 
         anomaly=anomaly, backtest_mase=bt_mase, backtest_coverage=bt_cov, scores=scores,
         growth_per_month=growth, fits=fits, duration=time.perf_counter() - started, band=band,
     )
+
+
+def band_from_change(change, step: float, level: float, horizon: int) -> Band:
+    """The band of a forecast that extrapolates a new trend (changepoint_trend): the noise plus the
+    slope's standard error times the distance from the centre of the segment it was fitted on
+    (a slope error grows linearly), for ``horizon`` steps, then growing linearly."""
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    k = np.arange(1, horizon + 1, dtype=float)
+    se_slope = abs(change.slope / change.t_stat) if change.t_stat else 0.0
+    centre = (change.rows - 1) / 2.0
+    w = z * np.sqrt(change.noise ** 2 + (se_slope * (k + centre)) ** 2)
+    return Band(lo=-w, hi=w, step=step, level=level, growth=1.0)
 
 
 def _first_cross(y_now: float, ts: np.ndarray, vals: np.ndarray, thr: float, above: bool,

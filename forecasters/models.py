@@ -11,6 +11,7 @@ way for all of them, so that an 80% band means 80% whichever model won.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forecasters._quiet import quiet_prophet
+from forecasters.changepoint import Change, recent_change, unusual_rise
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class FitContext:
     linear_window: float = 6 * 3600.0  # seconds of history the linear trend is fitted on
     season_rows: int | None = None    # explicit seasonal period in rows (overrides seasonalities)
     prophet: dict = field(default_factory=dict)  # extra Prophet settings (see ProphetModel)
+    change_window: float = 2 * DAY    # seconds of history searched for a recent change (changepoint_trend)
+    change_min_t: float = 6.0         # t statistic a new trend's slope needs (changepoint_trend)
 
     def period_rows(self, n: int) -> int | None:
         """The seasonal period in rows that fits at least twice in n rows, or None."""
@@ -133,6 +137,22 @@ class RecentMean(Model):
     def fit(self, t, y):
         n = max(1, int(round(self.ctx.linear_window / self.ctx.step)))
         self.level = float(np.mean(np.asarray(y, float)[-n:]))
+        return self
+
+    def predict(self, offsets):
+        return np.full(len(offsets), self.level)
+
+
+class RecentMedian(Model):
+    """Median of the recent window. MASE is an absolute error, whose best constant forecast is the
+    median, not the mean: on spiky series (CPU, request bursts) the mean is pulled up by the spikes
+    while most future values sit near the median."""
+
+    name = "recent_median"
+
+    def fit(self, t, y):
+        n = max(1, int(round(self.ctx.linear_window / self.ctx.step)))
+        self.level = float(np.median(np.asarray(y, float)[-n:]))
         return self
 
     def predict(self, offsets):
@@ -336,6 +356,28 @@ class SmoothSeasonalSES(_Deseasonalised):
         return self.level + self._season(k)
 
 
+class WeeklySeasonalSES(SmoothSeasonalSES):
+    """seasonal_ses on the longest seasonality that fits twice in the history, when it is longer than
+    the one the other seasonal models use (a week beside a day): traffic and user-driven series
+    repeat weekly (weekends differ from weekdays), which a daily profile cannot follow. Does not fit
+    (the backtest skips it) when no such second season fits."""
+
+    name = "weekly_ses"
+    seasons = 4
+    smooth = 0        # no smoothing across phases: a week has sharp weekday/weekend edges
+
+    def _split(self, y):
+        y = np.asarray(y, float)
+        n = len(y)
+        fits = [r for r in (int(round(p / self.ctx.step)) for p in sorted(self.ctx.seasonalities))
+                if r >= 2 and n >= 2 * r]
+        if self.ctx.season_rows or len(fits) < 2:
+            raise ValueError("no second, longer seasonality fits twice in the history")
+        self.m = fits[-1]
+        self.profile = season_profile(y, self.m, self.seasons, self.smooth)
+        return (y - self.profile[_phases(n, self.m)])[-self.max_rows:]
+
+
 class LinearTrend(Model):
     """Least squares over the recent window, extrapolated (what PromQL predict_linear does)."""
 
@@ -374,6 +416,45 @@ class LongTrend(LinearTrend):
         else:
             self.slope, self.intercept = 0.0, float(y[-1])
         return self
+
+
+class ChangePointTrend(_Deseasonalised):
+    """The trend of the last regime: on the deseasonalised series, the most recent significant
+    change in the last ``ctx.change_window`` (forecasters/changepoint.py: a line, then a step or a
+    new line, chosen by BIC, searched again after each change); when the last segment is a
+    significant new trend (a leak that started after the backtest's folds) the forecast
+    extrapolates that segment's line, otherwise it is the smoothed level (like ses) + season.
+    ``detected`` says which; the engine uses it for targets with ``change_point`` even when the
+    backtest, which only saw the old regime, chose another model."""
+
+    name = "changepoint_trend"
+    error_growth = "trend"
+    min_rows = 4          # rows after the change before a new trend counts
+    margin = 10.0         # BIC units a change must win by (multiple testing over every row)
+
+    def fit(self, t, y):
+        d = self._split(y)
+        w = max(2 * self.min_rows + 2, int(round(self.ctx.change_window / self.ctx.step)))
+        win = d[-w:]
+        self.change: Change = recent_change(win, min_rows=self.min_rows, min_t=self.ctx.change_min_t,
+                                            margin=self.margin)
+        if self.change.trend and unusual_rise(d[:len(d) - len(win) + self.change.at], self.change):
+            self.level = float(self.change.level_at(len(win) - 1))
+            self.slope = self.change.slope
+        else:
+            if self.change.trend:   # the series has risen like this before (a sawtooth, a batch): no new regime
+                self.change = dataclasses.replace(self.change, kind="usual")
+            self.level, _ = ses_level(d)
+            self.slope = 0.0
+        return self
+
+    @property
+    def detected(self) -> bool:
+        return self.change.trend
+
+    def predict(self, offsets):
+        k = self._rows(offsets)
+        return self.level + self.slope * k + self._season(k)
 
 
 # Prophet defaults for ops metrics, after the NAB backtests (docs/forecasting.md):
@@ -486,13 +567,14 @@ class ProphetFlat(ProphetModel):
 MODELS: dict[str, type[Model]] = {
     m.name: m for m in (Naive, SeasonalNaive, SeasonalMean, RecentMean, SimpleExpSmoothing, SeasonalSES,
                         LinearTrend, LongTrend, ProphetModel, ProphetFlat, Theta, DampedTrend,
-                        SmoothSeasonalSES)
+                        SmoothSeasonalSES, ChangePointTrend, WeeklySeasonalSES, RecentMedian)
 }
 BASELINES = ("naive", "seasonal_naive", "linear_trend")
 # Prophet is not a default candidate: its fits cost far more CPU than all the others together, which the
 # 1000-targets-per-15-minutes budget on 2 cores excludes (docs/forecasting.md); list it in forecast.models.
 DEFAULT_CANDIDATES = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "ses", "seasonal_ses",
-                      "seasonal_ses_smooth", "theta", "damped_trend", "linear_trend", "long_trend")
+                      "seasonal_ses_smooth", "theta", "damped_trend", "linear_trend", "long_trend",
+                      "recent_median", "weekly_ses")
 
 
 def make_model(name: str, ctx: FitContext) -> Model:

@@ -83,6 +83,8 @@ def build(cfg: dict) -> list[Target]:
             ensemble_within=f["ensemble_within"],
             backtest_horizon=f["backtest"]["horizon"], level=f["level"], samples=f["samples"],
             curve_points=f["curve_points"], prophet=tuple(sorted(prophet.items())), model=t["model"],
+            change_point=t["kind"] in f["change_point"]["kinds"], change_window=f["change_point"]["window"],
+            change_min_t=f["change_point"]["min_t"],
         )
         out.append(Target(name=t["name"], query=t["query"], kind=t["kind"], service=t["service"],
                           team=t["team"], history=t["history"] or f["history"], step=step, spec=spec,

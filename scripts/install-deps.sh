@@ -29,6 +29,21 @@ if [ "${1:-}" = "--test" ]; then
   need chromium chromium
   need chromedriver chromium-driver
   need /usr/sbin/pgbouncer pgbouncer
+  # CDN exporter tests and bench (exporters/cdn): varnishd with vmod xkey, and the Debian exporters
+  # bench/cdn_exporter_bench.py measures ours against
+  need /usr/sbin/varnishd varnish
+  need varnishstat varnish
+  ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || want+=(varnish-modules)
+  need prometheus-varnish-exporter prometheus-varnish-exporter
+  need prometheus-redis-exporter prometheus-redis-exporter
+  # security exporter tests and bench (exporters/security): the real logrotate, fail2ban,
+  # pgBackRest, nginx with ModSecurity v3 + OWASP CRS
+  need /usr/sbin/logrotate logrotate
+  need fail2ban-server fail2ban
+  need pgbackrest pgbackrest
+  need /usr/sbin/nginx nginx
+  [ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || want+=(libnginx-mod-http-modsecurity)
+  [ -d /usr/share/modsecurity-crs/rules ] || want+=(modsecurity-crs)
 fi
 
 # python3-venv is needed to create .venv on a bare Debian/Ubuntu

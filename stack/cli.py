@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capacity": ("forecasters.capacity_cli", "capacity planning report"),
     "db": ("stack.commands.db", "database tools: index advisor, demo database workload and faults"),
     "bench": ("stack.commands.bench", "run a benchmark script from bench/"),
+    "security": ("exporters.security.cli", "security tools: restore verification, the nginx log format"),
+    "cdn": ("exporters.cdn.cli", "CDN and cache: the cache policy report per content class"),
 }
 
 

@@ -2,12 +2,16 @@
 
 `up` resolves the config (ports, database, token), renders prometheus.yml, alertmanager.yml,
 the rule files and supervisord.conf into <run_dir>, starts supervisord, then starts the
-programs in two stages (the embedded PostgreSQL first, then everything else) and waits for
-each readiness endpoint. Running `up` again while the stack runs applies what changed in the
-config (`Stack.apply`): it re-renders every file, has promtool/amtool check them (a rejected
-config is put back and the old one keeps running), reloads Prometheus and Alertmanager, and
-restarts only the programs whose command, environment or config sections changed (keeping
-the demo services' active faults); then it starts whatever is stopped. `down` shuts
+programs in stages, each waited for (supervisor RUNNING and its readiness endpoint) before the
+next: the embedded PostgreSQL; everything Prometheus scrapes or notifies; Prometheus; the
+forecaster, which reads Prometheus. So Prometheus' first scrapes and rule evaluations find
+every target up: a program that is slow to start (a busy machine) is not a ScrapeTargetDown
+of a fresh stack, and the forecaster's first pass finds Prometheus answering. Running `up`
+again while the stack runs applies what changed in the config (`Stack.apply`): it re-renders
+every file, has promtool/amtool check them (a rejected config is put back and the old one keeps
+running), reloads Prometheus and Alertmanager, and restarts only the programs whose command,
+environment or config sections changed (keeping the demo services' active faults); then it
+starts whatever is stopped, and returns once all of them are up. `down` shuts
 supervisord down, which stops every program.
 """
 from __future__ import annotations
@@ -66,7 +70,7 @@ class Program:
     ready_url: str | None = None              # 2xx means ready
     ready_fn: Callable[[], bool] | None = None  # or a custom check
     user: str | None = None
-    stage: int = 2
+    stage: int = 2                            # 1 database, 2 scraped programs, 3 Prometheus, 4 its readers
     env: dict = field(default_factory=dict)
     url: str | None = None                    # what `up` prints for people
     stopsignal: str = "TERM"
@@ -132,7 +136,8 @@ class Stack:
         if r["runtime"]["embedded_database"]:
             emb = r["database"]["embedded"]
             cluster = Cluster(rd / "postgres" / "data", ports["postgres"], host=host,
-                              preload=emb["preload"], max_connections=emb["max_connections"])
+                              preload=emb["preload"], max_connections=emb["max_connections"],
+                              settings={"fsync": "on" if emb["durable"] else "off"})
             self._cluster = cluster
             progs.append(Program("postgres", cluster.command(), user=cluster.user, stage=1,
                                  ready_fn=lambda: self._pg_ready(cluster), stopsignal="INT",
@@ -144,7 +149,7 @@ class Stack:
                                    f"--web.listen-address={host}:{ports['prometheus']}",
                                    "--web.enable-lifecycle"],
                     ready_url=f"http://{host}:{ports['prometheus']}/-/ready",
-                    url=f"http://{host}:{ports['prometheus']}", reads=()),
+                    url=f"http://{host}:{ports['prometheus']}", reads=(), stage=3),
             Program("alertmanager", [binary("alertmanager"), f"--config.file={rd / 'alertmanager.yml'}",
                                      f"--storage.path={rd / 'alertmanager'}",
                                      f"--web.listen-address={host}:{ports['alertmanager']}",
@@ -173,7 +178,7 @@ class Stack:
                                  url=f"http://{host}:{ports['exporter_db']}/metrics",
                                  reads=("exporters.db", "database") + STACK_KEYS))
         if r["forecast"]["enabled"]:
-            progs.append(Program("forecaster", ops + ["forecast", "serve"],
+            progs.append(Program("forecaster", ops + ["forecast", "serve"], stage=4,
                                  ready_url=f"http://{host}:{ports['forecaster']}/metrics",
                                  url=f"http://{host}:{ports['forecaster']}/metrics",
                                  reads=("forecast", "platform", "exporters", "demo", "database") + STACK_KEYS))
@@ -314,7 +319,8 @@ class Stack:
             ensure_database(resolved["database"]["url"], resolved["database"]["name"])
         except PostgresUnavailable as exc:
             raise LaunchError(str(exc)) from None
-        self._start_and_wait([p for p in progs if p.stage == 2], progress)
+        for stage in sorted({p.stage for p in progs} - {1}):
+            self._start_and_wait([p for p in progs if p.stage == stage], progress)
         backfill.after_start(resolved, progress)  # the recording rules over that history
         return resolved
 
@@ -485,7 +491,8 @@ class Stack:
                 ensure_database(new["database"]["url"], new["database"]["name"])
             except PostgresUnavailable as exc:
                 raise LaunchError(str(exc)) from None
-        started += self._start_and_wait([p for p in progs if p.stage == 2], progress)
+        for stage in sorted({p.stage for p in progs} - {1}):
+            started += self._start_and_wait([p for p in progs if p.stage == stage], progress)
         for n, faults in kept_faults.items():
             if faults and n in new_progs:
                 self._reinject(new, n, faults)
@@ -507,7 +514,11 @@ class Stack:
             log.warning("event=apply_stop_failed program=%s error=%r", name, exc.faultString)
 
     def _start_and_wait(self, progs: list[Program], progress) -> list[str]:
-        """Start those not running, wait until every one is ready; the names it started."""
+        """Start those not running, wait until every one is up: supervisor reports it RUNNING
+        (past its startsecs) AND its readiness check answers, so that when `up` returns (a
+        first start or `apply` restarting programs) every program runs as a new process that
+        serves. Bounded by stack.startup_timeout; a program that never comes up is a
+        LaunchError naming it, its supervisor state and its last log lines. The names it started."""
         if not progs:
             return []
         rpc = self._rpc()
@@ -520,23 +531,28 @@ class Stack:
         timeout = self.cfg["stack"]["startup_timeout"]
         deadline = time.monotonic() + timeout
         pending = {p.name: p for p in progs}
+        states: dict[str, str] = {}
         shown = 0.0
         while pending:
             for name, p in list(pending.items()):
-                if p.ready():
+                state = states[name] = rpc.supervisor.getProcessInfo(name)["statename"]
+                if state == "FATAL":  # startretries used up (BACKOFF, EXITED: supervisor retries)
+                    raise LaunchError(f"{name} did not come up: supervisor reports it {state}; last log lines "
+                                      f"of {name}:\n" + tail(self.logs / f"{name}.log"))
+                # ready() first: a program that answers while supervisor still counts its
+                # startsecs is simply asked again on the next round
+                if p.ready() and rpc.supervisor.getProcessInfo(name)["statename"] == "RUNNING":
                     progress(f"  ready  {name:<26} {redact_url(p.url) or ''}")
                     del pending[name]
-                    continue
-                state = rpc.supervisor.getProcessInfo(name)["statename"]
-                if state == "FATAL":
-                    raise LaunchError(f"{name} failed to start ({state}); last log lines:\n"
-                                      + tail(self.logs / f"{name}.log"))
             if not pending:
                 break
             if time.monotonic() > deadline:
-                names = ", ".join(pending)
                 first = next(iter(pending))
-                raise LaunchError(f"not ready after {timeout:.0f}s: {names}; {first} log:\n"
+                what = "; ".join(f"{n} ({states.get(n, 'UNKNOWN')}"
+                                 + (", running but not answering " + (redact_url(p.ready_url) or "its readiness check")
+                                    if states.get(n) == "RUNNING" else "") + ")"
+                                 for n, p in pending.items())
+                raise LaunchError(f"did not come up within {timeout:.0f}s: {what}; last log lines of {first}:\n"
                                   + tail(self.logs / f"{first}.log"))
             if time.monotonic() - shown > 3:
                 progress(f"  waiting for {', '.join(pending)} ...")

@@ -167,6 +167,9 @@ def close_app(app) -> None:
 def run_background(cfg: dict, stop: threading.Event | None = None, scheduler: bool = True) -> None:
     """The receiver's background process: processor threads and the scheduler loop, no HTTP."""
     app = create_app(cfg)
+    # its database sessions yield the CPU as the process does (cli.lower_priority): the backends
+    # serving the webhook's intake go first in a storm
+    state(app).db.backend_nice = state(app).receiver.background_nice
     start_scheduler(app, scheduler=scheduler, force=True)
     log.info("event=background_started processing_threads=%s", state(app).receiver.processing_threads)
     stop = stop or threading.Event()

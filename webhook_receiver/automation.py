@@ -10,9 +10,12 @@ the ``automation`` blueprint and subscribes to the receiver's ticket hooks:
 | ticket_updated  |                 | alert_attached: for the new alerts   | comment            |
 | ticket_resolved |                 | on_resolved actions (restore)        | resolve/transition |
 
-Hooks fire in the request thread after commit. Enrichment, remediation and restore are queued
-durably in ``automation_jobs`` (webhook_receiver/jobs.py, on the shared outbox) and run by this
-process's thread pools (created lazily, so after gunicorn forks) when it does background work;
+Enrichment, remediation and restore are queued durably in ``automation_jobs`` (webhook_receiver/
+jobs.py, on the shared outbox) INSIDE the transaction that changes the ticket (``stage_jobs``, a
+hooks stager: one statement for all the jobs of a batch of payloads; the job commits with the
+change or not at all, on the connection already in use: no pool of its own). The hooks themselves
+fire in the request thread after commit (ITSM forwarding); the jobs are run by this process's
+thread pools (created lazily, so after gunicorn forks) when it does background work;
 the receiver's scheduler also runs them, retries failed ones with backoff and resumes them
 after a restart. The subscriptions are the app's own (state(app).hooks): two apps in one
 process never see each other's tickets.
@@ -45,7 +48,7 @@ from core.config import view
 from core.prom import base_url
 from core.logs import first_line
 from webhook_receiver import enrichment, itsm, jobs
-from webhook_receiver.db import Database, connect
+from webhook_receiver.db import connect
 from webhook_receiver.errors import ApiError, require
 from webhook_receiver.errors import register as register_errors
 from webhook_receiver.errors import ticket_id as _tid
@@ -59,8 +62,6 @@ from webhook_receiver.state import EXT as STATE_EXT
 from webhook_receiver.state import State
 
 log = logging.getLogger(__name__)
-
-QUEUE_POOL_SIZE = 4  # connections queue_jobs may hold at once (per process)
 
 bp = Blueprint("automation", __name__)
 register_errors(bp)
@@ -93,8 +94,6 @@ class Automation:
         self.run_jobs = self.receiver.background != "process"
         self._inflight: dict[str, int] = {}
         self._again: dict[str, bool] = {}
-        self._queue_db: Database | None = None  # pooled connections for queue_jobs (per process)
-        self._queue_db_pid = 0
 
     # ------------------------------------------------------------------ lazily made parts
     def ensure_migrated(self) -> None:
@@ -126,86 +125,86 @@ class Automation:
                 self._pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"automation-{name}")
             return self._pools[name]
 
-    def queue_db(self) -> Database:
-        """A small pool of its own for queueing jobs from hooks: a hook runs in a thread that
-        may hold one of the receiver's pooled connections already (the payload processor), and
-        opening a connection per hook call cost more than the payload itself."""
-        with self._lock:
-            if self._queue_db is None or self._queue_db_pid != os.getpid():
-                self._queue_db, self._queue_db_pid = Database(self.db_url, size=QUEUE_POOL_SIZE), os.getpid()
-            return self._queue_db
-
     def shutdown(self) -> None:
         """Stop the forwarder and the pools; drop this app's hook subscriptions (a closed app
         must not take new work: its pools are gone)."""
-        if self._queue_db is not None and self._queue_db_pid == os.getpid():
-            self._queue_db.close()
         if self.st is not None:
             for event, fn in self.handlers():
                 self.st.hooks.unsubscribe(event, fn)
+            self.st.hooks.remove_stager(self.stage_jobs)
         if self._forwarder is not None:
             self._forwarder.stop()
         for p in self._pools.values():
             p.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ hook handlers
+    # (after the commit: the jobs are in already, stage_jobs; these forward to ITSM)
     def handlers(self) -> tuple:
         return (("ticket_opened", self.on_opened), ("ticket_reopened", self.on_reopened),
                 ("ticket_updated", self.on_updated), ("ticket_resolved", self.on_resolved))
 
     def on_opened(self, event: str, ticket_id: int, **payload) -> None:
-        self.queue_jobs(ticket_id, ("enrichment", "remediation"))
         self._forward(event, ticket_id, payload)
 
     def on_reopened(self, event: str, ticket_id: int, **payload) -> None:
-        self.queue_jobs(ticket_id, ("enrichment", "remediation"))
         self._forward(event, ticket_id, payload)
 
     def on_updated(self, event: str, ticket_id: int, **payload) -> None:
-        labels = payload.pop("attached_labels", None)  # the new alerts' labels: not forwarded
-        if (payload.get("change") == "alert_attached" and payload.get("status") != "resolved"
-                and (labels is None or any(find_playbook(self.playbooks, lb) for lb in labels))):
-            # alerts joined the incident and a playbook matches one of them: the playbook acts for
-            # them too (their own targets); enrichment and paging stay once per incident. A
-            # remediation job of the incident still pending (not running) covers them already:
-            # it acts for every firing alert of the incident when it runs
-            self.queue_jobs(ticket_id, ("remediation",), extra=f"a{payload.get('event_id') or 0}",
-                            unless_pending=True)
+        payload.pop("attached_labels", None)  # the new alerts' labels: not forwarded
         self._forward(event, ticket_id, payload)
 
     def on_resolved(self, event: str, ticket_id: int, **payload) -> None:
-        self.queue_jobs(ticket_id, ("restore",))
         self._forward(event, ticket_id, payload)
 
     # ------------------------------------------------------------------ durable jobs
     def job_kinds(self) -> set[str]:
         return jobs.wanted(self.enrichment, self.remediation, self.playbooks, self.prometheus_url)
 
-    def queue_jobs(self, ticket_id: int, kinds: tuple[str, ...], extra: str | None = None,
-                   unless_pending: bool = False) -> None:
-        """Queue the ticket's jobs in PostgreSQL, then run them here when this process runs jobs.
-        A failure to queue is logged: the scheduler's sweep queues what a ticket lacks.
-        ``extra``: jobs beyond the episode's first (jobs.enqueue); ``unless_pending``: not when
-        the ticket has a job of that kind waiting (jobs.enqueue)."""
-        kinds = tuple(k for k in kinds if k in self.job_kinds())
-        if not kinds:
-            return
-        queued = False
-        try:
-            self.ensure_migrated()
-            with self.queue_db().connection() as conn:
-                for k in kinds:
-                    if jobs.enqueue(conn, ticket_id, k, extra=extra, unless_pending=unless_pending) is not None:
-                        queued = True
-        except Exception as exc:  # noqa: BLE001 - the sweep catches up
-            log.warning("event=automation_job_queue_failed ticket_id=%s kinds=%s error=%r", ticket_id,
-                        ",".join(kinds), first_line(exc))
-        else:
-            if not queued and unless_pending:
-                return  # nothing new: the pending job's kick is on its way
-        if self.run_jobs:
-            for lane in sorted({jobs.LANES[k] for k in kinds}):
-                self.kick(lane)
+    def wanted_jobs(self, calls: list) -> list[tuple[int, str, str | None, bool]]:
+        """The jobs these ticket changes queue (pure but for the config): (ticket_id, kind, extra,
+        unless_pending) for jobs.enqueue_many.
+
+        | change          | jobs                                                                  |
+        |-----------------|-----------------------------------------------------------------------|
+        | opened/reopened | enrichment, remediation (once per episode: the dedup key)             |
+        | alert_attached  | remediation for the new alerts when a playbook matches one of them    |
+        |                 | and no remediation job of the incident waits (it covers them already) |
+        | resolved        | restore (on_resolved actions)                                         |"""
+        kinds = self.job_kinds()
+        out: list[tuple[int, str, str | None, bool]] = []
+        for event, p in calls:
+            tid = p.get("ticket_id")
+            if tid is None:
+                continue
+            if event in ("ticket_opened", "ticket_reopened"):
+                out += [(tid, k, None, False) for k in ("enrichment", "remediation") if k in kinds]
+            elif event == "ticket_resolved":
+                if "restore" in kinds:
+                    out.append((tid, "restore", None, False))
+            elif (event == "ticket_updated" and p.get("change") == "alert_attached" and "remediation" in kinds
+                  and p.get("status") != "resolved"):
+                # alerts joined the incident and a playbook matches one of them: the playbook acts for
+                # them too (their own targets); enrichment and paging stay once per incident. A
+                # remediation job of the incident still pending (not running) covers them already: it
+                # acts for every firing alert of the incident when it runs
+                labels = p.get("attached_labels")
+                if labels is None or any(find_playbook(self.playbooks, lb) for lb in labels):
+                    out.append((tid, "remediation", f"a{p.get('event_id') or 0}", True))
+        return out
+
+    def stage_jobs(self, conn, calls: list):
+        """The hooks stager (tickets' Emits.stage): queue the jobs of these ticket changes on ``conn``,
+        inside the transaction making them (one statement); returns what to run after the commit
+        (this process's pools take the new jobs when it runs jobs)."""
+        want = self.wanted_jobs(calls)
+        if not want:
+            return None
+        self.ensure_migrated()
+        rows = jobs.enqueue_many(conn, want)
+        if not rows or not self.run_jobs:
+            return None
+        lanes = sorted({r["lane"] for r in rows})
+        return lambda: [self.kick(lane) for lane in lanes]
 
     def kick(self, lane: str, now=None) -> None:
         """Have this process's ``lane`` pool run the due jobs of that lane (at most ``workers``
@@ -266,6 +265,7 @@ def init_app(app, cfg: dict) -> Automation:
         st.automation = auto
         for event, fn in auto.handlers():
             st.hooks.subscribe(event, fn)
+        st.hooks.add_stager(auto.stage_jobs)
 
         def _automation_collector(db=None, _auto=auto):
             return AutomationCollector(_auto.remediation, _auto.itsm, _auto.db_url, _auto.playbooks)
@@ -448,7 +448,8 @@ def openapi_paths(people: list[str] | None = None) -> dict:
     run = {"type": "object", "properties": {
         "id": {"type": "integer"}, "ticket_id": {"type": "integer", "nullable": True}, "playbook": {"type": "string"},
         "target": {"type": "string"}, "status": {"type": "string", "enum": [
-            "pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed", "refused"]},
+            "pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed", "refused",
+            "scheduled", "cancelled"]},
         "reason": {"type": "string"}, "dry_run": {"type": "boolean"}, "escalated": {"type": "boolean"},
         "attempts": {"type": "array", "items": obj}}, "additionalProperties": True}
     switch = {"type": "object", "properties": {

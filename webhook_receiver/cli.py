@@ -87,6 +87,17 @@ def gunicorn_app(factory, options: dict):
     return _App()
 
 
+def lower_priority(nice: int) -> None:
+    """The background process yields the CPU to the web workers: under an alert storm the intake
+    (each request answered once its payload is committed) goes first, and applying payloads gets
+    every cycle the intake leaves (receiver.background_nice; threads and children inherit it)."""
+    if nice:
+        try:
+            os.nice(int(nice))
+        except OSError as exc:  # pragma: no cover - raising one's nice is always allowed on Unix
+            log.warning("event=background_nice_failed nice=%s error=%r", nice, str(exc))
+
+
 def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_app=None,
           processor: bool = True) -> int:
     """Run gunicorn (blocks). ``configure_app(app)`` may add routes (bench/receiver_bench.py)."""
@@ -134,6 +145,7 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
                     signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
             signal.signal(sig, signal.SIG_DFL)
         code = 0
+        lower_priority(cfg["receiver"].get("background_nice", 0))
         try:
             # deferred: see factory() (metrics counters after PROMETHEUS_MULTIPROC_DIR)
             from webhook_receiver.app import run_background  # deferred: after PROMETHEUS_MULTIPROC_DIR

@@ -6,7 +6,10 @@ in ``ticket_schema_versions``; running them twice, or from two processes at once
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
@@ -185,6 +188,11 @@ MIGRATIONS: list[tuple[int, str]] = [
     create index if not exists tickets_incident on tickets (incident_key, resolved_at);
     create index if not exists ticket_alerts_ticket_status on ticket_alerts (ticket_id, status);
     """),
+    (6, """
+    -- the payload processor claims the oldest pending payloads (order by id): without this index
+    -- the claim walks the primary key through every payload already applied (raw_retention's worth)
+    create index if not exists ticket_payloads_pending_id on ticket_payloads (id) where processed_at is null;
+    """),
 ]
 
 
@@ -201,19 +209,64 @@ def connect(url: str, timeout: float = 5.0, autocommit: bool = False) -> psycopg
     return pg.connect(url, timeout, row_factory=dict_row, autocommit=autocommit)
 
 
-class Database:
-    """A lazily opened pool per process (gunicorn workers fork before opening it)."""
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-    def __init__(self, url: str, size: int = 4, timeout: float = 5.0):
+
+def lower_backend_priority(conn: psycopg.Connection, nice: int) -> bool:
+    """Best effort: raise the nice of the PostgreSQL backend process serving ``conn`` by ``nice``,
+    so that its work (the background process's: applying payloads, the scheduler) yields the CPU
+    to the backends serving the webhook's intake. Only for a server on this host (loopback or a
+    Unix socket) and only when the process at the backend's pid is that very backend: a postgres
+    process whose title names this connection's client port. Allowed when the receiver runs as
+    the server's user (the embedded cluster) or as root; otherwise (another user, a server
+    elsewhere) nothing happens. Returns whether it was done."""
+    if nice <= 0:
+        return False
+    host = conn.info.host or ""
+    pid = conn.info.backend_pid
+    if not pid or not (host.startswith("/") or host in _LOOPBACK):
+        return False
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if not title.startswith("postgres"):
+            return False
+        if host.startswith("/"):  # a Unix socket: the title says so
+            if "[local]" not in title:
+                return False
+        else:  # TCP: the title carries the client's address and port
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            try:
+                port = sock.getsockname()[1]
+            finally:
+                sock.close()
+            if f"({port})" not in title:
+                return False
+        now = os.getpriority(os.PRIO_PROCESS, pid)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, now + nice))
+        return True
+    except OSError:  # not ours to change (another user), gone, or no /proc
+        return False
+
+
+class Database:
+    """A lazily opened pool per process (gunicorn workers fork before opening it).
+
+    ``backend_nice``: > 0 in the background process (receiver.background_nice): each pooled
+    connection's backend gets a lower CPU priority (lower_backend_priority)."""
+
+    def __init__(self, url: str, size: int = 4, timeout: float = 5.0, backend_nice: int = 0):
         self.url = url
         self.size = size
         self.timeout = timeout
+        self.backend_nice = backend_nice
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
         self.migrated = False
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute("set statement_timeout = %s" % int(self.timeout * 1000))
+        if self.backend_nice:
+            lower_backend_priority(conn, self.backend_nice)
 
     @property
     def pool(self) -> ConnectionPool:

@@ -10,6 +10,12 @@ subscriber may connect to), ``actor`` and event-specific extras (``alertname``, 
 ``severity``, ``level``...). A subscriber that raises is logged and ignored: it never breaks
 ticket handling. Subscribers run synchronously in the request thread, so slow work belongs in
 a thread or queue of the subscriber's own.
+
+Stagers (``hooks.add_stager(fn)``) see the same events BEFORE the commit, inside the transaction
+that makes the change: ``fn(conn, calls)`` with ``calls`` a list of ``(event, payload)``, writing
+on ``conn`` only (e.g. the automation jobs a change queues: committed atomically with it, or rolled
+back with it). It may return a callable run after the commit (e.g. wake a pool). A stager that
+raises fails the change (its transaction rolls back): stagers write only what must go with it.
 """
 from __future__ import annotations
 
@@ -27,7 +33,24 @@ class Hooks:
 
     def __init__(self):
         self._subscribers: dict[str, list[Callable[..., object]]] = {}
+        self._stagers: list[Callable[..., object]] = []
         self._lock = threading.Lock()
+
+    def add_stager(self, fn: Callable[..., object]) -> Callable[..., object]:
+        """Call ``fn(conn, calls)`` inside each ticket transaction with its hook calls (see above)."""
+        with self._lock:
+            if fn not in self._stagers:
+                self._stagers.append(fn)
+        return fn
+
+    def remove_stager(self, fn: Callable[..., object]) -> None:
+        with self._lock:
+            if fn in self._stagers:
+                self._stagers.remove(fn)
+
+    def stagers(self) -> list[Callable[..., object]]:
+        with self._lock:
+            return list(self._stagers)
 
     def subscribe(self, event_name: str, fn: Callable[..., object]) -> Callable[..., object]:
         """Call ``fn(**payload)`` after every ``event_name``; returns fn (usable as a decorator)."""
@@ -54,6 +77,7 @@ class Hooks:
         """Forget every subscriber."""
         with self._lock:
             self._subscribers.clear()
+            self._stagers.clear()
 
     def emit(self, event_name: str, **payload) -> int:
         """Call the subscribers of ``event_name``; returns how many succeeded."""

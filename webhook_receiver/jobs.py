@@ -1,6 +1,8 @@
 """Durable automation jobs: enrichment, remediation and restore work in PostgreSQL.
 
-A ticket hook (opened, reopened, resolved) queues a row in ``automation_jobs`` (one per ticket,
+A ticket change (opened, reopened, alerts attached, resolved) queues a row in ``automation_jobs``
+inside its own transaction (Automation.stage_jobs, a hooks stager: the job is committed with the
+change or not at all; one per ticket,
 kind and episode: the dedup key ``<kind>:<ticket>:<reopened_count>``); any receiver process
 runs it through the shared outbox (core/outbox.py): taken with FOR UPDATE SKIP
 LOCKED, in order per ticket and lane (a restore waits for the remediation of its ticket),
@@ -8,9 +10,9 @@ retried with exponential backoff after any error (a database outage included), t
 ``failed`` for good and shown on the ticket. A process that dies while running a job drops
 its row lock with its connection, so the job is taken again by the next process.
 
-Because hooks fire after the ticket's commit, a crash between the two could lose a job: the
-scheduler's sweep queues the jobs of recently opened tickets that have none (same dedup key:
-it never doubles one). ``orphans`` marks remediation runs failed whose replica died mid-run.
+The scheduler's sweep still queues the jobs of recently opened tickets that have none (jobs
+deleted by hand, tickets written by older versions; same dedup key: it never doubles one).
+``orphans`` marks remediation runs failed whose replica died mid-run.
 
 Enrichment is rate-limited across every process and replica (``enrichment.max_per_minute``):
 before an enrichment job is taken, a slot is taken in ``automation_rate`` (a sliding log of
@@ -34,7 +36,10 @@ from webhook_receiver.ticket_store import add_event
 
 log = logging.getLogger(__name__)
 
-LANES = {"enrichment": "enrichment", "remediation": "remediation", "restore": "remediation"}
+LANES = {"enrichment": "enrichment", "remediation": "remediation", "restore": "remediation",
+         # a scheduled run's delayed job (remediation/runner.py run_scheduled): a lane of its own, so
+         # a job due hours from now never holds up the ticket's remediation and restore jobs
+         "scheduled": "scheduled"}
 SWEEP_WINDOW = 6 * 3600  # seconds: tickets opened this recently get their missing jobs
 RATE_LOCK_CLASS = 7_215_063  # pg_advisory_xact_lock(RATE_LOCK_CLASS, hashtext(lane)) while taking a slot
 RATE_WINDOW = 60.0  # seconds: max_per_minute counts the starts in this sliding window
@@ -43,7 +48,8 @@ RATE_WINDOW = 60.0  # seconds: max_per_minute counts the starts in this sliding 
 def queue(rem, lane: str | None = None) -> outbox.Queue:
     """``rem``: the typed remediation view (core.config.view(cfg, "remediation"))."""
     j = rem.jobs
-    where = {"enrichment": "o.lane = 'enrichment'", "remediation": "o.lane = 'remediation'", None: ""}[lane]
+    where = {"enrichment": "o.lane = 'enrichment'", "remediation": "o.lane = 'remediation'",
+             "scheduled": "o.lane = 'scheduled'", None: ""}[lane]
     return outbox.Queue(name="jobs", table="automation_jobs", key=("ticket_id", "lane"),
                         info=("ticket_id", "kind"), done_status="done", done_at="done_at",
                         max_attempts=j.max_attempts, initial_backoff=j.initial_backoff,
@@ -58,7 +64,8 @@ def wanted(enr, rem, playbooks: list, prometheus_url: str | None) -> set[str]:
         out.add("enrichment")
     if rem.enabled and playbooks:
         out.add("remediation")
-        if any(p.on_resolved for p in playbooks):
+        # restore also cancels scheduled runs whose ticket resolved (runner.cancel_scheduled)
+        if any(p.on_resolved or getattr(p, "schedule", None) for p in playbooks):
             out.add("restore")
     return out
 
@@ -79,6 +86,30 @@ def enqueue(conn, ticket_id: int, kind: str, payload: dict | None = None, extra:
            on conflict (dedup_key) do nothing returning id""",
         (kind, LANES[kind], kind, extra, Jsonb(payload or {}), ticket_id, unless_pending, kind)).fetchone()
     return row["id"] if row else None
+
+
+_ENQUEUE_MANY = """
+    insert into automation_jobs (ticket_id, kind, lane, dedup_key, payload)
+    select t.id, u.kind, u.lane, u.kind || ':' || t.id || ':' || t.reopened_count || coalesce(':' || u.extra, ''),
+           '{}'::jsonb
+    from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bool[]) with ordinality
+         u(ticket_id, kind, lane, extra, unless_pending, ord)
+    join tickets t on t.id = u.ticket_id
+    where not (u.unless_pending and exists (select 1 from automation_jobs j where j.ticket_id = t.id
+                                            and j.kind = u.kind and j.status = 'pending' for update skip locked))
+    order by u.ord
+    on conflict (dedup_key) do nothing returning id, ticket_id, kind, lane"""
+
+
+def enqueue_many(conn, items: list[tuple[int, str, str | None, bool]]) -> list[dict]:
+    """``enqueue`` for many jobs in ONE statement (inside the ticket transaction that wants them:
+    Automation.stage_jobs): ``items`` are (ticket_id, kind, extra, unless_pending); returns the
+    rows inserted (id, ticket_id, kind, lane). Same dedup keys as ``enqueue``."""
+    if not items:
+        return []
+    tids, kinds, extras, unless = zip(*items)
+    return conn.execute(_ENQUEUE_MANY, (list(tids), list(kinds), [LANES[k] for k in kinds], list(extras),
+                                        list(unless))).fetchall()
 
 
 def sweep(conn, kinds: set[str]) -> int:
@@ -165,6 +196,8 @@ def run_due(conn, rem, enrich, runner_of, lane: str | None = None, now: datetime
             runner_of().handle_ticket(job["ticket_id"])
         elif job["kind"] == "restore":
             runner_of().restore(job["ticket_id"])
+        elif job["kind"] == "scheduled":
+            runner_of().run_scheduled(job["ticket_id"], job["payload"] or {})
         else:
             raise outbox.Permanent(f"unknown job kind {job['kind']!r}")
 

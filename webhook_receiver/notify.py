@@ -93,6 +93,47 @@ def enqueue(ctx, conn, t: dict, kind: str, reason: str | None = None, actor: str
     return n
 
 
+_INSERT_MANY = """
+    insert into ticket_notifications (ticket_id, channel, kind, dedup_key, recipient, payload)
+    select r.ticket_id, r.channel, r.kind, r.dedup_key, r.recipient, r.payload
+    from jsonb_to_recordset(%s::jsonb) r(ticket_id bigint, channel text, kind text, dedup_key text, recipient text,
+                                         payload jsonb)
+    on conflict (dedup_key) do nothing"""
+
+
+def enqueue_many(ctx, conn, items: list[tuple[dict, str]]) -> int:
+    """``enqueue`` for many (ticket, kind) changes at once (no reason, actor or event id: what
+    ingest queues): one read of the channels that carried the handled tickets, ONE insert; the same
+    rows, channels and dedup keys as ``enqueue`` one by one. Returns how many were offered."""
+    ncfg = ctx.notifications
+    if not items or not ncfg.enabled or not ncfg.channels:
+        return 0
+    handled = sorted({t["id"] for t, kind in items if kind in ("acknowledged", "resolved", "reassigned")})
+    carried: dict[int, list[str]] = {}
+    if handled:
+        for r in conn.execute("select distinct ticket_id, channel from ticket_notifications "
+                              "where ticket_id = any(%s)", (handled,)).fetchall():
+            carried.setdefault(r["ticket_id"], []).append(r["channel"])
+    known = {c.name for c in ncfg.channels}
+    rows = []
+    for t, kind in items:
+        chans = channels_for(ncfg, t["severity"], t["level"])
+        if kind in ("acknowledged", "resolved", "reassigned"):
+            chans += [c for c in carried.get(t["id"], ()) if c not in chans]
+        chans = [c for c in chans if c in known]
+        if not chans:
+            continue
+        pol = ctx.policy(t["policy"])
+        payload = {"kind": kind, "ticket": public(t), "level": t["level"], "level_name": pol.level(t["level"]).name,
+                   "person": ctx.directory.person(t["assignee"]), "reason": None, "actor": None,
+                   "console_url": ncfg.console_url}
+        rows += [{"ticket_id": t["id"], "channel": ch, "kind": kind, "dedup_key": _dedup_key(t, kind, ch, None),
+                  "recipient": t["assignee"], "payload": payload} for ch in chans]
+    if rows:
+        conn.execute(_INSERT_MANY, (json.dumps(rows, default=str),))
+    return len(rows)
+
+
 # --- formatting (pure) -----------------------------------------------------------------------
 
 

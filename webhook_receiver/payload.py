@@ -85,6 +85,16 @@ def parse_time(value, where: str) -> datetime | None:
         raise PayloadError("expected an RFC 3339 time string", where)
     if value.startswith(ZERO_TIME_PREFIX):
         return None
+    try:  # the usual case (what Alertmanager writes), at C speed: Python 3.11 takes "Z" and 9 digits
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        t = _parse_time_slow(value, where)
+    if t.tzinfo is None:
+        raise PayloadError(f"time without a UTC offset: {value!r}", where)
+    return t.astimezone(timezone.utc)
+
+
+def _parse_time_slow(value: str, where: str) -> datetime:
     s = value.strip()
     if s.endswith("Z") or s.endswith("z"):
         s = s[:-1] + "+00:00"
@@ -97,53 +107,77 @@ def parse_time(value, where: str) -> datetime | None:
         frac, tz = rest[:i], rest[i:]
         s = f"{head}.{(frac + '000000')[:6]}{tz}" if frac else head + tz
     try:
-        t = datetime.fromisoformat(s)
+        return datetime.fromisoformat(s)
     except ValueError:
         raise PayloadError(f"not an RFC 3339 time: {value!r}", where) from None
-    if t.tzinfo is None:
-        raise PayloadError(f"time without a UTC offset: {value!r}", where)
-    return t.astimezone(timezone.utc)
 
 
-def _str_map(value, where: str) -> dict:
+# Validation runs for every webhook request (the intake) and again when a payload is applied, so
+# the paths of the happy case build no strings: a field's JSON path (``where``) is made only for
+# the error. ``where`` is a str, or an int i for "alerts[i]".
+def _at(where, suffix: str = "") -> str:
+    return (where if isinstance(where, str) else f"alerts[{where}]") + suffix
+
+
+def _str_map(value, where, suffix: str = "") -> dict:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise PayloadError("expected an object of strings", where)
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise PayloadError("expected a string value", f"{where}.{k}")
+    if type(value) is not dict:
+        if not isinstance(value, dict):
+            raise PayloadError("expected an object of strings", _at(where, suffix))
+    for v in value.values():
+        if type(v) is not str:
+            for k, v2 in value.items():
+                if not isinstance(v2, str):
+                    raise PayloadError("expected a string value", f"{_at(where, suffix)}.{k}")
     return dict(value)
 
 
-def _str(obj: dict, key: str, where: str, required: bool = True) -> str:
+def _str(obj: dict, key: str, where, required: bool = True) -> str:
     v = obj.get(key)
+    if type(v) is str:
+        return v
     if v is None and not required:
         return ""
     if not isinstance(v, str):
-        raise PayloadError("expected a string" if key in obj else "is required", f"{where}{key}")
+        raise PayloadError("expected a string" if key in obj else "is required", f"{_at(where)}{key}")
     return v
 
 
-def parse_alert(a, where: str) -> Alert:
+_ZERO_END = ZERO_TIME_PREFIX + "T00:00:00Z"
+
+
+def parse_alert(a, where) -> Alert:
+    """One alert of ``alerts``; ``where`` its JSON path (or its index in ``alerts``)."""
     if not isinstance(a, dict):
-        raise PayloadError("expected an object", where)
-    status = _str(a, "status", f"{where}.")
-    if status not in ("firing", "resolved"):
-        raise PayloadError(f"must be 'firing' or 'resolved', got {status!r}", f"{where}.status")
-    labels = _str_map(a.get("labels"), f"{where}.labels")
+        raise PayloadError("expected an object", _at(where))
+    status = a.get("status")
+    if status != "firing" and status != "resolved":
+        status = _str(a, "status", _at(where, "."))
+        raise PayloadError(f"must be 'firing' or 'resolved', got {status!r}", _at(where, ".status"))
+    labels = _str_map(a.get("labels"), where, ".labels")
     if not labels.get("alertname"):
-        raise PayloadError("is required", f"{where}.labels.alertname")
-    fp = _str(a, "fingerprint", f"{where}.")
+        raise PayloadError("is required", _at(where, ".labels.alertname"))
+    fp = a.get("fingerprint")
+    if type(fp) is not str:
+        fp = _str(a, "fingerprint", _at(where, "."))
     if not fp or len(fp) > 64:
-        raise PayloadError("must be a non-empty string of at most 64 characters", f"{where}.fingerprint")
-    starts = parse_time(a.get("startsAt"), f"{where}.startsAt")
+        raise PayloadError("must be a non-empty string of at most 64 characters", _at(where, ".fingerprint"))
+    try:
+        starts = parse_time(a.get("startsAt"), "")
+    except PayloadError as exc:
+        raise PayloadError(exc.message, _at(where, ".startsAt")) from None
     if starts is None:
-        raise PayloadError("must be a real time", f"{where}.startsAt")
-    ends = parse_time(a.get("endsAt", ZERO_TIME_PREFIX + "T00:00:00Z"), f"{where}.endsAt")
-    return Alert(status=status, labels=labels, annotations=_str_map(a.get("annotations"), f"{where}.annotations"),
-                 starts_at=starts, ends_at=ends,
-                 generator_url=_str(a, "generatorURL", f"{where}.", required=False), fingerprint=fp)
+        raise PayloadError("must be a real time", _at(where, ".startsAt"))
+    try:
+        ends = parse_time(a.get("endsAt", _ZERO_END), "")
+    except PayloadError as exc:
+        raise PayloadError(exc.message, _at(where, ".endsAt")) from None
+    gen = a.get("generatorURL")
+    if type(gen) is not str:
+        gen = _str(a, "generatorURL", _at(where, "."), required=False)
+    return Alert(status=status, labels=labels, annotations=_str_map(a.get("annotations"), where, ".annotations"),
+                 starts_at=starts, ends_at=ends, generator_url=gen, fingerprint=fp)
 
 
 def parse_obj(data) -> Notification:
@@ -172,7 +206,7 @@ def parse_obj(data) -> Notification:
         common_annotations=_str_map(data.get("commonAnnotations"), "commonAnnotations"),
         external_url=_str(data, "externalURL", "", required=False),
         truncated_alerts=truncated,
-        alerts=[parse_alert(a, f"alerts[{i}]") for i, a in enumerate(alerts)],
+        alerts=[parse_alert(a, i) for i, a in enumerate(alerts)],
     )
 
 

@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
+import psycopg
+
 from core.clock import utcnow
 from core.logs import first_line
 from webhook_receiver import escalation, heartbeat, itsm, notify, reconcile, tickets
@@ -44,20 +46,38 @@ class Job:
         return self.fn(conn, now)
 
 
-def apply_pending(st, conn, limit: int = 1000) -> int:
+PASS = 1000  # payloads one apply_pending pass takes at most (then the loop looks at its other jobs)
+
+
+def apply_pending(st, conn, limit: int = PASS) -> int:
     """Apply queued payloads on ``conn`` until none is left (or limit), a batch per transaction
-    (tickets.process_batch: per-group arrival order kept); returns how many."""
+    (tickets.process_batch: per-group arrival order kept); returns how many.
+
+    The batch size adapts (per app, ``st.batch_size``): a batch cancelled by the statement timeout
+    (a machine too busy for statements that large) is retried at half the size, and each batch
+    that goes through lets the size grow back by a quarter, up to tickets.PROCESS_BATCH."""
     n = 0
     failed: set[int] = set()  # a payload that failed waits for the next pass
+    cancelled = 0
     while n < limit:
-        got = len(tickets.process_batch(st.ctx, conn, limit=min(tickets.PROCESS_BATCH, limit - n), skip=failed))
+        size = getattr(st, "batch_size", tickets.PROCESS_BATCH)
+        try:
+            got = len(tickets.process_batch(st.ctx, conn, limit=min(size, limit - n), skip=failed))
+        except psycopg.errors.QueryCanceled:
+            cancelled += 1
+            st.batch_size = max(1, size // 2)
+            log.warning("event=payload_batch_cancelled size=%s next_size=%s", size, st.batch_size)
+            if cancelled > 5:
+                raise
+            continue
         if not got:
             break
+        st.batch_size = min(tickets.PROCESS_BATCH, size + max(1, size // 4))
         n += got
     return n
 
 
-def process_pending(st, limit: int = 1000) -> int:
+def process_pending(st, limit: int = PASS) -> int:
     """apply_pending on a pooled connection of its own (the processor threads, tests)."""
     with st.db.connection() as conn:
         return apply_pending(st, conn, limit)
@@ -107,7 +127,10 @@ def automation_jobs(auto) -> list[Job]:
 def default_jobs(st) -> list[Job]:
     batch = st.receiver.scheduler.batch
     out = [
-        Job("payloads", lambda conn, now: apply_pending(st, conn)),
+        # (not where a Processor runs: it applies them, and wakes every interval too; two appliers
+        # in one process would only queue behind each other's ingest locks)
+        *([] if getattr(st, "processor", None) is not None else [
+            Job("payloads", lambda conn, now: apply_pending(st, conn))]),
         Job("escalated", lambda conn, now: escalation.run_due(st.ctx, conn, now=now, batch=batch)),
         Job("heartbeat_alarms", lambda conn, now: _heartbeats(st, conn, now)),
         Job("notifications", lambda conn, now: notify.run_outbox(st.ctx, conn, now=now, batch=batch)),
@@ -262,7 +285,8 @@ class Processor:
                 break
             try:
                 self.st.db.ensure_migrated()
-                process_pending(self.st)
+                while process_pending(self.st) >= PASS and not self._stop.is_set():
+                    pass  # a backlog: on at once (not after the next kick or interval)
             except Exception as exc:  # noqa: BLE001 - the database may come back; payloads wait
                 log.warning("event=processor_error error=%r", first_line(exc))
                 self._stop.wait(min(self.interval, 1.0))

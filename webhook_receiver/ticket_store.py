@@ -7,12 +7,15 @@ tickets, escalation, notify and heartbeat all sit on top of it.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
 from webhook_receiver.hooks import Hooks
+
+log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "alertmanager"
 
@@ -25,18 +28,46 @@ PUBLIC_FIELDS = ("id", "status", "alertname", "service", "severity", "tier", "te
 
 @dataclass
 class Emits:
-    """Hook calls collected during a transaction and fired after it commits."""
+    """Hook calls collected during a transaction: ``stage(conn)`` hands the ones not staged yet to
+    the hooks' stagers inside the transaction (before the commit), ``fire()`` calls the
+    subscribers after it commits (and what the stagers asked to run then)."""
 
     hooks: Hooks
     calls: list = field(default_factory=list)
+    unstaged: list = field(default_factory=list)
+    after: list = field(default_factory=list)
 
     def add(self, event: str, **payload) -> None:
         self.calls.append((event, payload))
+        self.unstaged.append((event, payload))
+
+    def stage(self, conn) -> None:
+        """Run the stagers on the calls added since the last stage (inside the transaction)."""
+        calls, self.unstaged = self.unstaged, []
+        if not calls:
+            return
+        for fn in self.hooks.stagers():
+            then = fn(conn, calls)
+            if then is not None:
+                self.after.append(then)
+
+    def merge(self, other: "Emits") -> None:
+        """Take over ``other``'s calls (a savepoint's, once it is released)."""
+        self.calls.extend(other.calls)
+        self.unstaged.extend(other.unstaged)
+        self.after.extend(other.after)
 
     def fire(self) -> None:
         calls, self.calls = self.calls, []
+        after, self.after = self.after, []
+        self.unstaged = []
         for event, payload in calls:
             self.hooks.emit(event, **payload)
+        for fn in after:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - like a subscriber: never breaks ticket handling
+                log.exception("event=hook_after_commit_failed fn=%s", getattr(fn, "__qualname__", repr(fn)))
 
 
 def public(t: dict | None) -> dict | None:

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from core.clock import utcnow
 from core.config import view
+from core.logs import first_line
 from webhook_receiver import episodes, escalation, notify, oncall
 from webhook_receiver.episodes import Step
 from webhook_receiver.hooks import Hooks
@@ -117,23 +118,6 @@ def store_payload(conn, note: Notification, body: dict | str, processed: bool) -
                               body if isinstance(body, str) else Jsonb(body), processed)).fetchone()["id"]
 
 
-# the group of a notification: last seen, and how many alerts the last notification carried and
-# left out (truncatedAlerts > 0: the group is larger than alertmanager.max_alerts)
-_UPSERT_GROUP = """
-    insert into ticket_groups (group_key, receiver, group_labels, last_alert_count, truncated_alerts,
-                               max_truncated_alerts)
-    values (%s, %s, %s, %s, %s, %s)
-    on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver,
-        last_alert_count = excluded.last_alert_count, truncated_alerts = excluded.truncated_alerts,
-        max_truncated_alerts = greatest(ticket_groups.max_truncated_alerts, excluded.truncated_alerts)
-    returning id"""
-
-
-def _group_params(note: Notification) -> tuple:
-    return (note.group_key, note.receiver, Jsonb(note.group_labels), len(note.alerts), note.truncated_alerts,
-            note.truncated_alerts)
-
-
 def ingest(ctx: Context, conn, note: Notification, body: dict | str, now: datetime | None = None) -> IngestResult:
     """Inline processing: store the raw payload and apply every alert in one transaction."""
     now = now or utcnow()
@@ -196,19 +180,29 @@ def enqueue_payloads(conn, items: list[tuple[Notification, str]]) -> list[int]:
 
 
 MAX_PROCESS_ATTEMPTS = 5
-PROCESS_BATCH = 20            # payloads applied in one transaction by process_batch
+PROCESS_BATCH = 250           # payloads claimed and applied in one transaction by process_batch
 PROCESS_BATCH_ALERTS = 20000  # ... and at most about this many alerts (a storm payload goes alone)
 # errors of one payload (not of the database): its savepoint rolls back, the batch goes on
 _PAYLOAD_ERRORS = (PayloadError, LookupError, TypeError, ValueError, AttributeError, psycopg.DataError,
                    psycopg.IntegrityError)
 
-# the oldest pending payload of each Alertmanager group that no other worker holds: payloads of
-# one group are applied in arrival order (a resolved never overtakes its firing)
-_CLAIM = """select id, body, attempts, alert_count from ticket_payloads p where processed_at is null
-            and p.id <> all(%s)
-            and not exists (select 1 from ticket_payloads q where q.processed_at is null
-                            and q.group_key = p.group_key and q.id < p.id)
-            order by id limit %s for update skip locked"""
+# The oldest pending payloads (up to a limit) that no other worker holds, and whether each is
+# blocked: its group has an older pending payload outside this claim (another worker's, or one
+# that failed in this pass): payloads of one group are applied in arrival order (a resolved never
+# overtakes its firing). ``first_out``: per group, the lowest pending id not claimed here (the
+# pending ids below the claim's last: the partial index ticket_payloads_pending_id).
+_CLAIM = """
+    with c as materialized (
+        select id, group_key, body, attempts, alert_count from ticket_payloads
+        where processed_at is null and id <> all(%s) order by id limit %s for update skip locked),
+    g as (select q.group_key, min(q.id) first_out from ticket_payloads q
+          where q.processed_at is null and q.id < (select max(id) from c) and q.id not in (select id from c)
+            and q.group_key in (select group_key from c) group by 1)
+    select c.id, c.body, c.attempts, c.alert_count, c.group_key, coalesce(g.first_out < c.id, false) blocked
+    from c left join g on g.group_key = c.group_key order by c.id"""
+_MARK_PROCESSED = """
+    update ticket_payloads p set processed_at = now(), attempts = p.attempts + 1, result = u.r
+    from jsonb_to_recordset(%s::jsonb) u(id bigint, r jsonb) where p.id = u.id"""
 
 
 def process_next(ctx: Context, conn, now: datetime | None = None) -> IngestResult | None:
@@ -221,60 +215,163 @@ def process_batch(ctx: Context, conn, now: datetime | None = None, limit: int = 
                   skip: set[int] | None = None) -> list[IngestResult]:
     """Apply up to ``limit`` queued payloads in ONE transaction; [] when idle.
 
-    It claims the head payload of each Alertmanager group (FOR UPDATE SKIP LOCKED: different
-    groups run in parallel across workers and replicas), applies each with a few set-based
-    statements, then claims again: the next payload of a group it just applied is the head now
-    (inside this transaction), so a group's payloads stay in arrival order within a batch as
-    well. Each payload runs in a savepoint: one that fails for a reason other than the database
-    rolls back alone, its attempt and error are recorded, and it is set aside after
-    MAX_PROCESS_ATTEMPTS (it stays in the table); it is not taken again in this batch, nor
-    while its id is in ``skip`` (the caller's pass: failed ones wait for the next pass). Hooks
-    fire after the commit.
+    One claim (FOR UPDATE SKIP LOCKED: other workers and replicas take other payloads) of the
+    oldest pending payloads, cut at PROCESS_BATCH_ALERTS alerts; a payload whose group has an
+    older pending one outside the claim waits (per-group arrival order). Their ingest locks are
+    taken with ONE statement (lock_incidents: waiting, nothing held yet). Then the payloads are
+    applied in *waves*: each wave takes the oldest payload of every group as long as it shares no
+    incident key or fingerprint with an older payload still waiting, and reaches no incident one of
+    them reaches (_not_overtaking), and applies them all together with the same few set-based
+    statements one payload needs (apply_units: a wave of 300 notifications costs about what one
+    does). So the end state is that of applying the payloads one by one in id order (tested
+    against it: tests/integration/test_receiver_batches.py).
+    A wave runs in a savepoint: when it fails for a reason other than the database, its payloads
+    are applied again one by one, each in a savepoint of its own, so a bad one fails alone: its
+    attempt and error are recorded, it is set aside after MAX_PROCESS_ATTEMPTS (it stays in the
+    table), the rest of its group waits, and it is not taken again while its id is in ``skip``
+    (the caller's pass). Heartbeat payloads and ones that do not parse go one by one too.
+    Hooks fire after the commit; their stagers (the automation jobs) write inside it.
     """
-    skip = skip if skip is not None else set()
-    out: list[IngestResult] = []
+    try:
+        return _process_batch(ctx, conn, now, limit, skip if skip is not None else set())
+    except _Busy:
+        log.info("event=payload_batch_busy reason='ingest locks held by another batch'")
+        return []
+
+
+class _Busy(Exception):
+    pass
+
+
+def _process_batch(ctx: Context, conn, now: datetime | None, limit: int, skip: set[int]) -> list[IngestResult]:
     emits = Emits(ctx.hooks)
-    alerts = 0
-    held: set[tuple[int, int]] = set()
+    out: list[IngestResult] = []
     with conn.transaction():
-        while len(out) < limit and alerts < PROCESS_BATCH_ALERTS:
-            rows = conn.execute(_CLAIM, (sorted(skip), limit - len(out))).fetchall()
-            if not rows:
+        rows = conn.execute(_CLAIM, (sorted(skip), limit)).fetchall()
+        take, notes, keys, alerts = [], {}, set(), 0
+        for row in rows:
+            if row["blocked"]:
+                continue  # later payloads of its group are blocked too (first_out is below them)
+            if take and alerts + row["alert_count"] > PROCESS_BATCH_ALERTS:
                 break
-            # the claim round's payloads and their ingest locks (lock_incidents), taken with ONE
-            # statement: waiting in the batch's first round (no lock held yet), only trying in a
-            # later one (busy: the batch ends; the rest is claimed again by the next batch)
-            take, keys, notes = [], set(held), {}
-            for row in rows:
-                if out or take:
-                    if alerts + row["alert_count"] > PROCESS_BATCH_ALERTS:
-                        break
-                try:
-                    notes[row["id"]] = note = parse_obj(row["body"])
-                    want = note_lock_keys(ctx, note)
-                except _PAYLOAD_ERRORS:  # recorded as failed by _apply_payload; needs no lock
-                    want = set()
-                if (out or take) and len(keys | want) > LOCK_CAP:
+            try:
+                notes[row["id"]] = note = parse_obj(row["body"])
+                keys |= note_lock_keys(ctx, note)
+            except _PAYLOAD_ERRORS:  # recorded as failed by _apply_payload; needs no lock
+                pass
+            take.append(row)
+            alerts += row["alert_count"]
+        if not take:
+            return []
+        try:  # the batch's only lock statement: it waits (holding nothing another ingest waits for)
+            lock_incidents(conn, keys, wait=True)
+        except psycopg.errors.QueryCanceled:  # held by another batch beyond the statement timeout:
+            raise _Busy() from None           # that one does the work; these wait for the next pass
+        now = now or utcnow()
+        remaining = list(take)  # id order
+        units: dict[int, _Unit] = {}  # payload id -> its unit (built once; one left out waits as it is)
+
+        def unit_of(row) -> _Unit | None:
+            note = notes.get(row["id"])
+            if note is None:
+                return None
+            if row["id"] not in units:
+                units[row["id"]] = _unit(ctx, note.alerts, note, IngestResult(payload_id=row["id"]), payload=row)
+            return units[row["id"]]
+
+        applied: list[dict] = []
+        touched: set[int] = set()  # episodes seen again: last_seen = now, once for the batch
+        while remaining:
+            # a wave: the oldest payload of each group, unless it shares an incident key or a fingerprint
+            # with an older payload still waiting (of the wave or not: it must not overtake it); those
+            # older ones go along as ``blockers`` (_not_overtaking checks the incidents alerts reach).
+            # A heartbeat payload, or one that does not parse, goes alone when it is the oldest head.
+            wave, blockers, solo = [], [], []
+            seen_groups, seen_keys, seen_fps = set(), set(), set()
+            for row in remaining:
+                u = unit_of(row)
+                head = row["group_key"] not in seen_groups
+                seen_groups.add(row["group_key"])
+                if head and (u is None or any(a.alertname in ctx.heartbeats for a in u.note.alerts)):
+                    if not wave:
+                        solo.append(row)
                     break
-                keys |= want
-                take.append(row)
-                alerts += row["alert_count"]
-                if len(keys) > LOCK_CAP:  # the first payload alone: the exclusive lock, alone in its batch
-                    break
-            if not take:
-                break
-            if not lock_incidents(conn, keys - held, wait=not out):
-                break
-            held |= keys
-            for row in take:
-                res = _apply_payload(ctx, conn, row, now or utcnow(), emits, note=notes.get(row["id"]))
+                if u is None:
+                    continue
+                clash = not head or seen_keys & u.ikeys or seen_fps & u.fps
+                seen_keys |= u.ikeys
+                seen_fps |= u.fps
+                (blockers if clash else wave).append(u)
+            done: set[int] = set()
+            failed_groups: set = set()
+            for row in solo:  # one by one, each in its savepoint (records its own result)
+                res = _apply_payload(ctx, conn, row, now, emits, note=notes.get(row["id"]))
+                out.append(res)
                 if res.failed:
                     skip.add(row["id"])
-                out.append(res)
-            if len(take) < len(rows) or len(held) > LOCK_CAP:
-                break
+                    failed_groups.add(row["group_key"])  # the rest of its group waits for it
+                else:
+                    done.add(row["id"])
+            if len(wave) > 1:  # none may reach an incident an older one reaches (an alert in two groups)
+                wave = _not_overtaking(conn, wave, blockers)
+            if wave:
+                mine, seen = Emits(ctx.hooks), []
+                try:
+                    with conn.transaction():  # a savepoint: the wave rolls back alone
+                        apply_units(ctx, conn, wave, now, mine, touched=seen)
+                except _PAYLOAD_ERRORS as exc:
+                    log.warning("event=payload_wave_failed payloads=%s error=%r: applying them one by one",
+                                len(wave), first_line(exc))
+                    for u in wave:
+                        units.pop(u.payload["id"], None)
+                        res = _apply_payload(ctx, conn, u.payload, now, emits, note=notes.get(u.payload["id"]))
+                        out.append(res)
+                        if res.failed:
+                            skip.add(u.payload["id"])
+                            failed_groups.add(u.payload["group_key"])
+                        else:
+                            done.add(u.payload["id"])
+                else:
+                    emits.merge(mine)
+                    touched.update(seen)
+                    for u in wave:
+                        _log_applied(u)
+                        out.append(u.res)
+                        applied.append({"id": u.payload["id"], "r": u.res.as_dict()})
+                        done.add(u.payload["id"])
+            remaining = [r for r in remaining if r["id"] not in done and r["group_key"] not in failed_groups]
+        if touched:
+            conn.execute(_TOUCH, (now, sorted(touched)))
+        if applied:
+            conn.execute(_MARK_PROCESSED, (json.dumps(applied),))
     emits.fire()
+    out.sort(key=lambda r: r.payload_id)
     return out
+
+
+def _not_overtaking(conn, wave: list, blockers: list) -> list:
+    """The units of ``wave`` that reach no incident an older payload (of the wave, or an older
+    one waiting: ``blockers``) reaches: its own incident keys, and those of the tickets holding
+    its episodes or a firing episode of its fingerprints (an alert in two groups: its episode
+    superseded or resolved on the other group's ticket). The oldest is always kept; a unit left
+    out (and so waiting) keeps its incidents from the later ones too. One statement."""
+    last = wave[-1].payload["id"]
+    both = [u for u in wave + [b for b in blockers if b.payload["id"] < last] if u.alerts]
+    if len(both) < 2:
+        return wave
+    reach: dict[str, set] = {}
+    for r in conn.execute(_REACH, (json.dumps([{"f": a.fingerprint, "s": a.starts_at.isoformat()}
+                                               for u in both for a in u.alerts]),
+                                   sorted(set().union(*(u.fps for u in both))))).fetchall():
+        reach.setdefault(r["fingerprint"], set()).add(r["incident_key"])
+    in_wave = {id(u) for u in wave}
+    left_out, taken = set(), set()
+    for u in sorted(both, key=lambda u: u.payload["id"]):
+        mine = set(u.ikeys).union(*(reach.get(f, ()) for f in u.fps))
+        if mine & taken and id(u) in in_wave:
+            left_out.add(id(u))
+        taken |= mine
+    return [u for u in wave if id(u) not in left_out]
 
 
 class LocksBusy(Exception):
@@ -302,8 +399,20 @@ def _apply_payload(ctx: Context, conn, row: dict, now: datetime, emits: Emits,
         log.error("event=payload_failed payload_id=%s attempt=%s gave_up=%s error=%r", row["id"],
                   row["attempts"] + 1, give_up, failed)
         return IngestResult(payload_id=row["id"], failed=True)
-    emits.calls.extend(mine.calls)
+    emits.merge(mine)
     return res
+
+
+def _log_applied(u: "_Unit") -> None:
+    """What apply_notification logs for one notification (a wave applies many)."""
+    note = u.note
+    if note is not None and note.truncated_alerts:
+        log.warning("event=notification_truncated group_key=%r alerts=%s truncated_alerts=%s "
+                    "hint='raise alertmanager.max_alerts or split the group (group_by)'",
+                    note.group_key, len(note.alerts), note.truncated_alerts)
+    if u.res.stale:
+        log.info("event=late_firing_ignored group_key=%r alerts=%s reason='resolved notification came first'",
+                 note.group_key if note is not None else None, u.res.stale)
 
 
 def apply_notification(ctx: Context, conn, note: Notification, now: datetime, res: IngestResult,
@@ -346,10 +455,10 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t is not None else None
 
 
-def _episode_row(ticket_id: int, a: Alert) -> dict:
+def _episode_row(ticket_id: int, a: Alert, group_id: int | None) -> dict:
     return {"ticket_id": ticket_id, "fingerprint": a.fingerprint, "starts_at": a.starts_at.isoformat(),
             "ends_at": _iso(a.ends_at) if a.status == "resolved" else None, "status": a.status,
-            "labels": a.labels, "annotations": a.annotations}
+            "labels": a.labels, "annotations": a.annotations, "group_id": group_id}
 
 
 def _incident_fields(alerts: list[Alert], group_labels: dict) -> dict:
@@ -441,19 +550,19 @@ _INSERT_TICKETS = """
                          level, level_since, repeats, next_escalation_at, assignee, updated_at, alert_count,
                          firing_count)
     select r.incident_key, r.fingerprint, 'open', r.alertname, r.service, r.severity, r.tier, r.team, r.labels,
-           r.annotations, r.summary, r.generator_url, %(group_id)s, r.starts_at, %(now)s, r.policy, r.level,
+           r.annotations, r.summary, r.generator_url, r.group_id, r.starts_at, %(now)s, r.policy, r.level,
            r.level, %(now)s, 0, r.due, r.assignee, %(now)s, r.alerts, r.alerts
     from jsonb_to_recordset(%(rows)s) as r(incident_key text, fingerprint text, alertname text, service text,
          severity text, tier int, team text, labels jsonb, annotations jsonb, summary text, generator_url text,
-         starts_at timestamptz, policy text, level int, due timestamptz, assignee text, alerts int)
+         starts_at timestamptz, policy text, level int, due timestamptz, assignee text, alerts int, group_id bigint)
     returning *"""
 _REOPEN_TICKETS = """
     update tickets t set status = 'open', acknowledged_at = null, acknowledged_by = null, resolved_at = null,
         resolved_by = null, reopened_count = t.reopened_count + 1, last_reopened_at = %(now)s, level = r.level,
         level_since = %(now)s, repeats = 0, next_escalation_at = r.due, assignee = r.assignee, labels = r.labels,
-        annotations = r.annotations, group_id = coalesce(%(group_id)s, t.group_id), updated_at = %(now)s
+        annotations = r.annotations, group_id = coalesce(r.group_id, t.group_id), updated_at = %(now)s
     from jsonb_to_recordset(%(rows)s) as r(id bigint, level int, due timestamptz, assignee text, labels jsonb,
-                                          annotations jsonb)
+                                          annotations jsonb, group_id bigint)
     where t.id = r.id returning t.*"""
 _ATTACH_TICKETS = """
     update tickets t set labels = r.labels, annotations = r.annotations, severity = r.severity, updated_at = %(now)s
@@ -462,16 +571,17 @@ _ATTACH_TICKETS = """
 _INSERT_EPISODES = """
     insert into ticket_alerts (ticket_id, fingerprint, starts_at, ends_at, status, labels, annotations, group_id,
                                first_seen, last_seen)
-    select r.ticket_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.labels, r.annotations, %(group_id)s,
+    select r.ticket_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.labels, r.annotations, r.group_id,
            %(now)s, %(now)s
     from jsonb_to_recordset(%(rows)s) as r(ticket_id bigint, fingerprint text, starts_at timestamptz,
-         ends_at timestamptz, status text, labels jsonb, annotations jsonb)
+         ends_at timestamptz, status text, labels jsonb, annotations jsonb, group_id bigint)
     on conflict (fingerprint, starts_at) do nothing"""
 _INSERT_EVENTS = """
     insert into ticket_events (ticket_id, kind, actor, details, at)
     select r.ticket_id, r.kind, %(actor)s, r.details, %(now)s
     from jsonb_to_recordset(%(rows)s) as r(ticket_id bigint, kind text, details jsonb)
     returning id, ticket_id, kind"""
+_TOUCH = "update ticket_alerts set last_seen = %s where id = any(%s::bigint[])"
 # an alert has one firing episode at a time: a newer startsAt of a fingerprint ends its older ones
 # (Alertmanager moved on; their resolved notification may never come)
 _SUPERSEDE = """
@@ -480,13 +590,45 @@ _SUPERSEDE = """
           where fingerprint = any(%(fps)s::text[]) group by 1) n
     where a.fingerprint = any(%(fps)s::text[]) and a.fingerprint = n.fingerprint and a.status = 'firing'
       and a.starts_at < n.starts_at
-    returning a.ticket_id"""
+    returning a.ticket_id, a.fingerprint"""
 _COUNT = """
     update tickets t set alert_count = greatest(c.n, 1), firing_count = c.f
     from (select ticket_id, count(distinct fingerprint) n, count(*) filter (where status = 'firing') f
           from ticket_alerts where ticket_id = any(%s) group by 1) c
     where t.id = c.ticket_id
     returning t.id, t.status, t.alertname, t.service, t.summary, t.annotations, t.alert_count, t.firing_count"""
+
+
+@dataclass(eq=False)
+class _Unit:
+    """One notification's alerts (or a bare list of alerts) applied by apply_units."""
+    alerts: list          # non-heartbeat alerts, one per episode, in (fingerprint, startsAt) order
+    keys: list            # their incident keys, index for index
+    res: IngestResult
+    note: Notification | None = None
+    group_id: int | None = None
+    payload: dict | None = None  # the claimed ticket_payloads row (process_batch)
+    ikeys: set = field(default_factory=set)
+    fps: set = field(default_factory=set)
+    group_labels: dict = field(default_factory=dict)
+
+
+def _unit(ctx: Context, alerts: list[Alert], note: Notification | None, res: IngestResult, group_id=None,
+          payload: dict | None = None) -> _Unit:
+    group_key = note.group_key if note is not None else None
+    by_episode: dict = {}
+    for a in alerts:  # Alertmanager never sends an episode twice in one notification; if it did, the end wins
+        if a.alertname in ctx.heartbeats and note is not None:
+            continue  # apply_notification handles them (process_batch applies such payloads alone)
+        k = (a.fingerprint, a.starts_at)
+        if k not in by_episode or a.status == "resolved":
+            by_episode[k] = a
+    alerts = sorted(by_episode.values(), key=lambda a: (a.fingerprint, a.starts_at))
+    keys = [episodes.incident_key(ctx.incident_by, group_key, a.fingerprint) for a in alerts]
+    if note is not None:
+        res.truncated_alerts = note.truncated_alerts
+    return _Unit(alerts, keys, res, note, group_id, payload, set(keys), {a.fingerprint for a in alerts},
+                 dict(note.group_labels) if note is not None else {})
 
 
 def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetime, res: IngestResult,
@@ -502,36 +644,72 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
     (the caller holds other locks of this transaction already); ``locked``: the caller holds
     them already (lock_incidents). ``reason``: the resolved event's reason when an incident
     resolves (default: the alert(s) resolved)."""
-    group_key = note.group_key if note is not None else None
-    group_labels = dict(note.group_labels) if note is not None else {}
-    by_episode: dict = {}
-    for a in alerts:  # Alertmanager never sends an episode twice in one notification; if it did, the end wins
-        k = (a.fingerprint, a.starts_at)
-        if k not in by_episode or a.status == "resolved":
-            by_episode[k] = a
-    alerts = sorted(by_episode.values(), key=lambda a: (a.fingerprint, a.starts_at))
-    keys = [episodes.incident_key(ctx.incident_by, group_key, a.fingerprint) for a in alerts]
-    ikeys = sorted(set(keys))
-    fps = [a.fingerprint for a in alerts]
-    if not locked and alerts:
+    u = _unit(ctx, alerts, None, res, group_id)
+    u.note = note  # the heartbeats were taken out by apply_notification (a bare list keeps them)
+    if note is not None:
+        u.group_labels = dict(note.group_labels)
+        u.keys = [episodes.incident_key(ctx.incident_by, note.group_key, a.fingerprint) for a in u.alerts]
+        u.ikeys = set(u.keys)
+    if not locked and u.alerts:
         # holding locks already (wait False): take these only if free, before anything else
-        if not lock_incidents(conn, lock_keys(ikeys, fps), wait=wait):
+        if not lock_incidents(conn, lock_keys(u.ikeys, u.fps), wait=wait):
             raise LocksBusy()
+    apply_units(ctx, conn, [u], now, emits, reason=reason)
+
+
+_UPSERT_GROUPS = """
+    insert into ticket_groups (group_key, receiver, group_labels, last_alert_count, truncated_alerts,
+                               max_truncated_alerts)
+    select r.group_key, r.receiver, r.group_labels, r.n, r.t, r.t
+    from jsonb_to_recordset(%s::jsonb) r(group_key text, receiver text, group_labels jsonb, n int, t int)
+    on conflict (group_key) do update set last_seen = now(), receiver = excluded.receiver,
+        last_alert_count = excluded.last_alert_count, truncated_alerts = excluded.truncated_alerts,
+        max_truncated_alerts = greatest(ticket_groups.max_truncated_alerts, excluded.truncated_alerts)
+    returning id, group_key"""
+# the incidents the alerts of a wave (and the older payloads it must not overtake) reach: those
+# holding their episodes, and those holding a firing episode of their fingerprints (superseded)
+_REACH = """
+    with u as materialized (select f, s from jsonb_to_recordset(%s::jsonb) as r(f text, s timestamptz))
+    select e.fingerprint, t.incident_key from ticket_alerts e join u on e.fingerprint = u.f and e.starts_at = u.s
+    join tickets t on t.id = e.ticket_id
+    union
+    select e.fingerprint, t.incident_key from ticket_alerts e join tickets t on t.id = e.ticket_id
+    where e.fingerprint = any(%s::text[]) and e.status = 'firing'"""
+
+
+def apply_units(ctx: Context, conn, units: list[_Unit], now: datetime, emits: Emits,
+                reason: str | None = None, touched: list | None = None) -> None:
+    """Apply the alerts of several notifications (units) together: the reads and writes of
+    apply_alerts, each ONE statement for all of them. The units must not interfere: no shared
+    incident key or fingerprint, no incident reached by two (process_batch builds its waves so,
+    _not_overtaking), and their ingest locks are held. ``touched``: the episodes seen again are
+    added to it instead of having their last_seen set now (process_batch sets it once for the
+    whole batch: nothing reads it in between)."""
     with conn.pipeline():  # the reads go out together: one round trip
         cur_group = None
-        if note is not None and note.group_key:
-            cur_group = conn.execute(_UPSERT_GROUP, _group_params(note))
-        if alerts:
-            starts = [a.starts_at for a in alerts]
-            cur_known = conn.execute(_SELECT_KNOWN, (json.dumps([{"f": f, "s": s.isoformat()}
-                                                                 for f, s in zip(fps, starts)]),))
+        groups = {u.note.group_key: u.note for u in units if u.note is not None and u.note.group_key}
+        if groups:
+            cur_group = conn.execute(_UPSERT_GROUPS, (json.dumps([
+                {"group_key": n.group_key, "receiver": n.receiver, "group_labels": n.group_labels,
+                 "n": len(n.alerts), "t": n.truncated_alerts} for n in groups.values()]),))
+        live = [u for u in units if u.alerts]
+        if live:
+            cur_known = conn.execute(_SELECT_KNOWN, (json.dumps([{"f": a.fingerprint, "s": a.starts_at.isoformat()}
+                                                                 for u in live for a in u.alerts]),))
             # unresolved incidents, and those resolved recently enough to be reopened
             cutoff = now - timedelta(seconds=ctx.reopen_window) if ctx.reopen_window > 0 else now + timedelta(days=1)
+            # no key update: it serialises ticket writers as FOR UPDATE does, but lets the foreign
+            # key checks of rows inserted for these tickets elsewhere (notifications sent, jobs'
+            # attachments and events) go on instead of waiting for a whole batch
             cur_t = conn.execute("select * from tickets where incident_key = any(%s) "
-                                 "and (status <> 'resolved' or resolved_at >= %s) for update", (ikeys, cutoff))
+                                 "and (status <> 'resolved' or resolved_at >= %s) for no key update",
+                                 (sorted(set().union(*(u.ikeys for u in live))), cutoff))
         if cur_group is not None:
-            group_id = cur_group.fetchone()["id"]
-        if not alerts:
+            gid = {r["group_key"]: r["id"] for r in cur_group.fetchall()}
+            for u in units:
+                if u.note is not None and u.note.group_key:
+                    u.group_id = gid[u.note.group_key]
+        if not live:
             return
         known, resolved_first = {}, set()
         for r in cur_known.fetchall():
@@ -547,81 +725,86 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
                 active[k] = r
             elif k not in recent or r["resolved_at"] > recent[k]["resolved_at"]:
                 recent[k] = r
+        # --- the rule, per alert then per incident (pure) ---
+        touch: list[int] = []
+        ended: list[tuple[int, datetime | None]] = []
+        owner: dict[int, _Unit] = {}  # ticket id -> the unit that touched it
+        ended_tickets: set[int] = set()
+        remember: list[tuple] = []
+        episode_rows: list[dict] = []
+        opens, reopens, attaches = [], [], []
+        for u in live:
+            res = u.res
+            new_by_key: dict[str, list[tuple[Alert, Step]]] = {}
+            for a, k in zip(u.alerts, u.keys):
+                ep = known.get((a.fingerprint, a.starts_at))
+                step = episodes.decide(a.status, ep["status"] if ep is not None else None,
+                                       (a.fingerprint, a.starts_at) in resolved_first, k in active, k in recent)
+                if step is Step.DUPLICATE:
+                    if ep is not None:
+                        touch.append(ep["id"])
+                    res.duplicates += 1
+                elif step is Step.RESOLVE_EPISODE:
+                    ended.append((ep["id"], a.ends_at))
+                    ended_tickets.add(ep["ticket_id"])
+                    owner[ep["ticket_id"]] = u
+                elif step is Step.LATE:
+                    res.stale += 1
+                elif step is Step.REMEMBER_RESOLVED:
+                    # its firing, should it still arrive (the other clustered Alertmanager, a retry), opens nothing
+                    res.duplicates += 1
+                    remember.append((a.fingerprint, a.starts_at, a.ends_at))
+                elif step is Step.RESOLVE_ACTIVE:  # the end of an episode never seen firing: recorded on the incident
+                    episode_rows.append(_episode_row(active[k]["id"], a, u.group_id))
+                    ended_tickets.add(active[k]["id"])
+                    owner[active[k]["id"]] = u
+                else:  # ATTACH / REOPEN / OPEN: new firing alerts of the incident
+                    new_by_key.setdefault(k, []).append((a, step))
+            for k, items in new_by_key.items():
+                ist = episodes.decide_incident([s for _, s in items])
+                new = [a for a, _ in items]
+                if ist is episodes.IncidentStep.OPEN:
+                    opens.append((u, k, new))
+                elif ist is episodes.IncidentStep.REOPEN:
+                    reopens.append((u, recent[k], new))
+                elif ist is episodes.IncidentStep.ATTACH:
+                    attaches.append((u, active[k], new))
 
-    # --- the rule, per alert then per incident (pure) ---
-    touch: list[int] = []
-    ended: list[tuple[int, datetime | None]] = []
-    ended_tickets: set[int] = set()
-    remember: list[tuple] = []
-    episode_rows: list[dict] = []
-    new_by_key: dict[str, list[tuple[Alert, Step]]] = {}
-    for a, k in zip(alerts, keys):
-        ep = known.get((a.fingerprint, a.starts_at))
-        step = episodes.decide(a.status, ep["status"] if ep is not None else None,
-                               (a.fingerprint, a.starts_at) in resolved_first, k in active, k in recent)
-        if step is Step.DUPLICATE:
-            if ep is not None:
-                touch.append(ep["id"])
-            res.duplicates += 1
-        elif step is Step.RESOLVE_EPISODE:
-            ended.append((ep["id"], a.ends_at))
-            ended_tickets.add(ep["ticket_id"])
-        elif step is Step.LATE:
-            res.stale += 1
-        elif step is Step.REMEMBER_RESOLVED:
-            # its firing, should it still arrive (the other clustered Alertmanager, a retry), opens nothing
-            res.duplicates += 1
-            remember.append((a.fingerprint, a.starts_at, a.ends_at))
-        elif step is Step.RESOLVE_ACTIVE:  # the end of an episode never seen firing: recorded on the incident
-            episode_rows.append(_episode_row(active[k]["id"], a))
-            ended_tickets.add(active[k]["id"])
-        else:  # ATTACH / REOPEN / OPEN: new firing alerts of the incident
-            new_by_key.setdefault(k, []).append((a, step))
-    opens, reopens, attaches = [], [], []
-    for k, items in new_by_key.items():
-        ist = episodes.decide_incident([s for _, s in items])
-        new = [a for a, _ in items]
-        if ist is episodes.IncidentStep.OPEN:
-            opens.append((k, new))
-        elif ist is episodes.IncidentStep.REOPEN:
-            reopens.append((recent[k], new))
-        elif ist is episodes.IncidentStep.ATTACH:
-            attaches.append((active[k], new))
-
-    # --- the writes: a few set-based statements ---
-    with conn.pipeline():
-        if touch:
-            conn.execute("update ticket_alerts set last_seen = %s where id = any(%s::bigint[])", (now, touch))
+        # --- the writes: a few set-based statements for all the units ---
+        if touch and touched is not None:
+            touched.extend(touch)
+        elif touch:
+            conn.execute(_TOUCH, (now, touch))
         if ended:
             conn.execute("update ticket_alerts e set status = 'resolved', ends_at = u.e, last_seen = %s "
                          "from jsonb_to_recordset(%s::jsonb) u(id bigint, e timestamptz) where e.id = u.id",
                          (now, json.dumps([{"id": i, "e": _iso(e)} for i, e in ended])))
         events: list[dict] = []
-        opened = _open_incidents(ctx, conn, opens, group_id, group_labels, now, events)
-        reopened = _reopen_incidents(ctx, conn, reopens, group_id, group_labels, now, events)
-        attached = _attach_alerts(conn, attaches, group_labels, now, events)
-        for t, new in opened + reopened + attached:
-            episode_rows.extend(_episode_row(t["id"], a) for a in new)
+        opened = _open_incidents(ctx, conn, opens, now, events)
+        reopened = _reopen_incidents(ctx, conn, reopens, now, events)
+        attached = _attach_alerts(conn, attaches, now, events)
+        for u, t, new in opened + reopened + attached:
+            owner[t["id"]] = u
+            episode_rows.extend(_episode_row(t["id"], a, u.group_id) for a in new)
         if episode_rows:
-            conn.execute(_INSERT_EPISODES, {"group_id": group_id, "now": now, "rows": Jsonb(episode_rows)})
+            conn.execute(_INSERT_EPISODES, {"now": now, "rows": Jsonb(episode_rows)})
         event_ids: dict[tuple[int, str], int] = {}
         if events:
             for r in conn.execute(_INSERT_EVENTS, {"actor": SYSTEM_ACTOR, "now": now, "rows": Jsonb(events)}):
                 event_ids[(r["ticket_id"], r["kind"])] = r["id"]
-        for t, new in opened:
-            notify.enqueue(ctx, conn, t, "opened")
+        notify.enqueue_many(ctx, conn, [(t, "opened") for _, t, _ in opened] + [(t, "reopened") for _, t, _ in reopened])
+        for u, t, new in opened:
             emits.add("ticket_opened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new)))
-            res.opened.append(t["id"])
-        for t, new in reopened:
-            notify.enqueue(ctx, conn, t, "reopened")
+            u.res.opened.append(t["id"])
+        for u, t, new in reopened:
             emits.add("ticket_reopened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new)))
-            res.reopened.append(t["id"])
-        for t, new in attached:  # recorded on the open incident: no page
+            u.res.reopened.append(t["id"])
+        for u, t, new in attached:  # recorded on the open incident: no page
             emits.add("ticket_updated", **hook_payload(ctx, t, SYSTEM_ACTOR, change="alert_attached", alerts=len(new),
                                                        event_id=event_ids.get((t["id"], "alert_attached")),
                                                        attached_labels=[dict(a.labels) for a in new]))
-            res.attached.append(t["id"])
-            res.attached_alerts += len(new)
+            u.res.attached.append(t["id"])
+            u.res.attached_alerts += len(new)
         if remember:
             fps_, starts_, ends_ = zip(*remember)
             conn.execute(
@@ -631,30 +814,39 @@ def apply_alerts(ctx: Context, conn, alerts: list[Alert], group_id, now: datetim
             # kept as long as the raw payloads: far longer than any retry or cluster delay
             conn.execute("delete from ticket_resolved_episodes where recorded_at < %s",
                          (now - timedelta(seconds=ctx.raw_retention),))
-        # a newer episode of a fingerprint ends its older firing ones (on whichever ticket)
-        sup = conn.execute(_SUPERSEDE, {"now": now, "fps": sorted({a.fingerprint for a in alerts})})
-        ended_tickets.update(r["ticket_id"] for r in sup.fetchall())
-        touched = ended_tickets | {t["id"] for t, _ in opened + reopened + attached}
-        if not touched:
-            return
-        counted = conn.execute(_COUNT, (sorted(touched),)).fetchall()
-        titles = []
-        for r in counted:
-            want = episodes.title(r["alertname"], r["service"], r["alert_count"],
-                                  (r["annotations"] or {}).get("summary", ""))
-            if want != r["summary"] and r["alert_count"] > 1:
-                titles.append((r["id"], want))
-        if titles:
-            ids, texts = zip(*titles)
-            conn.execute("update tickets t set summary = u.s from unnest(%s::bigint[], %s::text[]) u(id, s) "
-                         "where t.id = u.id", (list(ids), list(texts)))
-        done = [r["id"] for r in counted
-                if episodes.incident_resolves(r["status"], r["firing_count"], r["id"] in ended_tickets)]
-        if done:
-            why = reason or ("the alert resolved" if len(done) == 1 or ctx.incident_by == "alert"
-                             else "its alerts resolved")
-            for t in _resolve_many(ctx, conn, done, SYSTEM_ACTOR, why, now, emits):
-                res.resolved.append(t["id"])
+        # a newer episode of a fingerprint ends its older firing ones (on whichever ticket). Only
+        # where an episode was recorded now: after every apply no firing episode of its alerts is
+        # older than their newest, so an alert that adds no episode leaves nothing to end
+        by_fp = {f: u for u in live for f in u.fps}
+        new_fps = sorted({r["fingerprint"] for r in episode_rows})
+        if new_fps:
+            for r in conn.execute(_SUPERSEDE, {"now": now, "fps": new_fps}).fetchall():
+                ended_tickets.add(r["ticket_id"])
+                owner.setdefault(r["ticket_id"], by_fp[r["fingerprint"]])
+        touched = ended_tickets | {t["id"] for _, t, _ in opened + reopened + attached}
+        if touched:
+            counted = conn.execute(_COUNT, (sorted(touched),)).fetchall()
+            titles = []
+            for r in counted:
+                want = episodes.title(r["alertname"], r["service"], r["alert_count"],
+                                      (r["annotations"] or {}).get("summary", ""))
+                if want != r["summary"] and r["alert_count"] > 1:
+                    titles.append((r["id"], want))
+            if titles:
+                ids, texts = zip(*titles)
+                conn.execute("update tickets t set summary = u.s from unnest(%s::bigint[], %s::text[]) u(id, s) "
+                             "where t.id = u.id", (list(ids), list(texts)))
+            done = [r["id"] for r in counted
+                    if episodes.incident_resolves(r["status"], r["firing_count"], r["id"] in ended_tickets)]
+            if done:
+                per_unit: dict[int, int] = {}
+                for tid in done:
+                    per_unit[id(owner[tid])] = per_unit.get(id(owner[tid]), 0) + 1
+                why = {tid: reason or ("the alert resolved" if per_unit[id(owner[tid])] == 1
+                                       or ctx.incident_by == "alert" else "its alerts resolved") for tid in done}
+                for t in _resolve_many(ctx, conn, done, SYSTEM_ACTOR, why, now, emits):
+                    owner[t["id"]].res.resolved.append(t["id"])
+        emits.stage(conn)  # the hooks' stagers (automation jobs): in this transaction
 
 
 def _policy_state(ctx: Context, tier: int, team: str, now: datetime, pol=None):
@@ -663,92 +855,96 @@ def _policy_state(ctx: Context, tier: int, team: str, now: datetime, pol=None):
     return pol, state, due, ctx.assignee_for(pol, state.level, team, now)
 
 
-def _open_incidents(ctx: Context, conn, opens: list, group_id, group_labels: dict, now: datetime,
-                    events: list) -> list[tuple[dict, list[Alert]]]:
-    """New tickets for new incidents: one statement for all of them (one per incident, not per alert)."""
+def _open_incidents(ctx: Context, conn, opens: list, now: datetime, events: list) -> list[tuple]:
+    """New tickets for new incidents: one statement for all of them (one per incident, not per alert);
+    ``opens``: (unit, incident key, its new alerts)."""
     if not opens:
         return []
     rows, meta = [], {}
-    for key, new in opens:
-        f = _incident_fields(new, group_labels)
+    for u, key, new in opens:
+        f = _incident_fields(new, u.group_labels)
         lead = f["lead"]
         pol, state, due, assignee = _policy_state(ctx, lead.tier, lead.team, now)
-        meta[key] = (new, pol, assignee)
+        meta[key] = (u, new, pol, assignee)
         rows.append({"incident_key": key, "fingerprint": lead.fingerprint, "alertname": lead.alertname,
                      "service": lead.service, "severity": lead.severity, "tier": lead.tier, "team": lead.team,
                      "labels": f["labels"], "annotations": f["annotations"], "summary": f["summary"],
                      "generator_url": lead.generator_url, "starts_at": min(a.starts_at for a in new).isoformat(),
                      "policy": pol.name, "level": state.level, "due": _iso(due), "assignee": assignee,
-                     "alerts": f["alerts"]})
+                     "alerts": f["alerts"], "group_id": u.group_id})
     out = []
-    for t in conn.execute(_INSERT_TICKETS, {"group_id": group_id, "now": now, "rows": Jsonb(rows)}).fetchall():
-        new, pol, assignee = meta[t["incident_key"]]
+    for t in conn.execute(_INSERT_TICKETS, {"now": now, "rows": Jsonb(rows)}).fetchall():
+        u, new, pol, assignee = meta[t["incident_key"]]
         events.append({"ticket_id": t["id"], "kind": "opened", "details": {
             "level": t["level"], "level_name": pol.level(t["level"]).name, "assignee": assignee,
             "starts_at": t["starts_at"].isoformat(), "alerts": len(new)}})
-        out.append((t, new))
+        out.append((u, t, new))
     return out
 
 
-def _reopen_incidents(ctx: Context, conn, reopens: list, group_id, group_labels: dict, now: datetime,
-                      events: list) -> list[tuple[dict, list[Alert]]]:
-    """Incidents resolved within the reopen window whose alerts fire again: reopened, once each."""
+def _reopen_incidents(ctx: Context, conn, reopens: list, now: datetime, events: list) -> list[tuple]:
+    """Incidents resolved within the reopen window whose alerts fire again: reopened, once each;
+    ``reopens``: (unit, ticket, its new alerts)."""
     if not reopens:
         return []
     rows, meta = [], {}
-    for t, new in reopens:
-        f = _incident_fields(new, group_labels)
+    for u, t, new in reopens:
+        f = _incident_fields(new, u.group_labels)
         pol, state, due, assignee = _policy_state(ctx, f["lead"].tier, t["team"], now, ctx.policy(t["policy"]))
-        meta[t["id"]] = (new, assignee)
+        meta[t["id"]] = (u, new, assignee)
         rows.append({"id": t["id"], "level": state.level, "due": _iso(due), "assignee": assignee,
-                     "labels": f["labels"], "annotations": f["annotations"]})
+                     "labels": f["labels"], "annotations": f["annotations"], "group_id": u.group_id})
     out = []
-    for t in conn.execute(_REOPEN_TICKETS, {"group_id": group_id, "now": now, "rows": Jsonb(rows)}).fetchall():
-        new, assignee = meta[t["id"]]
+    for t in conn.execute(_REOPEN_TICKETS, {"now": now, "rows": Jsonb(rows)}).fetchall():
+        u, new, assignee = meta[t["id"]]
         events.append({"ticket_id": t["id"], "kind": "reopened", "details": {
             "starts_at": min(a.starts_at for a in new).isoformat(), "level": t["level"], "assignee": assignee,
             "alerts": len(new)}})
-        out.append((t, new))
+        out.append((u, t, new))
     return out
 
 
-def _attach_alerts(conn, attaches: list, group_labels: dict, now: datetime,
-                   events: list) -> list[tuple[dict, list[Alert]]]:
+def _attach_alerts(conn, attaches: list, now: datetime, events: list) -> list[tuple]:
     """New alerts joining open incidents: recorded (labels narrowed to what all share, the most
-    severe severity kept), ONE event per incident with a count and a capped list; no page."""
+    severe severity kept), ONE event per incident with a count and a capped list; no page;
+    ``attaches``: (unit, ticket, its new alerts)."""
     if not attaches:
         return []
     rows, meta = [], {}
-    for t, new in attaches:
-        f = _incident_fields(new, group_labels)
-        meta[t["id"]] = new
-        rows.append({"id": t["id"], "labels": {**episodes.common([t["labels"] or {}, f["labels"]]), **group_labels},
+    for u, t, new in attaches:
+        f = _incident_fields(new, u.group_labels)
+        meta[t["id"]] = (u, new)
+        rows.append({"id": t["id"], "labels": {**episodes.common([t["labels"] or {}, f["labels"]]), **u.group_labels},
                      "annotations": episodes.common([t["annotations"] or {}, f["annotations"]]),
                      "severity": episodes.more_severe(t["severity"], f["lead"].severity)})
     out = []
     for t in conn.execute(_ATTACH_TICKETS, {"now": now, "rows": Jsonb(rows)}).fetchall():
-        new = meta[t["id"]]
+        u, new = meta[t["id"]]
         events.append({"ticket_id": t["id"], "kind": "alert_attached", "details": {
             "count": len(new), "starts_at": new[0].starts_at.isoformat(),
             "alerts": [{"fingerprint": a.fingerprint, "alertname": a.alertname, "starts_at": a.starts_at.isoformat(),
                         "labels": a.labels} for a in new[:ATTACHED_LIST_CAP]],
             "truncated": max(0, len(new) - ATTACHED_LIST_CAP)}})
-        out.append((t, new))
+        out.append((u, t, new))
     return out
 
 
-def _resolve_many(ctx: Context, conn, ids: list[int], actor: str, reason: str, now: datetime,
+def _resolve_many(ctx: Context, conn, ids: list[int], actor: str, reason: str | dict, now: datetime,
                   emits: Emits) -> list[dict]:
+    """Resolve these tickets (one statement each for the rows, events, messages); ``reason``: one
+    for all, or per ticket id."""
+    why = reason if isinstance(reason, dict) else {i: reason for i in ids}
     rows = conn.execute(
         """update tickets set status = 'resolved', resolved_at = %s, resolved_by = %s,
                next_escalation_at = null, updated_at = %s where id = any(%s) and status <> 'resolved'
            returning *""", (now, actor, now, list(ids))).fetchall()
     if rows:
         conn.execute(_INSERT_EVENTS, {"actor": actor, "now": now, "rows": Jsonb(
-            [{"ticket_id": t["id"], "kind": "resolved", "details": {"reason": reason}} for t in rows])})
+            [{"ticket_id": t["id"], "kind": "resolved", "details": {"reason": why[t["id"]]}} for t in rows])})
+    notify.enqueue_many(ctx, conn, [(t, "resolved") for t in rows])
     for t in rows:
-        notify.enqueue(ctx, conn, t, "resolved")
-        emits.add("ticket_resolved", **hook_payload(ctx, t, actor, reason=reason))
+        emits.add("ticket_resolved", **hook_payload(ctx, t, actor, reason=why[t["id"]]))
+    emits.stage(conn)  # the hooks' stagers (automation jobs: restore): in this transaction
     return rows
 
 

@@ -2,7 +2,7 @@
 from core.spec import ConfigError, Field
 
 PORT_NAMES = ("prometheus", "alertmanager", "node_exporter", "receiver", "supervisor",
-              "exporter_app", "exporter_db", "forecaster", "postgres",
+              "exporter_app", "exporter_db", "exporter_cdn", "exporter_security", "forecaster", "postgres",
               "mailsink_smtp", "mailsink_web")  # the demo mail sink (demo.mailsink)
 
 SECTION = {

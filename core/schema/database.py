@@ -10,5 +10,8 @@ SECTION = {
     "embedded": {
         "preload": Field("list", ["pg_stat_statements", "hypopg", "pg_qualstats"]),
         "max_connections": Field("int", 100, minimum=10),
+        # true: every commit is flushed to disk (fsync on), so a payload the receiver acked
+        # survives a power loss. false: faster commits, for throw-away test and bench stacks.
+        "durable": Field("bool", True, "flush commits to disk (fsync)"),
     },
 }

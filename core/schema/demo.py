@@ -27,7 +27,7 @@ SECTION = {
     "peak_factor": Field("float", 3.0, minimum=1.0, help="load at the 14:00-16:00 peak / daily average"),
     "peak_sessions": Field("int", 2450, minimum=0, help="active sessions across the platform at the peak"),
     "home_latency": Field("duration", "95ms", minimum=0),
-    "overseas_latency": Field("duration", "180ms", minimum=0),
+    "overseas_latency": Field("duration", "160ms", minimum=0),
     "client_mix": Field("dict", {"mobile": 0.78, "web": 0.22}, check=_mix("mobile", "web")),
     "geo_mix": Field("dict", {"capital": 0.65, "provinces": 0.25, "overseas": 0.10},
                      check=_mix("capital", "provinces", "overseas")),

@@ -15,13 +15,21 @@ KINDS = ("disk", "memory", "cpu", "db_storage", "bandwidth", "latency", "request
 # kinds whose next daily peak the forecaster publishes by default (target `peak: null`)
 PEAK_KINDS = ("requests", "sessions")
 MODELS = ("naive", "seasonal_naive", "seasonal_mean", "recent_mean", "ses", "seasonal_ses", "linear_trend",
-          "long_trend", "prophet", "prophet_flat", "seasonal_ses_smooth", "theta", "damped_trend")
+          "long_trend", "prophet", "prophet_flat", "seasonal_ses_smooth", "theta", "damped_trend",
+          "recent_median", "weekly_ses")
 # the default candidates: all but Prophet (its fits would eat the 1000-targets-per-cycle CPU budget)
 DEFAULT_MODELS = tuple(m for m in MODELS if not m.startswith("prophet"))
 
 
 def _slug(v):
     return None if _SLUG.match(v) else f"must be lowercase letters, digits, '-' or '_', got {v!r}"
+
+
+def _change_kinds(v):
+    bad = [k for k in v if k not in KINDS]
+    if bad:
+        return f"unknown kind {bad[0]!r} (known: {', '.join(KINDS)})"
+    return None
 
 
 def _durations(v):
@@ -120,6 +128,14 @@ SECTION = {
                              help="only models whose backtest MASE is within this factor of the best"),
     "level": Field("float", 0.8, minimum=0.5, maximum=0.99, help="interval coverage (0.8 = 80% band)"),
     "samples": Field("int", 400, minimum=50, maximum=10000, help="predictive sample paths"),
+    # a recent new trend (a leak that started after the backtest's folds) overrides the backtest's
+    # choice for targets of these kinds (forecasters/changepoint.py, docs/forecasting.md)
+    "change_point": {
+        "kinds": Field("list", ["memory"], check=_change_kinds,
+                       help="kinds whose forecast follows a recent significant new trend ([] = off)"),
+        "window": Field("duration", "2d", minimum=600, help="recent history searched for the change"),
+        "min_t": Field("float", 6.0, minimum=2.0, help="t statistic the new trend's slope needs"),
+    },
     "curve_points": Field("int", 500, minimum=10, maximum=20000, help="rows per target in forecast_points"),
     "prophet": {
         "changepoint_prior_scale": Field("float", 0.01, minimum=0.0001),

@@ -45,6 +45,11 @@ SECTION = {
     # process = one background process beside the gunicorn workers (keeps the web workers'
     # latency free of that work); workers = threads in every gunicorn worker
     "background": Field("str", "process", choices=("process", "workers")),
+    # CPU priority of that background process (Unix nice, added to the server's): during an alert
+    # storm the webhook's intake (latency: Alertmanager waits for the answer) goes before applying
+    # payloads (throughput: it gets every cycle the intake leaves). 0 = same priority.
+    "background_nice": Field("int", 10, minimum=0, maximum=19,
+                             help="nice added to the background process (payload processing, scheduler)"),
     "pool_size": Field("int", 6, minimum=1, help="database connections per worker"),
     "db_timeout": Field("duration", "5s", minimum=0.1, help="connect/statement timeout"),
     # What one ticket is: group = an incident per Alertmanager group (the notification's

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from core.spec import ConfigError, Field, ListOf, validate
 
-BACKENDS = ("supervisor", "docker", "kubernetes", "http", "command")
+BACKENDS = ("supervisor", "docker", "kubernetes", "http", "command", "cloudflare", "varnish", "redis")
 
 # backend -> operation -> required params (the runner checks the same table)
 OPERATIONS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -31,6 +32,10 @@ OPERATIONS: dict[str, dict[str, tuple[str, ...]]] = {
                    "delete_pod": ()},
     "http": {"request": ("url",)},
     "command": {"run": ("argv",)},
+    # cache invalidation (webhook_receiver/remediation/backends/cache.py; targets in exporters.cdn)
+    "cloudflare": {"purge": ("zone",)},
+    "varnish": {"purge_tag": ("tag",), "ban": ()},
+    "redis": {"delete_pattern": ("pattern",)},
 }
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -70,6 +75,25 @@ VERIFY = {
     "window": Field("duration", None, nullable=True, minimum=0),
 }
 
+# A schedule block: the playbook does not act when its alert fires but in the next low-traffic
+# window before a deadline (webhook_receiver/remediation/schedule.py); e.g. a leak's restart
+# before the predicted OOM. null = act at once.
+SCHEDULE = {
+    # PromQL with {label} placeholders: seconds until the deadline (the first value of the result),
+    # e.g. the forecaster's seconds_to_threshold of the service's memory; no answer = no deadline
+    "deadline": Field("str"),
+    # PromQL with {label} placeholders: the traffic whose daily profile gives the low-traffic window
+    "traffic": Field("str"),
+    "history": Field("duration", "7d", minimum=86400, help="traffic history the daily profile is made of"),
+    "bin": Field("duration", "15m", minimum=60, maximum=7200, help="profile bin (and query step)"),
+    # the bins within this share of the daily range above the minimum are the low-traffic window
+    "quiet_share": Field("float", 0.25, minimum=0.0, maximum=1.0),
+    "min_lead": Field("duration", "1h", minimum=0, help="a deadline sooner than this: act at once"),
+    "margin": Field("duration", "30m", minimum=0, help="act at least this long before the deadline"),
+    # local time of the profile; null = forecast.timezone, else demo.timezone
+    "timezone": Field("str", None, nullable=True),
+}
+
 PLAYBOOK = {
     "name": Field("str", check=_name),
     "description": Field("str", None, nullable=True),
@@ -90,6 +114,8 @@ PLAYBOOK = {
     "max_attempts": Field("int", None, nullable=True, minimum=1),
     "attempt_window": Field("duration", None, nullable=True, minimum=1),
     "dry_run": Field("bool", None, nullable=True),
+    # act in the next low-traffic window before a deadline instead of at once (SCHEDULE); null = at once
+    "schedule": Field("any", None, nullable=True),
     "actions": ListOf(ACTION, min_items=1, unique_key="name"),
     # run once when the alert resolves (e.g. restore routing); not verified, no ladder
     "on_resolved": ListOf(ACTION, unique_key="name"),
@@ -205,6 +231,20 @@ def _promql_shape(query: str) -> str | None:
 def check_playbook(pb: dict, key: str) -> None:
     """Cross-key rules for one playbook (also used for playbook files)."""
     pb["verify"] = normalize_verify(pb["verify"], f"{key}.verify")
+    if pb["schedule"] is not None:
+        if not isinstance(pb["schedule"], dict):
+            raise ConfigError(f"{key}.schedule", "expected a mapping (deadline, traffic, ...) or null")
+        pb["schedule"] = validate(SCHEDULE, pb["schedule"], f"{key}.schedule")
+        for q in ("deadline", "traffic"):
+            problem = _promql_shape(pb["schedule"][q])
+            if problem:
+                raise ConfigError(f"{key}.schedule.{q}", problem)
+        tz = pb["schedule"]["timezone"]
+        if tz is not None:
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(f"{key}.schedule.timezone", f"unknown time zone {tz!r}") from None
     for k, v in pb["match"].items():
         if not isinstance(v, str):
             raise ConfigError(f"{key}.match.{k}", f"expected a string, got {v!r}")

@@ -7,7 +7,7 @@ have something to show.
 
 The only queries allowed to come back empty are those about things the demo database does
 not have (no pgbouncer, no replica, WAL archiving off, no backup source configured) and the
-daily peak, which needs a day of history this short-lived stack does not have. Each is
+daily peak, which needs a day of history the fault tests' forecaster does not read. Each is
 listed with its reason; anything else empty fails the test.
 """
 from __future__ import annotations
@@ -31,9 +31,9 @@ NO_DATA_ON_THE_DEMO = {
     r"opsstack_db_replication_lag_seconds": "the demo database has no replica",
     r"opsstack_db_archiver_last_archived_timestamp_seconds": "WAL archiving is off on the demo database",
     r"opsstack_db_backup_last_success_timestamp_seconds": "no backup source is configured for the demo",
-    r"opsstack_forecast_(next_peak_|peak_hour)": "the daily peak needs a whole day of history; this stack starts "
-                                                 "without the demo's backfill (tests/unit/test_forecast_peak.py "
-                                                 "tests the peak, tests/integration/test_demo_backfill.py the history)",
+    r"opsstack_forecast_(next_peak_|peak_hour)": "the daily peak needs a whole day of history; the fault tests' "
+                                                 "forecaster reads 10 minutes of it (tests/unit/test_forecast_peak.py "
+                                                 "tests the peak, test_a_fresh_stack_is_quiet.py the history)",
 }
 
 

@@ -61,12 +61,21 @@ def test_memory_leak_fault_predicts_oom(tmp_path):
         fc = Forecaster.from_config(cfg, targets=targets)
         server, _ = start(registry_for(ForecastCollector(fc.state)), "127.0.0.1", fport)
         _wait(lambda: _query(prom.url, targets[0].query))
-        assert demo.admin("POST", "/admin/faults", {"kind": "memory-leak"})[0] == 201
+        before = float(_query(prom.url, targets[0].query)[0]["value"][1])   # memory / limit before the leak
+        code, body = demo.admin("POST", "/admin/faults", {"kind": "memory-leak"})
+        assert code == 201
+        fault = body["fault"]
+        # when the leak (the demo's own model: rate x elapsed) takes the process to its limit
+        real_oom = fault["started"] + (1.0 - before) * LIMIT / fault["rate"]
         time.sleep(25)  # let the leak build a trend (seconds-scale: the fault fills in ~2 minutes)
         res = fc.run_once()["memory-user-app"]
         assert not isinstance(res, Exception), res
         cross = res.crossings[1.0].at
         assert cross is not None and cross - res.t_last < 600, "the OOM is minutes away, not days"
+        # and about when it really comes (the recent new trend, forecast.change_point: the default
+        # for memory targets): within half of the time that was left
+        left = real_oom - res.t_last
+        assert abs(cross - real_oom) <= 0.5 * left, (res.model, cross - res.t_last, left)
         got = _wait(lambda: _query(prom.url, 'opsstack_forecast_seconds_to_threshold{target="memory-user-app"}'))
         assert float(got[0]["value"][1]) < 600
 

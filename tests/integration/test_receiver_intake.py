@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from tests.support import receiver as T
+from tests.support.wait import wait_for
 from webhook_receiver import intake
 from webhook_receiver.app import close_app, create_app, state
 from webhook_receiver.payload import parse_obj
@@ -198,9 +203,13 @@ def test_database_stopped_every_waiting_request_is_503_and_nothing_written(tmp_p
         assert all(st == 503 and js["error"] == "database_unavailable" for _, st, js in got), got
         cl.start()
         assert rows(cl.url(), "select group_key from ticket_payloads") == [("before",)]  # none half-written
+        # the pool finds the server again (on a busy machine a reconnect may take longer than the
+        # 1 s db_timeout: that request is a 503, which Alertmanager retries, as this does)
+        wait_for(lambda: post(c, T.payload([T.alert()], group_key="probe")).status_code == 200,
+                 what="a webhook stored after the restart")
         got = concurrent_posts(app, n_threads=8, per_thread=2, tag="back")
         assert all(st == 200 for _, st, _ in got), got
-        assert rows(cl.url(), "select count(*) from ticket_payloads")[0][0] == 17
+        assert rows(cl.url(), "select count(*) from ticket_payloads where group_key like 'back/%'")[0][0] == 16
     finally:
         close_app(app)
         cl.stop()
@@ -231,3 +240,61 @@ def test_body_stored_as_received_and_the_edge_cases(pg_db, mode):
         assert got["raw/pair"]["alerts"][0]["labels"]["service"] == "caf\u00e9 \U0001F600"
     finally:
         close_app(app)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def test_background_process_yields_the_cpu_to_the_web_workers(pg_db, tmp_path):
+    """receiver.background_nice: the background process (payload processing, scheduler) runs at a
+    lower CPU priority than the gunicorn workers, which keep the server's own priority."""
+    rcv = T.ReceiverProcess({"database": {"url": pg_db}, "receiver": {"token": T.TOKEN, "background_nice": 7}},
+                            tmp_path / "rcv").start()
+    try:
+        def background_pid():
+            m = re.findall(r"event=background_process pid=(\d+)", rcv.log.read_text())
+            return int(m[-1]) if m else None
+        bg = wait_for(background_pid, what="the background process started")
+        base = os.getpriority(os.PRIO_PROCESS, rcv.proc.pid)
+        assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, bg) == min(base + 7, 19), what="niced")
+        workers = [p for p in _children(rcv.proc.pid) if p != bg]
+        assert workers and all(os.getpriority(os.PRIO_PROCESS, p) == base for p in workers)
+        # it still does its work: a stored payload becomes a ticket
+        r = requests.post(rcv.url + "/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])),
+                          headers={**T.auth(), "Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 200 and r.json()["status"] == "accepted"
+        wait_for(lambda: rows(pg_db, "select count(*) from tickets")[0][0] == 1, what="the ticket")
+        # and its database sessions yield as well, where the server runs here as a user we may renice
+        backends = [r[0] for r in rows(pg_db, "select pid from pg_stat_activity where datname = current_database() "
+                                              "and pid <> pg_backend_pid()")]
+        mine = [p for p in backends if os.geteuid() in (0, os.stat(f"/proc/{p}").st_uid)] \
+            if os.path.exists("/proc") else []
+        if mine:
+            nices = {os.getpriority(os.PRIO_PROCESS, p) for p in mine}
+            assert any(n >= 7 for n in nices), nices  # the background process's
+            assert any(n < 7 for n in nices), nices   # the worker's (the intake) keep theirs
+    finally:
+        rcv.stop()
+
+
+def test_lower_backend_priority_only_touches_its_own_backend(pg_db):
+    from webhook_receiver.db import connect, lower_backend_priority
+
+    with connect(pg_db) as mine, connect(pg_db) as other:
+        pid, other_pid = mine.info.backend_pid, other.info.backend_pid
+        before, other_before = (os.getpriority(os.PRIO_PROCESS, p) for p in (pid, other_pid))
+        assert lower_backend_priority(mine, 0) is False and os.getpriority(os.PRIO_PROCESS, pid) == before
+        may = os.geteuid() in (0, os.stat(f"/proc/{pid}").st_uid)
+        assert lower_backend_priority(mine, 3) is may
+        assert os.getpriority(os.PRIO_PROCESS, pid) == (min(before + 3, 19) if may else before)
+        assert os.getpriority(os.PRIO_PROCESS, other_pid) == other_before
+        assert mine.execute("select 1 as one").fetchone()["one"] == 1  # the session goes on

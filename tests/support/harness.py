@@ -24,7 +24,11 @@ def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
     cfg: dict = {
         "stack": {"run_dir": str(run_dir), "scrape_interval": "1s", "scrape_timeout": "900ms",
                   "evaluation_interval": "1s", "startup_timeout": "150s"},
-        "exporters": {"app": {"probe_timeout": "500ms"}},
+        # what is read at scrape time must finish within the 900ms scrape timeout
+        # throw-away stacks: commits need not survive a power loss
+        "database": {"embedded": {"durable": False}},
+        "exporters": {"app": {"probe_timeout": "500ms"},
+                      "cdn": {"varnish": {"timeout": "500ms"}, "redis": {"timeout": "500ms"}}},
         "alerts": {
             "service_down_for": "3s", "rate_window": "20s",
             "latency": {"for": "3s"}, "errors": {"for": "3s"}, "cache": {"for": "3s"},
@@ -47,9 +51,17 @@ def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
         else:
             cfg[section] = value
     # no demo history: these stacks test live behaviour within minutes, and 14 days of
-    # backfill would add a minute to every start (tests/integration/test_demo_backfill.py)
+    # backfill would add a minute to every start (the e2e stack starts with it: tests/e2e/conftest.py)
     cfg.setdefault("demo", {}).setdefault("backfill", 0)
     return cfg
+
+
+def default_config(run_dir: str | os.PathLike) -> dict:
+    """What a user's first `make up` runs with: every default (demo history backfill, the
+    forecaster's full model set, Alertmanager's and the rules' real timings, the demo mail sink
+    as the notification channel), only the run folder (configs, data, logs) the caller's; the
+    ports are 'auto' as by default, so `up` picks free ones."""
+    return {"stack": {"run_dir": str(run_dir)}}
 
 
 class StackHandle:
@@ -70,14 +82,31 @@ class StackHandle:
             raise RuntimeError(f"{' '.join(cmd)} exited {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         return res
 
-    def up(self) -> "StackHandle":
-        self.cli("up")
+    def up(self, timeout: float = 300) -> "StackHandle":
+        self.cli("up", timeout=timeout)
+        self.read_resolved()
+        return self
+
+    def reconfigure(self, cfg_data: dict) -> str:
+        """Write a new opsstack.yaml and run `opsstack up` on the running stack (Stack.apply:
+        reloads, restarts what reads a changed key and waits for it); what `up` printed."""
+        before = self.config_file.read_text()
+        self.config_file.write_text(yaml.safe_dump(cfg_data, sort_keys=False))
+        try:
+            out = self.cli("up").stdout
+        except BaseException:
+            self.config_file.write_text(before)  # what runs (and what `down` reads) is still that
+            raise
+        self.read_resolved()
+        return out
+
+    def read_resolved(self) -> None:
+        """Read the resolved config of the running stack again (after `up`)."""
         cfg = load(self.config_file)
         rdir = run_dir(cfg) if Path(cfg["stack"]["run_dir"]).is_absolute() else \
             (self.workdir / cfg["stack"]["run_dir"]).resolve()
         self.resolved = yaml.safe_load((rdir / RESOLVED_NAME).read_text())
         self.resolved["runtime"] = json.loads((rdir / "runtime.json").read_text())
-        return self
 
     def down(self) -> None:
         self.cli("down", check=False, timeout=120)

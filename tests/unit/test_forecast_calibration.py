@@ -106,3 +106,41 @@ def test_calibrated_band_covers_about_80_percent_of_the_future(noise):
         covs.append(np.mean((truth >= fc.lower) & (truth <= fc.upper)))
         assert fc.band is not None and fc.band.scale > 0
     assert 0.70 <= float(np.mean(covs)) <= 0.90, covs
+
+
+def test_recent_median_is_the_absolute_error_optimal_level_of_a_spiky_series():
+    # a CPU-like series: a steady level with rare tall spikes; the mean is pulled up, the median is not
+    rng = np.random.default_rng(11)
+    n = 3 * DAY_ROWS
+    t = 1.7e9 + np.arange(n) * STEP
+    base = 20 + rng.normal(0, 1, n + DAY_ROWS)
+    spikes = np.where(rng.random(n + DAY_ROWS) < 0.08, 60.0, 0.0)
+    y_all = base + spikes
+    y, future = y_all[:n], y_all[n:]
+    ctx = FitContext(step=STEP, seasonalities=())
+    offs = np.arange(1, DAY_ROWS + 1) * STEP
+    med = make_model("recent_median", ctx).fit(t, y).predict(offs)
+    mean = make_model("recent_mean", ctx).fit(t, y).predict(offs)
+    assert med[0] == pytest.approx(np.median(y[-72:]))              # last 6 h
+    assert np.mean(np.abs(future - med)) < np.mean(np.abs(future - mean))
+
+
+def test_weekly_ses_follows_a_weekly_shape_and_does_not_fit_without_two_weeks():
+    step = 3600.0
+    week = 168
+    rng = np.random.default_rng(12)
+    n = 4 * week
+    x = np.arange(n + week)
+    day = x // 24
+    shape = 10 * np.sin(2 * np.pi * x / 24) + np.where(day % 7 >= 5, -30.0, 0.0)   # quiet weekends
+    y_all = 100 + shape + rng.normal(0, 1, len(x))
+    t = 1.7e9 + np.arange(n) * step
+    ctx = FitContext(step=step)
+    offs = np.arange(1, week + 1) * step
+    truth = 100 + shape[n:]
+    weekly = make_model("weekly_ses", ctx).fit(t, y_all[:n]).predict(offs)
+    daily = make_model("seasonal_ses_smooth", ctx).fit(t, y_all[:n]).predict(offs)
+    assert np.mean(np.abs(weekly - truth)) < 2.0
+    assert np.mean(np.abs(weekly - truth)) < np.mean(np.abs(daily - truth)) / 3
+    with pytest.raises(ValueError):          # the backtest then skips it (only one season fits)
+        make_model("weekly_ses", ctx).fit(t[:week + 24], y_all[:week + 24])

@@ -61,6 +61,17 @@ def test_supervisord_conf_has_every_program_with_its_log(tmp_path):
     assert cp["inet_http_server"]["port"] == f"127.0.0.1:{port}"
 
 
+def test_prometheus_starts_after_what_it_scrapes_and_before_the_forecaster(tmp_path):
+    """Its first scrapes find every target up (no ScrapeTargetDown from a slow start on a fresh
+    stack); the forecaster's first pass finds it answering."""
+    _, r = _resolved(tmp_path)
+    stage = {p.name: p.stage for p in Stack(r).programs(r)}
+    assert stage["postgres"] == 1
+    scraped = [n for n in stage if n not in ("postgres", "prometheus", "forecaster")]
+    assert {"alertmanager", "node_exporter", "receiver", "exporter-app", "exporter-db", "demo-user-app"} <= set(scraped)
+    assert max(stage[n] for n in scraped) < stage["prometheus"] < stage["forecaster"]
+
+
 def test_prometheus_config_scrapes_every_component(tmp_path):
     _, r = _resolved(tmp_path)
     conf = prometheus_config.build(r, "native")

@@ -36,6 +36,12 @@ def test_parses_a_real_v4_payload():
     ("2026-11-26T18:00:00+09:00", datetime(2026, 11, 26, 9, tzinfo=timezone.utc)),
     ("2026-11-26T09:00:00.5Z", datetime(2026, 11, 26, 9, 0, 0, 500000, tzinfo=timezone.utc)),
     ("0001-01-01T00:00:00Z", None),
+    # what Go writes (nanoseconds) and what the fast path leaves to the careful one
+    ("2026-11-26T09:00:00.123456789Z", datetime(2026, 11, 26, 9, 0, 0, 123456, tzinfo=timezone.utc)),
+    ("2026-11-26T09:00:00.123456789123Z", datetime(2026, 11, 26, 9, 0, 0, 123456, tzinfo=timezone.utc)),
+    (" 2026-11-26T09:00:00z ", datetime(2026, 11, 26, 9, tzinfo=timezone.utc)),
+    ("2026-11-26T09:00:00.Z", datetime(2026, 11, 26, 9, tzinfo=timezone.utc)),
+    ("2026-11-26T10:00:00.5+01:00", datetime(2026, 11, 26, 9, 0, 0, 500000, tzinfo=timezone.utc)),
 ])
 def test_times(value, expected):
     assert parse_time(value, "x") == expected
@@ -63,9 +69,18 @@ def test_tier(v, t):
     (lambda p: p["alerts"][0].update(fingerprint="f" * 65), "alerts[0].fingerprint"),
     (lambda p: p["alerts"][0].update(startsAt="0001-01-01T00:00:00Z"), "alerts[0].startsAt"),
     (lambda p: p.update(commonLabels=[]), "commonLabels"),
+    (lambda p: p["alerts"][1].update(endsAt="yesterday"), "alerts[1].endsAt"),
+    (lambda p: p["alerts"][2].update(startsAt=None), "alerts[2].startsAt"),
+    (lambda p: p["alerts"][2]["annotations"].update(summary=["x"]), "alerts[2].annotations.summary"),
+    (lambda p: p["alerts"][1].update(labels="x"), "alerts[1].labels"),
+    (lambda p: p["alerts"][1]["labels"].pop("alertname"), "alerts[1].labels.alertname"),
+    (lambda p: p["alerts"][2].pop("fingerprint"), "alerts[2].fingerprint"),
+    (lambda p: p["alerts"][1].update(generatorURL=5), "alerts[1].generatorURL"),
+    (lambda p: p["alerts"].append("x"), "alerts[3]"),
+    (lambda p: p["alerts"][2].pop("status"), "alerts[2].status"),
 ])
 def test_invalid_payloads_name_the_field(mutate, where):
-    p = T.payload([T.alert()])
+    p = T.payload([T.alert(fp="a1"), T.alert(fp="a2"), T.alert(fp="a3")])
     mutate(p)
     with pytest.raises(PayloadError) as e:
         parse(json.dumps(p).encode())

@@ -97,7 +97,10 @@ def test_demo_playbooks_cover_the_issue_ladder():
     assert model.load_playbooks(cfg) == []          # not resolved: no demo ports, no demo playbooks
     cfg["demo"]["ports"] = {"user-app": {"admin": 4001, "seoul": 4002, "singapore": 4003, "tokyo": 4004}}
     pbs = {p.name: p for p in model.load_playbooks(cfg)}
-    assert set(pbs) == {"memory-leak", "service-down", "region-outage", "cache-miss-storm", "disk-filling"}
+    assert set(pbs) == {"memory-leak", "scheduled-restart", "service-down", "region-outage", "cache-miss-storm",
+                        "disk-filling"}
+    assert pbs["scheduled-restart"].schedule and pbs["scheduled-restart"].match == {
+        "alertname": "MemoryLeakOomPredicted"}
     assert [(a.backend, a.operation) for a in pbs["memory-leak"].actions] == [("supervisor", "restart")]
     assert [a.name for a in pbs["service-down"].actions] == ["restart", "replace"]
     assert pbs["region-outage"].on_resolved and pbs["region-outage"].actions[0].backend == "http"

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # every value remediation_runs.status / an attempt's outcome can take (store.py checks): the
 # series of each configured playbook start at 0, so a panel shows 0 rather than "No data"
-RUN_OUTCOMES = ("pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed", "refused")
+RUN_OUTCOMES = ("pending", "running", "recovered", "exhausted", "skipped", "dry_run", "failed", "refused",
+                "scheduled", "cancelled")
 ATTEMPT_OUTCOMES = ("recovered", "not_recovered", "failed", "timeout", "dry_run")
 
 

@@ -52,6 +52,7 @@ class Playbook:
     dry_run: bool = False
     description: str | None = None
     source: str = "config"
+    schedule: dict | None = None      # core.schema.remediation SCHEDULE: act in a low-traffic window
     _regex: dict = field(default_factory=dict, compare=False, repr=False)
 
     def matches(self, labels: dict) -> bool:
@@ -109,7 +110,7 @@ def _playbook(pb: dict, r: dict, source: str) -> Playbook:
         max_attempts=pb["max_attempts"] if pb["max_attempts"] is not None else r["max_attempts"],
         attempt_window=pb["attempt_window"] if pb["attempt_window"] is not None else r["attempt_window"],
         dry_run=bool(pb["dry_run"]) if pb["dry_run"] is not None else False,
-        description=pb["description"], source=source, _regex=rx)
+        description=pb["description"], source=source, _regex=rx, schedule=pb.get("schedule"))
 
 
 def load_playbooks(cfg: dict) -> list[Playbook]:
@@ -165,7 +166,8 @@ def placeholders(value: Any) -> set[str]:
 
 def referenced_labels(pb: Playbook) -> set[str]:
     """The alert labels a playbook puts into its target, guards, action params and verify queries."""
-    used = placeholders([pb.target, pb.verify.query if pb.verify else "", pb.skip_if or "", pb.restore_after or ""])
+    used = placeholders([pb.target, pb.verify.query if pb.verify else "", pb.skip_if or "", pb.restore_after or "",
+                         (pb.schedule or {}).get("deadline") or "", (pb.schedule or {}).get("traffic") or ""])
     for a in (*pb.actions, *pb.on_resolved):
         used |= placeholders(a.params) | placeholders(a.verify.query if a.verify else "")
     return used - COMPUTED

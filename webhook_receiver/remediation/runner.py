@@ -28,8 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from datetime import timezone as dtz
 from typing import Callable
 
+import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -40,6 +42,7 @@ from webhook_receiver import escalation, tickets
 from webhook_receiver.db import connect
 from webhook_receiver.ticket_store import add_event
 
+from . import schedule as sched
 from .backends import Backend, BackendError, BackendTimeout, Result, make, truncate
 from .model import Action, Playbook, check_target, context, find, load_playbooks
 from .store import RUN_LOCK_CLASS, kill_switch
@@ -295,6 +298,10 @@ class Runner:
                     return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
                                         "another run is acting on this target right now", escalate=False)
                 try:
+                    if pb.schedule is not None:
+                        later = self._schedule(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
+                        if later is not None:
+                            return later
                     return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
                 finally:
                     lock.execute("select pg_advisory_unlock(%s, hashtext(%s))",
@@ -325,6 +332,152 @@ class Runner:
                         row["id"], pb.name, ticket_id, reason[:300])
             self._ticket_event(conn, ticket_id, {"playbook": pb.name, "status": "refused", "reason": reason[:500]})
             return self._finish(conn, row["id"], pb, target, ticket_id, "refused", reason, escalate=True)
+
+    # ------------------------------------------------------------------ scheduled runs
+    def _timezone(self, pb: Playbook) -> str:
+        tz = (pb.schedule or {}).get("timezone")
+        return tz or (self.cfg.get("forecast") or {}).get("timezone") or (self.cfg.get("demo") or {}).get(
+            "timezone") or "UTC"
+
+    def plan(self, pb: Playbook, ctx: dict, now: float | None = None) -> sched.Plan:
+        """When this playbook should act for the alert (schedule.plan): the deadline and the daily
+        traffic profile from Prometheus; without them (no answer, no Prometheus) at once."""
+        s = pb.schedule or {}
+        now = time.time() if now is None else now
+        tz = self._timezone(pb)
+        deadline = profile = None
+        if self.prom is not None:
+            try:
+                data = self.prom.query(str(render(s["deadline"], ctx)))
+                vals = [float(r["value"][1]) for r in (data.get("result") or [])] if data.get(
+                    "resultType") == "vector" else []
+                vals = [v for v in vals if v == v and v != float("inf")]
+                if vals:
+                    deadline = now + max(0.0, min(vals))
+            except (PrometheusError, TemplateError, ValueError, KeyError) as exc:
+                log.warning("event=remediation_deadline_failed playbook=%s error=%s", pb.name, exc)
+            try:
+                step = float(s["bin"])
+                data = self.prom.query_range(str(render(s["traffic"], ctx)), now - float(s["history"]), now, step)
+                res = data.get("result") or []
+                if res:
+                    pts = np.array([(float(a), float(b)) for a, b in res[0]["values"]], float)
+                    if len(pts):
+                        profile = sched.daily_profile(pts[:, 0], pts[:, 1], tz, step)
+            except (PrometheusError, TemplateError, ValueError, KeyError) as exc:
+                log.warning("event=remediation_traffic_failed playbook=%s error=%s", pb.name, exc)
+        return sched.plan(now, deadline, profile, tz, quiet_share=float(s.get("quiet_share", 0.25)),
+                          min_lead=float(s.get("min_lead", 3600.0)), margin=float(s.get("margin", 1800.0)),
+                          bin_seconds=float(s.get("bin", 900.0)))
+
+    def _plan_text(self, p: sched.Plan, tz: str, now: float) -> str:
+        oom = f"predicted OOM at {sched.hhmm(p.deadline, tz, now)}" if p.deadline else "no predicted deadline"
+        return {
+            "scheduled": f"restart scheduled at {sched.hhmm(p.at, tz, now)} (low traffic), {oom}",
+            "imminent": f"restarting now: {oom}, too soon to wait for a low-traffic window",
+            "quiet_now": f"restarting now (low traffic now), {oom}",
+            "no_window": f"restarting now: no low-traffic window before the {oom}",
+            "no_profile": f"restarting now: no daily traffic profile to choose a quiet time from ({oom})",
+        }[p.reason]
+
+    def _schedule(self, conn, run_id, pb: Playbook, alert: Alert, target: str, ctx: dict,
+                  ticket_id: int | None, dry: bool) -> Outcome | None:
+        """Schedule the run in the next low-traffic window before the deadline: record it as
+        'scheduled', queue the delayed job, say so on the ticket; None = act now (the ladder)."""
+        now = time.time()
+        tz = self._timezone(pb)
+        p = self.plan(pb, ctx, now)
+        text = self._plan_text(p, tz, now)
+        deadline = datetime.fromtimestamp(p.deadline, dtz.utc) if p.deadline else None
+        if p.now or dry:
+            if dry and not p.now:
+                text = f"dry run: {text} (acting now instead, nothing runs)"
+            conn.execute("update remediation_runs set deadline_at = %s where id = %s", (deadline, run_id))
+            if ticket_id is not None:
+                add_event(conn, ticket_id, "comment", ACTOR, {"text": f"{pb.name} on {target}: {text}"})
+            log.info("event=remediation_plan run_id=%s playbook=%s target=%s reason=%s", run_id, pb.name, target,
+                     p.reason)
+            return None
+        at = datetime.fromtimestamp(p.at, dtz.utc)
+        conn.execute("update remediation_runs set status = 'scheduled', scheduled_for = %s, deadline_at = %s, "
+                     "reason = %s where id = %s", (at, deadline, truncate(text, 2000), run_id))
+        if ticket_id is not None:
+            conn.execute(
+                """insert into automation_jobs (ticket_id, kind, lane, dedup_key, payload, next_attempt_at)
+                   values (%s, 'scheduled', 'scheduled', %s, %s, %s) on conflict (dedup_key) do nothing""",
+                (ticket_id, f"scheduled:{ticket_id}:r{run_id}", Jsonb({"run_id": run_id}), at))
+            add_event(conn, ticket_id, "comment", ACTOR, {"text": f"{pb.name} on {target}: {text}"})
+        log.info("event=remediation_scheduled run_id=%s playbook=%s target=%s at=%s deadline=%s", run_id, pb.name,
+                 target, at.isoformat(), deadline.isoformat() if deadline else None)
+        return Outcome("scheduled", text, run_id, pb.name, target)
+
+    def run_scheduled(self, ticket_id: int, payload: dict) -> Outcome:
+        """The delayed job of a scheduled run, at its time: cancelled when the alert resolved
+        meanwhile (or its condition cleared in Prometheus), else the ladder with every gate of a
+        run at once: kill switch, the target's lock, cooldown, max attempts, dry run, verify."""
+        run_id = int(payload.get("run_id") or 0)
+        by_name = {p.name: p for p in self.playbooks}
+        with self._conn() as conn:
+            run = conn.execute("select * from remediation_runs where id = %s", (run_id,)).fetchone()
+            if run is None or run["status"] != "scheduled":
+                return Outcome("duplicate", f"run {run_id} is not scheduled (any more)", run_id)
+            pb = by_name.get(run["playbook"])
+            target = run["target"]
+            t = conn.execute("select generator_url from tickets where id = %s", (ticket_id,)).fetchone()
+            alert = Alert(labels=dict(run["labels"] or {}), fingerprint=run["fingerprint"],
+                          starts_at=run["alert_starts_at"], generator_url=(t or {}).get("generator_url") or "")
+            if pb is None:
+                return self._cancel(conn, run_id, run["playbook"], target, ticket_id,
+                                    "its playbook is no longer configured")
+            if self._alert_resolved(conn, alert, ticket_id):
+                return self._cancel(conn, run_id, pb.name, target, ticket_id,
+                                    "the alert resolved before the scheduled time")
+            ctx = context(self.cfg, alert.labels, {"target": target})
+            expr = expr_from_generator_url(alert.generator_url)
+            if expr and self.prom is not None:
+                try:
+                    if check(self.prom, expr, alert.labels).cleared:
+                        return self._cancel(conn, run_id, pb.name, target, ticket_id,
+                                            "the alert's condition no longer holds in Prometheus")
+                except PrometheusError as exc:
+                    log.warning("event=remediation_scheduled_check_failed run_id=%s error=%s", run_id, exc)
+            dry = self.dry_run(pb) or run["dry_run"]
+            # the status stays 'scheduled' until the ladder marks it running under the target's lock
+            # (a 'pending' run without that lock would look orphaned: jobs.orphans)
+            conn.execute("update remediation_runs set replica = %s where id = %s", (self.replica, run_id))
+            if self.kill_switch_on(conn):
+                return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                    "kill switch is on: no automatic action", escalate=True)
+            lock = self._conn()
+            try:
+                got = lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok",
+                                   (RUN_LOCK_CLASS, f"{pb.name}|{target}")).fetchone()["ok"]
+                if not got:
+                    return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                        "another run is acting on this target right now", escalate=True)
+                try:
+                    return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
+                finally:
+                    lock.execute("select pg_advisory_unlock(%s, hashtext(%s))", (RUN_LOCK_CLASS, f"{pb.name}|{target}"))
+            finally:
+                lock.close()
+
+    def _cancel(self, conn, run_id: int, playbook: str, target: str, ticket_id: int | None, why: str) -> Outcome:
+        reason = f"scheduled restart cancelled: {why}"
+        conn.execute("update remediation_runs set status = 'cancelled', reason = %s, finished_at = now() "
+                     "where id = %s and status = 'scheduled'", (reason, run_id))
+        if ticket_id is not None:
+            add_event(conn, ticket_id, "comment", ACTOR, {"text": f"{playbook} on {target}: {reason}"})
+        log.info("event=remediation_schedule_cancelled run_id=%s playbook=%s target=%s why=%r", run_id, playbook,
+                 target, why)
+        return Outcome("cancelled", reason, run_id, playbook, target)
+
+    def cancel_scheduled(self, conn, ticket_id: int, why: str = "the alert resolved before the scheduled time"
+                         ) -> list[Outcome]:
+        """Cancel every scheduled run of the ticket (it resolved): their jobs find them cancelled."""
+        rows = conn.execute("select id, playbook, target from remediation_runs where ticket_id = %s "
+                            "and status = 'scheduled' for update skip locked", (ticket_id,)).fetchall()
+        return [self._cancel(conn, r["id"], r["playbook"], r["target"], ticket_id, why) for r in rows]
 
     # ------------------------------------------------------------------ the ladder
     def _ladder(self, conn, run_id, pb: Playbook, alert: Alert, target: str, ctx: dict,
@@ -586,6 +739,7 @@ class Runner:
         out = []
         by_name = {p.name: p for p in self.playbooks}
         with self._conn() as conn:
+            out += self.cancel_scheduled(conn, ticket_id)
             runs = conn.execute(
                 """update remediation_runs r set restored_at = now()
                    where r.ticket_id = %s and r.restored_at is null

@@ -155,6 +155,21 @@ MIGRATIONS: list[tuple[int, str]] = [
     -- enrichment jobs waiting for their rate limit)
     create index if not exists automation_jobs_pending_lane on automation_jobs (lane, id) where status = 'pending';
     """),
+    (5, """
+    -- a playbook with a schedule (a leak's restart in the next low-traffic window before the
+    -- predicted OOM, remediation/schedule.py): the run waits as 'scheduled' until scheduled_for,
+    -- a 'scheduled' job (its own lane: it never holds up the ticket's other jobs) runs it then;
+    -- 'cancelled' when the alert resolved first
+    alter table remediation_runs drop constraint if exists remediation_runs_status_check;
+    alter table remediation_runs add constraint remediation_runs_status_check
+        check (status in ('pending', 'running', 'recovered', 'exhausted', 'skipped', 'dry_run', 'failed',
+                          'refused', 'scheduled', 'cancelled'));
+    alter table remediation_runs add column if not exists scheduled_for timestamptz;
+    alter table remediation_runs add column if not exists deadline_at timestamptz;
+    alter table automation_jobs drop constraint if exists automation_jobs_kind_check;
+    alter table automation_jobs add constraint automation_jobs_kind_check
+        check (kind in ('enrichment', 'remediation', 'restore', 'scheduled'));
+    """),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .base import (Backend, BackendError, BackendTimeout, Result, check_url, path_segment,  # noqa: F401
                    truncate)
+from .cache import CloudflareBackend, RedisBackend, VarnishBackend
 from .command import CommandBackend
 from .docker import DockerBackend
 from .http import HttpBackend
@@ -18,6 +19,8 @@ from .supervisor import SupervisorBackend
 BACKENDS: dict[str, type[Backend]] = {
     "supervisor": SupervisorBackend, "docker": DockerBackend, "kubernetes": KubernetesBackend,
     "http": HttpBackend, "command": CommandBackend,
+    # cache invalidation (backends/cache.py; targets and rate limits in exporters.cdn)
+    "cloudflare": CloudflareBackend, "varnish": VarnishBackend, "redis": RedisBackend,
 }
 
 

@@ -111,7 +111,7 @@ def _faults(args, database) -> int:
         print("opsstack db: no database: set database.url or pass --database-url", file=sys.stderr)
         return 2
     with psycopg.connect(url, autocommit=True) as conn:
-        apply_schema(conn)
+        apply_schema(conn, partitions=False)  # a partition-missing fault stays missing
         if args.action == "fault":
             duration = parse_duration(args.duration) if args.duration else None
             faults.inject(conn, args.kind, args.rate, duration)

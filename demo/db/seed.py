@@ -37,11 +37,15 @@ def create_extensions(conn: psycopg.Connection) -> list[str]:
     return made
 
 
-def apply_schema(conn: psycopg.Connection) -> None:
+def apply_schema(conn: psycopg.Connection, partitions: bool = True) -> None:
     create_extensions(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('opsstack.demo.db.schema'))")
         conn.execute(schema_sql())
+        # the partitions in the same transaction as their tables: a scrape in between would see
+        # partitioned tables with no partition for the current period (a false critical alert)
+        if partitions:
+            conn.execute("select platform.ensure_partitions()")
 
 
 def seeded(conn: psycopg.Connection) -> bool:

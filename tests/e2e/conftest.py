@@ -87,6 +87,8 @@ def fast_settings(run_dir, sink_url: str) -> dict:
         # the history is there already (a first start's business): the demo's settings stay as
         # they are, so the switch does not restart the demo services
         demo__backfill=defaults()["demo"]["backfill"],
+        # ... and the database stays as the first start made it (a durable one is not restarted)
+        database__embedded__durable=defaults()["database"]["embedded"]["durable"],
     )
 
 

@@ -135,7 +135,7 @@ def test_missing_partition_and_slow_statements(pg_cluster):
     name, url = _create_db(pg_cluster.url())
     try:
         with psycopg.connect(url, autocommit=True) as c:
-            apply_schema(c)
+            apply_schema(c, partitions=False)
             c.execute("select platform.ensure_partitions(0, 0, 0, 0)")  # this month/day only
             c.execute("select pg_sleep(0.25)")
             c.execute("select pg_sleep(0.25)")

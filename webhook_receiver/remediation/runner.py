@@ -287,27 +287,34 @@ class Runner:
                 if hit:
                     return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
                                         f"skip_if matched ({detail}): left to another playbook", escalate=False)
-            if self.kill_switch_on(conn):
+            def act() -> Outcome:
+                if pb.schedule is not None:
+                    later = self._schedule(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
+                    if later is not None:
+                        return later
+                return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
+            return self._guarded(conn, run_id, pb, target, ticket_id, act, busy_escalates=False)
+
+    def _guarded(self, conn, run_id: int, pb: Playbook, target: str, ticket_id: int | None,
+                 act: Callable[[], Outcome], busy_escalates: bool) -> Outcome:
+        """``act()`` unless the kill switch is on or another run holds this target's lock (both end
+        the run 'skipped'); the lock is held on a connection of its own while ``act`` runs. A busy
+        target escalates when a person must look (a scheduled restart that could not act)."""
+        if self.kill_switch_on(conn):
+            return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
+                                "kill switch is on: no automatic action", escalate=True)
+        key = (RUN_LOCK_CLASS, f"{pb.name}|{target}")
+        lock = self._conn()
+        try:
+            if not lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok", key).fetchone()["ok"]:
                 return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
-                                    "kill switch is on: no automatic action", escalate=True)
-            lock = self._conn()
+                                    "another run is acting on this target right now", escalate=busy_escalates)
             try:
-                got = lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok",
-                                   (RUN_LOCK_CLASS, f"{pb.name}|{target}")).fetchone()["ok"]
-                if not got:
-                    return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
-                                        "another run is acting on this target right now", escalate=False)
-                try:
-                    if pb.schedule is not None:
-                        later = self._schedule(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
-                        if later is not None:
-                            return later
-                    return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
-                finally:
-                    lock.execute("select pg_advisory_unlock(%s, hashtext(%s))",
-                                 (RUN_LOCK_CLASS, f"{pb.name}|{target}"))
+                return act()
             finally:
-                lock.close()
+                lock.execute("select pg_advisory_unlock(%s, hashtext(%s))", key)
+        finally:
+            lock.close()
 
     def _claim_run(self, conn, pb: Playbook, alert: Alert, target: str, ticket_id: int | None, dry: bool):
         """The run row of this alert episode on this target ({'id'}), or None when another
@@ -445,22 +452,9 @@ class Runner:
             # the status stays 'scheduled' until the ladder marks it running under the target's lock
             # (a 'pending' run without that lock would look orphaned: jobs.orphans)
             conn.execute("update remediation_runs set replica = %s where id = %s", (self.replica, run_id))
-            if self.kill_switch_on(conn):
-                return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
-                                    "kill switch is on: no automatic action", escalate=True)
-            lock = self._conn()
-            try:
-                got = lock.execute("select pg_try_advisory_lock(%s, hashtext(%s)) as ok",
-                                   (RUN_LOCK_CLASS, f"{pb.name}|{target}")).fetchone()["ok"]
-                if not got:
-                    return self._finish(conn, run_id, pb, target, ticket_id, "skipped",
-                                        "another run is acting on this target right now", escalate=True)
-                try:
-                    return self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry)
-                finally:
-                    lock.execute("select pg_advisory_unlock(%s, hashtext(%s))", (RUN_LOCK_CLASS, f"{pb.name}|{target}"))
-            finally:
-                lock.close()
+            return self._guarded(conn, run_id, pb, target, ticket_id,
+                                 lambda: self._ladder(conn, run_id, pb, alert, target, ctx, ticket_id, dry),
+                                 busy_escalates=True)
 
     def _cancel(self, conn, run_id: int, playbook: str, target: str, ticket_id: int | None, why: str) -> Outcome:
         reason = f"scheduled restart cancelled: {why}"

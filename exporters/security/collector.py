@@ -75,6 +75,31 @@ class _Status:
         return time.time() - self.last_good if self.last_good else float("nan")
 
 
+class _Every:
+    """``fn()`` every ``interval`` seconds in a daemon thread of its own, until ``stop``."""
+
+    def __init__(self, name: str, fn, interval: float):
+        self.name, self.fn, self.interval = name, fn, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.fn()
+            self._stop.wait(self.interval)
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
 class LogWatcher:
     """Polls the access and WAF logs' tailers in a thread; counts live in AccessCounts/WafCounts."""
 
@@ -98,8 +123,7 @@ class LogWatcher:
             self.logs.append((w.name, "waf", tailer, self._waf_sink(w.name)))
         self.status = _Status(self.interval)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = _Every("security-logs", self.poll_once, self.interval)
 
     def _access_sink(self, name, fmt, vhost):
         return lambda text, n: self.access.add_block(name, fmt, text, n, vhost=vhost)
@@ -125,21 +149,11 @@ class LogWatcher:
         self.status.record(ok, time.perf_counter() - t0)
 
     def start(self) -> None:
-        if not self.logs or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="security-logs", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.poll_once()
-            self._stop.wait(self.interval)
+        if self.logs:
+            self._every.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+        self._every.stop(30)
         with self._lock:
             for _, _, tailer, _ in self.logs:
                 tailer.close()
@@ -154,8 +168,7 @@ class BackupCache:
         self.status = _Status(self.interval)
         self.stanzas: list | None = None
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = _Every("security-pgbackrest", self.refresh, self.interval)
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -172,14 +185,8 @@ class BackupCache:
         self.status.record(True, time.perf_counter() - t0)
 
     def start(self) -> None:
-        if self.interval > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="security-pgbackrest", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.refresh()
-            self._stop.wait(self.interval)
+        if self.interval > 0:
+            self._every.start()
 
     def current(self):
         if self.interval == 0:
@@ -188,10 +195,7 @@ class BackupCache:
             return self.stanzas
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.cfg.timeout + 5)
-            self._thread = None
+        self._every.stop(self.cfg.timeout + 5)
 
 
 class SecurityCollector(ExporterCollector):

@@ -23,6 +23,10 @@ DOMAINS = [
     "slo",
     "db",
     "kpi",
+    "cdn",
+    "security",
+    "scaling",
+    "cost",
 ]
 
 

@@ -91,6 +91,15 @@ def groups(cfg: dict) -> list[dict]:
            summary="No WAL file was archived within the recovery point objective.",
            description="The last WAL archive of {{ $labels.server }} is {{ $value | humanizeDuration }} old "
                        f"(RPO {format_duration(rpo)}); point-in-time recovery would lose that much data."),
+        al("PostgresWalArchiveFailing",
+           "opsstack_db_archiver_last_failed_timestamp_seconds\n"
+           "  > opsstack_db_archiver_last_archived_timestamp_seconds\n"
+           "and on (server, instance) opsstack_db_archiver_enabled == 1",
+           severity="warning", tier=2, for_seconds=a["wal_archive_failing_for"],
+           summary="WAL archiving fails.",
+           description="The newest WAL archive attempt of {{ $labels.server }} failed and none succeeded since "
+                       "(archive_command; pg_stat_archiver). The recovery point stops moving: "
+                       f"PostgresWalArchiveStale pages when it is {format_duration(rpo)} old."),
         al("PostgresBackupStale",
            f"time() - opsstack_db_backup_last_success_timestamp_seconds > {fmt(a['backup_max_age'])}",
            severity="warning", tier=2, for_seconds=900,

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+
+FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+DATEFMT = "%Y-%m-%dT%H:%M:%S"
 
 
 def setup_logging(level: str) -> None:
-    """key=value logs, one line per event, on stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
+    """key=value logs, one line per event, on stderr; also shipped to Loki when the launcher
+    set OPSSTACK_LOKI_PUSH_URL (core/logship.py, docs/logs.md)."""
+    logging.basicConfig(level=getattr(logging, level), format=FORMAT, datefmt=DATEFMT, stream=sys.stderr)
+    if os.environ.get("OPSSTACK_LOKI_PUSH_URL"):  # core.logship.ENV_URL
+        from core import logship  # heavy: urllib.request + prometheus_client, only in programs that ship
+
+        logship.install_from_env(logging.Formatter(FORMAT, DATEFMT))
 
 
 def first_line(exc: BaseException) -> str:

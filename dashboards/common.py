@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus as prometheus_builders
+from grafana_foundation_sdk.builders import loki as loki_builders
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
@@ -42,11 +43,13 @@ from grafana_foundation_sdk.models.dashboard import (
 PROMETHEUS_UID = "prometheus"
 ALERTMANAGER_UID = "alertmanager"
 POSTGRES_UID = "postgres"
+LOKI_UID = "loki"  # Grafana Loki (docs/logs.md)
 
 # Panels query whatever the `datasource` variable points at (default: the provisioned one).
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 ALERTMANAGER = DataSourceRef(type_val="alertmanager", uid=ALERTMANAGER_UID)
 POSTGRES = DataSourceRef(type_val="grafana-postgresql-datasource", uid=POSTGRES_UID)
+LOKI = DataSourceRef(type_val="loki", uid=LOKI_UID)
 
 SERVICE = 'service=~"$service"'
 REGION = 'region=~"$region"'
@@ -117,6 +120,26 @@ def prom(expr: str, legend: str | None = None, *, instant: bool = False,
 
         q = q.format(PromQueryFormat.TABLE)
     return q
+
+
+def loki(expr: str, legend: str | None = None) -> loki_builders.Dataquery:
+    """A LogQL query (a range query: log lines, or a metric query over $__interval) on the
+    provisioned Loki datasource (docs/logs.md)."""
+    q = loki_builders.Dataquery().expr(expr).datasource(LOKI).query_type("range")
+    if legend is not None:
+        q = q.legend_format(legend)
+    return q
+
+
+def logql_queries(model: dict) -> list[str]:
+    """Every LogQL expression of a dashboard JSON model (panels or targets on the Loki datasource)."""
+    out = []
+    for p in panels(model):
+        for t in p.get("targets") or []:
+            ds = t.get("datasource") or p.get("datasource") or {}
+            if isinstance(ds, dict) and ds.get("type") == "loki" and t.get("expr", "").strip():
+                out.append(t["expr"])
+    return out
 
 
 def steps(pairs: Iterable[tuple[float | None, str]]) -> dash.ThresholdsConfig:

@@ -272,14 +272,18 @@ def lifecycle(cfg: dict) -> list:
 
 def replication(cfg: dict) -> list:
     a = cfg["exporters"]["db"]["alerts"]
+    rpo = cfg["exporters"]["security"]["backup"]["rpo"]  # the seed's RPO: ReplicaLagHigh, BackupStale
     return [
         panel(_lines(), "Replication lag",
-              "Replay lag of each replica (opsstack_db_replication_lag_seconds). Dashed: the "
-              f"{format_duration(a['replication_lag'])} PostgresReplicationLagHigh threshold.",
+              "Replay lag of each replica (opsstack_db_replication_lag_seconds; replica=\"self\" is a standby's "
+              "own view) and the standbys streaming from each server (opsstack_db_replicas). Dashed: the "
+              f"{format_duration(a['replication_lag'])} PostgresReplicationLagHigh warning and the "
+              f"{format_duration(rpo)} RPO of ReplicaLagHigh (exporters.security.backup.rpo).",
               "s", [prom(f"max by (server, replica) (opsstack_db_replication_lag_seconds{{{S}}})",
                          "{{server}} → {{replica}}"),
                     prom(f"opsstack_db_replicas{{{S}}}", "{{server}} replicas streaming")],
-              thresholds=steps([(None, GREEN), (a["replication_lag"], RED)]), min_value=0, w=8, h=8),
+              thresholds=steps([(None, GREEN), (a["replication_lag"], YELLOW), (rpo, RED)]), min_value=0,
+              w=8, h=8),
         panel(_stat(), "WAL archive age",
               "Time since the last WAL file was archived, where archive_mode is on. "
               f"PostgresWalArchiveStale fires beyond the {format_duration(a['wal_archive_rpo'])} RPO.",
@@ -295,12 +299,17 @@ def replication(cfg: dict) -> list:
                prom(f"sum by (server) (increase(opsstack_db_archiver_failed_total{{{S}}}[$__rate_interval]))",
                     "{{server}} failures")],
               thresholds=steps([(None, GREEN)]), w=4, h=8),
-        panel(_stat(), "Last base backup age",
-              "Time since the last successful base backup from exporters.db.backup "
-              f"(PostgresBackupStale beyond {format_duration(a['backup_max_age'])}).",
-              "s", [prom(f"time() - opsstack_db_backup_last_success_timestamp_seconds{{{S}}}", "{{server}}"),
-                    prom(f"opsstack_db_backup_configured{{{S}}} == 0", "{{server}}: no backup source configured")],
-              thresholds=steps([(None, GREEN), (a["backup_max_age"], RED)]), w=6, h=8),
+        panel(_stat(), "Last backup age",
+              "Time since the newest pgBackRest backup of any type finished, per stanza (security exporter: "
+              f"opsstack_backup_last_completion_timestamp_seconds; BackupStale beyond the {format_duration(rpo)} "
+              "RPO); where no pgBackRest is read, the DB exporter's generic source per server "
+              "(exporters.db.backup: opsstack_db_backup_last_success_timestamp_seconds, PostgresBackupStale "
+              f"beyond {format_duration(a['backup_max_age'])}).",
+              "s", [prom("time() - max by (stanza) (opsstack_backup_last_completion_timestamp_seconds)\n"
+                         "or label_join(\n"
+                         f"  time() - opsstack_db_backup_last_success_timestamp_seconds{{{S}}},\n"
+                         '  "stanza", "", "server"\n)', "{{stanza}}")],
+              thresholds=steps([(None, GREEN), (rpo, RED)]), w=6, h=8),
     ]
 
 

@@ -7,13 +7,15 @@ exactly where its alert fires. Series come from the recording rules of
 alert_rules/platform.yml and slo.yml where the aggregation is fixed, and from raw series with
 ``$__rate_interval`` where the panel's own resolution matters.
 
-DB query time appears when the database exporter is enabled (``exporters.db.enabled``); a
-CDN response-time panel appears only once a CDN exporter (``opsstack_cdn_*``) exists — there
-is none yet, so there is no panel, rather than a fake one.
+DB query time appears when the database exporter is enabled (``exporters.db.enabled``), the CDN
+edge response time per region when the CDN exporter is (``exporters.cdn.enabled``: the
+Cloudflare windows, ``opsstack_cdn_*``), and the security-status row (threats blocked, access
+denied, TLS expiry, backup age) when the security exporter is (``exporters.security.enabled``);
+the CDN & Cache and Security dashboards have the details.
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, piechart, stat, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, dashboard as dash, logs, piechart, stat, table, timeseries
 from grafana_foundation_sdk.models.common import (
     BarGaugeDisplayMode,
     BigValueColorMode,
@@ -25,12 +27,14 @@ from core import series
 from core.config import format_duration
 from dashboards.common import (
     GREEN,
+    LOKI,
     ORANGE,
     RED,
     SERVICE,
     SERVICE_REGION,
     YELLOW,
     alert_list_panel,
+    loki,
     new_dashboard,
     panel,
     prom,
@@ -176,6 +180,19 @@ def realtime_performance(cfg: dict) -> list:
                     f"max_over_time(sum(opsstack_active_sessions{{{SERVICE_REGION}}})[1d:1m])", "load", instant=True)],
               thresholds=steps([(None, GREEN), (0.9, YELLOW)]), w=8, h=8),
     ]
+    if cfg["exporters"].get("cdn", {}).get("enabled"):
+        lat = a["cdn"]["latency"]
+        out.append(panel(
+            _lines(), "CDN edge response time by region",
+            "p95 edge time to first byte per CDN region over Cloudflare's last closed window "
+            "(opsstack_cdn_edge_response_quantile_seconds; the mean opsstack_cdn_edge_response_seconds where "
+            f"the plan has no percentiles). Dashed: the {lat['p95_seconds'] * 1000:g} ms threshold of the "
+            "platform's serving region; CdnLatencyHigh uses each region's own (alerts.cdn.latency). Details: "
+            "the CDN & Cache dashboard.",
+            "s",
+            [prom('max without (quantile) (opsstack_cdn_edge_response_quantile_seconds{quantile="0.95"})\n'
+                  "or opsstack_cdn_edge_response_seconds", "{{zone}} {{region}}")],
+            thresholds=steps([(None, GREEN), (lat["p95_seconds"], RED)]), min_value=0, w=24, h=8))
     return out
 
 
@@ -343,13 +360,116 @@ def slo_budget(cfg: dict) -> list:
     ]
 
 
+def security_status(cfg: dict) -> list:
+    """Threats, blocked access, TLS expiry, backup age from the security exporter (details: the
+    Security dashboard); platform-wide, so the service/region variables do not apply."""
+    sec = cfg["exporters"].get("security", {})
+    if not sec.get("enabled"):
+        return []
+    s = cfg["alerts"]["security"]
+    warn, crit = sec["tls"]["warning_before"] / 86400, sec["tls"]["critical_before"] / 86400
+    rpo, max_age = sec["backup"]["rpo"], s["backup_max_age"]
+    logs_read = '0 * max(opsstack_security_collector_success{collector="logs"})'
+    return [
+        panel(_stat(), "Threats blocked",
+              "Requests per second the WAF (ModSecurity + OWASP CRS at the edge nginx) blocked, all attack "
+              f"classes (opsstack_waf_blocked_requests_total); WafAttackSurge above {s['waf_blocked_rate']:g}/s "
+              "per vhost and class. 0: the audit log is read and nothing was blocked.",
+              "reqps",
+              [prom("sum(rate(opsstack_waf_blocked_requests_total[$__rate_interval]))\n"
+                    f"or on () {logs_read}", "blocked", instant=True)],
+              thresholds=steps([(None, GREEN), (s["waf_blocked_rate"], RED)]), w=6, h=5),
+        panel(_stat(), "Access denied",
+              "401, 403 and 429 answers per second of the edge nginx, all vhosts "
+              f"(opsstack_access_responses_total); BruteForceDetected above {s['auth_failure_rate']:g} 401/s "
+              "on a vhost or when fail2ban bans many addresses.",
+              "reqps",
+              [prom('sum(rate(opsstack_access_responses_total{status=~"401|403|429"}[$__rate_interval]))\n'
+                    f"or on () {logs_read}", "denied", instant=True)],
+              thresholds=steps([(None, GREEN), (s["auth_failure_rate"], RED)]), w=6, h=5),
+        panel(_stat(), "TLS: fewest days left",
+              "Days until the first certificate of any TLS endpoint expires: the verified chain, else the leaf "
+              "(opsstack_tls_chain_not_after_timestamp_seconds, opsstack_tls_leaf_not_after_timestamp_seconds). "
+              f"TlsCertExpiringSoon warns below {warn:g} days, pages below {crit:g}.",
+              "d",
+              [prom("(min(\n  opsstack_tls_chain_not_after_timestamp_seconds\n"
+                    "  or opsstack_tls_leaf_not_after_timestamp_seconds\n) - time()) / 86400", "days left",
+                    instant=True)],
+              thresholds=steps([(None, RED), (crit, ORANGE), (warn, GREEN)]), w=6, h=5),
+        panel(_stat(), "Backup age",
+              "Time since the newest pgBackRest backup finished, the oldest stanza "
+              f"(opsstack_backup_last_completion_timestamp_seconds); BackupStale above {_dur(max_age)} "
+              f"(alerts.security.backup_max_age). The {_dur(rpo)} RPO is the WAL archive's "
+              "(PostgresWalArchiveStale, Database board).",
+              "s",
+              [prom("max(time() - max by (stanza) (opsstack_backup_last_completion_timestamp_seconds))",
+                    "backup age", instant=True)],
+              thresholds=steps([(None, GREEN), (max_age, RED)]), w=6, h=5),
+    ]
+
+
+def scaling_row(cfg: dict) -> list:
+    """Replicas running against what the next daily peak needs (forecasters/scaling_advisor.py,
+    docs/scaling.md), and the replicas' CPU against the utilisation band."""
+    sc = cfg["forecast"].get("scaling", {})
+    if not cfg["forecast"]["enabled"] or not sc.get("enabled", True):
+        return []
+    low, high = sc["band_low"], sc["band_high"]
+    return [
+        panel(_lines(), "Replicas: running and needed at the next peak",
+              "Replicas of each service region now (opsstack_demo_replicas, the demo's capacity knob) and "
+              "what the forecaster says the next daily peak needs to stay at or under "
+              f"{high:.0%} CPU (opsstack_scaling_recommended_replicas; absent until a day of history). "
+              "ScalingBelowForecast fires before the peak when fewer run; playbook scale-ahead adds them.",
+              "short",
+              [prom(f"sum by (service) (opsstack_demo_replicas{{{SERVICE_REGION}}})", "{{service}} running"),
+               prom(f"sum by (service) (opsstack_scaling_recommended_replicas{{{SERVICE_REGION}}})",
+                    "{{service}} needed at peak")],
+              min_value=0, w=12, h=7),
+        panel(_lines(), "Replica CPU against the utilisation band",
+              "Busy share of the replicas' workers per service (rate of opsstack_demo_replica_cpu_seconds_total "
+              f"over opsstack_demo_replica_cpu_cores). The target band is {low:.0%}-{high:.0%}; "
+              "ScalingCpuHigh (scale-out) above the band's top, ScalingTrafficFalling (scale-in) when "
+              "traffic falls at low use.",
+              "percentunit",
+              [prom("sum by (service) (rate(opsstack_demo_replica_cpu_seconds_total"
+                    f"{{{SERVICE_REGION}}}[$__rate_interval]))\n"
+                    f"/ sum by (service) (opsstack_demo_replica_cpu_cores{{{SERVICE_REGION}}})", "{{service}}")],
+              thresholds=steps([(None, YELLOW), (low, GREEN), (high, RED)]), min_value=0, w=12, h=7),
+    ]
+
+
+def logs_row(cfg: dict) -> list:
+    """Loki (docs/logs.md): the services' error lines over time and the lines themselves."""
+    return [
+        panel(_lines(), "Error log lines by service",
+              "Lines logged at level error or critical per service (Loki, count per interval): what "
+              "LogErrorSurge compares with the hour before. The demo's error-burst fault logs one per failed "
+              "request (at most 20/s per service).",
+              "short",
+              [loki('sum by (service) (count_over_time({level=~"error|critical",service=~"$service"}'
+                    ' [$__interval]))', "{{service}}")],
+              datasource=LOKI, min_value=0, w=24, h=7),
+        panel(logs.Panel(), "Logs of the selected services",
+              "The key=value lines the services and the stack's programs ship to Loki, newest first; "
+              "labels: service, component, level (region on the demo's request errors). Open a line's "
+              "context or Explore for more.",
+              "none",
+              [loki('{service=~"$service",level=~".+"}')],
+              datasource=LOKI, w=24, h=12),
+    ]
+
+
 ROWS = (
     ("System health", system_health),
     ("Real-time performance", realtime_performance),
     ("Regional performance", regional_performance),
     ("User activity", user_activity),
     ("Active alerts", active_alerts),
+    ("Security status", security_status),
     ("SLO error budget", slo_budget),
+    ("Scaling", scaling_row),
+    ("Logs", logs_row),
 )
 
 
@@ -362,8 +482,11 @@ def build(cfg: dict) -> dict:
         variables=[service_variable(), region_variable()],
         time_from="now-6h", refresh="30s")
     for title, rows in ROWS:
+        row_panels = rows(cfg)
+        if not row_panels:  # a row of an exporter that is off
+            continue
         d = d.with_row(dash.Row(title))
-        for p in rows(cfg):
+        for p in row_panels:
             d = d.with_panel(p)
     return to_model(d)
 

@@ -8,4 +8,7 @@ DASHBOARDS = {
     "predictive": "Predictive",
     "database": "Database",
     "incidents": "Incidents",
+    "cdn": "CDN",
+    "security": "Security",
+    "cost": "Cost",
 }

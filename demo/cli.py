@@ -9,6 +9,10 @@
     opsstack demo replace --service S [--region R]
     opsstack demo state [--service S]
     opsstack demo mailsink                    the local mail sink (SMTP + web page; the launcher runs it)
+    opsstack demo backups                     the embedded database's backup schedule (the launcher runs it)
+
+The faults backup-stale and replica-lag act on the embedded database's pgBackRest repository
+and replica (demo/backups.py), not on a service: --service/--region/--rate do not apply.
 
 Client commands find the running stack's ports in demo.ports: the `opsstack` CLI gives them
 the config the running stack was resolved with (<run_dir>/opsstack.resolved.yaml). `run(args, cfg)` is the entry
@@ -17,6 +21,7 @@ point: it builds the config views (demo, platform, stack) once and hands them do
 from __future__ import annotations
 
 import json
+import threading
 import time
 import sys
 import urllib.error
@@ -26,7 +31,8 @@ from prometheus_client import disable_created_metrics
 
 from core.config import view
 from core.exporter import wait_until_stopped
-from demo.faults import KINDS
+from demo import backups, edge
+from demo.faults import KINDS, parse_seconds
 from demo.mailsink import MailSink
 from demo.service import DemoService
 
@@ -63,6 +69,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--service")
     sub.add_parser("mailsink", help="run the local mail sink (SMTP on stack.ports.mailsink_smtp, "
                                     "web page on stack.ports.mailsink_web)")
+    sub.add_parser("backups", help="run the embedded database's backup schedule, restore verification and "
+                                   "backup faults (demo/backups.py)")
 
 
 class NotRunning(Exception):
@@ -169,19 +177,125 @@ def run(args, cfg) -> int:
         return _serve(args, demo, platform, stack)
     if args.action == "mailsink":
         return _mailsink(stack)
+    if args.action == "backups":
+        return _backups(cfg, stack)
     if args.action == "faults" and not args.active:
         for kind, (what, rate) in KINDS.items():
             print(f"{kind:<17} {what}\n{'':<17} --rate: {rate}")
+        for kind, what in backups.KINDS.items():
+            print(f"{kind:<17} {what}\n{'':<17} --rate: unused (embedded database, not a service)")
+        for kind, (what, rate) in EDGE_KINDS.items():
+            print(f"{kind:<17} {what}\n{'':<17} --rate: {rate}")
         return 0
+    if args.action in ("fault", "heal") and (getattr(args, "kind", None) in backups.KINDS):
+        return _db_fault(args, cfg, demo, stack)
+    if args.action == "heal" and args.kind is None and args.service is None:  # every fault: the database's too
+        target = backups.Target.from_views(view(cfg, "database"), stack)
+        try:
+            healed = backups.heal(target)
+        except (RuntimeError, OSError) as exc:
+            print(f"opsstack demo: database: {exc}", file=sys.stderr)
+            healed = []
+        if healed:
+            print(f"database: healed {', '.join(healed)}")
     try:
+        if args.action == "fault" and args.kind in EDGE_KINDS:
+            return _edge_fault(args, cfg)
         host, ports = running_ports(demo, stack)
-        return _client(args, platform, host, ports)
+        status = _client(args, platform, host, ports)
+        if edge.enabled(cfg) and demo.edge.ports:
+            _edge_after(args, cfg)
+        return status
     except NotRunning as exc:
         print(f"opsstack demo: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"opsstack demo: {exc}", file=sys.stderr)
         return 2
+
+
+def _backups(cfg, stack) -> int:
+    database = view(cfg, "database")
+    sched = backups.Scheduler(backups.Target.from_views(database, stack), database.embedded.backup,
+                              backups.resolved_file(stack))
+    threading.Thread(target=sched.run, name="demo-backups", daemon=True).start()
+    wait_until_stopped()
+    sched.stop()
+    return 0
+
+
+def _db_fault(args, cfg, demo, stack) -> int:
+    """backup-stale / replica-lag: on the embedded database, not a service (demo/backups.py)."""
+    target = backups.Target.from_views(view(cfg, "database"), stack)
+    try:
+        if args.action == "fault":
+            max_d = demo.faults.max_duration
+            d = max_d if args.duration in (None, "") else min(parse_seconds(args.duration), max_d)
+            if d <= 0:
+                raise ValueError("duration must be > 0")
+            f = backups.inject(target, args.kind, d)
+            print(f"database: {f['kind']} injected (heals by itself in {f['expires'] - f['started']:.0f}s)")
+        else:
+            healed = backups.heal(target, args.kind)
+            print(f"database: healed {', '.join(healed) or 'nothing (no active fault)'}")
+    except (RuntimeError, OSError) as exc:
+        print(f"opsstack demo: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"opsstack demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# faults of the edge itself (demo/edge.py); the others act in the service processes
+EDGE_KINDS = {
+    "waf-attack": ("a burst of real SQLi/XSS/scanner/protocol requests through one nginx listener (--service/"
+                   "--region, default the first service's home region), blocked by ModSecurity (403), from a few "
+                   "loopback attacker addresses (fail2ban bans them); --duration paces it (default 30s)",
+                   "number of requests (default 1600)"),
+    "cert-expiry": ("one TLS endpoint's certificate is swapped for one expiring in 3 days (--service/--region "
+                    "pick it); heal puts the good one back; nginx is reloaded", "days left (default 3)"),
+}
+STORM_TAGS = ["events"]  # what a cache-miss storm leaves behind in Varnish and Redis
+
+
+def _edge_fault(args, cfg) -> int:
+    if not (edge.enabled(cfg) and cfg["demo"]["edge"]["ports"]):
+        raise NotRunning("the demo edge is not running (demo.edge.enabled, `make up`)")
+    if args.kind == "waf-attack":
+        seconds = edge.WAF_ATTACK_SECONDS if args.duration in (None, "") else parse_seconds(args.duration)
+        codes = edge.waf_attack(cfg, int(float(args.rate)) if args.rate else edge.WAF_ATTACK_REQUESTS,
+                                getattr(args, "service", None), args.region, seconds)
+        print("waf-attack: answers " + ", ".join(f"{n} x {c or 'no answer'}" for c, n in sorted(codes.items())))
+        return 0
+    res = edge.cert_expiry(cfg, getattr(args, "service", None), args.region,
+                           float(args.rate) if args.rate else edge.FAULT_CERT_DAYS)
+    print(f"cert-expiry: {res['endpoint']} now serves a certificate expiring in {res['days']:g} days "
+          "(`opsstack demo heal --kind cert-expiry` puts the good one back)")
+    return 0
+
+
+def _edge_after(args, cfg) -> None:
+    """The edge's part of a service-side action: a cache-miss storm also empties Varnish and Redis
+    of the storm's tags when injected, and healing it purges them again (the TTLs are restored,
+    the uncacheable leftovers go: edge.purge_tags); heal also puts swapped certificates back."""
+    kind = getattr(args, "kind", None)
+    if (args.action == "fault" and kind == "cache-miss-storm") or \
+            (args.action == "heal" and kind in (None, "cache-miss-storm")):
+        try:
+            res = edge.purge_tags(cfg, STORM_TAGS)
+            print(f"edge: purged tags {', '.join(STORM_TAGS)} (varnish {res['varnish']} objects, "
+                  f"redis {res['redis']} keys)")
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"opsstack demo: edge purge failed: {exc}", file=sys.stderr)
+    if args.action == "heal" and kind in (None, "cert-expiry"):
+        healed = edge.heal_cert_expiry(cfg)
+        if healed:
+            print(f"edge: certificates put back on {', '.join(healed)}")
+    if args.action == "faults":
+        swapped = edge.cert_faults(cfg)
+        if swapped:
+            print(json.dumps({"edge": {"cert-expiry": swapped}}, indent=1))
 
 
 def _client(args, platform, host: str, ports) -> int:

@@ -30,9 +30,13 @@ KINDS: dict[str, tuple[str, str]] = {
                   "bytes per second, e.g. 2MiB (default: cap reached in ~2 minutes)"),
     "cache-miss-storm": ("the response cache is purged and bypassed: every lookup misses",
                          "share of lookups that bypass the cache, 0..1 (default 1)"),
+    "origin-overload": ("the origin is overloaded: a share of requests stall past the edge's first-byte "
+                        "timeout or fail fast with 503 (Varnish sees fetch failures and 5xx)",
+                        "share of affected requests, 0..1 (default 0.6)"),
 }
 
-REGION_KINDS = {"service-down", "error-burst", "latency-spike", "region-outage", "cache-miss-storm"}
+REGION_KINDS = {"service-down", "error-burst", "latency-spike", "region-outage", "cache-miss-storm",
+                "origin-overload"}
 PROCESS_KINDS = {"cpu-ramp", "memory-leak", "disk-fill"}
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
@@ -133,6 +137,10 @@ def make_fault(kind: str, *, region: str | None, rate=None, duration=None, limit
         r = 1.0 if r is None else r
         if r > 1:
             raise ValueError("cache-miss-storm rate is a share of lookups between 0 and 1")
+    elif kind == "origin-overload":
+        r = 0.6 if r is None else r
+        if r > 1:
+            raise ValueError("origin-overload rate is a share of requests between 0 and 1")
     elif kind == "latency-spike":
         r = min(0.5 if r is None else r, limits.max_latency)
     elif kind == "cpu-ramp":

@@ -5,12 +5,19 @@ local time (demo.requests_per_second x traffic_weight x diurnal_factor). Each re
 comes from a simulated user: origin region by the geography mix (capital + provinces ->
 home region, overseas -> the other regions), client type by the client mix; the traffic
 router decides which region's listener it is sent to. Deterministic sequence for a seed.
+
+With the edge running (demo/edge.py), a second stream of the same requests (demo.edge.requests_share
+per direct request, drawn from its own random sequence) goes through the service's nginx
+listener of that region (TLS where the region serves TLS): nginx + ModSecurity, Varnish, then the
+service. It carries a browser's headers and none of the simulated-user headers, so the
+service's per-user series count the direct stream only.
 """
 from __future__ import annotations
 
 import http.client
 import logging
 import random
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +36,7 @@ ROUTE_MIX = {
 }
 EVENT_IDS = 40  # the events on sale now; ids drawn with a skew so a warm cache mostly hits
 MAX_IN_FLIGHT = 64
+EDGE_UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
 WORKERS = 16
 
 
@@ -48,6 +56,28 @@ class LoadGenerator:
                              "by outcome (2xx|4xx|5xx|error|dropped).", ["outcome"], registry=svc.registry)
         for o in ("2xx", "4xx", "5xx", "error", "dropped"):
             self.m_out.labels(o)
+        self._edge_setup()
+
+    def _edge_setup(self) -> None:
+        e = self.svc.demo.edge
+        nginx = ((e.ports or {}).get("nginx") or {}).get(self.svc.name) if e.enabled else None
+        self.edge_ports = {r: int(p) for r, p in (nginx or {}).items()}
+        self.edge_share = e.requests_share if self.edge_ports else 0.0
+        self.edge_tls = set(e.tls_regions if e.tls_regions is not None
+                            else [r for r in self.svc.regions if r != self.svc.home])  # as demo/edge.py
+        self.edge_rng = random.Random(f"{self.svc.demo.seed}:{self.svc.name}:edge")
+        self._edge_ctx: ssl.SSLContext | None = None
+        self.m_edge = Counter("opsstack_demo_loadgen_edge_requests", "Requests the load generator sent through "
+                              "the edge (nginx), by outcome (2xx|4xx|5xx|error|dropped).", ["outcome"],
+                              registry=self.svc.registry)
+        for o in ("2xx", "4xx", "5xx", "error", "dropped"):
+            self.m_edge.labels(o)
+
+    def edge_context(self) -> ssl.SSLContext:
+        if self._edge_ctx is None:
+            self._edge_ctx = ssl.create_default_context(
+                cafile=str(self.svc.run_dir / "edge" / "tls" / "ca.crt"))  # demo/edge.py paths()["ca_cert"]
+        return self._edge_ctx
 
     def rate(self, epoch: float) -> float:
         """Requests per real second at simulated time ``epoch``."""
@@ -96,6 +126,50 @@ class LoadGenerator:
         try:
             self._pool.submit(self._send, method, path, headers, self.svc.ports[region])
         except RuntimeError:  # pool shut down
+            with self._lock:
+                self._inflight -= 1
+        if self.edge_share > 0:
+            n = int(self.edge_share) + (1 if self.edge_rng.random() < self.edge_share % 1 else 0)
+            for _ in range(n):
+                self._fire_edge(method, path, region)
+
+    def _fire_edge(self, method: str, path: str, region: str) -> None:
+        port = self.edge_ports.get(region)
+        if port is None:
+            return
+        with self._lock:
+            if self._inflight >= MAX_IN_FLIGHT:
+                self.m_edge.labels("dropped").inc()
+                return
+            self._inflight += 1
+        try:
+            self._pool.submit(self._send_edge, method, path, region, port)
+        except RuntimeError:
+            with self._lock:
+                self._inflight -= 1
+
+    def _send_edge(self, method: str, path: str, region: str, port: int) -> None:
+        host = self.svc.host
+        headers = {"Host": f"{self.svc.name}-{region}.opsstack.test",  # demo/edge.py vhost()
+                   "User-Agent": EDGE_UA, "Accept": "application/json"}
+        if method == "POST":
+            headers["Content-Type"] = "application/json"
+        try:
+            if region in self.edge_tls:
+                conn = http.client.HTTPSConnection(host, port, timeout=15, context=self.edge_context())
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=15)
+            try:
+                conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            finally:
+                conn.close()
+            self.m_edge.labels(f"{status // 100}xx" if status // 100 in (2, 4, 5) else "error").inc()
+        except (OSError, http.client.HTTPException, ssl.SSLError):
+            self.m_edge.labels("error").inc()
+        finally:
             with self._lock:
                 self._inflight -= 1
 

@@ -26,11 +26,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from core import logship
 from core.config import run_dir, view
 from demo import faults as F
 from demo import model
 from demo.http import Listener, Request, Response
 from demo.loadgen import EVENT_IDS, LoadGenerator
+from demo.rcache import RedisCache
+from demo.replicas import Overloaded, ReplicaPool
 
 log = logging.getLogger("opsstack.demo")
 
@@ -54,10 +57,17 @@ JITTER = 0.025
 # Extra seconds a lookup that bypasses the cache (cache-miss-storm) costs: the origin is
 # suddenly loaded. Ordinary misses are part of the region's mean latency.
 CACHE_BYPASS_PENALTY = 0.05
+# the edge (demo/edge.py): TTL of an entry in the shared Redis cache (a cache-miss storm writes
+# them for a second only), of a gate's status there, and how long an origin-overload stall
+# holds a request (over Varnish's first-byte timeout: a fetch failure, a 503 of Varnish)
+REDIS_TTL = 1800.0
+REDIS_GATE_TTL = 30.0
+OVERLOAD_STALL = 8.0
 VOLUME_NAME = "data"
 FILL_FILE_MAX = 64 * 1024 * 1024
 FILL_PREFIX = "fill-"
 TICK = 0.25
+ERROR_LOGS_PER_SECOND = 20  # request-failure lines a service logs at most per second (the rest: suppressed=)
 
 # (method, path regex, route label, cache tags template or None)
 ROUTES = [
@@ -236,12 +246,19 @@ class DemoService:
         self.limits = F.Limits.from_config(d, svc)
         self.clock = model.SimClock(d.time_acceleration)
         self.rng = random.Random(f"{d.seed}:{name}:server")
+        self._errlog_lock = threading.Lock()  # _log_failure's rate bound
+        self._errlog_window, self._errlog_count, self._errlog_suppressed = 0.0, 0, 0
         self._lock = threading.RLock()  # the fault list
         self._effects = threading.Lock()  # memory held and files written by faults
         self.faults: list[F.Fault] = []
         self.healthy: set[str] = set(self.regions)  # traffic router
         self.caches = {r: self._warm_cache() for r in self.regions}
+        self.rcache = RedisCache.from_views(d, stack, name)  # None without the edge
+        self.run_dir = run_dir(stack)
         self.replacements = {r: 0 for r in self.regions}
+        rep = d.replicas  # the capacity knob (demo/replicas.py, POST /admin/replicas)
+        self.pools = {r: ReplicaPool(rep.initial, rep.workers, rep.min, rep.max, rep.queue_timeout)
+                      for r in self.regions}
         self.volume = Volume(volume_dir(platform, stack, name), d.volume_capacity_bytes)
         self._leak: list[mmap.mmap] = []
         self._leak_bytes = 0
@@ -270,6 +287,7 @@ class DemoService:
     # ------------------------------------------------------------------ metrics
     def _build_metrics(self) -> None:
         reg = self.registry = CollectorRegistry(auto_describe=True)
+        reg.register(logship.LogShipCollector())  # opsstack_logship_* when it ships its logs (docs/logs.md)
         ProcessCollector(registry=reg)
         self.m_requests = Counter("opsstack_http_requests", "HTTP requests served by the region instances.",
                                   ["region", "route", "code"], registry=reg)
@@ -514,8 +532,25 @@ class DemoService:
                 if req.method not in (method, "HEAD" if method == "GET" else method):
                     route = "other"
                 break
-        status, body = self._serve(region, route, req, match, tags)
-        headers = {"X-Served-By": f"{self.name}/{region}"}
+        if route == "/health":  # shallow: probes do not queue for a worker
+            status, body = self._serve(region, route, req, match, tags)
+        else:
+            pool = self.pools[region]
+            try:
+                taken = pool.acquire()
+            except Overloaded as exc:
+                status, body = 503, {"error": "overloaded", "detail": str(exc)}
+            else:
+                try:
+                    status, body = self._serve(region, route, req, match, tags, network_spike=False)
+                finally:
+                    pool.release(taken)
+                # latency-spike is network delay between the user and the region: it slows the
+                # answer, not the replica (no worker is held while it passes)
+                spike = self.active("latency-spike", region)
+                if spike:
+                    time.sleep(spike.rate)
+        headers = {"X-Served-By": f"{self.name}/{region}", **self.cache_headers(region, route, status, match, tags)}
         self.m_requests.labels(region, route, str(status)).inc()
         self.m_duration.labels(region, route).observe(time.perf_counter() - t0)
         client = req.headers.get("X-Opsstack-Client")
@@ -526,14 +561,37 @@ class DemoService:
             self.m_user.labels(region, client, geo).inc()
         return Response(status, body, headers=headers)
 
-    def _serve(self, region: str, route: str, req: Request, match, tags) -> tuple[int, dict]:
+    def cache_headers(self, region: str, route: str, status: int, match, tags) -> dict:
+        """What the edge's Varnish caches by (demo/varnish/opsstack.vcl): the content class, the
+        tags (xkey, and Cache-Tag as Cloudflare reads them); errors, per-user answers and every
+        answer during a cache-miss storm (the TTLs broken) are not cached (class none)."""
+        if status >= 400 or self.active("cache-miss-storm", region):
+            return {"X-Cache-Class": "none", "Cache-Control": "no-store"}
+        if tags is not None and match is not None:
+            names = [t.format(*match.groups()) for t in tags]
+            return {"X-Cache-Class": "api", "xkey": " ".join(names), "Cache-Tag": ",".join(names)}
+        if route == "/api/gates/:id/status":
+            return {"X-Cache-Class": "dynamic"}
+        return {"X-Cache-Class": "dynamic", "Cache-Control": "private, no-store"}
+
+    def _serve(self, region: str, route: str, req: Request, match, tags,
+               network_spike: bool = True) -> tuple[int, dict]:
         rng = self.rng
+        overload = self.active("origin-overload", region)
+        if overload and route != "/health" and rng.random() < overload.rate:
+            # an overloaded origin: half of the hit requests stall past Varnish's first-byte
+            # timeout, the other half fail fast
+            if rng.random() < 0.5:
+                time.sleep(OVERLOAD_STALL)
+            else:
+                time.sleep(0.05)
+            return 503, {"error": "origin overloaded", "region": region}
         if self.active("region-outage", region):
             time.sleep(0.005)
             return 503, {"error": "instance unavailable", "region": region}
         # network + processing time of the region, a little jitter
         delay = self.latency_of(region) * max(0.5, rng.gauss(1.0, JITTER))
-        spike = self.active("latency-spike", region)
+        spike = self.active("latency-spike", region) if network_spike else None
         if spike:
             delay += spike.rate
         burst = self.active("error-burst", region)
@@ -554,17 +612,43 @@ class DemoService:
                 self.m_cache.labels(region, "miss").inc()
                 if bypass:
                     delay += CACHE_BYPASS_PENALTY
-                data = self._backend(route, match)
+                data = None if bypass or self.rcache is None else self.rcache.get(tags[0], region, key)
+                if data is None:
+                    data = self._backend(route, match)
+                    if self.rcache is not None:
+                        self.rcache.put(tags[0], region, key, data, [t.format(*match.groups()) for t in tags],
+                                        ttl=1.0 if storm else REDIS_TTL)
                 cache.put(key, json.dumps(data).encode(), [t.format(*match.groups()) for t in tags])
                 body.update(data)
+        elif route == "/api/gates/:id/status" and self.rcache is not None:
+            body.update(self.rcache.get_or_fill("gates", region, req.path, lambda: self._backend(route, match),
+                                                REDIS_GATE_TTL))
         elif route != "/health":
             body.update(self._backend(route, match))
         else:
             body["status"] = "ok"
         time.sleep(delay)
         if burst and route != "/health" and rng.random() < burst.rate:  # /health stays shallow
-            return (503 if rng.random() < 0.3 else 500), {"error": "internal error"}
+            code = 503 if rng.random() < 0.3 else 500
+            self._log_failure(region, route, code, "error-burst")
+            return code, {"error": "internal error"}
         return 200, body
+
+    def _log_failure(self, region: str, route: str, code: int, fault: str) -> None:
+        """One ERROR line per failed request, as a real service logs its 5xx (the log alert
+        LogErrorSurge sees them in Loki, docs/logs.md), at most ERROR_LOGS_PER_SECOND: the rest
+        are counted in the next line's suppressed=."""
+        now = time.monotonic()
+        with self._errlog_lock:
+            if now - self._errlog_window >= 1.0:
+                self._errlog_window, self._errlog_count = now, 0
+            if self._errlog_count >= ERROR_LOGS_PER_SECOND:
+                self._errlog_suppressed += 1
+                return
+            self._errlog_count += 1
+            suppressed, self._errlog_suppressed = self._errlog_suppressed, 0
+        log.error("event=request_failed service=%s region=%s route=%s code=%d fault=%s suppressed=%d",
+                  self.name, region, route, code, fault, suppressed, extra={"region": region})
 
     def _warm_cache(self) -> TagCache:
         """A region instance's cache as it starts: warmed with the pages on sale (the event
@@ -607,7 +691,30 @@ class DemoService:
             "volume": {"path": str(self.volume.path), "used_bytes": self.volume.used(),
                        "capacity_bytes": self.volume.capacity},
             "limits": self.limits.__dict__,
+            "replicas": {r: p.snapshot() for r, p in self.pools.items()},
         }
+
+    def set_replicas(self, data: dict) -> dict:
+        """POST /admin/replicas: {"replicas": N} or {"change": +-K}, optional "region" (else every
+        region); clamped to demo.replicas.min..max. Returns region -> {before, after}."""
+        if ("replicas" in data) == ("change" in data):
+            raise ValueError("give exactly one of 'replicas' (a count) or 'change' (+-K)")
+        key = "replicas" if "replicas" in data else "change"
+        v = data[key]
+        if isinstance(v, bool) or not isinstance(v, int) and not (isinstance(v, str) and v.lstrip("+-").isdigit()):
+            raise ValueError(f"'{key}' must be a whole number, got {v!r}")
+        v = int(v)
+        regions = [data["region"]] if data.get("region") else list(self.regions)
+        for r in regions:
+            if r not in self.pools:
+                raise ValueError(f"unknown region {r!r}")
+        out = {}
+        for r in regions:
+            pool = self.pools[r]
+            before, after = pool.set(v if key == "replicas" else pool.replicas + v)
+            out[r] = {"before": before, "after": after}
+            log.info("event=replicas_set service=%s region=%s before=%d after=%d", self.name, r, before, after)
+        return out
 
     def _admin_app(self, req: Request) -> Response:
         p, m = req.path.rstrip("/") or "/", req.method
@@ -661,6 +768,10 @@ class DemoService:
                 for r in regions:
                     self.replace(r)
                 return Response(200, {"replaced": regions})
+            if p == "/admin/replicas" and m == "GET":
+                return Response(200, {r: pool.snapshot() for r, pool in self.pools.items()})
+            if p == "/admin/replicas" and m == "POST":
+                return Response(200, {"replicas": self.set_replicas(req.json())})
             if p == "/admin/volume/cleanup" and m == "POST":
                 freed = self.volume.filled()
                 self.heal("disk-fill")
@@ -732,6 +843,28 @@ class _StateCollector:
         yield rt
         yield up
         yield ce
+        rep = GaugeMetricFamily("opsstack_demo_replicas", "Replicas of the region instance (POST /admin/replicas).",
+                                labels=["region"])
+        cores = GaugeMetricFamily("opsstack_demo_replica_cpu_cores", "Workers of the region instance "
+                                  "(replicas x demo.replicas.workers): its replica CPU capacity.", labels=["region"])
+        busy = CounterMetricFamily("opsstack_demo_replica_cpu_seconds", "Seconds the region's replica workers "
+                                   "were busy serving requests (replica CPU).", labels=["region"])
+        rej = CounterMetricFamily("opsstack_demo_replica_rejected_requests", "Requests answered 503 because no "
+                                  "replica worker became free within demo.replicas.queue_timeout.", labels=["region"])
+        for r in s.regions:
+            snap = s.pools[r].snapshot()
+            rep.add_metric([r], snap["replicas"])
+            cores.add_metric([r], snap["replicas"] * snap["workers"])
+            busy.add_metric([r], snap["busy_seconds"])
+            rej.add_metric([r], snap["rejected"])
+        yield rep
+        yield cores
+        yield busy
+        yield rej
+        yield GaugeMetricFamily("opsstack_demo_replicas_min", "Fewest replicas the knob allows (demo.replicas.min).",
+                                value=d.replicas.min)
+        yield GaugeMetricFamily("opsstack_demo_replicas_max", "Most replicas the knob allows (demo.replicas.max).",
+                                value=d.replicas.max)
         yield GaugeMetricFamily("opsstack_demo_memory_leak_bytes", "Bytes retained by the memory-leak fault.",
                                 value=s._leak_bytes)
         yield GaugeMetricFamily("opsstack_demo_cpu_ramp_duty_ratio", "Duty cycle of the cpu-ramp burner "

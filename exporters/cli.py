@@ -9,6 +9,8 @@
 - security: exporters.security.server.serve(cfg) — TLS endpoints, nginx access and ModSecurity
   logs, fail2ban, pgBackRest and restore verification, /metrics on
   stack.host:stack.ports.exporter_security (docs/metrics.md, "Security exporter").
+- cost: exporters.cost.server.serve(cfg) — spend per instance group, service and region, coverage and
+  the advice gauges, /metrics on stack.host:stack.ports.exporter_cost (docs/cost.md).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ EXPORTERS = {
     "db": ("exporters.db.server", "PostgreSQL: activity, locks, slow queries, table and index statistics"),
     "security": ("exporters.security.server", "security: TLS handshakes, access/WAF logs, fail2ban, pgBackRest"),
     "cdn": ("exporters.cdn.server", "CDN and cache: Cloudflare analytics windows, Varnish, Redis, cache policy"),
+    "cost": ("exporters.cost.server", "cost: spend per instance/service/region, coverage, advice gauges"),
 }
 
 

@@ -1,19 +1,25 @@
-"""`opsstack capacity report`: capacity plan as Markdown and JSON.
+"""`opsstack capacity report`: capacity plan as Markdown and JSON; `opsstack capacity scaling`:
+replicas each service region needs at the next daily peak (forecasters/scaling_advisor.py).
 
 By default it reads the forecaster's latest results from PostgreSQL (forecast_* tables);
 with --run it forecasts every target now (range queries to Prometheus) instead.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 
 import psycopg
 
-from forecasters import capacity
+from core.config import view
+from core.prom import Prometheus, PrometheusError
+from core.spec import format_duration
+from forecasters import capacity, scaling_advisor
 from forecasters.engine import Forecast
-from forecasters.prom import QueryError
+from forecasters.peak import daily_peak
+from forecasters.prom import QueryError, prometheus_url, query_range
 from forecasters.service import Forecaster, Waiting
 from forecasters.storage import Store, database_url
 from forecasters.targets import build
@@ -28,9 +34,48 @@ def add_arguments(p):
     r.add_argument("--markdown", help="write the Markdown report here (default: stdout)")
     r.add_argument("--json", help="write the JSON report here")
     r.add_argument("--target", action="append", help="only this target (repeatable)")
+    sc = sub.add_parser("scaling", help="replicas each service region needs at the next daily peak "
+                        "(forecast.scaling; docs/scaling.md)")
+    sc.add_argument("--markdown", help="write the Markdown report here (default: stdout)")
+    sc.add_argument("--json", help="write the JSON report here")
+
+
+def _scaling(args, cfg) -> int:
+    """The forecaster's recommendation, computed now: the request-rate target's daily peak from
+    its history in Prometheus, then scaling_advisor.recommend_all."""
+    sc = view(cfg, "forecast.scaling")
+    now = time.time()
+    tg = next((t for t in build(cfg) if t.name == sc.peak_target), None)
+    if tg is None:
+        print(f"opsstack capacity scaling: no forecast target {sc.peak_target!r} (forecast.scaling.peak_target)",
+              file=sys.stderr)
+        return 2
+    try:
+        base = prometheus_url(view(cfg, "forecast"), cfg)
+        t, y = query_range(base, tg.query, now - min(tg.history, 8 * 86400.0), now, tg.step)
+        peak = daily_peak(t, y, tg.timezone)
+        recs = [] if peak is None else scaling_advisor.recommend_all(
+            Prometheus(base, timeout=30), peak.value, peak.next_after(now)[1], sc, format_duration(sc.window))
+    except (QueryError, PrometheusError) as exc:
+        print(f"opsstack capacity scaling: {exc}", file=sys.stderr)
+        return 2
+    md = scaling_advisor.to_markdown(recs, now, sc.band_low, sc.band_high)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    else:
+        sys.stdout.write(md)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"generated_at": now, "band": [sc.band_low, sc.band_high],
+                       "peak_requests_per_second": None if peak is None else peak.value,
+                       "recommendations": [r.as_dict(sc.band_low, sc.band_high) for r in recs]}, f, indent=2)
+    return 0
 
 
 def run(args, cfg) -> int:
+    if args.action == "scaling":
+        return _scaling(args, cfg)
     now = time.time()
     if args.run:
         targets = [t for t in build(cfg) if not args.target or t.name in args.target]

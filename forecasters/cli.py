@@ -17,13 +17,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.config import parse_duration
+from core.config import parse_duration, view
 from core.exporter import registry_for, serve
 from forecasters import evaluate
 from forecasters.backfill import create_blocks, openmetrics, shift_to_end
 from forecasters.engine import Forecast, Spec, forecast_series, infer_step, regularize
 from forecasters.evaluate import read_csv
 from forecasters.prom import QueryError
+from forecasters.scaling_advisor import ScalingAdvisor, ScalingCollector
 from forecasters.service import ForecastCollector, Forecaster, Waiting, shard
 from forecasters.storage import Store, database_url
 from forecasters.targets import SEASONS, build
@@ -119,12 +120,18 @@ def _serve(args, cfg) -> int:
     store = _store(cfg)
     fc = Forecaster.from_config(cfg, targets=_targets(cfg, args.shard), store=store)
     stop = threading.Event()
+    collectors = [ForecastCollector(fc.state)]
+    sc = view(cfg, "forecast.scaling")
+    if sc.enabled and any(t.name == sc.peak_target for t in fc.targets):  # replicas for the next peak
+        advisor = ScalingAdvisor(sc, fc.prometheus, sc.peak_target)
+        fc.after_pass.append(advisor.refresh)
+        collectors.append(ScalingCollector(advisor))
     worker = threading.Thread(target=fc.serve_forever, args=(stop,), name="forecast-runs", daemon=True)
     worker.start()
     log.info("event=forecaster_started targets=%d workers=%d interval=%gs prometheus=%s", len(fc.targets),
              fc.workers, cfg["forecast"]["interval"], fc.prometheus)
     try:
-        serve(registry_for(ForecastCollector(fc.state)), host, int(port), stop=stop)
+        serve(registry_for(*collectors), host, int(port), stop=stop)
     finally:
         stop.set()
         worker.join(timeout=30)

@@ -118,6 +118,7 @@ class Forecaster:
         self._pool: ProcessPoolExecutor | None = None
         self._history: dict[str, tuple] = {}
         self.min_history = settings.min_history
+        self.after_pass: list = []  # callables(state, now) run after every pass of serve_forever
 
     @classmethod
     def from_config(cls, cfg: dict, targets: list[Target] | None = None, store=None, workers: int | None = None,
@@ -290,6 +291,11 @@ class Forecaster:
                 self.run_once(t0)
             except Exception:  # never let the loop die; the errors gauge shows it
                 log.exception("event=forecast_pass_failed")
+            for hook in self.after_pass:
+                try:
+                    hook(self.state, time.time())
+                except Exception:
+                    log.exception("event=forecast_after_pass_failed")
             wait = interval - (time.time() - t0)
             if self.state.prometheus_ok is False:
                 # Prometheus did not answer (e.g. still starting): retry soon, not a whole interval later

@@ -14,6 +14,9 @@ need amtool prometheus-alertmanager
 need prometheus-node-exporter prometheus-node-exporter
 need prometheus-blackbox-exporter prometheus-blackbox-exporter
 need prometheus-postgres-exporter prometheus-postgres-exporter
+need pgbackrest pgbackrest  # WAL archiving and backups of the embedded cluster (demo/backups.py)
+# Grafana Loki: not packaged in Debian (its `loki` package is an unrelated genetics program, never
+# installed here); `logs.loki: auto` runs Loki only when a Grafana Loki binary is found (docs/logs.md)
 
 # PostgreSQL server binaries for the embedded cluster, and hypopg for the same major.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then want+=(postgresql); fi
@@ -25,25 +28,27 @@ else
   want+=(postgresql-15-hypopg postgresql-15-pg-qualstats)
 fi
 
+# the demo's edge (demo/edge.py, started by `make up`): nginx with ModSecurity v3 + OWASP CRS,
+# varnishd with vmod xkey, redis-server, fail2ban
+need /usr/sbin/nginx nginx
+[ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || want+=(libnginx-mod-http-modsecurity)
+[ -d /usr/share/modsecurity-crs/rules ] || want+=(modsecurity-crs)
+need /usr/sbin/varnishd varnish
+need varnishstat varnish
+ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || want+=(varnish-modules)
+need redis-server redis-server
+need fail2ban-server fail2ban
+
 if [ "${1:-}" = "--test" ]; then
   need chromium chromium
   need chromedriver chromium-driver
   need /usr/sbin/pgbouncer pgbouncer
-  # CDN exporter tests and bench (exporters/cdn): varnishd with vmod xkey, and the Debian exporters
-  # bench/cdn_exporter_bench.py measures ours against
-  need /usr/sbin/varnishd varnish
-  need varnishstat varnish
-  ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1 || want+=(varnish-modules)
+  # the Debian exporters bench/cdn_exporter_bench.py measures ours against
   need prometheus-varnish-exporter prometheus-varnish-exporter
   need prometheus-redis-exporter prometheus-redis-exporter
-  # security exporter tests and bench (exporters/security): the real logrotate, fail2ban,
-  # pgBackRest, nginx with ModSecurity v3 + OWASP CRS
+  # security exporter tests and bench (exporters/security): the real logrotate, pgBackRest
   need /usr/sbin/logrotate logrotate
-  need fail2ban-server fail2ban
   need pgbackrest pgbackrest
-  need /usr/sbin/nginx nginx
-  [ -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] || want+=(libnginx-mod-http-modsecurity)
-  [ -d /usr/share/modsecurity-crs/rules ] || want+=(modsecurity-crs)
 fi
 
 # python3-venv is needed to create .venv on a bare Debian/Ubuntu

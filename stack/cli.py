@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("stack.commands.bench", "run a benchmark script from bench/"),
     "security": ("exporters.security.cli", "security tools: restore verification, the nginx log format"),
     "cdn": ("exporters.cdn.cli", "CDN and cache: the cache policy report per content class"),
+    "cost": ("exporters.cost.cli", "cost: spend, rightsizing, reserved capacity, cost per 1,000 requests"),
 }
 
 
@@ -49,7 +50,8 @@ def _actions(*names: str, unless: tuple[str, ...] = ()):
 # `db workload`) are not in here: the launcher starts them with -c <resolved file>.
 NEEDS_STACK = {
     "db": _actions("advise", "seed", "fault", "heal", "faults", unless=("url", "database_url")),
-    "capacity": _actions("report"),
+    "capacity": _actions("report", "scaling"),
+    "cost": _actions("report", unless=("prometheus",)),
     "forecast": _actions("run"),
     "receiver": _actions("migrate"),
     "demo": lambda a: a.action in ("fault", "heal", "route", "purge", "replace", "state")

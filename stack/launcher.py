@@ -36,9 +36,12 @@ import yaml
 from alert_rules import build as rules_build
 from core.config import format_duration, redact_url
 from core.pg import PostgresUnavailable, ensure_database
-from core.procs import binary, http_ok, tail
+from core.procs import binary, http_ok, port_open, tail
+from demo import backups
+from demo import edge
 from demo.db import launcher_programs
-from stack import alertmanager_config, prometheus_config, runtime
+from exporters.security.access import FAIL2BAN_FILTER, NGINX_LOG_FORMAT
+from stack import alertmanager_config, loki_config, prometheus_config, runtime
 from stack.pgcluster import Cluster
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class Program:
     # dotted keys of the resolved config it reads (None: all of it); files it is given by
     # path (prometheus.yml...) are not in here: `apply` reloads on those
     reads: tuple[str, ...] | None = None
+    # run before supervisor starts it (when it is not running), e.g. the replica's pg_basebackup
+    prepare: Callable[[], None] | None = None
 
     def ready(self) -> bool:
         if self.ready_fn is not None:
@@ -135,13 +140,31 @@ class Stack:
         progs: list[Program] = []
         if r["runtime"]["embedded_database"]:
             emb = r["database"]["embedded"]
+            fsync = {"fsync": "on" if emb["durable"] else "off"}
+            bk = emb["backup"]  # WAL archiving into <run_dir>/pgbackrest (demo/backups.py)
+            archive = backups.archive_settings(backups.paths(rd), bk["stanza"], bk["archive_timeout"]) \
+                if bk["enabled"] else {}
+            archive.update(backups.REPLICATION_SETTINGS)  # also with the replica off: its slot may be left
             cluster = Cluster(rd / "postgres" / "data", ports["postgres"], host=host,
                               preload=emb["preload"], max_connections=emb["max_connections"],
-                              settings={"fsync": "on" if emb["durable"] else "off"})
+                              settings={**fsync, **archive})
             self._cluster = cluster
             progs.append(Program("postgres", cluster.command(), user=cluster.user, stage=1,
                                  ready_fn=lambda: self._pg_ready(cluster), stopsignal="INT",
                                  url=cluster.url(r["database"]["name"]), reads=()))
+            if emb["replica"]["enabled"]:  # pg_basebackup -R once, then a hot standby streaming from a slot
+                replica = Cluster(rd / "postgres" / "replica", ports["postgres_replica"], host=host,
+                                  preload=emb["preload"], max_connections=emb["max_connections"],
+                                  settings={**fsync, "cluster_name": backups.REPLICA_NAME})
+                progs.append(Program("postgres-replica", replica.command(), user=replica.user, stage=2,
+                                     ready_fn=lambda: self._pg_ready(replica), stopsignal="INT",
+                                     url=replica.url(r["database"]["name"]), reads=(),
+                                     prepare=lambda: replica.basebackup(cluster, backups.SLOT)))
+            if bk["enabled"]:  # stanza, scheduled backups, restore verification, the backup faults
+                progs.append(Program("db-backups", ops + ["demo", "backups"], stage=2,
+                                     url=f"file://{self.logs / 'db-backups.log'}",
+                                     ready_fn=lambda: self._state("db-backups") == "RUNNING",
+                                     reads=("database", "exporters.security.backup") + STACK_KEYS))
         progs += [
             Program("prometheus", [binary("prometheus"), f"--config.file={rd / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={rd / 'prometheus'}",
@@ -177,6 +200,12 @@ class Stack:
                                  ready_url=f"http://{host}:{ports['exporter_db']}/metrics",
                                  url=f"http://{host}:{ports['exporter_db']}/metrics",
                                  reads=("exporters.db", "database") + STACK_KEYS))
+        for name in ("cdn", "security", "cost"):  # exporters/cdn, /security (demo/edge.py wires them), /cost
+            if r["exporters"][name]["enabled"]:
+                port = ports[f"exporter_{name}"]
+                progs.append(Program(f"exporter-{name}", ops + ["exporter", name],
+                                     ready_url=f"http://{host}:{port}/metrics", url=f"http://{host}:{port}/metrics",
+                                     reads=(f"exporters.{name}",) + STACK_KEYS))
         if r["forecast"]["enabled"]:
             progs.append(Program("forecaster", ops + ["forecast", "serve"], stage=4,
                                  ready_url=f"http://{host}:{ports['forecaster']}/metrics",
@@ -191,17 +220,30 @@ class Stack:
                                  ready_url=f"http://{host}:{ports['mailsink_web']}/health",
                                  url=f"http://{host}:{ports['mailsink_web']}/", reads=STACK_KEYS))
         progs += self._extra_programs(r, ops)
+        if r.get("logs", {}).get("loki") == "on":  # Grafana Loki, first: the others ship to it (docs/logs.md)
+            progs.insert(0, Program("loki", loki_config.command(r), ready_url=loki_config.ready_url(r), stage=1,
+                                    url=f"http://{host}:{ports['loki']}", reads=loki_config.READS + STACK_KEYS))
+            for p in progs:  # core/logs.py ships each opsstack program's lines to it
+                p.env.update(loki_config.ship_env(r, p.name, p.command[:len(ops)] == ops))
         return progs
 
     def _extra_programs(self, r: dict, ops: list[str]) -> list[Program]:
         """Programs that other parts declare (e.g. the demo database workload)."""
         extra = []
-        for spec in launcher_programs(r):
-            prog = Program(spec["name"], ops + spec["args"], ready_url=spec.get("ready_url"),
+        host = r["stack"]["host"]
+        for spec in launcher_programs(r) + edge.launcher_programs(r):
+            # "args": an opsstack subcommand; "argv": a command line of its own (nginx, varnishd...)
+            command = list(spec["argv"]) if spec.get("argv") else ops + spec["args"]
+            prog = Program(spec["name"], command, ready_url=spec.get("ready_url"),
                            url=spec.get("url") or f"file://{self.logs / (spec['name'] + '.log')}",
+                           stage=spec.get("stage", 2),
                            # the keys it declares it reads, or (none declared) the whole config
                            reads=None if spec.get("reads") is None else tuple(spec["reads"]) + STACK_KEYS)
-            if not prog.ready_url:  # no endpoint: ready while supervisor says RUNNING
+            if spec.get("ready_tcp"):  # ready when its port accepts connections
+                prog.ready_fn = lambda port=int(spec["ready_tcp"]): port_open(host, port)
+            elif spec.get("ready_path"):  # ready when the file (a socket) exists
+                prog.ready_fn = lambda f=Path(spec["ready_path"]): f.exists()
+            elif not prog.ready_url:  # no endpoint: ready while supervisor says RUNNING
                 prog.ready_fn = lambda n=prog.name: self._state(n) == "RUNNING"
             extra.append(prog)
         return extra
@@ -239,6 +281,15 @@ class Stack:
         am = alertmanager_config.build(r, receiver_url, str(token_file))
         runtime.write_private(rd / "alertmanager.yml", yaml.safe_dump(am, sort_keys=False))
         runtime.write_private(self.conf, self.supervisord_conf(r, progs))
+        if r.get("logs", {}).get("loki") == "on":  # loki.yml and the ruler's rules (stack/loki_config.py)
+            loki_config.write(r)
+        if edge.enabled(r):  # nginx, ModSecurity, Varnish, Redis, fail2ban files and the demo CA
+            edge.render(r, NGINX_LOG_FORMAT, FAIL2BAN_FILTER)
+        if r["runtime"]["embedded_database"] and r["database"]["embedded"]["backup"]["enabled"]:
+            bk, p = r["database"]["embedded"]["backup"], backups.paths(rd)
+            backups.write_files(p, backups.render_conf(
+                p, bk["stanza"], rd / "postgres" / "data", r["runtime"]["ports"]["postgres"],
+                rd / "postgres" / "data.sock", bk["retention_full"], bk["retention_diff"]))
 
     def supervisord_conf(self, r: dict, progs: list[Program]) -> str:
         rd = Path(r["stack"]["run_dir"])
@@ -523,9 +574,15 @@ class Stack:
             return []
         rpc = self._rpc()
         started = []
-        for p in progs:
+        # the others first: a prepare step (pg_basebackup) must not hold up their start
+        for p in sorted(progs, key=lambda p: p.prepare is not None):
             info = rpc.supervisor.getProcessInfo(p.name)
             if info["statename"] not in ("RUNNING", "STARTING"):
+                if p.prepare is not None:
+                    try:
+                        p.prepare()
+                    except (PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
+                        raise LaunchError(f"{p.name} could not be prepared: {exc}") from None
                 rpc.supervisor.startProcess(p.name, False)
                 started.append(p.name)
         timeout = self.cfg["stack"]["startup_timeout"]

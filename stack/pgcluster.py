@@ -119,6 +119,32 @@ class Cluster:
         if res.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
 
+    def basebackup(self, primary: "Cluster", slot: str, timeout: float = 600) -> None:
+        """Make this cluster a streaming replica of ``primary`` (running): `pg_basebackup -R`
+        with WAL streamed and a physical slot ``slot`` on the primary (dropped first when a
+        replica that is gone left it). Once: an initialized data folder is left alone."""
+        self.sockdir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.sockdir)
+        if self.initialized():
+            return
+        shutil.rmtree(self.datadir, ignore_errors=True)  # a basebackup that died half-way
+        self.datadir.mkdir(parents=True)  # empty, the server user's: pg_basebackup fills it
+        os.chmod(self.datadir, 0o700)
+        self._chown(self.datadir)
+        try:
+            with psycopg.connect(primary.url(), autocommit=True, connect_timeout=5) as c:
+                c.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+                          "where slot_name = %s and not active", (slot,))
+        except psycopg.Error as exc:
+            raise PostgresUnavailable(f"the primary on port {primary.port}: {exc}") from None
+        cmd = [str(self.bindir / "pg_basebackup"), "-h", primary.host, "-p", str(primary.port), "-U", "postgres",
+               "-D", str(self.datadir), "-R", "-X", "stream", "-c", "fast", "-C", "-S", slot, "--no-sync"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             preexec_fn=_demote(self.user) if self.user else None)
+        if res.returncode != 0:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise PostgresUnavailable(f"pg_basebackup failed: {res.stderr.strip().splitlines()[-1:]}")
+
     def command(self) -> list[str]:
         """The server's argv (foreground), for supervisor or Popen."""
         opts = {

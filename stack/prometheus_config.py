@@ -72,6 +72,11 @@ def build(cfg: dict, mode: str = "native", rule_files: list[str] | None = None) 
         jobs.append(job("opsstack_app", "exporter_app"))
     if cfg["exporters"].get("db", {}).get("enabled"):
         jobs.append(job("opsstack_db", "exporter_db"))
+    for name in ("cdn", "security", "cost"):  # exporters/cdn, exporters/security, exporters/cost
+        if cfg["exporters"].get(name, {}).get("enabled") and mode != "docker":
+            # the CDN exporter's varnish/redis series carry `instance` = the configured instance
+            # name (docs/metrics.md): kept as it is, not renamed exported_instance
+            jobs.append(job(f"opsstack_{name}", f"exporter_{name}", **({"honor_labels": True} if name == "cdn" else {})))
     if cfg["forecast"]["enabled"]:
         jobs.append(job("opsstack_forecaster", "forecaster"))
     jobs.append(job("opsstack_receiver", "receiver"))

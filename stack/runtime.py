@@ -17,6 +17,9 @@ import yaml
 
 from core.config import RESOLVED_NAME, run_dir  # noqa: F401 (part of the runtime's interface)
 from core.procs import free_port, port_open
+from demo import backups
+from demo import edge
+from stack import loki_config
 
 ENV_DATABASE_URL = "OPSSTACK_DATABASE_URL"
 ENV_RECEIVER_TOKEN = "OPSSTACK_RECEIVER_TOKEN"
@@ -64,9 +67,12 @@ def allocate_ports(cfg: dict, rdir: Path, persist: bool = True) -> dict:
         for svc, slot in demo_port_names(cfg):
             demo.setdefault(svc, {})[slot] = pick(f"demo/{svc}/{slot}", "auto")
     ports["demo"] = demo
+    # the demo's edge (demo/edge.py): nginx per service x region, varnishd, redis, fake Cloudflare
+    ports["edge"] = edge.allocate(cfg, pick) if cfg["demo"]["enabled"] and cfg["demo"]["edge"]["enabled"] else {}
     if persist:
-        flat = {k: v for k, v in ports.items() if k != "demo"}
+        flat = {k: v for k, v in ports.items() if k not in ("demo", "edge")}
         flat.update({f"demo/{s}/{slot}": p for s, d in demo.items() for slot, p in d.items()})
+        flat.update(edge.flat_ports(ports["edge"]))
         rdir.mkdir(parents=True, exist_ok=True)
         (rdir / "ports.json").write_text(json.dumps(flat, indent=1, sort_keys=True))
     return ports
@@ -137,13 +143,16 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
     host = cfg["stack"]["host"]
     ports = allocate_ports(cfg, rdir, persist=persist)
     out["stack"]["run_dir"] = str(rdir)
-    out["stack"]["ports"] = {k: v for k, v in ports.items() if k != "demo"}
+    out["stack"]["ports"] = {k: v for k, v in ports.items() if k not in ("demo", "edge")}
     if cfg["demo"]["enabled"]:
         for s in out["platform"]["services"]:
             if not s["endpoints"]:
                 s["endpoints"] = {r: f"http://{host}:{ports['demo'][s['name']][r]}"
                                   for r in cfg["platform"]["regions"]}
     out["demo"]["ports"] = ports["demo"]
+    if ports["edge"]:  # the edge's ports, and the exporters pointed at its parts
+        out["demo"]["edge"]["ports"] = ports["edge"]
+        edge.wire(out)
     out["receiver"]["token"] = receiver_token(cfg, rdir)
     console_login = None
     if not cfg["receiver"]["console"]["users"]:
@@ -161,6 +170,8 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
     if embedded:
         db_url = f"postgresql://postgres@{host}:{ports['postgres']}/{cfg['database']['name']}"
     out["database"]["url"] = db_url
+    if embedded:  # its pgBackRest repository: what the security and DB exporters read (demo/backups.py)
+        backups.resolve_into(out, rdir)
     urls = {
         "prometheus": f"http://{host}:{ports['prometheus']}",
         "alertmanager": f"http://{host}:{ports['alertmanager']}",
@@ -176,6 +187,9 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
         urls["mailbox"] = default_mailbox(out, host, ports)
     if out["receiver"]["reconcile"]["alertmanager_urls"] is None:  # the stack's one Alertmanager
         out["receiver"]["reconcile"]["alertmanager_urls"] = [urls["alertmanager"]]
+    out["logs"]["loki"] = loki_config.resolve_mode(cfg)  # auto -> on | off, like a port (docs/logs.md)
+    if out["logs"]["loki"] == "on":
+        urls["loki"] = f"http://{host}:{ports['loki']}"
     out["runtime"] = {"ports": ports, "urls": urls, "embedded_database": embedded,
                       "console_login": console_login}
     return out

@@ -83,6 +83,7 @@ class Automation:
         self.db_url = view(cfg, "database").url
         self.playbooks = load_playbooks(cfg)
         self.prometheus_url = base_url(cfg, self.enrichment.prometheus_url)  # for enrichment queries
+        self.loki_url = enrichment.loki_url_of(cfg)  # the log excerpt's Loki (None: no logs from Loki)
         self._runner = None
         self._forwarder = None
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -158,7 +159,7 @@ class Automation:
 
     # ------------------------------------------------------------------ durable jobs
     def job_kinds(self) -> set[str]:
-        return jobs.wanted(self.enrichment, self.remediation, self.playbooks, self.prometheus_url)
+        return jobs.wanted(self.enrichment, self.remediation, self.playbooks, self.prometheus_url, self.loki_url)
 
     def wanted_jobs(self, calls: list) -> list[tuple[int, str, str | None, bool]]:
         """The jobs these ticket changes queue (pure but for the config): (ticket_id, kind, extra,

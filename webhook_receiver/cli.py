@@ -134,15 +134,18 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
     bg = {"pid": None, "exiting": False}
 
     def spawn_background() -> int:
-        pid = os.fork()
+        master = os.getpid()  # before the fork: a child forked while the master exits must not
+        pid = os.fork()       # take its new parent (init, supervisord) for the master and run on
         if pid:
             return pid
         # child: leave gunicorn's signal handling; end on SIGTERM or when the master is gone
         import signal
         import threading
 
+        # SIGTERM too: until its own handler is set below (after a slow import), gunicorn's
+        # inherited one would swallow it and the master's on_exit would wait for this child forever
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1,
-                    signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
+                    signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         code = 0
         lower_priority(cfg["receiver"].get("background_nice", 0))
@@ -151,7 +154,6 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
             from webhook_receiver.app import run_background  # deferred: after PROMETHEUS_MULTIPROC_DIR
 
             stop = threading.Event()
-            master = os.getppid()
             signal.signal(signal.SIGTERM, lambda *a: stop.set())
 
             def watch():

@@ -320,6 +320,9 @@ def _automation(conn, tid: int) -> tuple[dict | None, list]:
         text = bytes(row["body"]).decode("utf-8", "replace")
         if a["kind"] == "logs":
             out["logs"] = text
+            link = (a.get("meta") or {}).get("explore_url")  # built by enrichment from enrichment.logs.grafana_url
+            if isinstance(link, str) and link.startswith(("http://", "https://")):
+                out["logs_explore"] = link
             continue
         try:
             data = json.loads(text)

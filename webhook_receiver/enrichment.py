@@ -8,8 +8,10 @@ When a ticket opens (or reopens) the receiver attaches:
 - ``values.json``: the expression's current values (the series of this alert first);
 - ``related.json``: other alerts firing on the same service (Alertmanager API v2, else
   Prometheus /api/v1/alerts);
-- ``logs.txt``: a log excerpt from the configured source: the tail of a file, or a Loki
-  ``query_range`` over ``logs.since`` before now.
+- ``logs.txt``: a log excerpt from the configured source: the tail of a file, or Loki's
+  ``query_range`` over the alert's window (``logs.since`` before it started up to now; the
+  stack's own Loki by default, docs/logs.md), error lines first, at most ``logs.lines``; a Loki
+  that does not answer gives ``logs unavailable: <why>``; meta has the Grafana Explore link.
 
 Each part is independent: a part whose source fails is recorded in ``errors.json`` and the
 others are still attached. Enrichment runs as durable jobs (jobs.py), at most
@@ -33,6 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 from psycopg.types.json import Jsonb
@@ -231,8 +234,9 @@ def tail_file(path: str, lines: int) -> str:
     return "\n".join(deque(data.splitlines(), maxlen=lines))
 
 
-def loki_excerpt(url: str, query: str, start: float, end: float, limit: int, timeout: float) -> str:
-    """Lines from Loki's query_range (newest first from Loki, printed oldest first)."""
+def _loki_entries(url: str, query: str, start: float, end: float, limit: int,
+                  timeout: float) -> list[tuple[int, str, str]]:
+    """[(ts_ns, labels, line)] from Loki's query_range, newest `limit` of them."""
     try:
         r = requests.get(url.rstrip("/") + "/loki/api/v1/query_range",
                          params={"query": query, "start": str(int(start * 1e9)), "end": str(int(end * 1e9)),
@@ -241,32 +245,98 @@ def loki_excerpt(url: str, query: str, start: float, end: float, limit: int, tim
         raise SourceError(f"loki unreachable: {exc}") from None
     if r.status_code != 200:
         raise SourceError(f"loki answered {r.status_code}: {r.text[:200]}")
-    body = r.json()
+    try:
+        body = r.json()
+    except ValueError:
+        raise SourceError(f"loki answered no JSON: {r.text[:200]}") from None
     if body.get("status") != "success" or body.get("data", {}).get("resultType") != "streams":
         raise SourceError(f"unexpected loki answer: {str(body)[:200]}")
     entries = []
     for stream in body["data"]["result"]:
         lbl = _label_str(stream.get("stream", {}))
         for ts, line in stream.get("values", []):
-            entries.append((int(ts), lbl, line))
+            entries.append((int(ts), lbl, str(line)[:MAX_LOG_LINE]))
     entries.sort()
-    entries = entries[-limit:]
+    return entries[-limit:]
+
+
+MAX_LOG_LINE = 2000  # characters of one line on the ticket (a line is attacker-controlled text)
+
+
+def loki_excerpt(url: str, query: str, start: float, end: float, limit: int, timeout: float,
+                 error_query: str | None = None) -> str:
+    """At most `limit` lines from Loki's query_range, printed oldest first: the newest lines of
+    `error_query` first (when given), the newest other lines of `query` fill the rest."""
+    errs = _loki_entries(url, error_query, start, end, limit, timeout) if error_query else []
+    rest = []
+    if len(errs) < limit:
+        seen = {(ts, line) for ts, _, line in errs}
+        rest = [e for e in _loki_entries(url, query, start, end, limit, timeout) if (e[0], e[2]) not in seen]
+        rest = rest[len(rest) - (limit - len(errs)):] if len(rest) > limit - len(errs) else rest
+    entries = sorted(errs + rest)
     return "\n".join(f"{datetime.fromtimestamp(ts / 1e9, timezone.utc).isoformat(timespec='milliseconds')} "
                      f"{{{lbl}}} {line}" for ts, lbl, line in entries)
 
 
-def log_excerpt(cfg: dict, labels: dict, now: float, timeout: float) -> str | None:
+LOGS_UNAVAILABLE = "logs unavailable"
+
+
+def loki_url_of(cfg: dict) -> str | None:
+    """The Loki the excerpt comes from: enrichment.logs.loki_url, else (source auto) the stack's
+    own Loki when it runs (logs.loki resolved to on by `up`); None: no Loki."""
+    lg = cfg["enrichment"]["logs"]
+    if lg["loki_url"]:
+        return lg["loki_url"]
+    if lg["source"] == "auto" and cfg.get("logs", {}).get("loki") == "on":
+        port = cfg["stack"]["ports"].get("loki")
+        if isinstance(port, int):
+            return f"http://{cfg['stack']['host']}:{port}"
+    return None
+
+
+def explore_url(grafana_url: str, query: str, start: float, end: float) -> str:
+    """Grafana Explore on the Loki datasource (uid loki) with the query over the window."""
+    pane = {"a": {"datasource": "loki", "queries": [{"refId": "A", "expr": query, "queryType": "range",
+                                                     "datasource": {"type": "loki", "uid": "loki"}}],
+                  "range": {"from": str(int(start * 1000)), "to": str(int(end * 1000))}}}
+    return (grafana_url.rstrip("/") + "/explore?schemaVersion=1&orgId=1&panes="
+            + quote(json.dumps(pane, separators=(",", ":")), safe=""))
+
+
+def log_window(starts_at: datetime | None, now: float, since: float) -> tuple[float, float]:
+    """The alert's window: `since` before it started up to now, at most a day."""
+    start = now - since
+    if starts_at is not None:
+        start = min(start, _ts(starts_at) - since)
+    return max(start, now - 86400.0), now
+
+
+def log_excerpt(cfg: dict, labels: dict, now: float, timeout: float,
+                starts_at: datetime | None = None) -> tuple[str, dict] | None:
+    """(text, meta) of the excerpt, or None when no log source is configured. A Loki that does
+    not answer gives the text `logs unavailable: <why>` (meta unavailable=True), not an error."""
     lg = view(cfg, "enrichment").logs
     ctx = {**labels, "run_dir": str(Path(cfg["stack"]["run_dir"]).resolve())}
     try:
         if lg.source == "file":
-            return tail_file(str(render_str(lg.file, ctx)), lg.lines)
-        if lg.source == "loki":
-            return loki_excerpt(lg.loki_url, str(render_str(lg.loki_query, ctx)), now - lg.since, now,
-                                lg.lines, timeout)
+            return tail_file(str(render_str(lg.file, ctx)), lg.lines), {"source": "file"}
+        url = loki_url_of(cfg) if lg.source in ("loki", "auto") else None
+        if url is None:
+            return None
+        # label values go inside LogQL strings: escaped (a label is attacker-controlled text)
+        qctx = {k: str(v).replace("\\", "\\\\").replace('"', '\\"') for k, v in ctx.items()}
+        query = str(render_str(lg.loki_query, qctx))
+        error_query = str(render_str(lg.loki_error_query, qctx)) if lg.loki_error_query else None
+        start, end = log_window(starts_at, now, lg.since)
+        meta = {"source": "loki", "query": query, "error_query": error_query, "start": start, "end": end}
+        if lg.grafana_url:
+            meta["explore_url"] = explore_url(lg.grafana_url, query, start, end)
+        try:
+            return loki_excerpt(url, query, start, end, lg.lines, timeout, error_query), meta
+        except SourceError as exc:
+            return f"{LOGS_UNAVAILABLE}: {exc}"[:1000], {**meta, "unavailable": True}
     except TemplateError as exc:
         raise SourceError(str(exc)) from None
-    return None
 
 
 def load_ticket(conn, ticket_id: int) -> dict | None:
@@ -346,11 +416,16 @@ def enrich(cfg: dict, db_url: str, ticket_id: int, now: float | None = None) -> 
         except SourceError as exc:
             errors["related.json"] = str(exc)
         try:
-            text = log_excerpt(cfg, labels, now, timeout)
-            if text is not None:
-                save(conn, ticket_id, "logs.txt", text.encode(), {"source": e.logs.source,
-                                                                 "lines": text.count("\n") + 1 if text else 0})
-                result["logs.txt"] = "ok"
+            got = log_excerpt(cfg, labels, now, timeout, t["starts_at"])
+            if got is not None:
+                text, meta = got
+                unavailable = bool(meta.get("unavailable"))
+                save(conn, ticket_id, "logs.txt", text.encode(),
+                     {**meta, "lines": 0 if unavailable or not text else text.count("\n") + 1})
+                if unavailable:
+                    errors["logs.txt"] = text
+                else:
+                    result["logs.txt"] = "ok"
         except (SourceError, OSError, ValueError) as exc:
             errors["logs.txt"] = str(exc)
         if errors:

@@ -56,11 +56,13 @@ def queue(rem, lane: str | None = None) -> outbox.Queue:
                         max_backoff=j.max_backoff, where=where)
 
 
-def wanted(enr, rem, playbooks: list, prometheus_url: str | None) -> set[str]:
+def wanted(enr, rem, playbooks: list, prometheus_url: str | None, loki_url: str | None = None) -> set[str]:
     """Kinds of job this configuration runs (pure): ``enr``/``rem`` the typed enrichment and
-    remediation views, ``prometheus_url`` the Prometheus enrichment queries (None: none)."""
+    remediation views, ``prometheus_url`` the Prometheus enrichment queries (None: none),
+    ``loki_url`` the Loki of the log excerpt (None: none; source auto without a stack Loki)."""
     out = set()
-    if enr.enabled and (prometheus_url or enr.logs.source != "none"):
+    logs = enr.logs.source == "file" or (enr.logs.source in ("loki", "auto") and loki_url)
+    if enr.enabled and (prometheus_url or logs):
         out.add("enrichment")
     if rem.enabled and playbooks:
         out.add("remediation")

@@ -24,6 +24,7 @@ SECTIONS = {
     "remediation": "remediation",
     "enrichment": "enrichment",
     "itsm": "itsm",
+    "logs": "logs",
 }
 
 _modules = {key: importlib.import_module(f"{__name__}.{mod}") for key, mod in SECTIONS.items()}

@@ -8,6 +8,10 @@ seconds, rates requests per second (docs/development.md: base units). A duration
 from core.spec import ConfigError, Field
 
 
+# the CDN exporter's region label values (exporters/cdn/regions.py REGIONS; core imports no component)
+CDN_REGIONS = ("asia", "europe", "north_america", "other")
+
+
 def _ratio(default: float) -> Field:
     return Field("float", default, minimum=0.0, maximum=1.0)
 
@@ -67,6 +71,53 @@ SECTION = {
         "for": Field("duration", "5m", minimum=0),
         "min_request_rate": Field("float", 0.1, minimum=0.0, help="lookups/s below which the ratio is ignored"),
     },
+    # CDN and cache alerts (alert_rules/cdn.py) on the CDN exporter's metrics; the cache-hit target
+    # and the "enough requests" bar are the exporter's own (exporters.cdn.hit_target, min_requests)
+    "cdn": {
+        "hit_ratio_for": Field("duration", "10m", minimum=0, help="CdnCacheHitRatioLow"),
+        "error_ratio": _ratio(0.05),  # CdnErrorRateHigh: 5xx share at the edge per zone and region
+        "error_for": Field("duration", "5m", minimum=0),
+        # edge requests/s below which a zone-region is too quiet to judge (errors, latency)
+        "min_request_rate": Field("float", 0.5, minimum=0.0),
+        "latency": {  # CdnLatencyHigh: p95 edge time to first byte (the mean where the plan has no percentiles)
+            "p95_seconds": Field("float", 0.25, minimum=0.001, help="the platform's serving region (and any not below)"),
+            # CDN region (asia, europe, north_america, other) -> threshold where it differs; a mapping
+            # given in the config replaces this one as a whole (defaults: above the demo edge's p99,
+            # docs/demo.md "Edge profile")
+            "p95_seconds_by_region": Field("dict", {"europe": 0.6, "north_america": 0.5, "other": 0.75}),
+            "for": Field("duration", "10m", minimum=0),
+        },
+        # OriginOverloaded: Varnish backend failures per client request, or 5xx at the edge nginx
+        "origin_failure_ratio": _ratio(0.05),
+        "origin_for": Field("duration", "5m", minimum=0),
+    },
+    # security alerts (alert_rules/security.py) on the security and DB exporters' metrics; TLS
+    # thresholds are exporters.security.tls.warning_before/critical_before, the RPO/RTO
+    # exporters.security.backup.rpo/rto
+    "security": {
+        "tls_for": Field("duration", "5m", minimum=0, help="TlsCertExpiringSoon"),
+        "waf_blocked_rate": Field("float", 1.0, minimum=0.0, help="WafAttackSurge: blocked requests/s per vhost and class"),
+        "waf_for": Field("duration", "2m", minimum=0),
+        "auth_failure_rate": Field("float", 1.0, minimum=0.0, help="BruteForceDetected: 401 answers/s per vhost"),
+        "recent_bans": Field("int", 5, minimum=1, help="BruteForceDetected: fail2ban bans of a jail within its window"),
+        "brute_force_for": Field("duration", "2m", minimum=0),
+        # the RPO (5m) is watched on the WAL archive (PostgresWalArchiveStale): what a restore can
+        # reach is the last archived segment, not the last backup; backups are daily or hourly
+        "backup_max_age": Field("duration", "26h", minimum=60,
+                                help="BackupStale: the newest backup (any type) of a stanza older than this"),
+        "backup_stale_for": Field("duration", "2m", minimum=0, help="BackupStale: how long it must hold"),
+        "replica_lag_for": Field("duration", "1m", minimum=0, help="ReplicaLagHigh: a replica behind by more than the RPO"),
+    },
+    # reactive and predictive scaling alerts (alert_rules/scaling.py, docs/scaling.md) on the
+    # region instances' replica CPU (opsstack_demo_replica_*) and the forecaster's recommendation
+    "scaling": {
+        "cpu_ratio": _ratio(0.80),          # ScalingCpuHigh: replica CPU over this (the band's top)
+        "cpu_for": Field("duration", "5m", minimum=0),
+        "scale_in_below": _ratio(0.40),     # ScalingTrafficFalling: replica CPU under this ...
+        "scale_in_for": Field("duration", "15m", minimum=0),  # ... while traffic falls, this long
+        "predictive_lead": Field("duration", "1h", minimum=60,
+                                 help="ScalingBelowForecast: act this long before the next peak starts"),
+    },
     "region_down": {
         # the share of a region's service probes that must fail for the region to count as down
         "down_ratio": Field("float", 0.75, minimum=0.01, maximum=1.0),
@@ -100,6 +151,12 @@ def check(cfg):
         key = f"alerts.latency.p95_seconds_by_region.{region}"
         if region not in regions:
             raise ConfigError(key, f"unknown region (regions: {', '.join(regions)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(key, f"expected a latency in seconds > 0, got {value!r}")
+    for region, value in a["cdn"]["latency"]["p95_seconds_by_region"].items():
+        key = f"alerts.cdn.latency.p95_seconds_by_region.{region}"
+        if region not in CDN_REGIONS:
+            raise ConfigError(key, f"unknown CDN region (regions: {', '.join(CDN_REGIONS)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(key, f"expected a latency in seconds > 0, got {value!r}")
     for name, value in a["selectors"].items():

@@ -85,6 +85,9 @@ SECTION = {
         "replication_lag": Field("duration", "30s", minimum=0.1),
         "replication_lag_for": Field("duration", "5m", minimum=0),
         "wal_archive_rpo": Field("duration", "5m", minimum=1),
+        # PostgresWalArchiveFailing: the newest archive attempt failed (archive_command), before the
+        # RPO is lost (PostgresWalArchiveStale pages then)
+        "wal_archive_failing_for": Field("duration", "2m", minimum=0),
         "backup_max_age": Field("duration", "26h", minimum=60),
         "partition_missing_for": Field("duration", "10m", minimum=0),
         "deadlocks_window": Field("duration", "10m", minimum=60),

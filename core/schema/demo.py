@@ -38,6 +38,30 @@ SECTION = {
     # a local mail sink (SMTP + a web page listing what arrived, demo/mailsink.py); when
     # notifications.channels is empty, `opsstack up` makes it the notification channel
     "mailsink": Field("bool", True, "run the local mail sink and, with no channel configured, notify there"),
+    # the capacity knob of each region instance (POST /admin/replicas, docs/demo.md): `initial`
+    # replicas of `workers` workers each; a request (not /health) holds one worker while it is
+    # served and waits for one when all are busy (for at most queue_timeout, then 503)
+    "replicas": {
+        "initial": Field("int", 2, minimum=1, help="replicas of each region instance at start"),
+        "min": Field("int", 2, minimum=1, help="the knob never goes below this"),
+        "max": Field("int", 16, minimum=1, help="the knob never goes above this"),
+        "workers": Field("int", 2, minimum=1, help="requests one replica serves at once"),
+        "queue_timeout": Field("duration", "10s", minimum=0.01, help="longest wait for a free worker"),
+    },
+    # the demo's traffic path (demo/edge.py, docs/demo.md "Edge"): nginx + ModSecurity/CRS, Varnish,
+    # Redis, fail2ban and the fake Cloudflare, started by `opsstack up` in <run_dir>/edge
+    "edge": {
+        "enabled": Field("bool", True, "run the edge (nginx, Varnish, Redis, fail2ban, fake Cloudflare)"),
+        "tls_regions": Field("list", None, nullable=True,
+                             help="regions whose nginx listeners serve TLS; null = every region but home_region"),
+        "expiring_cert_days": Field("int", 45, minimum=31, maximum=3650,
+                                    help="validity of the one 'close to expiry' certificate (over the 30d warning)"),
+        "requests_share": Field("float", 0.3, minimum=0, maximum=10,
+                                help="edge requests (through nginx) per direct request of the load generator"),
+        # {"nginx": {service: {region: port}}, "varnish", "varnish_admin", "redis", "cloudflare"}:
+        # filled in by `opsstack up` (leave empty)
+        "ports": Field("dict", {}),
+    },
     "faults": {
         "max_duration": Field("duration", "1h", minimum=1, help="every fault heals itself after this"),
         "memory_leak_max_bytes": Field("int", 1024 ** 3, minimum=1024 * 1024,
@@ -69,6 +93,14 @@ def check(cfg):
                 raise ConfigError(f"demo.ports.{name}.{k}", f"expected a TCP port 1-65535, got {v!r}")
     if d["backfill"] and d["backfill"] > cfg["stack"]["retention"]:
         raise ConfigError("demo.backfill", "longer than stack.retention: Prometheus would delete it at once")
+    rep = d["replicas"]
+    if rep["min"] > rep["max"]:
+        raise ConfigError("demo.replicas.min", f"greater than demo.replicas.max ({rep['max']})")
+    if not rep["min"] <= rep["initial"] <= rep["max"]:
+        raise ConfigError("demo.replicas.initial", f"must be within demo.replicas.min..max ({rep['min']}..{rep['max']})")
+    for i, r in enumerate(d["edge"]["tls_regions"] or []):
+        if r not in regions:
+            raise ConfigError(f"demo.edge.tls_regions[{i}]", f"unknown region (regions: {', '.join(regions)})")
     if d["home_region"] not in regions:
         raise ConfigError("demo.home_region", f"unknown region (regions: {', '.join(regions)})")
     try:

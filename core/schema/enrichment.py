@@ -20,13 +20,18 @@ SECTION = {
                             help="enrichments started in any 60 s, all replicas together (0: no limit); "
                                  "over it, jobs stay queued and run later"),
     "logs": {
-        "source": Field("str", "none", choices=("none", "file", "loki")),
+        # auto: the stack's own Loki when it runs (logs.loki resolved to on), else none
+        "source": Field("str", "auto", choices=("auto", "none", "file", "loki")),
         # file: path template with {label} placeholders, e.g. .run/logs/demo-{service}.log
         "file": Field("str", None, nullable=True),
         "lines": Field("int", 50, minimum=1, maximum=5000),
         "loki_url": Field("url", None, nullable=True),
         # LogQL with {label} placeholders; literal braces doubled: '{{service="{service}"}}'
         "loki_query": Field("str", '{{service="{service}"}}'),
+        # asked first: the error lines fill the excerpt before the others
+        "loki_error_query": Field("str", '{{service="{service}",level=~"error|critical"}}'),
+        # the ticket links here (Explore, Loki datasource uid 'loki'); null: no link
+        "grafana_url": Field("url", "http://127.0.0.1:3000", nullable=True),
         "since": Field("duration", "15m", minimum=1),
     },
 }

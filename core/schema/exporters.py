@@ -1,6 +1,8 @@
 """`exporters:` settings of opsstack's own exporters."""
 from core.schema.cdn_exporter import SECTION as CDN_SECTION
 from core.schema.cdn_exporter import check as check_cdn
+from core.schema.cost_exporter import SECTION as COST_SECTION
+from core.schema.cost_exporter import check as check_cost
 from core.schema.db_exporter import SECTION as DB_SECTION
 from core.schema.db_exporter import check as check_db
 from core.schema.security_exporter import SECTION as SECURITY_SECTION
@@ -28,6 +30,7 @@ SECTION = {
     "db": DB_SECTION,  # core/schema/db_exporter.py
     "security": SECURITY_SECTION,  # core/schema/security_exporter.py
     "cdn": CDN_SECTION,  # core/schema/cdn_exporter.py
+    "cost": COST_SECTION,  # core/schema/cost_exporter.py
 }
 
 
@@ -35,6 +38,7 @@ def check(cfg):
     check_db(cfg)  # core/schema/db_exporter.py
     check_security(cfg)  # core/schema/security_exporter.py
     check_cdn(cfg)  # core/schema/cdn_exporter.py
+    check_cost(cfg)  # core/schema/cost_exporter.py
     app = cfg["exporters"]["app"]
     if app["probe_timeout"] >= cfg["stack"]["scrape_timeout"]:
         raise ConfigError("exporters.app.probe_timeout", "must be shorter than stack.scrape_timeout "

@@ -160,11 +160,27 @@ SECTION = {
         "stale_after": Field("duration", "1h", minimum=60, help="no successful run for this long"),
     },
     "targets": ListOf(TARGET, default=[], unique_key="name"),
+    # replicas each service region needs at the next daily peak (forecasters/scaling_advisor.py,
+    # docs/scaling.md): opsstack_scaling_* gauges after every pass, `opsstack capacity scaling`
+    "scaling": {
+        "enabled": Field("bool", True, help="recommend replicas ahead of the next peak"),
+        "band_low": Field("float", 0.7, minimum=0.01, maximum=1.0, help="bottom of the utilisation band"),
+        "band_high": Field("float", 0.8, minimum=0.01, maximum=1.0, help="top: the peak stays at or under it"),
+        "min_replicas": Field("int", 1, minimum=0),
+        "max_replicas": Field("int", 64, minimum=1),
+        "window": Field("duration", "1h", minimum=60, help="rate window of the CPU cost per request"),
+        "peak_target": Field("str", "requests", help="the request-rate target whose daily peak is used"),
+    },
 }
 
 
 def check(cfg):
     f = cfg["forecast"]
+    sc = f["scaling"]
+    if sc["band_low"] >= sc["band_high"]:
+        raise ConfigError("forecast.scaling.band_low", f"must be below band_high ({sc['band_high']:g})")
+    if sc["min_replicas"] > sc["max_replicas"]:
+        raise ConfigError("forecast.scaling.min_replicas", f"greater than max_replicas ({sc['max_replicas']})")
     if f["timezone"] is not None:
         try:
             ZoneInfo(f["timezone"])

@@ -56,6 +56,12 @@ sub vcl_backend_response {
         set beresp.http.xkey = regsuball(beresp.http.Cache-Tag, "\s*,\s*", " ");
     }
     set beresp.http.x-cache-tags = beresp.http.xkey;
+    if (beresp.http.X-Cache-Class == "none") {
+        # the origin asks for no caching (the demo's cache-miss-storm): a short hit-for-miss
+        set beresp.uncacheable = true;
+        set beresp.ttl = 1s;
+        return (deliver);
+    }
     if (beresp.http.X-Cache-Class == "static" || (!beresp.http.X-Cache-Class && bereq.url ~ "^/static/")) {
         set beresp.http.X-Cache-Class = "static";
         set beresp.ttl = 7d;

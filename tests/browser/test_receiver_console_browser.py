@@ -52,7 +52,10 @@ def receiver(pg_db, tmp_path):
     rcv.stop()
 
 
-def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db):
+# the receiver fixtures come before `browser` in each test's arguments: pytest tears down in
+# reverse order, so Chromium quits (closing its keep-alive connections) before the receiver
+# stops; the other way round, gunicorn's graceful stop waits its 5 s keepalive on them.
+def test_login_see_ticket_acknowledge_stops_escalation(receiver, browser, pg_db):
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -105,7 +108,16 @@ def test_login_see_ticket_acknowledge_stops_escalation(browser, receiver, pg_db)
     assert c["level"] > 1  # the one nobody acknowledged escalated
 
 
-def test_ticket_page_shows_the_enrichment_graph(browser, pg_db, tmp_path):
+@pytest.fixture
+def private_receiver(pg_db, tmp_path):
+    """Anonymous API reads off, inline processing, one console user (bob)."""
+    data = {"database": {"url": pg_db}, "receiver": {"token": T.TOKEN, "processing": "inline", "api": {
+        "anonymous_read": False}, "console": {"users": [{"name": "bob", "password_hash": hash_password("pw-bob")}]}}}
+    with T.ReceiverProcess(data, tmp_path / "rcv") as rcv:
+        yield rcv
+
+
+def test_ticket_page_shows_the_enrichment_graph(private_receiver, browser, pg_db):
     """The graph attachment loads as an image in a real browser session on the real server, with
     anonymous API reads off: the console login is what lets the <img> through."""
     from selenium.webdriver.common.by import By
@@ -114,33 +126,31 @@ def test_ticket_page_shows_the_enrichment_graph(browser, pg_db, tmp_path):
     from webhook_receiver import enrichment
     from webhook_receiver.remediation import store
 
-    data = {"database": {"url": pg_db}, "receiver": {"token": T.TOKEN, "processing": "inline", "api": {
-        "anonymous_read": False}, "console": {"users": [{"name": "bob", "password_hash": hash_password("pw-bob")}]}}}
-    with T.ReceiverProcess(data, tmp_path / "rcv") as rcv:
-        r = requests.post(rcv.url + "/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])),
-                          headers=JSON_AUTH, timeout=5)
-        tid = r.json()["opened"][0]
-        now = escalation.utcnow()
-        series = [{"metric": {"service": "user-app"},
-                   "values": [[(now - timedelta(minutes=5 - i)).timestamp(), str(i % 2)] for i in range(6)]}]
-        png = enrichment.draw_png(series, "ServiceDown", "up", now - timedelta(minutes=2), 640, 240)
-        with store.connect(pg_db, autocommit=True) as conn:
-            enrichment.save(conn, tid, "graph.png", png, {"expr": "up == 0", "graph_expr": "up"})
-            enrichment.save(conn, tid, "logs.txt", b"level=error msg=\"connection refused\"")
-        assert requests.get(f"{rcv.url}/api/v1/tickets/{tid}/attachments/graph.png", timeout=5).status_code == 401
+    rcv = private_receiver
+    r = requests.post(rcv.url + "/webhook/alertmanager", data=json.dumps(T.payload([T.alert()])),
+                      headers=JSON_AUTH, timeout=5)
+    tid = r.json()["opened"][0]
+    now = escalation.utcnow()
+    series = [{"metric": {"service": "user-app"},
+               "values": [[(now - timedelta(minutes=5 - i)).timestamp(), str(i % 2)] for i in range(6)]}]
+    png = enrichment.draw_png(series, "ServiceDown", "up", now - timedelta(minutes=2), 640, 240)
+    with store.connect(pg_db, autocommit=True) as conn:
+        enrichment.save(conn, tid, "graph.png", png, {"expr": "up == 0", "graph_expr": "up"})
+        enrichment.save(conn, tid, "logs.txt", b"level=error msg=\"connection refused\"")
+    assert requests.get(f"{rcv.url}/api/v1/tickets/{tid}/attachments/graph.png", timeout=5).status_code == 401
 
-        browser.get(f"{rcv.url}/console/tickets/{tid}")
-        browser.find_element(By.ID, "username").send_keys("bob")
-        browser.find_element(By.ID, "password").send_keys("pw-bob")
-        browser.find_element(By.ID, "login").click()
-        img = browser.find_element(By.CSS_SELECTOR, "#graph img")
-        WebDriverWait(browser, 15).until(lambda d: d.execute_script(
-            "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
-        assert browser.execute_script("return arguments[0].naturalWidth", img) == 640
-        assert 'connection refused' in browser.find_element(By.ID, "logs").text
+    browser.get(f"{rcv.url}/console/tickets/{tid}")
+    browser.find_element(By.ID, "username").send_keys("bob")
+    browser.find_element(By.ID, "password").send_keys("pw-bob")
+    browser.find_element(By.ID, "login").click()
+    img = browser.find_element(By.CSS_SELECTOR, "#graph img")
+    WebDriverWait(browser, 15).until(lambda d: d.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+    assert browser.execute_script("return arguments[0].naturalWidth", img) == 640
+    assert 'connection refused' in browser.find_element(By.ID, "logs").text
 
 
-def test_javascript_runbook_is_no_link_and_the_console_works_under_csp(browser, receiver):
+def test_javascript_runbook_is_no_link_and_the_console_works_under_csp(receiver, browser):
     """The attack of issue 10: a runbook_url (and a generatorURL) of javascript: that resolves the
     critical ticket when a logged-in operator clicks it. It is shown as text, clicking it does
     nothing; the CSP is sent and enforced, and the console still works under it."""
@@ -179,9 +189,15 @@ def test_javascript_runbook_is_no_link_and_the_console_works_under_csp(browser, 
 
     hrefs = browser.execute_script("return Array.from(document.querySelectorAll('[href]'), e => e.href)")
     assert hrefs and not [h for h in hrefs if not h.startswith(("http://", "https://"))], hrefs
+    # the page is loaded (the wait above) and runs no script: no implicit wait for an <a> to appear
+    browser.implicitly_wait(0)
+    try:
+        links = {box: browser.find_element(By.ID, box).find_elements(By.TAG_NAME, "a") for box in ("runbook", "source")}
+    finally:
+        browser.implicitly_wait(5)
     for box in ("runbook", "source"):
         el = browser.find_element(By.ID, box)
-        assert el.find_elements(By.TAG_NAME, "a") == [] and payload in el.text
+        assert links[box] == [] and payload in el.text
         el.find_element(By.TAG_NAME, "span").click()  # the operator clicks the "link"
     assert browser.find_element(By.ID, "status").text == "open"
     assert requests.get(f"{receiver.url}/api/v1/tickets/{tid}", headers=T.auth(), timeout=5).json()["status"] == "open"

@@ -81,6 +81,12 @@ def fast_settings(run_dir, sink_url: str) -> dict:
         forecast={"interval": "20s", "step": "2s", "history": "10m", "min_history": "20s",
                   "models": ["naive", "ses", "linear_trend", "long_trend"], "workers": 1},
         exporters__db__advisor__interval="20s",
+        # the database faults within a minute (test_db_backup_faults.py): a replica 10s behind warns,
+        # 20s behind is past the RPO; a failed WAL archive fires at once
+        exporters__db__alerts={"replication_lag": "10s", "replication_lag_for": "3s",
+                               "wal_archive_failing_for": "3s"},
+        exporters__security__backup__rpo="20s",
+        alerts__security__replica_lag_for="3s",
         notifications={"channels": [{"name": "ops-chat", "type": "webhook", "url": sink_url + "/hook"}],
                        "rules": [{"channels": ["ops-chat"]}],
                        "initial_backoff": "1s"},

@@ -28,7 +28,9 @@ METRICS = (200, b'# TYPE demo_value gauge\ndemo_value{service="svc"} 9\ndemo_val
 def loki(req):
     """Loki's documented query_range: nanosecond start/end, limit, direction; streams result."""
     q = req.query
-    ok = (q.get("query") == '{service="svc"}' and q.get("direction") == "backward" and q.get("limit") == "3"
+    errors_only = q.get("query") == '{service="svc",level=~"error|critical"}'  # asked first
+    ok = ((errors_only or q.get("query") == '{service="svc"}') and q.get("direction") == "backward"
+          and q.get("limit") == "3"
           and q["start"].isdigit() and q["end"].isdigit() and int(q["end"]) > int(q["start"])
           and len(q["end"]) >= 19)
     if not ok:
@@ -40,6 +42,8 @@ def loki(req):
         {"stream": {"service": "svc", "level": "info"},
          "values": [[str(end - 2_000_000_000), "healthcheck failed"], [str(end - 9_000_000_000), "old line"]]}],
         "stats": {}}}
+    if errors_only:
+        body["data"]["result"] = body["data"]["result"][:1]
     return 200, body
 
 
@@ -81,9 +85,9 @@ def world(tmp_path_factory):
 def client_for(pg_db, world):
     apps = []
 
-    def make(**enrichment):
+    def make(sections=None, **enrichment):
         cfg = T.config(pg_db, enrichment={"prometheus_url": world["prom"].url,
-                                          "alertmanager_url": world["am"].url, **enrichment})
+                                          "alertmanager_url": world["am"].url, **enrichment}, **(sections or {}))
         app = create_app(cfg)
         apps.append(app)
         return T.reader(app.test_client())  # API reads need a credential
@@ -137,6 +141,13 @@ def test_ticket_gets_graph_values_related_and_loki_logs(client_for, world):
     logs = c.get(got["logs.txt"]["url"]).get_data(as_text=True).splitlines()
     assert len(logs) == 3 and logs[-1].endswith("connection refused to db") and "old line" not in "".join(logs)
     assert "level=error" in logs[-1]
+    queries = [r.query["query"] for r in world["loki"].requests if r.path.endswith("query_range")]
+    assert queries[-2:] == ['{service="svc",level=~"error|critical"}', '{service="svc"}']  # errors first
+    meta = got["logs.txt"]["meta"]
+    assert meta["explore_url"].startswith("http://127.0.0.1:3000/explore?") and "%22uid%22%3A%22loki%22" in meta[
+        "explore_url"]
+    # the alert's window: since (15m) before it started (2 min ago) up to now
+    assert meta["end"] - meta["start"] == pytest.approx(17 * 60, abs=30)
     assert c.get(f"/api/v1/tickets/{tid}/attachments/nope").status_code == 404
     assert c.get("/api/v1/tickets/999999/attachments").status_code == 404
 
@@ -161,3 +172,27 @@ def test_a_failing_source_is_recorded_and_the_rest_attached(client_for, world, t
     # Alertmanager down: related alerts came from Prometheus instead (the rule's own alert is this ticket)
     rel = c.get(got["related.json"]["url"]).get_json()
     assert rel["service"] == "svc" and all(a["labels"].get("service") == "svc" for a in rel["alerts"])
+
+
+def test_loki_down_says_logs_unavailable_and_the_rest_is_attached(client_for, world):
+    """The default source (auto) on a stack whose Loki runs (logs.loki resolved to on) but does
+    not answer: the ticket says so, every other part is attached."""
+    with FakeHTTP({}) as gone:
+        port = gone.port  # closed again: nothing listens there
+    c = client_for(sections={"logs": {"loki": "on"}, "stack": {"ports": {"loki": port}}})
+    tid = open_ticket(c, f"http://prom/graph?g0.expr={quote(EXPR)}")
+    got = attachments(c, tid, {"graph.png", "values.json", "related.json", "logs.txt", "errors.json"})
+    text = c.get(got["logs.txt"]["url"]).get_data(as_text=True)
+    assert text.startswith("logs unavailable: loki unreachable") and got["logs.txt"]["meta"]["unavailable"]
+    assert list(c.get(got["errors.json"]["url"]).get_json()) == ["logs.txt"]
+
+
+def test_auto_source_without_a_stack_loki_attaches_no_logs(pg_db):
+    from webhook_receiver.enrichment import log_excerpt, loki_url_of
+
+    off = T.config(pg_db, logs={"loki": "off"}, stack={"ports": {"loki": 3100}})
+    assert loki_url_of(off) is None and log_excerpt(off, {"service": "svc"}, time.time(), 1) is None
+    on = T.config(pg_db, logs={"loki": "on"}, stack={"ports": {"loki": 3100}})
+    assert loki_url_of(on) == "http://127.0.0.1:3100"
+    mine = T.config(pg_db, enrichment={"logs": {"source": "loki", "loki_url": "http://127.0.0.1:9/"}})
+    assert loki_url_of(mine) == "http://127.0.0.1:9/"

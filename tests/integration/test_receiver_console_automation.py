@@ -76,7 +76,8 @@ def attach(db_url: str, tid: int) -> None:
             {"labels": {"alertname": "HighLatency", "service": "user-app", "severity": "warning"},
              "startsAt": "2026-11-26T08:58:00Z", "state": "active", "summary": "Latency above 300ms."}]}).encode())
         enrichment.save(conn, tid, "logs.txt", b'09:59:58 level=error msg="connection refused to db"\n'
-                                               b"09:59:59 level=info msg=<retrying>")
+                                               b"09:59:59 level=info msg=<retrying>",
+                        {"source": "loki", "explore_url": "http://127.0.0.1:3000/explore?orgId=1&panes=%7B%7D"})
         enrichment.save(conn, tid, "errors.json", json.dumps({"related.json": "Alertmanager timed out"}).encode())
 
 
@@ -105,6 +106,7 @@ def test_ticket_page_shows_attachments_and_remediation(app):
     assert "HighLatency" in related and "Latency above 300ms." in related and "severity=warning" in related
     assert 'connection refused to db' in page and "msg=&lt;retrying&gt;" in page and "<retrying>" not in page
     assert "Alertmanager timed out" in page
+    assert '<a id="logs-explore" href="http://127.0.0.1:3000/explore?orgId=1&amp;panes=%7B%7D"' in page
     for name in ("graph.png", "values.json", "related.json", "logs.txt", "errors.json"):
         assert f'href="/api/v1/tickets/{tid}/attachments/{name}"' in page
     # the remediation run: what ran, the outcome, how long it took

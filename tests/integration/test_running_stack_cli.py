@@ -35,6 +35,7 @@ STACK_COMMANDS = [
     (["demo", "state", "--service", "user-app"], "user-app"),
     (["db", "heal"], "healed"),
     (["forecast", "run", "--no-store", "--target", "memory-user-app"], "target"),
+    (["cost", "report"], "## Rightsizing"),
 ]
 
 
@@ -87,9 +88,10 @@ def stack(tmp_path_factory, pg_server_url):
         work / ".run",
         database={"url": db_url},
         platform={"regions": ["seoul"], "services": [{"name": "user-app"}]},
-        demo={"load": False, "home_region": "seoul"},
+        demo={"load": False, "home_region": "seoul", "edge": {"enabled": False}},
         forecast={"enabled": False},
         exporters__app__enabled=False, exporters__db__enabled=False,
+        exporters__security__enabled=False, exporters__cdn__enabled=False,
     )
     handle = StackHandle(cfg, work)
     handle.env.pop("OPSSTACK_DATABASE_URL", None)

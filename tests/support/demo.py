@@ -23,6 +23,16 @@ from core.procs import free_port, port_open, stop_process, tail, wait_http
 REGIONS = ["seoul", "singapore", "tokyo"]
 
 
+def afternoon_timezone(now: float | None = None) -> str:
+    """An IANA zone (Etc/GMT-N: UTC+N) whose local time is now between 14:00 and 15:00: the
+    start of the demo's diurnal plateau (14:00-16:00), so a demo at time_acceleration 60 runs at
+    its peak rate for two real minutes whatever the hour the tests run (at a Seoul night it is
+    ~6% of that, and tests waiting for traffic wait for it)."""
+    utc_hour = time.gmtime(time.time() if now is None else now).tm_hour
+    offset = (14 - utc_hour + 12) % 24 - 12  # -12..11: Etc/GMT+12 .. Etc/GMT-11
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 def opsstack_argv() -> list[str]:
     exe = Path(sys.executable).parent / "opsstack"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "stack.cli"]

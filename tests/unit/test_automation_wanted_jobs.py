@@ -32,3 +32,17 @@ def test_changes_queue_their_jobs_once_per_change():
 def test_nothing_when_automation_is_off():
     a = auto(enrichment={"enabled": False}, remediation={"enabled": False, "playbooks": [PLAYBOOK]})
     assert a.wanted_jobs([("ticket_opened", {"ticket_id": 1}), ("ticket_resolved", {"ticket_id": 1})]) == []
+
+
+def test_log_excerpt_alone_wants_enrichment_only_with_a_loki_or_a_file():
+    from core.config import load_data, view
+    from webhook_receiver import jobs
+
+    def kinds(enrichment, loki_url=None):
+        cfg = load_data({"enrichment": enrichment})
+        return jobs.wanted(view(cfg, "enrichment"), view(cfg, "remediation"), [], None, loki_url)
+
+    assert kinds({}) == set()  # auto, no stack Loki, no Prometheus: nothing to attach
+    assert kinds({}, "http://127.0.0.1:3100") == {"enrichment"}
+    assert kinds({"logs": {"source": "file", "file": "/x/{service}.log"}}) == {"enrichment"}
+    assert kinds({"logs": {"source": "none"}}, "http://127.0.0.1:3100") == set()

@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from dashboards import cli as dcli
+from dashboards import operations_overview
 from dashboards.common import counter_problems, expand_variables, lint, panel_queries, panels
 from dashboards.registry import DASHBOARDS
 from core.config import defaults, load_data
 from core.procs import binary
 
-PROVISIONED_UIDS = {"prometheus", "alertmanager", "postgres"}
+PROVISIONED_UIDS = {"prometheus", "alertmanager", "postgres", "loki"}
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +144,19 @@ def test_operations_overview_rows_and_variables(models):
     m = models["operations_overview"]
     rows = [p["title"] for p in m["panels"] if p["type"] == "row"]
     assert rows == ["System health", "Real-time performance", "Regional performance", "User activity",
-                    "Active alerts", "SLO error budget"]
+                    "Active alerts", "Security status", "SLO error budget", "Scaling", "Logs"]
     assert [v["name"] for v in m["templating"]["list"]] == ["datasource", "service", "region"]
     assert m["editable"] is False
+
+
+def test_operations_overview_logs_row_uses_loki_with_bounded_labels(models):
+    from dashboards.common import logql_queries
+
+    qs = logql_queries(models["operations_overview"])
+    assert len(qs) == 2 and all("$service" in q for q in qs)
+    assert 'count_over_time({level=~"error|critical",service=~"$service"}' in qs[0]
+    # a stream selector needs one matcher that cannot match the empty string, whatever $service is
+    assert all('level=~"error|critical"' in q or 'level=~".+"' in q for q in qs)
 
 
 def test_operations_overview_thresholds_follow_the_alert_config():
@@ -168,15 +179,99 @@ def test_operations_overview_thresholds_follow_the_alert_config():
     assert "/ 0.005" in t["Burn rate (1 hour)"]["targets"][0]["expr"]
 
 
-def test_operations_overview_shows_db_time_only_with_the_db_exporter_and_no_fake_cdn():
+def test_operations_overview_shows_db_time_only_with_the_db_exporter():
     from dashboards import operations_overview
 
     on = _by_title(operations_overview.build(defaults()))
     off = _by_title(operations_overview.build(load_data({"exporters": {"db": {"enabled": False}}})))
     assert ("DB mean query time" in on) == bool(defaults()["exporters"]["db"]["enabled"])
     assert "DB mean query time" not in off
-    for model in (on, off):
-        assert not any("cdn" in q.lower() for q in panel_queries({"panels": list(model.values())}))
+
+
+def test_operations_overview_cdn_and_security_panels_follow_their_exporters():
+    """The CDN response-time panel and the security-status row read the CDN and security exporters'
+    real series, with the alert thresholds; with the exporter off they are not there at all."""
+    from dashboards import operations_overview
+
+    cfg = defaults()
+    on = operations_overview.build(cfg)
+    t = _by_title(on)
+    cdn = t["CDN edge response time by region"]
+    assert "opsstack_cdn_edge_response_quantile_seconds" in cdn["targets"][0]["expr"]
+    assert _steps(cdn) == [None, cfg["alerts"]["cdn"]["latency"]["p95_seconds"]]
+    assert _steps(t["Backup age"]) == [None, cfg["alerts"]["security"]["backup_max_age"]]
+    assert _steps(t["TLS: fewest days left"]) == [None, 7, 30]
+    assert "opsstack_waf_blocked_requests_total" in t["Threats blocked"]["targets"][0]["expr"]
+    assert 'status=~"401|403|429"' in t["Access denied"]["targets"][0]["expr"]
+
+    off = operations_overview.build(load_data({"exporters": {"cdn": {"enabled": False},
+                                                             "security": {"enabled": False}}}))
+    rows = [p["title"] for p in off["panels"] if p["type"] == "row"]
+    assert "Security status" not in rows
+    queries = " ".join(panel_queries(off)).lower()
+    assert "cdn" not in queries and "opsstack_tls" not in queries and "opsstack_backup" not in queries
+
+
+def test_new_boards_use_only_metrics_the_exporters_export():
+    """Every opsstack_ metric a CDN & Cache, Security or Database panel names is one the exporters
+    document in docs/metrics.md (counters with their _total)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    known = set(re.findall(r"`(opsstack_[a-z0-9_]+)", doc))
+    known.add("opsstack_redis_keyspace_misses_total")  # documented as `.._hits_total` / `_misses_total`
+    for name in ("cdn", "security", "database"):
+        mod = importlib.import_module(f"dashboards.{name}")
+        for expr in panel_queries(mod.build(defaults())):
+            for metric in re.findall(r"(?<![\w:])(opsstack_[a-z0-9_]+)", expr):
+                assert metric in known, f"{name}: {metric} is not in docs/metrics.md"
+
+
+def test_cdn_board_thresholds_follow_the_alert_config():
+    from dashboards import cdn
+
+    cfg = defaults()
+    t = _by_title(cdn.build(cfg))
+    assert _steps(t["Edge cache hit ratio per class vs target"]) == [None, cfg["exporters"]["cdn"]["hit_target"]]
+    assert _steps(t["Edge p95 time to first byte per region"]) == [None, 0.25]
+    assert _steps(t["Edge 4xx / 5xx share by region"]) == [None, cfg["alerts"]["cdn"]["error_ratio"]]
+    ratio = t["Edge latency vs its region's threshold"]["targets"][0]["expr"]
+    assert 'label_replace(vector(0.25), "region", "asia"' in ratio
+    assert 'label_replace(vector(0.6), "region", "europe"' in ratio
+
+    changed = load_data({"alerts": {"cdn": {"latency": {"p95_seconds": 0.3,
+                                                        "p95_seconds_by_region": {"europe": 0.45}}}},
+                         "exporters": {"cdn": {"hit_target": 0.85}}})
+    t = _by_title(cdn.build(changed))
+    assert _steps(t["Edge cache hit ratio per class vs target"]) == [None, 0.85]
+    assert _steps(t["Edge p95 time to first byte per region"]) == [None, 0.3]
+    ratio = t["Edge latency vs its region's threshold"]["targets"][0]["expr"]
+    assert 'vector(0.45), "region", "europe"' in ratio and 'vector(0.3), "region", "other"' in ratio
+    assert 'vector(0.3), "region", "asia"' in ratio and 'vector(0.3), "region", "north_america"' in ratio
+
+
+def test_security_board_panels_and_thresholds():
+    from dashboards import security
+
+    cfg = defaults()
+    m = security.build(cfg)
+    assert [p["title"] for p in m["panels"] if p["type"] == "row"] == ["TLS", "Attacks and access", "Backups"]
+    t = _by_title(m)
+    tls = t["TLS days left: leaf vs verified chain"]
+    exprs = [q["expr"] for q in tls["targets"]]
+    assert any("opsstack_tls_leaf_not_after_timestamp_seconds" in e for e in exprs)
+    assert any("opsstack_tls_chain_not_after_timestamp_seconds" in e for e in exprs)
+    assert _steps(tls) == [None, 7, 30]
+    assert _steps(t["Backup age vs RPO"]) == [None, cfg["exporters"]["security"]["backup"]["rpo"]]
+    assert _steps(t["Restore time vs RTO"])[-1] == cfg["exporters"]["security"]["backup"]["rto"]
+    # a counter that has not appeared yet reads as 0 only while the logs are read, never as a bare 0
+    blocked = t["Blocked requests by attack class"]["targets"][0]["expr"]
+    assert 'or on () 0 * max(opsstack_security_collector_success{collector="logs"})' in blocked
+    assert "vector(0)" not in " ".join(panel_queries(m))
+    for title in ("fail2ban bans per jail", "401 / 403 / 429 per vhost", "Bot share per vhost",
+                  "Last restore verification"):
+        assert title in t
 
 
 def test_operations_overview_uses_the_recording_rules_that_exist():
@@ -203,3 +298,15 @@ def test_panels_fit_the_grid_and_do_not_overlap(models):
                 for y in range(g["y"], g["y"] + g["h"]):
                     assert (x, y) not in cells, f"{name}: {p.get('title')!r} overlaps {cells[(x, y)]!r}"
                     cells[(x, y)] = p.get("title")
+
+
+def test_operations_overview_scaling_row_follows_the_forecaster_and_its_band():
+    cfg = defaults()
+    model = operations_overview.build(cfg)
+    rows = [p["title"] for p in model["panels"] if p["type"] == "row"]
+    assert "Scaling" in rows
+    band = [p for p in panels(model) if p["title"] == "Replica CPU against the utilisation band"][0]
+    steps_ = [s["value"] for s in band["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps_ == [None, cfg["forecast"]["scaling"]["band_low"], cfg["forecast"]["scaling"]["band_high"]]
+    off = load_data({"forecast": {"scaling": {"enabled": False}}})
+    assert "Scaling" not in [p["title"] for p in operations_overview.build(off)["panels"] if p["type"] == "row"]

@@ -235,7 +235,7 @@ def test_alert_thresholds_come_from_the_config():
     names = {r["alert"] for g in rules.groups(defaults()) for r in g["rules"]}
     assert names == {"PostgresDown", "PostgresConnectionPoolHigh", "PostgresAvgQueryTimeHigh",
                      "PostgresSlowQueries", "PostgresCacheHitRatioLow", "PostgresReplicationLagHigh",
-                     "PostgresWalArchiveStale", "PostgresBackupStale", "PostgresPartitionMissing",
+                     "PostgresWalArchiveStale", "PostgresWalArchiveFailing", "PostgresBackupStale", "PostgresPartitionMissing",
                      "PostgresDeadlocks"}
     assert rules.groups(load_data({"exporters": {"db": {"enabled": False}}})) == []
 

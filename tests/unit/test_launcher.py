@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import configparser
 
+from demo import edge
 from stack import prometheus_config, runtime
 from core.config import load_data
 from stack.launcher import Stack
@@ -18,9 +19,10 @@ def _resolved(tmp_path, **over):
 def test_resolve_allocates_distinct_ports_and_remembers_them(tmp_path):
     cfg, r = _resolved(tmp_path)
     ports = r["runtime"]["ports"]
-    flat = [v for k, v in ports.items() if k != "demo"] + \
-        [p for d in ports["demo"].values() for p in d.values()]
+    flat = [v for k, v in ports.items() if k not in ("demo", "edge")] + \
+        [p for d in ports["demo"].values() for p in d.values()] + list(edge.flat_ports(ports["edge"]).values())
     assert len(flat) == len(set(flat))
+    assert len(edge.flat_ports(ports["edge"])) == 4 * 3 + 4  # nginx per service x region, varnish x2, redis, cf
     again = runtime.resolve(cfg)
     assert again["runtime"]["ports"] == ports
     # endpoints of the demo platform are filled in per service and region

@@ -27,7 +27,8 @@ def datasources() -> list[dict]:
 
 def test_datasources_have_fixed_uids_and_are_not_editable():
     by_uid = {d["uid"]: d for d in datasources()}
-    assert set(by_uid) == {common.PROMETHEUS_UID, common.ALERTMANAGER_UID, common.POSTGRES_UID}
+    assert set(by_uid) == {common.PROMETHEUS_UID, common.ALERTMANAGER_UID, common.POSTGRES_UID, common.LOKI_UID}
+    assert by_uid["loki"]["type"] == "loki"
     assert by_uid["prometheus"]["type"] == "prometheus" and by_uid["prometheus"].get("isDefault")
     assert by_uid["alertmanager"]["type"] == "alertmanager"
     assert by_uid["alertmanager"]["jsonData"]["implementation"] == "prometheus"

@@ -98,7 +98,7 @@ def test_demo_playbooks_cover_the_issue_ladder():
     cfg["demo"]["ports"] = {"user-app": {"admin": 4001, "seoul": 4002, "singapore": 4003, "tokyo": 4004}}
     pbs = {p.name: p for p in model.load_playbooks(cfg)}
     assert set(pbs) == {"memory-leak", "scheduled-restart", "service-down", "region-outage", "cache-miss-storm",
-                        "disk-filling"}
+                        "disk-filling", "scale-out", "scale-in", "scale-ahead", "cdn-cache-miss-storm"}
     assert pbs["scheduled-restart"].schedule and pbs["scheduled-restart"].match == {
         "alertname": "MemoryLeakOomPredicted"}
     assert [(a.backend, a.operation) for a in pbs["memory-leak"].actions] == [("supervisor", "restart")]
@@ -108,6 +108,15 @@ def test_demo_playbooks_cover_the_issue_ladder():
     found = model.find(list(pbs.values()), {"alertname": "CacheHitRatioLow", "service": "user-app", "region": "tokyo"})
     assert found.name == "cache-miss-storm"
     assert model.find(list(pbs.values()), {"alertname": "PostgresCacheHitRatioLow", "service": "postgres"}) is None
+    cdn = model.find(list(pbs.values()), {"alertname": "CdnCacheHitRatioLow", "zone": "main", "class": "all"})
+    assert cdn.name == "cdn-cache-miss-storm"
+    # inside out (Redis, Varnish, then the edge), the inner purges not waited for, each through a cache backend
+    assert [(a.backend, a.operation, a.verify_window) for a in cdn.actions] == [
+        ("redis", "delete_pattern", 0.0), ("varnish", "purge_tag", 0.0), ("cloudflare", "purge", 720.0)]
+    cctx = model.context(cfg, {"alertname": "CdnCacheHitRatioLow", "zone": "main", "class": "all"})
+    assert render(cdn.target, cctx) == "cdn-main"
+    assert [render(a.params, cctx) for a in cdn.actions] == [
+        {"pattern": "cache:events:*"}, {"tag": "events"}, {"zone": "main", "tags": ["events"]}]
     labels = {"alertname": "RegionDown", "region": "seoul", "service": "platform"}
     ctx = model.context(cfg, labels)
     params = render(pbs["region-outage"].actions[0].params, ctx)

@@ -248,3 +248,41 @@ def test_a_short_rate_window_gives_alerts_that_fire_and_clear_fast(tmp_path):
     tf.write_text(yaml.safe_dump(test))
     r = subprocess.run([promtool(), "test", "rules", str(tf)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cdn_and_security_thresholds_come_from_the_config(tmp_path):
+    """alerts.cdn / alerts.security and the exporters' own keys (hit target, TLS days, RPO) reach the
+    rendered rules; an unknown CDN region is a config error naming the key."""
+    from core.spec import ConfigError
+
+    cfg = load_data({
+        "alerts": {"cdn": {"error_ratio": 0.02, "latency": {"p95_seconds": 0.3, "p95_seconds_by_region": {"other": 0.9}}},
+                   "security": {"waf_blocked_rate": 5, "replica_lag_for": "3m"}},
+        "exporters": {"cdn": {"hit_target": 0.8},
+                      "security": {"tls": {"warning_before": "21d", "critical_before": "3d"},
+                                   "backup": {"rpo": "10m"}}},
+    })
+    paths = build.write(cfg, tmp_path)
+    r = subprocess.run([promtool(), "check", "rules", *map(str, paths)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rules = {}
+    for _, _, rule in build.all_rules(cfg):
+        if "alert" in rule:
+            rules.setdefault(rule["alert"], []).append(rule)
+    assert "< 0.8" in rules["CdnCacheHitRatioLow"][0]["expr"]
+    assert "> 0.02" in rules["CdnErrorRateHigh"][0]["expr"]
+    lat = rules["CdnLatencyHigh"][0]["expr"]
+    assert 'region!~"other"' in lat and "> 0.3" in lat and 'region="other"' in lat and "> 0.9" in lat
+    assert "> 5" in rules["WafAttackSurge"][0]["expr"]
+    tls = {r_["labels"]["severity"]: r_["expr"] for r_ in rules["TlsCertExpiringSoon"]}
+    assert "< 1814400" in tls["warning"] and ">= 259200" in tls["warning"] and "< 259200" in tls["critical"]
+    [lag] = rules["ReplicaLagHigh"]
+    assert "> 600" in lag["expr"] and lag["for"] == "3m"
+    with pytest.raises(ConfigError, match="alerts.cdn.latency.p95_seconds_by_region.mars"):
+        load_data({"alerts": {"cdn": {"latency": {"p95_seconds_by_region": {"mars": 0.5}}}}})
+    with pytest.raises(ConfigError, match="p95_seconds_by_region.europe"):
+        load_data({"alerts": {"cdn": {"latency": {"p95_seconds_by_region": {"europe": 0}}}}})
+    # exporters off: no rules of theirs
+    off = load_data({"exporters": {"cdn": {"enabled": False}, "security": {"enabled": False}}})
+    names = {r_["alert"] for _, _, r_ in build.all_rules(off) if "alert" in r_}
+    assert not names & {"CdnCacheHitRatioLow", "OriginOverloaded", "TlsCertExpiringSoon", "BackupStale"}

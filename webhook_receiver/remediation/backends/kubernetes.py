@@ -5,8 +5,10 @@
   Content-Type application/strategic-merge-patch+json and
   {"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt": <RFC 3339>}}}}}
   (what `kubectl rollout restart` sends).
-- scale (params: name, replicas, kind): PATCH .../{kind}/{name}/scale with
-  Content-Type application/merge-patch+json and {"spec":{"replicas": N}}.
+- scale (params: name, replicas, kind, min, max): PATCH .../{kind}/{name}/scale with
+  Content-Type application/merge-patch+json and {"spec":{"replicas": N}}; replicas "+K"/"-K"
+  first GETs the scale subresource and changes its spec.replicas by K, within min..max (a change
+  that the bounds cancel sends no PATCH).
 - delete_pod (params: pod, or selector = a label selector): DELETE /api/v1/namespaces/{ns}/pods/{pod};
   with a selector: GET /api/v1/namespaces/{ns}/pods?labelSelector=... and delete each
   (or only the first `limit`).
@@ -91,15 +93,29 @@ class KubernetesBackend(Backend):
                           {"restartedAt": now})
         if operation == "scale":
             name = path_segment(params["name"], "name")
-            try:
-                replicas = int(params["replicas"])
-            except (TypeError, ValueError):
-                raise BackendError(f"replicas must be a whole number, got {params['replicas']!r}") from None
-            obj = self._call(s, "PATCH", f"{base}/apis/apps/v1/namespaces/{ns}/{kind}/{name}/scale", timeout,
-                             json={"spec": {"replicas": replicas}},
+            url = f"{base}/apis/apps/v1/namespaces/{ns}/{kind}/{name}/scale"
+            replicas, step = _replicas(params["replicas"])
+            before = None
+            if step is not None:  # relative ("+1", "-1"): read the scale subresource first
+                cur = self._call(s, "GET", url, timeout)
+                try:
+                    before = int((cur.get("spec") or {}).get("replicas", 0))
+                except (TypeError, ValueError):
+                    raise BackendError(f"kubernetes {kind}/{params['name']}: no spec.replicas in its scale") from None
+                replicas = before + step
+            lo = _bound(params.get("min"), "min")
+            hi = _bound(params.get("max"), "max")
+            replicas = max(replicas, lo if lo is not None else 0)
+            if hi is not None:
+                replicas = min(replicas, hi)
+            if before is not None and replicas == before:
+                return Result(True, f"{kind}/{params['name']} stays at {before} (bounds {lo}..{hi})",
+                              {"replicas": before, "before": before})
+            obj = self._call(s, "PATCH", url, timeout, json={"spec": {"replicas": replicas}},
                              headers={"Content-Type": "application/merge-patch+json"})
-            return Result(True, f"scaled {kind}/{params['name']} to {replicas} "
-                          f"(spec {obj.get('spec', {}).get('replicas')})", {"replicas": replicas})
+            return Result(True, f"scaled {kind}/{params['name']} to {replicas}"
+                          f"{'' if before is None else f' from {before}'} "
+                          f"(spec {obj.get('spec', {}).get('replicas')})", {"replicas": replicas, "before": before})
         if operation == "delete_pod":
             if "pod" in params:
                 pods = [str(params["pod"])]
@@ -116,3 +132,27 @@ class KubernetesBackend(Backend):
                 self._call(s, "DELETE", f"{base}/api/v1/namespaces/{ns}/pods/{path_segment(p, 'pod')}", timeout)
             return Result(True, f"deleted pod(s) {', '.join(pods)}", {"pods": pods})
         raise BackendError(f"kubernetes has no operation {operation!r}")
+
+
+def _replicas(value) -> tuple[int, int | None]:
+    """(count, None) for an absolute count; (0, step) for a relative "+K" / "-K"."""
+    if isinstance(value, bool):
+        raise BackendError(f"replicas must be a whole number or +K/-K, got {value!r}")
+    if isinstance(value, str) and value.strip()[:1] in ("+", "-") and value.strip()[1:].isdigit():
+        return 0, int(value.strip())
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise BackendError(f"replicas must be a whole number or +K/-K, got {value!r}") from None
+    if n < 0:
+        raise BackendError(f"replicas must be >= 0, got {n}")
+    return n, None
+
+
+def _bound(value, what: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BackendError(f"{what} must be a whole number, got {value!r}") from None

@@ -1,0 +1,1 @@
+"""The cost exporter and advice (docs/cost.md)."""

@@ -348,6 +348,10 @@ class SecurityCollector(ExporterCollector):
         if any(k == "waf" for _, k, _, _ in lw.logs):
             b = CounterMetricFamily("opsstack_waf_blocked_requests", "Requests ModSecurity blocked, by vhost and "
                                     "attack class (from the CRS rule ids).", labels=["vhost", "attack_class"])
+            # every known vhost x class from 0 (bounded: access.vhosts x waf.classes): a first attack
+            # read in one scrape is then an increase from 0 that rate() sees, not a new series it cannot
+            blocked = {**{(vh, cl): 0 for vh in self.sec.access.vhosts
+                          for cl in (*self.sec.waf.classes, "other")}, **blocked}
             for (vh, cl), n in sorted(blocked.items()):
                 b.add_metric([vh, cl], n)
             d = CounterMetricFamily("opsstack_waf_detections", "Transactions in which ModSecurity rules of an attack "

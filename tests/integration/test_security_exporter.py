@@ -122,7 +122,7 @@ def test_served_logs_and_restore_result(pki, tmp_path):
     audit.write_text("")
     cfg = config(pki, {"good": ports["good"]}, tmp_path,
                  tail={"poll_interval": "0.1s"},
-                 access={"logs": [{"name": "edge", "path": str(access)}]},
+                 access={"logs": [{"name": "edge", "path": str(access)}], "vhosts": ["shop", "api"]},
                  waf={"logs": [{"name": "modsec", "path": str(audit)}]},
                  backup={"enabled": True, "pgbackrest": "/bin/false", "interval": "0s"})
     write_result(tmp_path / "state" / "restore-verify.json",
@@ -154,6 +154,11 @@ def test_served_logs_and_restore_result(pki, tmp_path):
     assert value(got, "opsstack_access_responses_total", vhost="shop", status="2xx") == 1
     assert value(got, "opsstack_access_requests_by_agent_total", vhost="api", agent="scanner") == 1
     assert value(got, "opsstack_waf_blocked_requests_total", vhost="shop", attack_class="sqli") == 1
+    # the known vhosts' classes start at 0 (a first burst is an increase rate() sees), nothing else
+    blocked = {(dict(k[1])["vhost"], dict(k[1])["attack_class"]): v for k, v in got.items()
+               if k[0] == "opsstack_waf_blocked_requests_total"}
+    assert set(blocked) == {(vh, cl) for vh in ("shop", "api") for cl in ("sqli", "xss", "scanner", "protocol", "other")}
+    assert sum(blocked.values()) == 1
     assert value(got, "opsstack_security_collector_success", collector="logs") == 1
     assert value(got, "opsstack_security_collector_interval_seconds", collector="logs") == 0.1
     # pgbackrest failing: up 0, no stanza series, thresholds and the restore result still there

@@ -67,7 +67,10 @@ def test_memory_leak_fault_predicts_oom(tmp_path):
         fault = body["fault"]
         # when the leak (the demo's own model: rate x elapsed) takes the process to its limit
         real_oom = fault["started"] + (1.0 - before) * LIMIT / fault["rate"]
-        time.sleep(25)  # let the leak build a trend (seconds-scale: the fault fills in ~2 minutes)
+        # let the leak build a trend in Prometheus: a fifth of the headroom used (about 25 s of the
+        # ~2 minutes the fault takes to fill it), as scraped, whatever the machine's load
+        _wait(lambda: float(_query(prom.url, targets[0].query)[0]["value"][1]) >= before + 0.2 * (1.0 - before),
+              timeout=240)
         res = fc.run_once()["memory-user-app"]
         assert not isinstance(res, Exception), res
         cross = res.crossings[1.0].at

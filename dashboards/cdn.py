@@ -9,15 +9,14 @@ Cloudflare series are gauges of a closed window (docs/metrics.md): no rate() on 
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard as dash, stat
 from grafana_foundation_sdk.models.common import (
-    BarGaugeDisplayMode,
     BigValueColorMode,
     BigValueGraphMode,
-    VizOrientation,
 )
 
 from core.config import format_duration
+from dashboards.common import bars as _bars, lines as _lines
 from dashboards.common import (
     GREEN,
     RED,
@@ -28,7 +27,6 @@ from dashboards.common import (
     prom,
     reduce_last,
     steps,
-    threshold_lines,
     to_model,
     up_down_mappings,
 )
@@ -44,15 +42,6 @@ Z = 'zone=~"$zone"'
 def _stat() -> stat.Panel:
     return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.BACKGROUND)
             .graph_mode(BigValueGraphMode.AREA))
-
-
-def _lines() -> timeseries.Panel:
-    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
-
-
-def _bars() -> bargauge.Panel:
-    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
-            .orientation(VizOrientation.HORIZONTAL))
 
 
 def _rate(metric: str, by: str, matchers: str = "") -> str:

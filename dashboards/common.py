@@ -335,3 +335,19 @@ def lint(model: dict) -> list[str]:
             for prob in counter_problems(t.get("expr", "")):
                 problems.append(f"{where}: {prob}")
     return problems
+
+
+def lines():
+    """A time series with its thresholds drawn as lines (every board's line chart)."""
+    from grafana_foundation_sdk.builders import timeseries
+
+    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
+
+
+def bars():
+    """Horizontal gradient bar gauges of each series' last value (every board's ranking)."""
+    from grafana_foundation_sdk.builders import bargauge
+    from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VizOrientation
+
+    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
+            .orientation(VizOrientation.HORIZONTAL))

@@ -8,13 +8,13 @@ requests) are recomputed by the exporter every `exporters.cost.report.refresh_in
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, table, timeseries
-from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, BigValueColorMode, BigValueGraphMode, \
-    VizOrientation
+from grafana_foundation_sdk.builders import dashboard as dash, stat, table
+from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode
 
 from core.config import format_duration
+from dashboards.common import bars as _bars, lines as _lines
 from dashboards.common import GREEN, ORANGE, RED, YELLOW, new_dashboard, panel, prom, reduce_last, steps, \
-    threshold_lines, to_model
+    to_model
 
 UID = "opsstack-cost"
 TITLE = "Cost"
@@ -29,15 +29,6 @@ def _unit(cfg: dict) -> str:
 def _stat() -> stat.Panel:
     return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.VALUE)
             .graph_mode(BigValueGraphMode.AREA))
-
-
-def _lines() -> timeseries.Panel:
-    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
-
-
-def _bars() -> bargauge.Panel:
-    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
-            .orientation(VizOrientation.HORIZONTAL))
 
 
 def spend(cfg: dict) -> list:

@@ -8,14 +8,13 @@ replication and backups. Variables: datasource, server, datname. Thresholds come
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as dash, stat, table
 from grafana_foundation_sdk.models.common import (
-    BarGaugeDisplayMode,
     BigValueColorMode,
     BigValueGraphMode,
-    VizOrientation,
 )
 
+from dashboards.common import bars as _bars, lines as _lines
 from dashboards.common import (
     GREEN,
     RED,
@@ -26,7 +25,6 @@ from dashboards.common import (
     prom,
     reduce_last,
     steps,
-    threshold_lines,
     to_model,
     up_down_mappings,
 )
@@ -43,15 +41,6 @@ QKEY = "server, datname, queryid"
 def _stat() -> stat.Panel:
     return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.BACKGROUND)
             .graph_mode(BigValueGraphMode.AREA))
-
-
-def _lines() -> timeseries.Panel:
-    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
-
-
-def _bars() -> bargauge.Panel:
-    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
-            .orientation(VizOrientation.HORIZONTAL))
 
 
 def _table() -> table.Panel:

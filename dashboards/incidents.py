@@ -13,13 +13,13 @@ receiver.kpis.window against their targets (alerts.kpi; webhook_receiver/kpis.py
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, table, timeseries
-from grafana_foundation_sdk.models.common import (BarGaugeDisplayMode, BigValueColorMode, BigValueGraphMode,
-                                                  VizOrientation)
+from grafana_foundation_sdk.builders import dashboard as dash, stat, table, timeseries
+from grafana_foundation_sdk.models.common import (BigValueColorMode, BigValueGraphMode)
 
 from core.config import format_duration
+from dashboards.common import bars as _bars, lines as _lines
 from dashboards.common import (BLUE, GREEN, ORANGE, POSTGRES, RED, SERVICE, YELLOW, label_variable, new_dashboard,
-                               panel, prom, reduce_last, steps, threshold_lines, to_model)
+                               panel, prom, reduce_last, steps, to_model)
 
 UID = "opsstack-incidents"
 TITLE = "Incidents"
@@ -39,15 +39,6 @@ class _Sql:
 def _stat() -> stat.Panel:
     return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.BACKGROUND)
             .graph_mode(BigValueGraphMode.NONE))
-
-
-def _bars() -> bargauge.Panel:
-    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
-            .orientation(VizOrientation.HORIZONTAL))
-
-
-def _lines() -> timeseries.Panel:
-    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
 
 
 def _human(seconds: float) -> str:

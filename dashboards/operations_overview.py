@@ -15,9 +15,8 @@ the CDN & Cache and Security dashboards have the details.
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, logs, piechart, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as dash, logs, piechart, stat, table
 from grafana_foundation_sdk.models.common import (
-    BarGaugeDisplayMode,
     BigValueColorMode,
     BigValueGraphMode,
     VizOrientation,
@@ -25,6 +24,7 @@ from grafana_foundation_sdk.models.common import (
 
 from core import series
 from core.config import format_duration
+from dashboards.common import bars as _bars, lines as _lines
 from dashboards.common import (
     GREEN,
     LOKI,
@@ -42,7 +42,6 @@ from dashboards.common import (
     region_variable,
     service_variable,
     steps,
-    threshold_lines,
     to_model,
     up_down_mappings,
 )
@@ -54,15 +53,6 @@ TITLE = "Operations Overview"
 def _stat(orientation: VizOrientation = VizOrientation.AUTO) -> stat.Panel:
     return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.BACKGROUND)
             .graph_mode(BigValueGraphMode.NONE).orientation(orientation))
-
-
-def _bars() -> bargauge.Panel:
-    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
-            .orientation(VizOrientation.HORIZONTAL))
-
-
-def _lines() -> timeseries.Panel:
-    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
 
 
 def system_health(cfg: dict) -> list:

@@ -14,15 +14,14 @@ first blocked request); where that leaves a panel empty on a quiet edge, the que
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import bargauge, dashboard as dash, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard as dash, stat
 from grafana_foundation_sdk.models.common import (
-    BarGaugeDisplayMode,
     BigValueColorMode,
     BigValueGraphMode,
-    VizOrientation,
 )
 
 from core.config import format_duration
+from dashboards.common import bars as _bars, lines as _lines
 from dashboards.common import (
     GREEN,
     ORANGE,
@@ -33,7 +32,6 @@ from dashboards.common import (
     prom,
     reduce_last,
     steps,
-    threshold_lines,
     to_model,
     up_down_mappings,
 )
@@ -48,15 +46,6 @@ HUMAN_AND_BOTS = 'agent!="monitor"'
 def _stat() -> stat.Panel:
     return (stat.Panel().reduce_options(reduce_last()).color_mode(BigValueColorMode.BACKGROUND)
             .graph_mode(BigValueGraphMode.NONE))
-
-
-def _lines() -> timeseries.Panel:
-    return timeseries.Panel().thresholds_style(threshold_lines()).fill_opacity(10).line_width(1)
-
-
-def _bars() -> bargauge.Panel:
-    return (bargauge.Panel().reduce_options(reduce_last()).display_mode(BarGaugeDisplayMode.GRADIENT)
-            .orientation(VizOrientation.HORIZONTAL))
 
 
 def read_as_zero(collector: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -26,6 +27,21 @@ BINARIES = {
 
 class MissingBinary(RuntimeError):
     pass
+
+
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, with the final NUL
+
+
+def unix_socket_path(path: str | os.PathLike, reserve: int = 0) -> Path:
+    """``path`` when it (plus ``reserve`` bytes a server appends, e.g. PostgreSQL's
+    "/.s.PGSQL.<port>") fits a Unix socket address; otherwise a short path in the temporary
+    folder named after it, the same on every call, so a deep checkout or run_dir does not make
+    the server fail to bind ("could not create any Unix-domain sockets", "AF_UNIX path too long")."""
+    p = Path(path).absolute()
+    if len(os.fsencode(str(p))) + reserve <= UNIX_PATH_MAX:
+        return p
+    tag = hashlib.sha256(os.fsencode(str(p))).hexdigest()[:16]
+    return Path(os.environ.get("TMPDIR") or "/tmp") / f"opsstack-{tag}-{p.name[:24]}"
 
 
 def binary(name: str) -> str:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.procs import port_open
+from core.procs import port_open, unix_socket_path
 from core.resp import RedisConn, RedisError
 from demo.rcache import KEY_PREFIX, tag_set
 from demo.varnish_conf import render_routed_vcl, varnishd_argv
@@ -55,7 +55,7 @@ def paths(run_dir) -> dict[str, Path]:
             "nginx_conf": n / "nginx.conf", "modsec_conf": n / "modsec.conf", "nginx_pid": n / "nginx.pid",
             "access_log": n / "access.json", "audit_log": n / "modsec_audit.json", "error_log": n / "error.log",
             "vcl": v / "opsstack.vcl", "varnish_work": v / "work", "redis_conf": r / "redis.conf",
-            "f2b_conf": f / "conf", "f2b_socket": f / "fail2ban.sock", "f2b_pid": f / "fail2ban.pid",
+            "f2b_conf": f / "conf", "f2b_socket": unix_socket_path(f / "fail2ban.sock"), "f2b_pid": f / "fail2ban.pid",
             "f2b_db": f / "fail2ban.sqlite3", "f2b_log": f / "fail2ban.log", "cf_token": c / "token",
             "ca_cert": t / "ca.crt", "ca_key": t / "ca.key"}
 

@@ -42,7 +42,7 @@ from demo import edge
 from demo.db import launcher_programs
 from exporters.security.access import FAIL2BAN_FILTER, NGINX_LOG_FORMAT
 from stack import alertmanager_config, loki_config, prometheus_config, runtime
-from stack.pgcluster import Cluster
+from stack.pgcluster import Cluster, socket_dir
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class Stack:
             bk, p = r["database"]["embedded"]["backup"], backups.paths(rd)
             backups.write_files(p, backups.render_conf(
                 p, bk["stanza"], rd / "postgres" / "data", r["runtime"]["ports"]["postgres"],
-                rd / "postgres" / "data.sock", bk["retention_full"], bk["retention_diff"]))
+                socket_dir(rd / "postgres" / "data"), bk["retention_full"], bk["retention_diff"]))
 
     def supervisord_conf(self, r: dict, progs: list[Program]) -> str:
         rd = Path(r["stack"]["run_dir"])

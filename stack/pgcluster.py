@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from core.pg import PostgresUnavailable
+from core.procs import unix_socket_path
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,29 @@ def server_bindir() -> Path:
     if pg:
         return Path(pg).parent
     raise PostgresUnavailable("no PostgreSQL server binaries found: `apt-get install postgresql` (or run `make up`)")
+
+
+def socket_dir(datadir: str | os.PathLike) -> Path:
+    """The folder for the cluster's Unix socket: `<datadir>.sock` beside the data folder, or a
+    short stable one in the temporary folder when a deep run_dir makes that too long for a
+    socket address (postgres would refuse to start: "could not create any Unix-domain sockets")."""
+    datadir = Path(datadir).resolve()
+    return unix_socket_path(datadir.parent / (datadir.name + ".sock"), reserve=len("/.s.PGSQL.65535"))
+
+
+def _prepare_socket_dir(path: Path, user: str | None) -> None:
+    """Create the socket folder; one in a shared temporary folder must be ours (or the server
+    user's) and closed to others, since whoever owns it could put a fake server socket there."""
+    path.mkdir(parents=True, exist_ok=True)
+    if user:
+        pw = pwd.getpwnam(user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    st = path.stat()
+    allowed = {os.geteuid()} | ({pwd.getpwnam(user).pw_uid} if user else set())
+    if st.st_uid not in allowed:
+        raise PostgresUnavailable(f"the socket folder {path} belongs to uid {st.st_uid}, not to us: remove it")
+    if path.name.startswith("opsstack-"):
+        os.chmod(path, 0o700)
 
 
 def _run_user() -> str | None:
@@ -68,7 +92,7 @@ class Cluster:
         self.settings = settings or {}
         self.user = _run_user()
         self.bindir = server_bindir()
-        self.sockdir = self.datadir.parent / (self.datadir.name + ".sock")
+        self.sockdir = socket_dir(self.datadir)
         self.logfile = self.datadir.parent / (self.datadir.name + ".log")
         self.proc: subprocess.Popen | None = None
 
@@ -97,8 +121,7 @@ class Cluster:
 
     def init(self) -> None:
         """initdb once; a second call is a no-op."""
-        self.sockdir.mkdir(parents=True, exist_ok=True)
-        self._chown(self.sockdir)
+        _prepare_socket_dir(self.sockdir, self.user)
         if self.initialized():
             return
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +146,7 @@ class Cluster:
         """Make this cluster a streaming replica of ``primary`` (running): `pg_basebackup -R`
         with WAL streamed and a physical slot ``slot`` on the primary (dropped first when a
         replica that is gone left it). Once: an initialized data folder is left alone."""
-        self.sockdir.mkdir(parents=True, exist_ok=True)
-        self._chown(self.sockdir)
+        _prepare_socket_dir(self.sockdir, self.user)
         if self.initialized():
             return
         shutil.rmtree(self.datadir, ignore_errors=True)  # a basebackup that died half-way

@@ -20,7 +20,7 @@ from core.procs import binary, free_port
 from exporters.security.collector import SecurityCollector
 from exporters.security.pgbackrest import read_info, wal_position
 from exporters.security.restore import read_results, verify_restore, write_result
-from stack.pgcluster import Cluster
+from stack.pgcluster import Cluster, socket_dir
 
 PGBACKREST = shutil.which("pgbackrest")
 pytestmark = [pytest.mark.integration,
@@ -64,10 +64,13 @@ def repo(tmp_path_factory):
             os.chown(tmp / d, pw.pw_uid, pw.pw_gid)
     port = free_port()
     conf = tmp / "pgbackrest.conf"
-    data = tmp / "data"
+    # deep enough that `<data>.sock/.s.PGSQL.<port>` would not fit a Unix socket address (107 bytes):
+    # the cluster must fall back to a short socket folder, as on a machine with a deep checkout
+    data = tmp / ("a-deep-run-folder-" * 5) / "data"
+    data.parent.mkdir(mode=0o755)
     conf.write_text(f"[global]\nrepo1-path={tmp}/repo\nlog-path={tmp}/log\nlock-path={tmp}/lock\nstart-fast=y\n"
                     f"log-level-file=off\nrepo1-retention-full=2\ncompress-type=none\n\n"
-                    f"[demo]\npg1-path={data}\npg1-port={port}\npg1-socket-path={tmp}/data.sock\n")
+                    f"[demo]\npg1-path={data}\npg1-port={port}\npg1-socket-path={socket_dir(data)}\n")
     os.chmod(conf, 0o644)
     cluster = Cluster(data, port=port, preload=(), settings={
         "archive_mode": "on", "wal_level": "replica", "max_wal_senders": "3",
@@ -112,8 +115,13 @@ def test_wal_position():
 
 
 def test_verify_restore_restores_starts_and_queries(repo, tmp_path):
-    conf, _ = repo
-    res = verify_restore("demo", pgbackrest=PGBACKREST, config=str(conf),
+    conf, cluster = repo
+    assert len(str(cluster.datadir) + ".sock/.s.PGSQL.65535") > 107 and len(str(cluster.sockdir)) < 60
+    deep = tmp_path / ("a-deep-work-folder-" * 5)  # the scratch copy's paths are long too
+    deep.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(deep, 0o777)
+    res = verify_restore("demo", pgbackrest=PGBACKREST, config=str(conf), work_dir=str(deep),
                          query="select count(*) from verify_me", timeout=120)
     assert res.success, res.error
     assert res.backup_label.endswith("I")  # the newest backup
@@ -127,7 +135,7 @@ def test_verify_restore_restores_starts_and_queries(repo, tmp_path):
     got = read_results(out)
     assert got["demo"].success and got["demo"].last_success == res.last_success
     assert not got["nope"].success and got["nope"].last_success == 0
-    assert not list(tmp_path.glob("verify-*"))  # the scratch copy is gone
+    assert not list(deep.glob("verify-*"))  # the scratch copy is gone
 
 
 def test_exporter_series_from_the_real_repository(repo, tmp_path):

@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 # /tmp/pytest-of-$USER and prune each other's old folders) cannot delete this run's clusters
 test: deps-test venv
 	rm -rf .pytest-tmp
-	$(BIN)/python -m pytest -q -ra --basetemp=$(CURDIR)/.pytest-tmp
+	$(BIN)/python -m pytest -q -ra --durations=40 --basetemp=$(CURDIR)/.pytest-tmp
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit

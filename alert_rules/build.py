@@ -27,6 +27,7 @@ DOMAINS = [
     "security",
     "scaling",
     "cost",
+    "automation",
 ]
 
 

@@ -28,13 +28,16 @@ Reported side by side, for a day as the history said and a day 10% busier: peak-
 (14:00-16:00) p95 latency, the worst minute's p95 (the ramp, where reactive lags), minutes above
 80% utilisation, replica-hours (cost) and mean utilisation. The M/M/c model is checked once
 against the real service (1 replica, Poisson arrivals at 75%): its p95 is on the safe side (the
-demo's service time is nearly constant, an M/M/c one is exponential).
+demo's service time is nearly constant, an M/M/c one is exponential). The policies' decisions
+(``predictive_decision``, ``reactive_decision``, ``fixed_replicas``...) are shared with
+bench/scaling_demo_day.py, which plays the day on three real demo services instead of the model.
 
     .venv/bin/python bench/scaling_bench.py [--json bench/results/scaling_bench.json]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -125,8 +128,12 @@ def _open_loop(url: str, rate: float, seconds: float, seed: int) -> list[float]:
     return sorted(out)
 
 
-def measure(workdir: Path, seconds: float, clients: int) -> dict:
-    demo = DemoProcess(workdir, load=False, replicas={"initial": 1, "min": 1, "max": 4})
+def measure(workdir: Path, seconds: float, clients: int, check: bool = True, demo: dict | None = None) -> dict:
+    """1 replica then 2 under a closed loop of ``clients``; ``check``: then the queue model against
+    Poisson arrivals at 75%. ``demo``: overrides of the demo config (e.g. home_latency, replicas.workers)."""
+    over = dict(demo or {})
+    rep = {"initial": 1, "min": 1, "max": 4, **(over.pop("replicas", None) or {})}
+    demo = DemoProcess(workdir, load=False, replicas=rep, **over)
     demo.start()
     try:
         out = {}
@@ -147,6 +154,8 @@ def measure(workdir: Path, seconds: float, clients: int) -> dict:
             out[replicas] = {"served": served, "rps": served / wall, "busy_seconds": busy,
                              "service_time": busy / reqs if reqs else float("nan"),
                              "utilisation": busy / wall / (replicas * workers), "workers": workers}
+        if not check:
+            return out
         # the queue model against the real service: 1 replica, Poisson arrivals at 75% of its capacity
         status, _ = demo.admin("POST", "/admin/replicas", {"replicas": 1, "region": HOME})
         s, workers = out[1]["service_time"], out[1]["workers"]
@@ -183,12 +192,57 @@ def day_curve(mean_rps: float, level: float, seed: int, day: int) -> list[float]
     return out
 
 
+# -- the policies' decisions, shared with bench/scaling_demo_day.py (the same day on the real demo)
+def history_profile(history: list[list[float]]) -> list[float]:
+    """The forecast's daily profile: the median of the history days, minute by minute."""
+    return [sorted(h[m] for h in history)[len(history) // 2] for m in range(1440)]
+
+
+def fixed_replicas(profile: list[float], s: float, lim: scaling.Limits) -> int:
+    """Fixed capacity: the replicas the history's peak needs at the band's top."""
+    return scaling.replicas_for(max(profile) * s, lim.capacity, lim.high, lim.min_replicas, lim.max_replicas)
+
+
+def start_replicas(rate: float, s: float, lim: scaling.Limits) -> int:
+    """Replicas the scaling policies start the day with (the first minute's load + 20%)."""
+    return scaling.replicas_for(rate * s * 1.2, lim.capacity, lim.high, lim.min_replicas, lim.max_replicas)
+
+
+def traffic_falling(observed: list[float]) -> bool:
+    """ScalingTrafficFalling's traffic test: the last 5 minutes (``observed``: arrivals/s per minute up
+    to now) below the 5 minutes that ended 10 minutes earlier."""
+    n = len(observed)
+    return n >= 16 and sum(observed[n - 5:n]) < sum(observed[n - 16:n - 11])
+
+
+def reactive_decision(total: int, util5: float, falling: bool, since: float, now: float, over_since: float | None,
+                      lim: scaling.Limits, alert_for: float) -> tuple[int, float | None]:
+    """One reactive evaluation: out only once the 5-minute utilisation has been over the band's top
+    for ``alert_for`` (ScalingCpuHigh), in under 40% while traffic falls. Returns (replicas, over_since)."""
+    over_since = (over_since if over_since is not None else now) if util5 > lim.high else None
+    held = over_since is not None and now - over_since >= alert_for
+    new = total if util5 > lim.high and not held else scaling.reactive(total, util5, falling, since, lim)
+    return new, over_since
+
+
+def predictive_decision(total: int, profile: list[float], observed: list[float], s: float, since: float,
+                        lim: scaling.Limits, util5: float | None) -> int:
+    """One predictive evaluation at minute len(observed) - 1: the forecast is the history's median
+    profile re-levelled by the last hour of ``observed`` arrivals against it (after 30 minutes);
+    the next ``lim.lead`` of it in busy cores -> scaling.predictive (``util5`` None: no reactive backstop)."""
+    m = len(observed) - 1
+    lo = max(0, m - 60)
+    level = (sum(observed[lo:m + 1]) / max(1e-9, sum(profile[lo:m + 1]))) if m >= 30 else 1.0
+    look = [profile[(m + k) % 1440] * level * s for k in range(int(lim.lead // 60) + 1)]
+    return scaling.predictive(total, look, since, lim, util=util5)
+
+
 def simulate(policy: str, arrivals: list[float], history: list[list[float]], s: float, workers: int,
              lim: scaling.Limits, startup: float, alert_for: float) -> dict:
-    profile = [sorted(h[m] for h in history)[len(history) // 2] for m in range(1440)]
-    fixed = scaling.replicas_for(max(profile) * s, workers, lim.high, lim.min_replicas, lim.max_replicas)
-    start_n = fixed if policy == "fixed" else scaling.replicas_for(arrivals[0] * s * 1.2, workers, lim.high,
-                                                                   lim.min_replicas, lim.max_replicas)
+    profile = history_profile(history)
+    lim = dataclasses.replace(lim, capacity=workers)
+    fixed = fixed_replicas(profile, s, lim)
+    start_n = fixed if policy == "fixed" else start_replicas(arrivals[0], s, lim)
     ready = start_n          # replicas serving
     pending: list[tuple[float, int]] = []  # (ready at minute, count)
     last_change = -1e9
@@ -232,17 +286,11 @@ def simulate(policy: str, arrivals: list[float], history: list[list[float]], s: 
         total = ready + sum(k for _, k in pending)
         new = total
         if policy == "reactive":
-            over_since = (over_since if over_since is not None else now) if w5 > lim.high else None
-            falling = m >= 15 and sum(arrivals[m - 4:m + 1]) < sum(arrivals[m - 15:m - 10])
-            held = over_since is not None and now - over_since >= alert_for
             # out only once the alert fired (over 80% for alert_for); in when under 40% and falling
-            new = total if w5 > lim.high and not held else scaling.reactive(total, w5, falling, since, lim)
+            new, over_since = reactive_decision(total, w5, traffic_falling(arrivals[:m + 1]), since, now,
+                                                over_since, lim, alert_for)
         elif policy == "predictive" and m % 5 == 0:
-            # forecast: the history's median profile, re-levelled by the last hour against it
-            lo = max(0, m - 60)
-            level = (sum(arrivals[lo:m + 1]) / max(1e-9, sum(profile[lo:m + 1]))) if m >= 30 else 1.0
-            look = [profile[(m + k) % 1440] * level * s for k in range(int(lim.lead // 60) + 1)]
-            new = scaling.predictive(total, look, since, lim, util=w5)
+            new = predictive_decision(total, profile, arrivals[:m + 1], s, since, lim, w5)
         if new > total:
             pending.append((m + startup / 60.0, new - total))
             last_change = now

@@ -11,4 +11,5 @@ DASHBOARDS = {
     "cdn": "CDN",
     "security": "Security",
     "cost": "Cost",
+    "automation": "Automation",
 }

@@ -10,6 +10,7 @@
     opsstack demo state [--service S]
     opsstack demo mailsink                    the local mail sink (SMTP + web page; the launcher runs it)
     opsstack demo backups                     the embedded database's backup schedule (the launcher runs it)
+    opsstack demo approver                    approve pending event requests after demo.airflow_approver_delay
 
 The faults backup-stale and replica-lag act on the embedded database's pgBackRest repository
 and replica (demo/backups.py), not on a service: --service/--region/--rate do not apply.
@@ -31,7 +32,9 @@ from prometheus_client import disable_created_metrics
 
 from core.config import view
 from core.exporter import wait_until_stopped
-from demo import backups, edge
+from demo import approver, backups, edge
+from demo.airflow.client import AirflowClient
+from demo.airflow.launcher import access
 from demo.faults import KINDS, parse_seconds
 from demo.mailsink import MailSink
 from demo.service import DemoService
@@ -69,6 +72,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--service")
     sub.add_parser("mailsink", help="run the local mail sink (SMTP on stack.ports.mailsink_smtp, "
                                     "web page on stack.ports.mailsink_web)")
+    sub.add_parser("approver", help="approve the Event Management service's pending event requests after "
+                                    "demo.airflow_approver_delay (a simulated manager/executive; demo/approver.py)")
     sub.add_parser("backups", help="run the embedded database's backup schedule, restore verification and "
                                    "backup faults (demo/backups.py)")
 
@@ -136,11 +141,11 @@ def _services(platform, ports, service: str | None) -> list[str]:
     return [service]
 
 
-def _serve(args, demo, platform, stack) -> int:
+def _serve(args, demo, platform, stack, database=None) -> int:
     disable_created_metrics()
 
     try:
-        svc = DemoService(demo, platform, stack, args.service)
+        svc = DemoService(demo, platform, stack, args.service, database)
     except ValueError as exc:
         print(f"opsstack demo: {exc}", file=sys.stderr)
         return 2
@@ -174,7 +179,17 @@ def _mailsink(stack) -> int:
 def run(args, cfg) -> int:
     demo, platform, stack = view(cfg, "demo"), view(cfg, "platform"), view(cfg, "stack")
     if args.action == "serve":
-        return _serve(args, demo, platform, stack)
+        return _serve(args, demo, platform, stack, view(cfg, "database"))
+    if args.action == "approver":
+        url = approver.base_url(demo, platform, stack)
+        if url is None:
+            print("opsstack demo approver: no Event Management service with an admin port in demo.ports "
+                  "(run it through `opsstack up`, or pass the resolved config with -c)", file=sys.stderr)
+            return 2
+        airflow = None
+        if demo.enabled and demo.airflow is True:  # the dispatcher starts the DAG per new request
+            airflow = AirflowClient.from_access(access(cfg))
+        return approver.run(url, demo.airflow_approver_delay, airflow)
     if args.action == "mailsink":
         return _mailsink(stack)
     if args.action == "backups":

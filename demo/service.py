@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from core import logship
 from core.config import run_dir, view
+from demo import eventreq
 from demo import faults as F
 from demo import model
 from demo.http import Listener, Request, Response
@@ -224,7 +225,7 @@ class DemoService:
     """One service ``name`` of the platform; ``demo``, ``platform``, ``stack``: the views of
     those config sections (core.config.view)."""
 
-    def __init__(self, demo, platform, stack, name: str):
+    def __init__(self, demo, platform, stack, name: str, database=None):
         self.platform = platform
         self.name = name
         svc = next((s for s in platform.services if s.name == name), None)
@@ -278,11 +279,15 @@ class DemoService:
                           for r in self.regions}
         self.admin = Listener(f"{name}/admin", self.host, self.ports["admin"], self._admin_app)
         self.loadgen = None
+        # the event-request API of the Event Management service (demo/eventreq.py): ``database``,
+        # the view of that section; None without one (its routes then answer 503)
+        self.eventreq = (eventreq.from_views(d, database, stack, self.ports["admin"])
+                         if eventreq.serves(svc) and database is not None else None)
 
     @classmethod
     def from_config(cls, cfg: dict, name: str) -> "DemoService":
         """The service ``name`` of a validated config."""
-        return cls(view(cfg, "demo"), view(cfg, "platform"), view(cfg, "stack"), name)
+        return cls(view(cfg, "demo"), view(cfg, "platform"), view(cfg, "stack"), name, view(cfg, "database"))
 
     # ------------------------------------------------------------------ metrics
     def _build_metrics(self) -> None:
@@ -772,6 +777,12 @@ class DemoService:
                 return Response(200, {r: pool.snapshot() for r, pool in self.pools.items()})
             if p == "/admin/replicas" and m == "POST":
                 return Response(200, {"replicas": self.set_replicas(req.json())})
+            if p == eventreq.PREFIX or p.startswith(eventreq.PREFIX + "/"):
+                if self.eventreq is None:
+                    return Response(404 if not eventreq.serves(self.svc) else 503,
+                                    {"error": "the event-request API is served by the Event Management service"
+                                     if not eventreq.serves(self.svc) else "no database configured (database.url)"})
+                return self.eventreq.handle(req)
             if p == "/admin/volume/cleanup" and m == "POST":
                 freed = self.volume.filled()
                 self.heal("disk-fill")

@@ -11,6 +11,8 @@
   stack.host:stack.ports.exporter_security (docs/metrics.md, "Security exporter").
 - cost: exporters.cost.server.serve(cfg) — spend per instance group, service and region, coverage and
   the advice gauges, /metrics on stack.host:stack.ports.exporter_cost (docs/cost.md).
+- automation: exporters.automation.server.serve(cfg) — Airflow's DAGs, runs and health, the workflow
+  KPIs and automation rates, /metrics on stack.host:stack.ports.exporter_automation (docs/automation.md).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ EXPORTERS = {
     "security": ("exporters.security.server", "security: TLS handshakes, access/WAF logs, fail2ban, pgBackRest"),
     "cdn": ("exporters.cdn.server", "CDN and cache: Cloudflare analytics windows, Varnish, Redis, cache policy"),
     "cost": ("exporters.cost.server", "cost: spend per instance/service/region, coverage, advice gauges"),
+    "automation": ("exporters.automation.server", "automation: Airflow DAGs and runs, workflow KPIs, automation rate"),
 }
 
 

@@ -37,9 +37,11 @@ from alert_rules import build as rules_build
 from core.config import format_duration, redact_url
 from core.pg import PostgresUnavailable, ensure_database
 from core.procs import binary, http_ok, port_open, tail
-from demo import backups
+from demo import approver, backups
 from demo import edge
+from demo.airflow import launcher as airflow_launcher
 from demo.db import launcher_programs
+from exporters import automation as automation_exporter
 from exporters.security.access import FAIL2BAN_FILTER, NGINX_LOG_FORMAT
 from stack import alertmanager_config, loki_config, prometheus_config, runtime
 from stack.pgcluster import Cluster, socket_dir
@@ -206,6 +208,12 @@ class Stack:
                 progs.append(Program(f"exporter-{name}", ops + ["exporter", name],
                                      ready_url=f"http://{host}:{port}/metrics", url=f"http://{host}:{port}/metrics",
                                      reads=(f"exporters.{name}",) + STACK_KEYS))
+        if automation_exporter.enabled(r):  # exporters/automation: enabled, or the demo runs Airflow
+            port = ports["exporter_automation"]
+            progs.append(Program("exporter-automation", ops + ["exporter", "automation"],
+                                 ready_url=f"http://{host}:{port}/metrics", url=f"http://{host}:{port}/metrics",
+                                 reads=("exporters.automation", "receiver.token", "demo.enabled", "demo.ports",
+                                        "demo.airflow") + STACK_KEYS))
         if r["forecast"]["enabled"]:
             progs.append(Program("forecaster", ops + ["forecast", "serve"], stage=4,
                                  ready_url=f"http://{host}:{ports['forecaster']}/metrics",
@@ -231,7 +239,8 @@ class Stack:
         """Programs that other parts declare (e.g. the demo database workload)."""
         extra = []
         host = r["stack"]["host"]
-        for spec in launcher_programs(r) + edge.launcher_programs(r):
+        for spec in (launcher_programs(r) + edge.launcher_programs(r) + airflow_launcher.launcher_programs(r)
+                     + approver.launcher_programs(r)):
             # "args": an opsstack subcommand; "argv": a command line of its own (nginx, varnishd...)
             command = list(spec["argv"]) if spec.get("argv") else ops + spec["args"]
             prog = Program(spec["name"], command, ready_url=spec.get("ready_url"),

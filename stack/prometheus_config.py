@@ -8,6 +8,7 @@ names on their container ports and rule files are the committed alert_rules/*.ym
 from __future__ import annotations
 
 from core.config import format_duration
+from exporters import automation as automation_exporter
 
 # container ports used in docker-compose.yml
 DOCKER_PORTS = {
@@ -77,6 +78,8 @@ def build(cfg: dict, mode: str = "native", rule_files: list[str] | None = None) 
             # the CDN exporter's varnish/redis series carry `instance` = the configured instance
             # name (docs/metrics.md): kept as it is, not renamed exported_instance
             jobs.append(job(f"opsstack_{name}", f"exporter_{name}", **({"honor_labels": True} if name == "cdn" else {})))
+    if automation_exporter.enabled(cfg) and mode != "docker":  # exporters/automation (docs/automation.md)
+        jobs.append(job("opsstack_automation", "exporter_automation"))
     if cfg["forecast"]["enabled"]:
         jobs.append(job("opsstack_forecaster", "forecaster"))
     jobs.append(job("opsstack_receiver", "receiver"))

@@ -5,7 +5,9 @@ panel that shows the same signal always use the same threshold. Ratios are 0..1,
 seconds, rates requests per second (docs/development.md: base units). A duration of 0 means
 "at once" (the rule has no `for:`).
 """
-from core.spec import ConfigError, Field
+import re
+
+from core.spec import ConfigError, Field, parse_duration
 
 
 # the CDN exporter's region label values (exporters/cdn/regions.py REGIONS; core imports no component)
@@ -133,6 +135,31 @@ SECTION = {
         "response": Field("duration", "5m", minimum=1, help="mean time to acknowledge or automatic action at most"),
         "for": Field("duration", "30m", minimum=0),
     },
+    # automation workflows (alert_rules/automation.py, dashboards/automation.py, docs/automation.md)
+    # on the automation exporter's gauges (exporters/automation), computed over its window
+    "automation": {
+        "error_ratio": _ratio(0.005),  # WorkflowErrorRateHigh: failed / finished runs of all DAGs
+        "min_runs": Field("int", 20, minimum=1,
+                          help="WorkflowErrorRateHigh: fewer finished runs in the window are not judged"),
+        "error_for": Field("duration", "5m", minimum=0),
+        # WorkflowStuck: the oldest running run of a DAG older than this ...
+        "workflow_sla": Field("duration", "1h", minimum=60, help="WorkflowStuck: oldest running run of a DAG"),
+        # ... or than its own SLA here (dag_id -> duration; a DAG that waits for approvals runs
+        # for as long as they take: the executive approval SLA plus its own steps)
+        "workflow_sla_by_dag": Field("dict", {"event_creation": "26h"}, check=lambda v: _dag_slas(v)),
+        # ... or the oldest pending approval of a tier older than its tier's SLA
+        "approval_sla": {
+            "auto": Field("duration", "5m", minimum=60, help="auto tier approves at once: pending = broken"),
+            "manager": Field("duration", "4h", minimum=60),
+            "executive": Field("duration", "24h", minimum=60),
+        },
+        "stuck_for": Field("duration", "5m", minimum=0),
+        "scheduler_for": Field("duration", "1m", minimum=0, help="AirflowSchedulerDown"),
+        "rate_target": _ratio(0.8),  # AutomationRateLow: share done without a person, per kind
+        "rate_for": Field("duration", "30m", minimum=0),
+        "processing_target": Field("duration", "15m", minimum=1,
+                                   help="the board's target for the mean run duration (manual: hours)"),
+    },
     "slo": {
         "availability": Field("float", 0.999, minimum=0.5, maximum=0.99999),
         # minimum-traffic guard: no burn-rate alert for a service that served fewer requests
@@ -142,6 +169,22 @@ SECTION = {
         "ticket_for": Field("duration", "30m", minimum=0),
     },
 }
+
+
+DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")  # Airflow's dag_id characters
+
+
+def _dag_slas(value: dict) -> str | None:
+    for dag, sla in value.items():
+        if not isinstance(dag, str) or not DAG_ID.match(dag):
+            return f"{dag!r} is not a DAG id (letters, digits, _ . -)"
+        try:
+            seconds = parse_duration(sla)
+        except ValueError as exc:
+            return f"{dag}: {exc}"
+        if seconds < 60:
+            return f"{dag}: an SLA must be at least 1m, got {sla!r}"
+    return None
 
 
 def check(cfg):

@@ -4,9 +4,11 @@ from core.spec import ConfigError, Field
 PORT_NAMES = ("prometheus", "alertmanager", "node_exporter", "receiver", "supervisor",
               "exporter_app", "exporter_db", "exporter_cdn", "exporter_security", "forecaster", "postgres",
               "exporter_cost",  # the cost exporter (exporters.cost)
+              "exporter_automation",  # the automation exporter (exporters.automation)
               "postgres_replica",  # the embedded cluster's streaming replica (database.embedded.replica)
               "mailsink_smtp", "mailsink_web",  # the demo mail sink (demo.mailsink)
-              "loki", "loki_grpc")  # Grafana Loki (logs.loki; docs/logs.md)
+              "loki", "loki_grpc",  # Grafana Loki (logs.loki; docs/logs.md)
+              "airflow", "airflow_worker_logs", "airflow_trigger_logs")  # Apache Airflow (demo.airflow)
 
 SECTION = {
     "run_dir": Field("str", ".run", "folder for generated configs, data and logs"),

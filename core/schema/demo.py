@@ -38,6 +38,13 @@ SECTION = {
     # a local mail sink (SMTP + a web page listing what arrived, demo/mailsink.py); when
     # notifications.channels is empty, `opsstack up` makes it the notification channel
     "mailsink": Field("bool", True, "run the local mail sink and, with no channel configured, notify there"),
+    # Apache Airflow 3 running the event-creation DAG (demo/airflow, docs/automation.md "Airflow"):
+    # heavy (about 1 GB of memory, a minute to start), hence off; needs `make airflow-venv`
+    "airflow": Field("bool", False, "run Apache Airflow (standalone, from .venv-airflow) with the demo's DAGs"),
+    # `opsstack demo approver` (demo/approver.py) approves the event requests waiting for a manager or
+    # an executive (docs/demo.md "Event-request API") this long after the approval was requested
+    "airflow_approver_delay": Field("duration", "20s", minimum=0,
+                                    help="the approver simulator decides a pending approval after this"),
     # the capacity knob of each region instance (POST /admin/replicas, docs/demo.md): `initial`
     # replicas of `workers` workers each; a request (not /health) holds one worker while it is
     # served and waits for one when all are busy (for at most queue_timeout, then 503)

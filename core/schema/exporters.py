@@ -1,4 +1,6 @@
 """`exporters:` settings of opsstack's own exporters."""
+from core.schema.automation_exporter import SECTION as AUTOMATION_SECTION
+from core.schema.automation_exporter import check as check_automation
 from core.schema.cdn_exporter import SECTION as CDN_SECTION
 from core.schema.cdn_exporter import check as check_cdn
 from core.schema.cost_exporter import SECTION as COST_SECTION
@@ -31,6 +33,7 @@ SECTION = {
     "security": SECURITY_SECTION,  # core/schema/security_exporter.py
     "cdn": CDN_SECTION,  # core/schema/cdn_exporter.py
     "cost": COST_SECTION,  # core/schema/cost_exporter.py
+    "automation": AUTOMATION_SECTION,  # core/schema/automation_exporter.py
 }
 
 
@@ -39,6 +42,7 @@ def check(cfg):
     check_security(cfg)  # core/schema/security_exporter.py
     check_cdn(cfg)  # core/schema/cdn_exporter.py
     check_cost(cfg)  # core/schema/cost_exporter.py
+    check_automation(cfg)  # core/schema/automation_exporter.py
     app = cfg["exporters"]["app"]
     if app["probe_timeout"] >= cfg["stack"]["scrape_timeout"]:
         raise ConfigError("exporters.app.probe_timeout", "must be shorter than stack.scrape_timeout "

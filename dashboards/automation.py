@@ -15,7 +15,7 @@ so a panel turns red where its alert fires.
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as dash, stat, table
+from grafana_foundation_sdk.builders import stat, table
 from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode
 
 from core.config import format_duration, parse_duration
@@ -32,8 +32,7 @@ from dashboards.common import (
     reduce_last,
     steps,
     to_model,
-    up_down_mappings,
-)
+    up_down_mappings, with_rows)
 
 UID = "opsstack-automation"
 TITLE = "Automation"
@@ -253,8 +252,4 @@ def build(cfg: dict) -> dict:
                     "alert-to-action time and Airflow's health.",
         tags=["automation", "airflow"], time_from="now-24h", refresh="1m",
         variables=[label_variable("dag", f"{M}_dag_runs", "dag_id", title="DAG")])
-    for title, rows in ROWS:
-        d = d.with_row(dash.Row(title))
-        for p in rows(cfg):
-            d = d.with_panel(p)
-    return to_model(d)
+    return to_model(with_rows(d, ROWS, cfg))

@@ -9,7 +9,7 @@ Cloudflare series are gauges of a closed window (docs/metrics.md): no rate() on 
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as dash, stat
+from grafana_foundation_sdk.builders import stat
 from grafana_foundation_sdk.models.common import (
     BigValueColorMode,
     BigValueGraphMode,
@@ -28,8 +28,7 @@ from dashboards.common import (
     reduce_last,
     steps,
     to_model,
-    up_down_mappings,
-)
+    up_down_mappings, with_rows)
 
 UID = "opsstack-cdn-cache"
 TITLE = "CDN & Cache"
@@ -261,8 +260,4 @@ def build(cfg: dict) -> dict:
         tags=["cdn", "cache"],
         variables=[label_variable("zone", "opsstack_cdn_cloudflare_up", title="Zone")],
         time_from="now-3h", refresh="1m")
-    for title, rows in ROWS:
-        d = d.with_row(dash.Row(title))
-        for p in rows(cfg):
-            d = d.with_panel(p)
-    return to_model(d)
+    return to_model(with_rows(d, ROWS, cfg))

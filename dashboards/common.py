@@ -103,6 +103,19 @@ def new_dashboard(uid: str, title: str, *, description: str, tags: Iterable[str]
     return d
 
 
+def with_rows(d: dash.Dashboard, rows, cfg: dict) -> dash.Dashboard:
+    """``d`` with one collapsed-free row per ``(title, panels_of(cfg))`` of ``rows``, in order;
+    a row whose function gives no panel (an exporter that is off) is left out."""
+    for title, panels_of in rows:
+        panels = panels_of(cfg)
+        if not panels:
+            continue
+        d = d.with_row(dash.Row(title))
+        for p in panels:
+            d = d.with_panel(p)
+    return d
+
+
 # ---------------------------------------------------------------- queries and panels
 
 def prom(expr: str, legend: str | None = None, *, instant: bool = False,

@@ -8,11 +8,11 @@ requests) are recomputed by the exporter every `exporters.cost.report.refresh_in
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as dash, stat, table
+from grafana_foundation_sdk.builders import stat, table
 from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode
 
 from core.config import format_duration
-from dashboards.common import bars as _bars, lines as _lines
+from dashboards.common import bars as _bars, lines as _lines, with_rows
 from dashboards.common import GREEN, ORANGE, RED, YELLOW, new_dashboard, panel, prom, reduce_last, steps, \
     to_model
 
@@ -131,8 +131,4 @@ def build(cfg: dict) -> dict:
         description="Spend by service and region, budgets, on-demand share and reserved coverage, rightsizing and "
                     "reservation savings, the 70-80% utilisation band and cost per 1,000 requests.",
         tags=["cost", "capacity"], time_from="now-24h", refresh="5m")
-    for title, rows in ROWS:
-        d = d.with_row(dash.Row(title))
-        for p in rows(cfg):
-            d = d.with_panel(p)
-    return to_model(d)
+    return to_model(with_rows(d, ROWS, cfg))

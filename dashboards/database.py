@@ -8,7 +8,7 @@ replication and backups. Variables: datasource, server, datname. Thresholds come
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as dash, stat, table
+from grafana_foundation_sdk.builders import stat, table
 from grafana_foundation_sdk.models.common import (
     BigValueColorMode,
     BigValueGraphMode,
@@ -26,8 +26,7 @@ from dashboards.common import (
     reduce_last,
     steps,
     to_model,
-    up_down_mappings,
-)
+    up_down_mappings, with_rows)
 from core.config import format_duration
 
 UID = "opsstack-database"
@@ -328,8 +327,4 @@ def build(cfg: dict) -> dict:
         variables=[label_variable("server", "opsstack_db_up", title="Server"),
                    label_variable("datname", "opsstack_db_backends", title="Database", matchers=S)],
         time_from="now-6h", refresh="30s")
-    for title, rows in ROWS:
-        d = d.with_row(dash.Row(title))
-        for p in rows(cfg):
-            d = d.with_panel(p)
-    return to_model(d)
+    return to_model(with_rows(d, ROWS, cfg))

@@ -43,8 +43,7 @@ from dashboards.common import (
     service_variable,
     steps,
     to_model,
-    up_down_mappings,
-)
+    up_down_mappings, with_rows)
 
 UID = "opsstack-operations-overview"
 TITLE = "Operations Overview"
@@ -471,14 +470,7 @@ def build(cfg: dict) -> dict:
         tags=["operations", "platform"],
         variables=[service_variable(), region_variable()],
         time_from="now-6h", refresh="30s")
-    for title, rows in ROWS:
-        row_panels = rows(cfg)
-        if not row_panels:  # a row of an exporter that is off
-            continue
-        d = d.with_row(dash.Row(title))
-        for p in row_panels:
-            d = d.with_panel(p)
-    return to_model(d)
+    return to_model(with_rows(d, ROWS, cfg))
 
 
 def _stack():

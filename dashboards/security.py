@@ -14,7 +14,7 @@ first blocked request); where that leaves a panel empty on a quiet edge, the que
 """
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as dash, stat
+from grafana_foundation_sdk.builders import stat
 from grafana_foundation_sdk.models.common import (
     BigValueColorMode,
     BigValueGraphMode,
@@ -33,8 +33,7 @@ from dashboards.common import (
     reduce_last,
     steps,
     to_model,
-    up_down_mappings,
-)
+    up_down_mappings, with_rows)
 
 UID = "opsstack-security"
 TITLE = "Security"
@@ -198,8 +197,4 @@ def build(cfg: dict) -> dict:
                     "per vhost, bots, fail2ban bans, backup age against the RPO and restore verification.",
         tags=["security", "backup"],
         time_from="now-6h", refresh="1m")
-    for title, rows in ROWS:
-        d = d.with_row(dash.Row(title))
-        for p in rows(cfg):
-            d = d.with_panel(p)
-    return to_model(d)
+    return to_model(with_rows(d, ROWS, cfg))

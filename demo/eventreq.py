@@ -19,6 +19,8 @@ title.
 """
 from __future__ import annotations
 
+import html
+import json
 import logging
 import math
 import os
@@ -26,6 +28,9 @@ import re
 import smtplib
 import threading
 import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -76,6 +81,7 @@ LOCK_NS = 0x0E7E  # advisory lock namespace of this module (with the request id)
 LIST_MAX = 500
 SENDER = "events@opsstack.local"
 SMTP_TIMEOUT = 10.0
+SMS_TIMEOUT = 10.0
 
 
 # ------------------------------------------------------------------------ errors
@@ -446,8 +452,9 @@ class EventRequests:
     the dashboard link (the admin listener), ``name``: the database when ``url`` names none."""
 
     def __init__(self, url: str, smtp: tuple[str, int] | None = None, public_url: str | None = None,
-                 name: str = "opsstack", timeout: float = 5.0, sender: str = SENDER):
+                 name: str = "opsstack", timeout: float = 5.0, sender: str = SENDER, sms_url: str | None = None):
         self.url = url
+        self.sms_url = sms_url  # an SMS gateway taking POST {"to", "body", "from"} (the demo mail sink's /api/sms)
         self.name = conninfo.conninfo_to_dict(url).get("dbname") or name
         self.smtp = smtp
         self.public_url = (public_url or "").rstrip("/")
@@ -733,9 +740,29 @@ class EventRequests:
             log.warning("event=event_request_confirm_unsent id=%d reason=no_smtp", req["id"])
         else:
             email.update(sent=True, message_id=self._send(req, link))
+        sms = None
+        if req["contact_phone"]:  # a text message too, when the customer gave a phone number
+            sms = {"sent": False, "to": req["contact_phone"]}
+            if self.sms_url is None:
+                sms["reason"] = "no SMS gateway configured"
+            else:
+                sms.update(sent=True, id=self._text(req, link))
         with c.transaction():
             c.execute("update automation.event_requests set dashboard_url = %s where id = %s", (link, req["id"]))
-        return {"email": email, "dashboard_url": link}, "completed"
+        return {"email": email, "sms": sms, "dashboard_url": link}, "completed"
+
+    def _text(self, req, link: str):
+        to = re.sub(r"[^0-9+]", "", req["contact_phone"])  # checked at intake: digits, spaces, +, -, ()
+        body = f"Your event \"{req['title'][:80]}\" is confirmed (event {req['event_id']}). {link}"
+        data = json.dumps({"to": to, "from": "opsstack", "body": body}).encode()
+        r = urllib.request.Request(self.sms_url, data=data, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(r, timeout=SMS_TIMEOUT) as resp:  # noqa: S310 (configured URL)
+                return json.loads(resp.read(65536) or b"{}").get("id")
+        except urllib.error.HTTPError as exc:
+            raise StepFailed(f"confirmation SMS refused: HTTP {exc.code}") from None
+        except (OSError, ValueError) as exc:
+            raise StepFailed(f"confirmation SMS not sent: {self.sms_url}: {exc}") from None
 
     def _send(self, req, link: str) -> str:
         host, port = self.smtp
@@ -893,7 +920,16 @@ class EventRequests:
 
     # -------------------------------------------------------------- HTTP
     def handle(self, req: Request) -> Response:
-        """The routes under /api/v1/event-requests (docs/demo.md); errors as JSON."""
+        """The routes under /api/v1/event-requests (docs/demo.md); errors as JSON. The web form
+        (GET .../form, and a POST of it, form-encoded) answers HTML."""
+        p = req.path.rstrip("/")
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if p == PREFIX + "/form":
+            if req.method in ("GET", "HEAD"):
+                return _html(200, form_page())
+            return Response(405, {"error": "method not allowed"}, headers={"Allow": "GET"})
+        if p == PREFIX and req.method == "POST" and ctype == "application/x-www-form-urlencoded":
+            return self._form_post(req)
         try:
             status, body = self._route(req)
         except ApiError as exc:
@@ -939,6 +975,61 @@ class EventRequests:
             if m in ("GET", "HEAD"):
                 return 200, self.dashboard(rid)
         raise _method(m, p)
+
+
+    def _form_post(self, req: Request) -> Response:
+        """The web form's POST: the same intake as the JSON API (channel "web"); success is a
+        303 to the request's status, a refusal the form again with what was wrong."""
+        try:
+            fields = urllib.parse.parse_qs(req.body.decode("utf-8"), max_num_fields=len(FORM_FIELDS) + 4)
+        except (UnicodeDecodeError, ValueError):
+            return _html(400, form_page(["the form could not be read (UTF-8, at most a few fields)"]))
+        data: dict = {k: v[0] for k, v in fields.items() if k in FORM_FIELDS and v}
+        if re.fullmatch(r"[0-9]{1,7}", data.get("attendees", "")):
+            data["attendees"] = int(data["attendees"])
+        data["channel"] = "web"
+        try:
+            doc = self.intake(data)
+        except ApiError as exc:
+            body = exc.body
+            problems = [str(body.get("error", "refused"))]
+            problems += [f"missing: {m}" for m in body.get("missing") or []]
+            problems += [f"{k}: {v}" for k, v in (body.get("invalid") or {}).items()]
+            if body.get("duplicate_of"):
+                problems.append(f"the same request is open already: #{body['duplicate_of']}")
+            return _html(exc.status, form_page(problems, data))
+        return Response(303, {"id": doc["id"], "status": doc["status"]},
+                        headers={"Location": f"{PREFIX}/{int(doc['id'])}"})
+
+
+FORM_FIELDS = {"customer": "Customer", "title": "Event title", "event_type": "Type (optional)",
+               "attendees": "Attendees", "starts_at": "Starts at (ISO 8601, e.g. 2027-03-01T10:00:00+09:00)",
+               "venue": "Venue (optional)", "contact_email": "Contact e-mail",
+               "contact_phone": "Contact phone (optional, for an SMS)"}
+FORM_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+
+
+def form_page(problems: list[str] | None = None, values: dict | None = None) -> str:
+    """The intake form; what the user typed and every message are escaped (pure)."""
+    e = html.escape
+    values = values or {}
+    errs = "".join(f"<li>{e(str(p)[:300])}</li>" for p in problems or [])
+    rows = "".join(
+        f'<p><label>{e(label)}<br><input name="{name}" value="{e(str(values.get(name, ""))[:300])}"'
+        f'{" required" if name in ("customer", "title", "attendees", "starts_at", "contact_email") else ""}>'
+        f"</label></p>" for name, label in FORM_FIELDS.items())
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Request an event</title>'
+            "<style>body{font-family:sans-serif;max-width:40em;margin:1em auto}input{width:100%}"
+            ".err{color:#b00}</style></head><body><h1>Request an event</h1>"
+            + (f'<ul class="err">{errs}</ul>' if errs else "")
+            + f'<form method="post" action="{PREFIX}" enctype="application/x-www-form-urlencoded">{rows}'
+            '<p><button type="submit">Send the request</button></p></form></body></html>')
+
+
+def _html(status: int, page: str) -> Response:
+    return Response(status, page, content_type="text/html; charset=utf-8",
+                    headers={"Content-Security-Policy": FORM_CSP, "X-Content-Type-Options": "nosniff",
+                             "Cache-Control": "no-store"})
 
 
 def _order_problem(step: str, status: str) -> str:
@@ -987,7 +1078,9 @@ def from_views(demo, database, stack, admin_port: int | None) -> EventRequests |
     port = stack.ports.mailsink_smtp
     smtp = (stack.host, port) if demo.mailsink and isinstance(port, int) else None
     public = f"http://{stack.host}:{admin_port}" if admin_port else None
-    return EventRequests(url, smtp=smtp, public_url=public, name=database.name)
+    web = stack.ports.mailsink_web
+    sms = f"http://{stack.host}:{web}/api/sms" if demo.mailsink and isinstance(web, int) else None
+    return EventRequests(url, smtp=smtp, public_url=public, name=database.name, sms_url=sms)
 
 
 def serves(svc) -> bool:

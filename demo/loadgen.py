@@ -149,33 +149,23 @@ class LoadGenerator:
                 self._inflight -= 1
 
     def _send_edge(self, method: str, path: str, region: str, port: int) -> None:
-        host = self.svc.host
         headers = {"Host": f"{self.svc.name}-{region}.opsstack.test",  # demo/edge.py vhost()
                    "User-Agent": EDGE_UA, "Accept": "application/json"}
         if method == "POST":
             headers["Content-Type"] = "application/json"
-        try:
-            if region in self.edge_tls:
-                conn = http.client.HTTPSConnection(host, port, timeout=15, context=self.edge_context())
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=15)
-            try:
-                conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                status = resp.status
-            finally:
-                conn.close()
-            self.m_edge.labels(f"{status // 100}xx" if status // 100 in (2, 4, 5) else "error").inc()
-        except (OSError, http.client.HTTPException, ssl.SSLError):
-            self.m_edge.labels("error").inc()
-        finally:
-            with self._lock:
-                self._inflight -= 1
+        self._exchange(self.m_edge, method, path, headers, port, self.edge_context if region in self.edge_tls else None)
 
     def _send(self, method: str, path: str, headers: dict, port: int) -> None:
+        self._exchange(self.m_out, method, path, headers, port, None)
+
+    def _exchange(self, counter, method: str, path: str, headers: dict, port: int, tls) -> None:
+        """One request (HTTPS with the context ``tls()`` makes, else plain HTTP), counted by
+        status class on ``counter``; it frees its in-flight slot whatever happens."""
         try:
-            conn = http.client.HTTPConnection(self.svc.host, port, timeout=15)
+            if tls is not None:
+                conn = http.client.HTTPSConnection(self.svc.host, port, timeout=15, context=tls())
+            else:
+                conn = http.client.HTTPConnection(self.svc.host, port, timeout=15)
             try:
                 conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
                 resp = conn.getresponse()
@@ -183,9 +173,9 @@ class LoadGenerator:
                 status = resp.status
             finally:
                 conn.close()
-            self.m_out.labels(f"{status // 100}xx" if status // 100 in (2, 4, 5) else "error").inc()
-        except (OSError, http.client.HTTPException):
-            self.m_out.labels("error").inc()
+            counter.labels(f"{status // 100}xx" if status // 100 in (2, 4, 5) else "error").inc()
+        except (OSError, http.client.HTTPException, ssl.SSLError):
+            counter.labels("error").inc()
         finally:
             with self._lock:
                 self._inflight -= 1

@@ -12,6 +12,10 @@ L1 -> L2 -> L3 pages of a demo fault arrive somewhere a newcomer can see them
   HTML-escaped (the subject and body carry alert text, which anyone who can fire an alert
   controls); the page runs no script (CSP). ``GET /api/messages`` the same as JSON
   (``{"messages": [...]}``, newest first); ``GET /health``.
+- An SMS gateway for the demo's text messages (the event-request confirmation): ``POST /api/sms``
+  ``{"to": "+82...", "body": "...", "from"?: "..."}`` (a phone number of digits with an optional
+  leading +, a body of at most ``MAX_SMS_CHARS``) answers 201 ``{"id"}``; ``GET /api/sms`` lists
+  them (``{"messages": [...]}``, newest first). Nothing is ever sent on.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import email.policy
 import html
 import itertools
 import logging
+import re
 import threading
 from collections import deque
 from datetime import datetime, timezone
@@ -27,6 +32,9 @@ from datetime import datetime, timezone
 from aiosmtpd.controller import Controller
 
 from demo.http import Listener, Request, Response
+
+MAX_SMS_CHARS = 1600   # ten concatenated segments
+SMS_NUMBER = re.compile(r"^\+?[0-9]{4,16}$")
 
 log = logging.getLogger("opsstack.demo.mailsink")
 
@@ -113,8 +121,13 @@ class MailSink:
         self._smtp = Controller(_Handler(self.box), hostname=host, port=smtp_port,
                                 data_size_limit=MAX_MESSAGE_BYTES, ready_timeout=30)
         self._web = Listener("mailsink", host, web_port, self.app)
+        self.sms: deque = deque(maxlen=keep)
+        self._sms_ids = itertools.count(1)
+        self._sms_lock = threading.Lock()
 
     def app(self, req: Request) -> Response:
+        if req.path == "/api/sms":
+            return self._sms(req)
         if req.method not in ("GET", "HEAD"):
             return Response(405, {"error": "method not allowed"}, headers={"Allow": "GET"})
         if req.path == "/health":
@@ -126,6 +139,35 @@ class MailSink:
                             headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                                      "Cache-Control": "no-store"})
         return Response(404, {"error": "not found"})
+
+    def _sms(self, req: Request) -> Response:
+        if req.method in ("GET", "HEAD"):
+            with self._sms_lock:
+                return Response(200, {"messages": list(reversed(self.sms))})
+        if req.method != "POST":
+            return Response(405, {"error": "method not allowed"}, headers={"Allow": "GET, POST"})
+        if len(req.body) > 4 * MAX_SMS_CHARS:
+            return Response(413, {"error": "body too large"})
+        try:
+            data = req.json()
+        except (ValueError, RecursionError):
+            return Response(400, {"error": "the body must be a JSON object"})
+        to, body, sender = data.get("to"), data.get("body"), data.get("from", "")
+        problems = {}
+        if not isinstance(to, str) or not SMS_NUMBER.match(to):
+            problems["to"] = "a phone number: digits with an optional leading +"
+        if not isinstance(body, str) or not body or len(body) > MAX_SMS_CHARS:
+            problems["body"] = f"text of 1..{MAX_SMS_CHARS} characters"
+        if not isinstance(sender, str) or len(sender) > 32:
+            problems["from"] = "at most 32 characters"
+        if problems:
+            return Response(422, {"error": "invalid SMS", "invalid": problems})
+        with self._sms_lock:
+            msg = {"id": next(self._sms_ids), "to": to, "from": sender, "body": body,
+                   "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            self.sms.append(msg)
+        log.info("event=sms_received id=%d chars=%d", msg["id"], len(body))
+        return Response(201, {"id": msg["id"]})
 
     def start(self) -> "MailSink":
         self._smtp.start()

@@ -4,7 +4,8 @@ event-creation DAG, the approver/dispatcher and the automation exporter. Event r
 called by the test: the dispatcher starts one DAG run per request, the approver simulator
 approves the manager and executive tiers, each ends configured and its contact is mailed
 (the demo mail sink), and a request whose configuration step fails is rolled back and counted
-in the error rate that Prometheus scrapes from the automation exporter.
+in the error rate that Prometheus scrapes from the automation exporter. The contact who gave a
+phone number also gets a text (the mail sink's SMS gateway).
 
 Its own small stack (no edge, no forecaster, no history: what this path needs), after the
 shared stack's tests. Skipped only when .venv-airflow is missing (`make test` installs it).
@@ -70,7 +71,8 @@ def _request(n: int, attendees: int, **extra) -> dict:
 def test_event_requests_run_through_airflow_to_configured_and_notified(stack):
     api = AL.event_api_url(stack.resolved) + "/api/v1/event-requests"
     made = {}
-    for n, (attendees, extra) in enumerate([(50, {}), (300, {}), (800, {}), (40, {"inject_failure": "configure"})]):
+    for n, (attendees, extra) in enumerate([(50, {"contact_phone": "+82 10-5555-0100"}), (300, {}), (800, {}),
+                                            (40, {"inject_failure": "configure"})]):
         st, doc = _http("POST", api, _request(n, attendees, **extra))
         assert st == 201, doc
         made[n] = doc
@@ -98,6 +100,8 @@ def test_event_requests_run_through_airflow_to_configured_and_notified(stack):
             to = {a for m in json.loads(r.read())["messages"] for a in m["envelope_to"]}
         return wanted <= to and f"e2e3@example.test" not in to
     wait_for(mailed, timeout=120, what="the three confirmations (and none for the rolled-back request)")
+    with urllib.request.urlopen(mailsink + "/api/sms", timeout=10) as r:  # and the text to the one who gave a phone
+        assert [t["to"] for t in json.loads(r.read())["messages"]] == ["+821055550100"]
 
     # the exporter sees Airflow's runs: one failed of four finished, in Prometheus
     def error_ratio():

@@ -3,7 +3,10 @@ pages to the sink, whose JSON lists them; the sink's page escapes the alert text
 links to the mailbox when notifications.mailbox_url is set."""
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.request
 import smtplib
 from datetime import timedelta
 from email.message import EmailMessage
@@ -114,3 +117,23 @@ def test_the_console_links_to_the_mailbox_when_configured(sink, pg_db):
         assert 'id="mailbox"' not in login(app.test_client())
     finally:
         close_app(app)
+
+
+def test_the_sms_gateway_keeps_valid_texts_and_refuses_the_rest(sink):
+    def post(data: bytes, ctype: str = "application/json") -> int:
+        req = urllib.request.Request(sink.url("/api/sms"), data=data, method="POST", headers={"Content-Type": ctype})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post(json.dumps({"to": "+821012345678", "body": "hello <b>"}).encode()) == 201
+    assert post(json.dumps({"to": "call me", "body": "x"}).encode()) == 422
+    assert post(json.dumps({"to": "+821012345678", "body": "x" * 1601}).encode()) == 422
+    assert post(json.dumps({"to": "+821012345678", "body": ""}).encode()) == 422
+    assert post(b"not json") == 400
+    assert post(b"[1, 2]") == 400
+    with urllib.request.urlopen(sink.url("/api/sms"), timeout=10) as r:
+        texts = json.loads(r.read())["messages"]
+    assert [(t["to"], t["body"]) for t in texts] == [("+821012345678", "hello <b>")]

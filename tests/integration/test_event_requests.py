@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import threading
+import urllib.parse
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -461,3 +462,49 @@ def test_the_api_needs_a_database_and_is_only_on_event_management(tmp_path):
         assert st == 503 and "database" in doc["error"]
     finally:
         nodb.stop()
+
+
+def _page(p: DemoProcess, method: str, path: str, data: bytes | None = None,
+          content_type: str = "application/x-www-form-urlencoded") -> tuple[int, dict, str]:
+    conn = http.client.HTTPConnection(HOST, p.ports["admin"], timeout=30)
+    try:
+        conn.request(method, path, body=data, headers={"Content-Type": content_type} if data is not None else {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_the_web_form_takes_a_request_in_and_the_confirmation_goes_by_mail_and_sms(svc, mails):
+    st, headers, page = _page(svc, "GET", "/api/v1/event-requests/form")
+    assert st == 200 and headers["content-type"].startswith("text/html") and "<form" in page
+    assert "default-src 'none'" in headers["content-security-policy"]
+    b = body(50, contact_phone="+82 10-1234-5678")
+    b.pop("channel")
+    st, headers, _ = _page(svc, "POST", "/api/v1/event-requests",
+                           urllib.parse.urlencode({**b, "ignored_field": "x"}).encode())
+    assert st == 303, headers
+    st, doc = svc.admin("GET", headers["location"])
+    assert st == 200 and doc["channel"] == "web" and doc["attendees"] == 50 and doc["approval_tier"] == "auto"
+    rid = doc["id"]
+    for name in ["classify", "validate", "create", "approve", "configure", "confirm"]:
+        st, out = step(svc, rid, name)
+        assert st == 200, (name, out)
+    assert out["status"] == "completed"
+    texts = [m for m in list(mails.sms) if m["to"] == "+821012345678"]
+    assert len(texts) == 1 and f"/api/v1/event-requests/{rid}/dashboard" in texts[0]["body"]
+    assert any(b["contact_email"] in m["envelope_to"] for m in mails.box.newest_first())
+
+
+def test_a_refused_web_form_comes_back_with_what_was_wrong_escaped(svc):
+    hostile = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    st, headers, page = _page(svc, "POST", "/api/v1/event-requests",
+                              urllib.parse.urlencode({"customer": hostile, "title": hostile, "attendees": "lots",
+                                                      "starts_at": "tomorrow"}).encode())
+    assert st == 422 and headers["content-type"].startswith("text/html")
+    assert "missing: contact_email" in page and "&lt;script&gt;" in page
+    assert "<script>" not in page and "<img" not in page
+    st, _, page = _page(svc, "POST", "/api/v1/event-requests", b"\xff\xfe=\xff")
+    assert st == 400 and "could not be read" in page
+    st, _, _ = _page(svc, "DELETE", "/api/v1/event-requests/form")
+    assert st == 405

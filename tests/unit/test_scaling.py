@@ -85,6 +85,16 @@ def test_predictive_scales_out_ahead_without_cooldown_and_in_after_it():
     assert S.predictive(4, [1.0], since_change=60, lim=LIM, util=0.95) == 6
 
 
+def test_predictive_scales_in_with_hysteresis_not_to_just_under_the_top():
+    # 11 cores ahead: 7 replicas would be 79% (under the top) but over the 75% target: keep 8
+    assert S.predictive(8, [11.0], since_change=10_000, lim=LIM) == 8
+    # ... and the load measured now must fit the fewer replicas at the target too
+    assert S.predictive(8, [6.0], since_change=10_000, lim=LIM, util=0.7) == 8
+    assert S.predictive(8, [6.0], since_change=10_000, lim=LIM, util=0.3) == 4
+    # a quiet look-ahead and a quiet service: down to what fits at the target
+    assert S.predictive(8, [6.0], since_change=10_000, lim=LIM) == 4
+
+
 def test_demo_scaling_playbooks_render_the_replica_knob_call():
     from core.config import defaults
     from webhook_receiver.remediation import model

@@ -43,11 +43,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# --basetemp inside the checkout: another pytest run on the same machine (they share
-# /tmp/pytest-of-$USER and prune each other's old folders) cannot delete this run's clusters
+# two lanes side by side (scripts/run_tests.py): tests/e2e in one pytest, the rest in another.
+# --basetemp inside the checkout (.pytest-tmp/<lane>): another pytest run on the same machine
+# (they share /tmp/pytest-of-$USER and prune each other's old folders) cannot delete this run's clusters
 test: deps-test venv airflow-venv
-	rm -rf .pytest-tmp
-	$(BIN)/python -m pytest -q -ra --durations=40 --basetemp=$(CURDIR)/.pytest-tmp
+	$(BIN)/python scripts/run_tests.py --basetemp $(CURDIR)/.pytest-tmp
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -193,6 +193,11 @@ MIGRATIONS: list[tuple[int, str]] = [
     -- the claim walks the primary key through every payload already applied (raw_retention's worth)
     create index if not exists ticket_payloads_pending_id on ticket_payloads (id) where processed_at is null;
     """),
+    (7, """
+    -- /metrics counts the payloads that failed to apply on every scrape: without this index that
+    -- count reads every payload kept (raw_retention's worth: hundreds of thousands after a storm)
+    create index if not exists ticket_payloads_failed on ticket_payloads (id) where error is not null;
+    """),
 ]
 
 

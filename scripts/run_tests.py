@@ -39,7 +39,8 @@ LANES = {
 }
 
 
-def _pump(name: str, proc: subprocess.Popen, log: Path, lock: threading.Lock) -> None:
+def _pump(name: str, proc: subprocess.Popen, log: Path, lock: threading.Lock, ended: dict) -> None:
+    """Copy the lane's output to the log and to stdout; note when the lane ended."""
     with open(log, "w", encoding="utf-8", errors="replace") as f:
         for line in iter(proc.stdout.readline, ""):
             f.write(line)
@@ -47,6 +48,8 @@ def _pump(name: str, proc: subprocess.Popen, log: Path, lock: threading.Lock) ->
             with lock:
                 sys.stdout.write(f"[{name}] {line}" if line.endswith("\n") else f"[{name}] {line}\n")
                 sys.stdout.flush()
+    proc.wait()
+    ended[name] = time.monotonic()
 
 
 def _start(name: str, paths: list[str], basetemp: Path, extra: list[str]) -> subprocess.Popen:
@@ -75,23 +78,17 @@ def run(lanes: dict[str, list[str]], basetemp: Path, extra: list[str], serial: b
     signal.signal(signal.SIGTERM, forward)
 
     order = ["rest", "e2e"] if serial else list(lanes)
-    codes: dict[str, int] = {}
     for name in order:
         started[name] = time.monotonic()
         procs[name] = p = _start(name, lanes[name], basetemp, extra)
-        t = threading.Thread(target=_pump, args=(name, p, basetemp / f"{name}.log", lock), daemon=True)
+        t = threading.Thread(target=_pump, args=(name, p, basetemp / f"{name}.log", lock, ended), daemon=True)
         t.start()
         pumps.append(t)
         if serial:
-            codes[name] = p.wait()
             t.join()
-            ended[name] = time.monotonic()
-    for name, p in procs.items():
-        if name not in codes:
-            codes[name] = p.wait()
-            ended[name] = time.monotonic()
     for t in pumps:
         t.join()
+    codes = {name: p.wait() for name, p in procs.items()}
     print()
     for name in order:
         what = "passed" if codes[name] == 0 else f"FAILED (pytest exit {codes[name]})"

@@ -207,6 +207,10 @@ def serve(cfg: dict, bind: str, workers: int, scheduler: bool = True, configure_
         "when_ready": when_ready, "on_exit": on_exit,
         "limit_request_line": 8190, "control_socket_disable": True,
     }
+    # each worker's heartbeat is a file it touches on every turn of its loop: in memory (tmpfs)
+    # that never waits on the disk, which the database's WAL and Prometheus keep busy in a storm
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        options["worker_tmp_dir"] = "/dev/shm"
     log.info("event=receiver_serving bind=%s workers=%s", bind, workers)
     gunicorn_app(factory, options).run()
     return 0

@@ -138,10 +138,22 @@ _renderer: dict = {"pid": None, "pool": None}
 _renderer_lock = threading.Lock()
 
 
+def _leave_with(parent: int) -> None:
+    """The renderer's initializer: end when the process that started it is gone. Its parent may
+    end without stopping it (os._exit, SIGKILL), and a spawned pool worker holds both ends of its
+    own call pipe, so it would never see the end of it and wait for work forever (an orphan)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, name="renderer-parent-watch", daemon=True).start()
+
+
 def _render_pool() -> ProcessPoolExecutor:
     with _renderer_lock:
         if _renderer["pool"] is None or _renderer["pid"] != os.getpid():  # none yet, or forked since
-            _renderer["pool"] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _renderer["pool"] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_leave_with, initargs=(os.getpid(),))
             _renderer["pid"] = os.getpid()
         return _renderer["pool"]
 

@@ -568,14 +568,23 @@ _ATTACH_TICKETS = """
     update tickets t set labels = r.labels, annotations = r.annotations, severity = r.severity, updated_at = %(now)s
     from jsonb_to_recordset(%(rows)s) as r(id bigint, labels jsonb, annotations jsonb, severity text)
     where t.id = r.id returning t.*"""
+# ... and, per ticket, how many of the inserted episodes' alerts (fingerprints) the ticket had no
+# episode of before this statement: what its alert_count grows by (the outer scan of
+# ticket_alerts runs on the statement's snapshot, so it does not see the rows inserted here)
 _INSERT_EPISODES = """
-    insert into ticket_alerts (ticket_id, fingerprint, starts_at, ends_at, status, labels, annotations, group_id,
-                               first_seen, last_seen)
-    select r.ticket_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.labels, r.annotations, r.group_id,
-           %(now)s, %(now)s
-    from jsonb_to_recordset(%(rows)s) as r(ticket_id bigint, fingerprint text, starts_at timestamptz,
-         ends_at timestamptz, status text, labels jsonb, annotations jsonb, group_id bigint)
-    on conflict (fingerprint, starts_at) do nothing"""
+    with ins as (
+        insert into ticket_alerts (ticket_id, fingerprint, starts_at, ends_at, status, labels, annotations, group_id,
+                                   first_seen, last_seen)
+        select r.ticket_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.labels, r.annotations, r.group_id,
+               %(now)s, %(now)s
+        from jsonb_to_recordset(%(rows)s) as r(ticket_id bigint, fingerprint text, starts_at timestamptz,
+             ends_at timestamptz, status text, labels jsonb, annotations jsonb, group_id bigint)
+        on conflict (fingerprint, starts_at) do nothing
+        returning id, ticket_id, fingerprint)
+    select ins.ticket_id, count(distinct ins.fingerprint) as new from ins
+    where not exists (select 1 from ticket_alerts x where x.fingerprint = ins.fingerprint
+                      and x.ticket_id = ins.ticket_id and x.id <> ins.id)
+    group by 1"""
 _INSERT_EVENTS = """
     insert into ticket_events (ticket_id, kind, actor, details, at)
     select r.ticket_id, r.kind, %(actor)s, r.details, %(now)s
@@ -591,11 +600,19 @@ _SUPERSEDE = """
     where a.fingerprint = any(%(fps)s::text[]) and a.fingerprint = n.fingerprint and a.status = 'firing'
       and a.starts_at < n.starts_at
     returning a.ticket_id, a.fingerprint"""
+# An incident's counts after a change, without reading its whole history (a flapping incident
+# gathers an episode per re-fire): firing_count from its firing episodes only (the index on
+# (ticket_id, status)); alert_count (its distinct alerts) grows by the alerts new to it (``n``:
+# from _INSERT_EPISODES), except on a ticket opened by this very change (``fresh``), counted whole
+# (it holds this change's episodes only)
 _COUNT = """
-    update tickets t set alert_count = greatest(c.n, 1), firing_count = c.f
-    from (select ticket_id, count(distinct fingerprint) n, count(*) filter (where status = 'firing') f
-          from ticket_alerts where ticket_id = any(%s) group by 1) c
-    where t.id = c.ticket_id
+    update tickets t set
+        alert_count = greatest(case when u.fresh then (select count(distinct a.fingerprint) from ticket_alerts a
+                                                        where a.ticket_id = t.id)
+                                    else t.alert_count + u.n end, 1),
+        firing_count = (select count(*) from ticket_alerts a where a.ticket_id = t.id and a.status = 'firing')
+    from unnest(%s::bigint[], %s::int[], %s::bool[]) u(id, n, fresh)
+    where t.id = u.id
     returning t.id, t.status, t.alertname, t.service, t.summary, t.annotations, t.alert_count, t.firing_count"""
 
 
@@ -786,8 +803,10 @@ def apply_units(ctx: Context, conn, units: list[_Unit], now: datetime, emits: Em
         for u, t, new in opened + reopened + attached:
             owner[t["id"]] = u
             episode_rows.extend(_episode_row(t["id"], a, u.group_id) for a in new)
+        grown: dict[int, int] = {}  # ticket id -> alerts (fingerprints) new to it
         if episode_rows:
-            conn.execute(_INSERT_EPISODES, {"now": now, "rows": Jsonb(episode_rows)})
+            grown = {r["ticket_id"]: r["new"] for r in
+                     conn.execute(_INSERT_EPISODES, {"now": now, "rows": Jsonb(episode_rows)}).fetchall()}
         event_ids: dict[tuple[int, str], int] = {}
         if events:
             for r in conn.execute(_INSERT_EVENTS, {"actor": SYSTEM_ACTOR, "now": now, "rows": Jsonb(events)}):
@@ -825,7 +844,9 @@ def apply_units(ctx: Context, conn, units: list[_Unit], now: datetime, emits: Em
                 owner.setdefault(r["ticket_id"], by_fp[r["fingerprint"]])
         touched = ended_tickets | {t["id"] for _, t, _ in opened + reopened + attached}
         if touched:
-            counted = conn.execute(_COUNT, (sorted(touched),)).fetchall()
+            fresh = {t["id"] for _, t, _ in opened}
+            ids = sorted(touched)
+            counted = conn.execute(_COUNT, (ids, [grown.get(i, 0) for i in ids], [i in fresh for i in ids])).fetchall()
             titles = []
             for r in counted:
                 want = episodes.title(r["alertname"], r["service"], r["alert_count"],

@@ -144,6 +144,12 @@ def test_batches_end_as_one_by_one(make_pg_db, seed, incident_by, reopen_window)
         (one, one_names), (batch, batch_names) = (snapshot(state(apps[m]).cfg["database"]["url"])
                                                   for m in ("one", "batch"))
         assert one["pending"] == [{"n": 0}]
+        for mode in ("one", "batch"):  # the counts kept as episodes come and go = a full recount
+            assert rows(state(apps[mode]).cfg["database"]["url"], """
+                select t.id, t.alert_count, t.firing_count, greatest(c.n, 1) n, c.f from tickets t
+                join (select ticket_id, count(distinct fingerprint) n, count(*) filter (where status = 'firing') f
+                      from ticket_alerts group by 1) c on c.ticket_id = t.id
+                where t.alert_count <> greatest(c.n, 1) or t.firing_count <> c.f""") == [], mode
         for part in one:
             assert batch[part] == one[part], part
         assert one["tickets"] and one["events"] and one["notifications"] and one["jobs"]

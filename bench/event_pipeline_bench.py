@@ -24,8 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,21 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from demo.airflow import launcher as AL  # noqa: E402
-from tests.support.harness import StackHandle, fast_config  # noqa: E402
+from tests.support.harness import automation_stack  # noqa: E402
+from tests.support.http import json_call as _http  # noqa: E402
 
 TARGET = 15 * 60.0
 MANUAL = 6 * 3600.0
 TIERS = [("auto", 60), ("manager", 300), ("executive", 800)]
-
-
-def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
 
 
 def _t(s: str | None) -> float | None:
@@ -71,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Apache Airflow is not installed: run `make airflow-venv`", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="event-pipeline-bench-"))
-    cfg = fast_config(work / ".run", demo={"airflow": True, "airflow_approver_delay": a.approver_delay,
-                                           "backfill": "0s", "edge": {"enabled": False}},
-                      forecast={"enabled": False}, database__embedded__backup={"enabled": False},
-                      stack__startup_timeout="600s", stack__scrape_interval="5s", stack__scrape_timeout="4s",
-                      exporters__automation__timeout="3s")
-    stack = StackHandle(cfg, work)
-    stack.env.pop("OPSSTACK_DATABASE_URL", None)
+    stack = automation_stack(work, approver_delay=a.approver_delay)
     t0 = time.time()
     stack.up(timeout=1200)
     up_seconds = time.time() - t0

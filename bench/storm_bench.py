@@ -42,6 +42,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -549,8 +550,7 @@ def main(argv=None) -> int:
                 closed["rounds"].append(rnd)
             closed["receiver_drain_seconds"] = wait_drained(db)
             ratios = sorted(r["ratio"] for r in closed["rounds"])
-            closed["ratio"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
-                (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+            closed["ratio"] = statistics.median(ratios)
             for name in ("noop", "receiver"):
                 closed[name] = {"requests_per_second": sum(r[name]["requests_per_second"] for r in closed["rounds"])
                                 / len(closed["rounds"])}

@@ -13,14 +13,14 @@ shared stack's tests. Skipped only when .venv-airflow is missing (`make test` in
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from demo.airflow import launcher as AL
-from tests.support.harness import StackHandle, fast_config
+from tests.support.harness import automation_stack
+from tests.support.http import json_call as _http
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not AL.installed(), reason=(
@@ -30,30 +30,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not AL.installed(), reason=(
 FINISHED = ("completed", "rolled_back", "rejected")
 
 
-def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    work = tmp_path_factory.mktemp("automation-stack")
-    cfg = fast_config(work / ".run",
-                      demo={"airflow": True, "airflow_approver_delay": "2s", "backfill": "0s",
-                            "edge": {"enabled": False}},
-                      forecast={"enabled": False},
-                      database__embedded__backup={"enabled": False},
-                      # Airflow starts in about 30 s alone; give a busy machine room
-                      stack__startup_timeout="600s",
-                      # the exporter reads Airflow at scrape time: a few seconds, not the 900ms of fast_config
-                      stack__scrape_interval="5s", stack__scrape_timeout="4s", exporters__automation__timeout="3s")
-    handle = StackHandle(cfg, work)
-    handle.env.pop("OPSSTACK_DATABASE_URL", None)  # the embedded cluster
+    handle = automation_stack(tmp_path_factory.mktemp("automation-stack"))
     try:
         handle.up(timeout=1200)
         yield handle

@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -29,6 +27,7 @@ from demo.airflow import launcher as AL
 from demo.airflow.client import AirflowClient, AirflowError
 from demo.approver import Approver, Dispatcher
 from tests.support.demo import DemoProcess, MailSinkProcess
+from tests.support.http import json_call as _http
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.skipif(not AL.installed(), reason=(
@@ -41,24 +40,6 @@ DAG = "event_creation"
 START_TIMEOUT = 900   # a cold standalone (db migrate, four parts) on a busy 2-core machine
 RUN_TIMEOUT = 900
 EXPECTED_TASKS = {"classify", "validate", "create", "approve", "approval", "configure", "confirm", "rollback"}
-
-
-def _http(method: str, url: str, body: dict | None = None, token: str | None = None,
-          timeout: float = 30) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw or b"{}")
-        except ValueError:
-            return e.code, {"raw": raw[:500].decode(errors="replace")}
 
 
 class Airflow(AirflowClient):

@@ -8,12 +8,10 @@ its first step fails: a failed run and a failed task to find. Skipped only when 
 missing (`make airflow-venv`)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.request
 
 import pytest
@@ -25,6 +23,7 @@ from core.procs import free_port, tail
 from demo.airflow import launcher as AL
 from exporters.automation.collector import AutomationCollector
 from tests.support import receiver as T
+from tests.support.http import json_call as _http
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not AL.installed(), reason=(
@@ -34,19 +33,6 @@ HOST = "127.0.0.1"
 DAG = "event_creation"
 START_TIMEOUT = 900  # a cold standalone on a busy 2-core machine
 RUN_TIMEOUT = 600
-
-
-def _http(method, url, body=None, token=None, timeout=30):
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
-                                 headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, {}
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,26 @@ def fast_config(run_dir: str | os.PathLike, **overrides: Any) -> dict:
     return cfg
 
 
+def automation_stack(work: str | os.PathLike, approver_delay: str = "2s") -> "StackHandle":
+    """A small stack for the event-request pipeline (issue 13: the e2e test and
+    bench/event_pipeline_bench.py): Apache Airflow with the event_creation DAG, the approver
+    (approving after ``approver_delay``) and dispatcher, the automation exporter, on the embedded
+    PostgreSQL; no edge, no forecaster, no history, no backups. Not started: ``.up()``."""
+    work = Path(work)
+    cfg = fast_config(work / ".run",
+                      demo={"airflow": True, "airflow_approver_delay": approver_delay, "backfill": "0s",
+                            "edge": {"enabled": False}},
+                      forecast={"enabled": False},
+                      database__embedded__backup={"enabled": False},
+                      # Airflow starts in about 30 s alone; give a busy machine room
+                      stack__startup_timeout="600s",
+                      # the exporter reads Airflow at scrape time: a few seconds, not the 900ms of fast_config
+                      stack__scrape_interval="5s", stack__scrape_timeout="4s", exporters__automation__timeout="3s")
+    handle = StackHandle(cfg, work)
+    handle.env.pop("OPSSTACK_DATABASE_URL", None)  # the embedded cluster
+    return handle
+
+
 def default_config(run_dir: str | os.PathLike) -> dict:
     """What a user's first `make up` runs with: every default (demo history backfill, the
     forecaster's full model set, Alertmanager's and the rules' real timings, the demo mail sink

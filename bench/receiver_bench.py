@@ -126,6 +126,7 @@ def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: floa
     pre = [bodies.next() for _ in range(n)]  # no JSON encoding inside the timed loop
     q: queue.Queue = queue.Queue()
     lat: list[float] = []
+    late: list[float] = []  # how late the client itself sent (its own share of the latency)
     errors = [0]
     lock = threading.Lock()
     t0 = time.monotonic() + 0.2
@@ -140,6 +141,7 @@ def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: floa
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            sent = time.monotonic() - due
             try:
                 st = post(conn, path, body)
             except (OSError, http.client.HTTPException):
@@ -148,6 +150,7 @@ def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: floa
                 st = 0
             took = time.monotonic() - due
             with lock:
+                late.append(sent)
                 if 200 <= st < 300:
                     lat.append(took)
                 else:
@@ -167,11 +170,13 @@ def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: floa
     for t in ts:
         t.join()
     lat.sort()
+    late.sort()
 
-    def pct(p):
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+    def pct(p, xs=lat):
+        return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else float("nan")
     return {"rate": rate, "sent": n, "ok": len(lat), "errors": errors[0], "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "max_ms": lat[-1] * 1000 if lat else float("nan"), "mean_ms": statistics.fmean(lat) * 1000 if lat else 0}
+            "max_ms": lat[-1] * 1000 if lat else float("nan"), "mean_ms": statistics.fmean(lat) * 1000 if lat else 0,
+            "client_late_p50_ms": pct(0.50, late), "client_late_p99_ms": pct(0.99, late)}
 
 
 def drain(url: str, since: float = 0.0, timeout: float = 600) -> dict:

@@ -147,11 +147,27 @@ def q(url: str, sql: str, *args):
 DRAIN_TIMEOUT = [600.0]
 
 
-def wait_drained(url: str) -> float:
-    """Seconds until no stored payload waits to be applied (inf: still some after --drain-timeout)."""
+def spool_pending(port: int | None) -> float:
+    """Bytes the receiver answered from its spool and has not loaded yet (its /metrics; 0 with
+    receiver.intake: database or without a port)."""
+    if port is None:
+        return 0.0
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{rb.HOST}:{port}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("opsstack_receiver_spool_pending_bytes "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def wait_drained(url: str, port: int | None = None) -> float:
+    """Seconds until no notification waits to be applied, neither stored in the database nor in
+    the receiver's spool (inf: still some after --drain-timeout)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < DRAIN_TIMEOUT[0]:
-        if q(url, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 0:
+        if q(url, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 0 \
+                and spool_pending(port) == 0:
             return time.monotonic() - t0
         time.sleep(0.25)
     left = q(url, "select count(*) from ticket_payloads where processed_at is null")[0][0]
@@ -261,6 +277,39 @@ def own_pids(root: int) -> set[int]:
         out.add(p)
         todo.extend(kids.get(p, []))
     return out
+
+
+def handler_buckets(port: int, route: str = "/webhook/alertmanager") -> dict[str, dict[float, float]]:
+    """The receiver's own histograms (cumulative counts by upper bound, from its /metrics):
+    "handler", the request duration of ``route`` (inside the handler, without the client or the
+    socket), and "store", the time its payloads waited to be stored (turn + commit)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{rb.HOST}:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[str, dict[float, float]] = {"handler": {}, "store": {}}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if not smp.name.endswith("_bucket"):
+                continue
+            if fam.name == "opsstack_receiver_request_duration_seconds" and smp.labels.get("route") == route:
+                out["handler"][float(smp.labels["le"])] = smp.value
+            elif fam.name == "opsstack_receiver_intake_store_seconds":
+                out["store"][float(smp.labels["le"])] = smp.value
+    return out
+
+
+def handler_share(before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """Per histogram, the share of the observations between two scrapes within each bound."""
+    res = {}
+    for name, a in after.items():
+        b = before.get(name, {})
+        total = a.get(float("inf"), 0) - b.get(float("inf"), 0)
+        res[name] = {f"le_{le * 1000:g}ms": round((a[le] - b.get(le, 0)) / total, 4)
+                     for le in sorted(a) if total and le != float("inf")}
+    return res
 
 
 def top_statements(url: str, n: int = 8) -> list[dict]:
@@ -518,7 +567,8 @@ def main(argv=None) -> int:
         cfg = load(stack.config_file)
         db = stack.resolved["database"]["url"]
         results["receiver"] = {k: stack.resolved["receiver"].get(k) for k in (
-            "workers", "threads", "processing", "processing_threads", "background", "background_nice", "pool_size", "incident_by")}
+            "workers", "threads", "processing", "intake", "processing_threads", "background", "background_nice", "pool_size",
+            "incident_by")}
         results["enrichment_max_per_minute"] = stack.resolved["enrichment"].get("max_per_minute")
         try:
             q(db, "create extension if not exists pg_stat_statements")
@@ -536,7 +586,7 @@ def main(argv=None) -> int:
             # warm up: connections, plans, pools, every group's first incident
             for path in ("/bench/noop", "/webhook/alertmanager"):
                 rb.throughput(port, path, pool, args.concurrency, 2.0)
-            wait_drained(db)
+            wait_drained(db, port)
 
             # 1. closed loop
             # in alternating rounds (no-op, receiver, no-op, ...): what the rest of the stack does
@@ -548,7 +598,7 @@ def main(argv=None) -> int:
                        for name, path in (("noop", "/bench/noop"), ("receiver", "/webhook/alertmanager"))}
                 rnd["ratio"] = rnd["receiver"]["requests_per_second"] / rnd["noop"]["requests_per_second"]
                 closed["rounds"].append(rnd)
-            closed["receiver_drain_seconds"] = wait_drained(db)
+            closed["receiver_drain_seconds"] = wait_drained(db, port)
             ratios = sorted(r["ratio"] for r in closed["rounds"])
             closed["ratio"] = statistics.median(ratios)
             for name in ("noop", "receiver"):
@@ -581,11 +631,13 @@ def main(argv=None) -> int:
             cpu0 = cpu_ticks(own, stack_pids)
             a0, r0 = pool.sent_alerts, pool.sent_resolved
             pool.timed(datetime.now(timezone.utc), args.rate)
+            hb0 = handler_buckets(port)
             t0 = time.monotonic()
             fr = rb.fixed_rate(port, "/webhook/alertmanager", pool, args.rate, args.duration)
             sent_done = time.monotonic()
+            fr["handler_share"] = handler_share(hb0, handler_buckets(port))
             fr["sending_seconds"] = sent_done - t0
-            drain = wait_drained(db)
+            drain = wait_drained(db, port)
             own = own_pids(proc.pid) | own
             stack_pids |= own_pids(int(sup)) if sup.isdigit() and int(sup) else set()
             BACKGROUND.update(background_pids(work / "bench-receiver.log", own))
@@ -614,7 +666,7 @@ def main(argv=None) -> int:
 
         # 3. the 10,000-alert group through the real Alertmanager
         if not args.no_storm:
-            results["backlog_before_big_group_seconds"] = wait_drained(db)  # start it on an idle receiver
+            results["backlog_before_big_group_seconds"] = wait_drained(db, port)  # start it on an idle receiver
             results["big_group"] = big_group(stack.url("alertmanager"), db, args.storm, timeout=600)
             print(f"big group: {results['big_group']}", flush=True)
         results["load_after"] = os.getloadavg()
@@ -652,6 +704,10 @@ def report(res: dict, args, cfg) -> None:
             (f"open loop {args.rate:g}/s x {args.duration:g}s: intake p99", f"{fr['p99_ms']:.1f} ms (p50 "
              f"{fr['p50_ms']:.1f}, max {fr['max_ms']:.0f}, errors {fr['errors']})", f"<= {GOAL_P99_MS:g} ms",
              fr["p99_ms"] <= GOAL_P99_MS and fr["errors"] == 0),
+            ("  where the latency is", f"client sent late p99 {fr['client_late_p99_ms']:.1f} ms; " + "; ".join(
+                f"{name} within " + ", ".join(f"{k[3:]} {v:.1%}" for k, v in share.items()
+                                              if k in ("le_10ms", "le_25ms", "le_50ms", "le_100ms"))
+                for name, share in fr.get("handler_share", {}).items()), "", None),
             ("applied - received p99", f"{ap_['p99_s']:.2f} s (p50 {ap_['p50_s']:.2f}, max {ap_['max_s']:.2f}, "
              f"n {ap_['notifications']})", f"<= {GOAL_APPLY_S:g} s", ap_["p99_s"] <= GOAL_APPLY_S),
             ("drain after the last send", f"{ap_['drain_after_last_send_s']:.1f} s", f"<= {GOAL_APPLY_S:g} s",

@@ -187,6 +187,9 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
         urls["mailbox"] = default_mailbox(out, host, ports)
     if out["receiver"]["reconcile"]["alertmanager_urls"] is None:  # the stack's one Alertmanager
         out["receiver"]["reconcile"]["alertmanager_urls"] = [urls["alertmanager"]]
+    spool = out["receiver"]["spool"]
+    if spool["fsync"] is None:  # the webhook's spool is as durable as the database it feeds
+        spool["fsync"] = bool(out["database"]["embedded"]["durable"]) if embedded else True
     out["logs"]["loki"] = loki_config.resolve_mode(cfg)  # auto -> on | off, like a port (docs/logs.md)
     if out["logs"]["loki"] == "on":
         urls["loki"] = f"http://{host}:{ports['loki']}"

@@ -27,7 +27,7 @@ from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from core.logs import first_line
-from webhook_receiver import api, auth, automation, console, console_store, kpis, ops, runbooks, webhook
+from webhook_receiver import api, auth, automation, console, console_store, kpis, ops, runbooks, spool, webhook
 from webhook_receiver.scheduler import Processor, Scheduler
 from webhook_receiver.state import EXT, State, state  # noqa: F401 - state(app) also from here
 
@@ -130,6 +130,8 @@ def create_app(cfg: dict) -> Flask:
 
     automation.init_app(app, cfg)
     st.metrics_collectors.append(kpis.collector_factory(cfg))  # outcome KPIs (after automation's tables)
+    if st.receiver.processing == "queued" and st.receiver.intake == "spool":
+        st.metrics_collectors.append(spool.collector_factory(st))
     return app
 
 
@@ -142,7 +144,13 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False, processor:
         return
     if processor and st.processor is None and st.receiver.processing == "queued":
         st.processor = Processor(st)
+        if st.receiver.intake == "spool" and st.loader is None:
+            # moves what the web processes spooled into the database (one loader per folder at
+            # a time: a file lock), then wakes this process's processor
+            st.loader = spool.Loader(st.db, spool.default_dir(st.cfg, st.ctx.db_url), wake=st.processor.kick)
         st.processor.start()
+        if st.loader is not None:
+            st.loader.start()
     if scheduler and st.scheduler is None and st.receiver.scheduler.enabled:
         st.scheduler = Scheduler(st)
         st.scheduler.start()
@@ -156,7 +164,7 @@ def close_app(app) -> None:
         except Exception:  # noqa: BLE001 - closing the rest matters more
             log.exception("event=automation_shutdown_failed")
     st = state(app)
-    for name in ("processor", "scheduler"):
+    for name in ("loader", "processor", "scheduler"):
         th = getattr(st, name)
         if th is not None:
             th.stop()

@@ -202,6 +202,26 @@ MIGRATIONS: list[tuple[int, str]] = [
     -- after one storm bench, growing with history), in the web worker beside the intake
     create index if not exists ticket_alerts_alertname on ticket_alerts ((labels->>'alertname'), starts_at);
     """),
+    (8, """
+    -- MTTA and "closed by automation" (kpis._RESPONSE, _PERSON_ACTED, on every scrape) look for a
+    -- person's first event in each ticket's episode: through (ticket_id, at) that walked every
+    -- event of the ticket since the episode began (an incident of a flapping group gains one per
+    -- alert that joins it: 100 ms a scrape after one storm bench); a person's events are few.
+    -- The predicate is kpis.PERSON_KINDS and SYSTEM_ACTORS as they were written then (a test
+    -- checks they still match)
+    create index if not exists ticket_events_person on ticket_events (ticket_id, at)
+        where kind in ('acknowledged', 'resolved', 'reassigned', 'comment')
+          and actor not in ('alertmanager', 'remediation');
+    """),
+    (9, """
+    -- the local spool (webhook_receiver/spool.py): how far each segment file was loaded into
+    -- ticket_payloads, moved in the same transaction as the rows (nothing loaded twice)
+    create table if not exists ticket_spool_segments (
+        name text primary key,
+        loaded_to bigint not null,
+        updated_at timestamptz not null default now()
+    );
+    """),
 ]
 
 

@@ -18,6 +18,9 @@ flush) and one round trip serve many notifications.
   ``statement_timeout``), as before.
 - One writer per process and app, made on first use and again after a fork (gunicorn); it
   owns no thread or connection (it borrows one from the pool per batch): nothing to stop.
+- ``receiver.intake: spool`` (the default): the batch is appended to this process's spool segment
+  with one write and one fdatasync instead (webhook_receiver/spool.py); the "id" answered is the
+  record's stamp, and the background process loads it into PostgreSQL right after.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import threading
 import psycopg
 
 from core.logs import first_line
+from webhook_receiver.spool import SpoolFull, SpoolWriter, fsync_wanted, meta_of
+from webhook_receiver.spool import default_dir as spool_dir
 from webhook_receiver.tickets import enqueue_payloads
 
 log = logging.getLogger(__name__)
@@ -63,8 +68,9 @@ class Writer:
     (no hand-off, no extra thread); requests arriving meanwhile queue up; when a write ends
     the oldest queued request is woken as the next leader and writes everything queued then."""
 
-    def __init__(self, db, max_batch: int = 256, timeout: float = 10.0):
+    def __init__(self, db, max_batch: int = 256, timeout: float = 10.0, spool=None):
         self.db = db
+        self.spool = spool  # a spool.SpoolWriter (receiver.intake: spool): batches go there, not to db
         self.max_batch = max_batch
         self.timeout = timeout
         self.pid = os.getpid()
@@ -119,6 +125,18 @@ class Writer:
                     self._busy = False
 
     def _write(self, batch: list[_Item]) -> None:
+        if self.spool is not None:
+            try:
+                stamps = self.spool.append([(meta_of(it.note), it.text) for it in batch])
+            except (OSError, SpoolFull) as exc:  # disk full, spool full: the same for every payload
+                for it in batch:
+                    self._finish(it, error=exc)
+                return
+            self.batches += 1
+            self.stored += len(batch)
+            for it, stamp in zip(batch, stamps):
+                self._finish(it, payload_id=stamp)
+            return
         try:
             ids = self.db.run(lambda conn: enqueue_payloads(conn, [(it.note, it.text) for it in batch]))
         except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege) as exc:
@@ -163,6 +181,10 @@ def writer(app, st) -> Writer:
             r = st.receiver
             # a write in flight is bounded by pool wait + connect/statement timeouts (and one retry)
             timeout = 2 * float(r.db_timeout) + 1.0
-            w = Writer(st.db, timeout=timeout)
+            sp = None
+            if r.intake == "spool":
+                sp = SpoolWriter(spool_dir(st.cfg, st.ctx.db_url), fsync=fsync_wanted(st.cfg), max_bytes=r.spool.max_bytes,
+                                 segment_bytes=r.spool.segment_bytes)
+            w = Writer(st.db, timeout=timeout, spool=sp)
             app.extensions[EXT] = w
         return w

@@ -31,6 +31,10 @@ RECONCILE_CLOSED = Counter("opsstack_receiver_reconcile_episodes_closed_total",
 REQUEST_SECONDS = Histogram("opsstack_receiver_request_duration_seconds",
                             "HTTP request duration by route.", ["route"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+INTAKE_STORE_SECONDS = Histogram("opsstack_receiver_intake_store_seconds",
+                                 "Time a webhook notification waited until its payload was durably stored "
+                                 "(group commit: its turn plus the commit), stored ones only.",
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 
 class KpiCollector:
@@ -205,7 +209,7 @@ def exposition(db, collectors=(), channels=()) -> bytes:
     else:
         from prometheus_client import PROCESS_COLLECTOR
 
-        for c in (WEBHOOK, REQUEST_SECONDS, RECONCILE_RUNS, RECONCILE_CLOSED, PROCESS_COLLECTOR):
+        for c in (WEBHOOK, REQUEST_SECONDS, INTAKE_STORE_SECONDS, RECONCILE_RUNS, RECONCILE_CLOSED, PROCESS_COLLECTOR):
             reg.register(_Forward(c))
     reg.register(KpiCollector(db, channels))
     for factory in list(collectors):

@@ -22,7 +22,7 @@ import psycopg
 
 from core.clock import utcnow
 from core.logs import first_line
-from webhook_receiver import escalation, heartbeat, itsm, notify, reconcile, tickets
+from webhook_receiver import escalation, heartbeat, itsm, notify, reconcile, spool, tickets
 from webhook_receiver import jobs as durable_jobs
 from webhook_receiver.db import connect
 from webhook_receiver.tickets import PAYLOAD_CHANNEL
@@ -78,7 +78,9 @@ def apply_pending(st, conn, limit: int = PASS) -> int:
 
 
 def process_pending(st, limit: int = PASS) -> int:
-    """apply_pending on a pooled connection of its own (the processor threads, tests)."""
+    """apply_pending on a pooled connection of its own (the processor threads, tests); spooled
+    notifications are loaded first when no loader thread of this process does it."""
+    spool.load_pending(st)
     with st.db.connection() as conn:
         return apply_pending(st, conn, limit)
 

@@ -45,6 +45,7 @@ class State:
         self.login_slots = threading.BoundedSemaphore(r.console.login.concurrent_checks)
         self.scheduler = None
         self.processor = None
+        self.loader = None  # spool.Loader (receiver.intake: spool), beside the processor
         self.automation = None  # automation.Automation, set by automation.init_app
         # more collectors for this app's /metrics: callables f(db) -> collector, called per scrape
         self.metrics_collectors: list = []

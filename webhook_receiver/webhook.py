@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import psycopg
 from flask import Blueprint, current_app, jsonify, request
@@ -125,9 +126,13 @@ def alertmanager():
         return _err(400, "invalid_json", "malformed JSON: nested too deeply")
     queued = st.receiver.processing == "queued"
     try:
-        st.db.ensure_migrated()
+        spooled = queued and st.receiver.intake == "spool"
+        if not spooled:  # the spool needs no database (its loader migrates)
+            st.db.ensure_migrated()
         if queued:  # group commit: this process's writer stores it with whatever else is waiting
+            t0 = time.perf_counter()
             payload_id = intake.writer(current_app, st).submit(note, text)
+            metrics.INTAKE_STORE_SECONDS.observe(time.perf_counter() - t0)
         else:
             res = st.db.run(lambda conn: ingest(st.ctx, conn, note, text))
     except (psycopg.Error, PoolTimeout, intake.StoreFailed) as exc:
@@ -137,7 +142,9 @@ def alertmanager():
         return _err(503, "database_unavailable", "could not store the notification; retry later", retry=True)
     metrics.WEBHOOK.labels("stored").inc()
     if queued:
-        st.wakeup.set()  # this worker's processor applies it now; any worker may
+        st.wakeup.set()  # this worker's processor (or spool loader) applies it now; any worker may
+        if spooled:  # on this host's disk; in the database right after
+            return jsonify(status="accepted", spooled=True)
         return jsonify(status="accepted", payload_id=payload_id)
     log.info("event=notification_stored payload_id=%s group_key=%r status=%s alerts=%s opened=%s resolved=%s "
              "reopened=%s duplicates=%s", res.payload_id, note.group_key, note.status, len(note.alerts),

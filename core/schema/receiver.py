@@ -41,6 +41,23 @@ SECTION = {
     # right after (ordered per Alertmanager group). inline: tickets are made before the answer.
     "processing": Field("str", "queued", choices=("queued", "inline")),
     "processing_threads": Field("int", 1, minimum=1, help="threads applying queued payloads per process"),
+    # Where a queued notification is stored before the answer (webhook_receiver/spool.py):
+    # spool = appended to a local file (receiver.spool), moved into PostgreSQL right after by the
+    # background process: the answer never waits for the database (a storm's busiest program) and
+    # alerts are still accepted while it is down; database = committed to PostgreSQL first.
+    "intake": Field("str", "spool", choices=("spool", "database"),
+                    help="queued notifications are first stored in a local spool or in the database"),
+    "spool": {
+        "dir": Field("str", None, nullable=True, help="the spool's folder; null = <stack.run_dir>/receiver-spool/<database>"),
+        # null = as durable as the database it goes to: the embedded cluster's database.embedded.durable
+        # (a throw-away stack with fsync off does not fsync its spool either), true with database.url
+        "fsync": Field("bool", None, nullable=True,
+                       help="fdatasync before answering (an answered alert survives a power loss); "
+                            "null = like the database (database.embedded.durable, or true with database.url)"),
+        "max_bytes": Field("int", 1 << 30, minimum=1 << 20,
+                           help="past this much spooled and not yet loaded, the webhook answers 503"),
+        "segment_bytes": Field("int", 64 << 20, minimum=1 << 16, help="a web process starts a new file past this"),
+    },
     # where payload processing and the escalation/notification loop run under `receiver serve`:
     # process = one background process beside the gunicorn workers (keeps the web workers'
     # latency free of that work); workers = threads in every gunicorn worker

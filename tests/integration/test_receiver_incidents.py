@@ -236,7 +236,7 @@ def test_queued_batches_keep_each_groups_order(pg_db):
 
 
 def test_a_bad_payload_in_a_batch_fails_alone(pg_db):
-    app = make(pg_db, processing="queued")
+    app = make(pg_db, processing="queued", intake="database")
     try:
         c = app.test_client()
         for gk in ("g-1", "g-2"):

@@ -1,4 +1,5 @@
-"""Group commit of the webhook's raw payloads (webhook_receiver.intake, processing: queued)."""
+"""Group commit of the webhook's raw payloads into the database (webhook_receiver.intake, processing:
+queued, intake: database; the spool's own: test_receiver_spool.py)."""
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ def concurrent_posts(app, n_threads: int, per_thread: int, tag: str) -> list[tup
 
 
 def test_concurrent_posts_each_get_their_own_committed_payload(pg_db):
-    app = create_app(T.config(pg_db, receiver={"processing": "queued", "pool_size": 4}))
+    app = create_app(T.config(pg_db, receiver={"processing": "queued", "intake": "database", "pool_size": 4}))
     try:
         got = concurrent_posts(app, n_threads=24, per_thread=5, tag="gc")
         assert len(got) == 120
@@ -87,7 +88,7 @@ class _HeldDb:
 
 
 def test_what_waits_during_a_commit_goes_into_the_next_one(pg_db):
-    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    app = create_app(T.config(pg_db, receiver={"processing": "queued", "intake": "database"}))
     try:
         held = _HeldDb(state(app).db)
         w = intake.Writer(held, timeout=30)
@@ -119,7 +120,7 @@ def test_what_waits_during_a_commit_goes_into_the_next_one(pg_db):
 
 
 def test_one_payload_postgresql_refuses_does_not_fail_its_batch(pg_db):
-    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    app = create_app(T.config(pg_db, receiver={"processing": "queued", "intake": "database"}))
     try:
         held = _HeldDb(state(app).db)
         w = intake.Writer(held, timeout=30)
@@ -152,7 +153,7 @@ def test_one_payload_postgresql_refuses_does_not_fail_its_batch(pg_db):
 
 
 def test_a_queued_request_never_waits_past_the_time_limit(pg_db):
-    app = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    app = create_app(T.config(pg_db, receiver={"processing": "queued", "intake": "database"}))
     held = _HeldDb(state(app).db)
     try:
         w = intake.Writer(held, timeout=0.5)
@@ -193,7 +194,7 @@ def test_database_stopped_every_waiting_request_is_503_and_nothing_written(tmp_p
 
     cl = Cluster(tmp_path / "data", port=free_port(), preload=())
     cl.start()
-    app = create_app(T.config(cl.url(), receiver={"processing": "queued", "db_timeout": "1s"}))
+    app = create_app(T.config(cl.url(), receiver={"processing": "queued", "intake": "database", "db_timeout": "1s"}))
     try:
         c = app.test_client()
         assert post(c, T.payload([T.alert()], group_key="before")).status_code == 200
@@ -219,7 +220,7 @@ def test_database_stopped_every_waiting_request_is_503_and_nothing_written(tmp_p
 def test_body_stored_as_received_and_the_edge_cases(pg_db, mode):
     """The body is stored as received (no second serialisation) when it is plain UTF-8; a BOM,
     a surrogate pair escape and non-ASCII text still work; NaN is a 400 (jsonb refuses it)."""
-    app = create_app(T.config(pg_db, receiver={"processing": mode}))
+    app = create_app(T.config(pg_db, receiver={"processing": mode, "intake": "database"}))
     try:
         c = app.test_client()
         h = {**T.auth(), "Content-Type": "application/json"}

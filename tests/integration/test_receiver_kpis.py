@@ -47,3 +47,37 @@ def test_kpis(pg_db):
         assert m[("opsstack_tickets_alerts_total", ())] == 4
     finally:
         close_app(app)
+
+
+def test_a_persons_first_event_is_read_through_the_partial_index(pg_db):
+    """MTTA (kpis._RESPONSE, on every scrape) looks for the first event a person made in each
+    ticket's episode. A flapping incident gains an event per alert that joins it; the query must
+    not walk them all (migration 8's partial index holds a person's events only)."""
+    from webhook_receiver import db as rdb
+    from webhook_receiver import kpis
+
+    app = create_app(T.config(pg_db))
+    try:
+        c = app.test_client()
+        c.post("/webhook/alertmanager", json=T.payload([T.alert(service="user-app")]), headers=T.auth())
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            # the index's predicate is the query's: the kinds and actors it was written with
+            idx = conn.execute("select pg_get_indexdef('ticket_events_person'::regclass)").fetchone()[0]
+            for word in kpis.PERSON_KINDS + kpis.SYSTEM_ACTORS:
+                assert f"'{word}'" in idx, (word, idx)
+            [(tid,)] = conn.execute("select id from tickets").fetchall()
+            conn.execute("""insert into ticket_events (ticket_id, kind, actor, at)
+                            select %s, 'alert_attached', 'alertmanager', now() + g * interval '1 ms'
+                            from generate_series(1, 50000) g""", (tid,))
+            conn.execute("insert into ticket_events (ticket_id, kind, actor, at) values "
+                         "(%s, 'acknowledged', 'alice', now() + interval '1 minute')", (tid,))
+            conn.execute("analyze ticket_events")
+            sql = kpis._RESPONSE.format(attempt="null")
+            p = {"start": "-infinity", "now": "infinity"}
+            plan = conn.execute("explain (format json) " + sql, p).fetchone()[0]
+            assert "ticket_events_person" in str(plan), plan
+            n, mean = conn.execute(sql, p).fetchone()
+            assert n == 1 and mean == pytest.approx(60, abs=5)
+        assert rdb.MIGRATIONS[-1][0] >= 8
+    finally:
+        close_app(app)

@@ -312,7 +312,7 @@ def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db, mo
         c.execute(f"grant select on all tables in schema public to {role}")
         c.execute(f"grant usage on all sequences in schema public to {role}")
     url = pg_db.replace("postgres@", f"{role}@")
-    app2 = create_app(T.config(url, receiver={"processing": mode}))
+    app2 = create_app(T.config(url, receiver={"processing": mode, "intake": "database"}))
     try:
         c2 = app2.test_client()
         r = post(c2, T.payload([T.alert()]))
@@ -361,7 +361,8 @@ def test_database_down_is_503_and_not_ready(make_pg_db, tmp_path):
 
 @pytest.fixture
 def qapp(pg_db):
-    a = create_app(T.config(pg_db, receiver={"processing": "queued"}))
+    # stored in the database at once (the spool's own tests: test_receiver_spool.py)
+    a = create_app(T.config(pg_db, receiver={"processing": "queued", "intake": "database"}))
     yield a
     close_app(a)
 

@@ -1,5 +1,6 @@
 """Receiver helpers for tests and benches: Alertmanager-shaped payloads, a receiver config, a real
-receiver process. (Was webhook_receiver/testing.py; tests import it as ``T``.)"""
+receiver process. (Was webhook_receiver/testing.py; tests import
+import it as ``T``.)"""
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,7 +76,9 @@ def resolved(a: dict, ends_at: datetime | None = None) -> dict:
 def config(db_url: str, **sections) -> dict:
     """A validated config for a receiver on ``db_url`` (sections deep-merged over defaults)."""
     data = {"database": {"url": db_url}, "receiver": {"token": TOKEN, "db_timeout": "2s", "processing": "inline",
-                                                       "background": "workers", "scheduler": {"enabled": False}}}
+                                                       "background": "workers", "scheduler": {"enabled": False},
+                                                       # a spool of its own (queued processing): never another test's
+                                                       "spool": {"dir": tempfile.mkdtemp(prefix="opsstack-spool-")}}}
     for k, v in sections.items():
         data[k] = _merge(data.get(k, {}), v)
     return load_data(data)
@@ -105,8 +109,9 @@ class ReceiverProcess:
         self.port = free_port()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        data = _merge(cfg_data, {"stack": {"host": "127.0.0.1", "ports": {"receiver": self.port}},
-                                 "receiver": {"workers": workers}})
+        # its own run_dir unless given (the spool is there: never the checkout's .run, shared)
+        data = _merge(_merge({"stack": {"run_dir": str(self.workdir / "run")}}, cfg_data),
+                      {"stack": {"host": "127.0.0.1", "ports": {"receiver": self.port}}, "receiver": {"workers": workers}})
         self.config_file = self.workdir / "receiver.yaml"
         self.config_file.write_text(yaml.safe_dump(data))
         self.log = self.workdir / "receiver.log"

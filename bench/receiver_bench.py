@@ -179,8 +179,23 @@ def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: floa
             "client_late_p50_ms": pct(0.50, late), "client_late_p99_ms": pct(0.99, late)}
 
 
-def drain(url: str, since: float = 0.0, timeout: float = 600) -> dict:
-    """Wait until every stored payload was applied; seconds = since + the wait."""
+def spool_pending(port: int | None) -> float:
+    """Bytes the receiver answered from its spool and has not loaded into the database yet (its
+    /metrics; 0 with receiver.intake: database, or without a port)."""
+    if port is None:
+        return 0.0
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("opsstack_receiver_spool_pending_bytes "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def drain(url: str, since: float = 0.0, timeout: float = 600, port: int | None = None) -> dict:
+    """Wait until every notification answered was applied (none waiting in the database, nor in
+    the receiver's spool when ``port`` is given); seconds = since + the wait."""
     import psycopg
 
     t0 = time.monotonic()
@@ -188,7 +203,7 @@ def drain(url: str, since: float = 0.0, timeout: float = 600) -> dict:
         left = 0
         while time.monotonic() - t0 < timeout:
             left = c.execute("select count(*) from ticket_payloads where processed_at is null").fetchone()[0]
-            if left == 0:
+            if left == 0 and spool_pending(port) == 0:
                 break
             time.sleep(0.05)
     return {"seconds": since + time.monotonic() - t0, "waited": time.monotonic() - t0, "left": left}
@@ -251,7 +266,7 @@ def main(argv=None) -> int:
     cfg_file = work / "receiver.yaml"
     cfg_file.write_text(yaml.safe_dump({"database": {"url": url}, "receiver": {
         "token": TOKEN, "pool_size": args.threads, "threads": args.threads, "workers": args.workers,
-        "background": args.background}}))
+        "background": args.background}, "stack": {"run_dir": str(work / "run")}}))
     port = free_port()
     log = open(work / "server.log", "ab")
     proc = subprocess.Popen([sys.executable, __file__, "serve", str(cfg_file), str(port), str(args.workers),
@@ -263,16 +278,16 @@ def main(argv=None) -> int:
         for path in ("/bench/noop", "/webhook/alertmanager"):  # warm up: connections, plans, pools
             throughput(port, path, bodies, args.concurrency, 1.0)
         if not args.intake_only:
-            drain(url)
+            drain(url, port=port)
         for name, path in (("noop", "/bench/noop"), ("receiver", "/webhook/alertmanager")):
             res = {"throughput": throughput(port, path, bodies, args.concurrency, args.duration)}
             if name == "receiver" and not args.intake_only:  # tickets made from the burst, and how long
-                res["processing"] = drain(url, since=res["throughput"]["seconds"])
+                res["processing"] = drain(url, since=res["throughput"]["seconds"], port=port)
                 res["processing"]["notifications"] = res["throughput"]["ok"]
                 res["processing"]["per_second"] = res["throughput"]["ok"] / res["processing"]["seconds"]
             res["fixed_rate"] = fixed_rate(port, path, bodies, args.rate, args.duration)
             if name == "receiver" and not args.intake_only:
-                res["fixed_rate"]["backlog_after"] = drain(url, since=args.duration)
+                res["fixed_rate"]["backlog_after"] = drain(url, since=args.duration, port=port)
             results[name] = res
     except Exception:
         print(tail(work / "server.log"), file=sys.stderr)

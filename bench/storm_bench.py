@@ -147,27 +147,13 @@ def q(url: str, sql: str, *args):
 DRAIN_TIMEOUT = [600.0]
 
 
-def spool_pending(port: int | None) -> float:
-    """Bytes the receiver answered from its spool and has not loaded yet (its /metrics; 0 with
-    receiver.intake: database or without a port)."""
-    if port is None:
-        return 0.0
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://{rb.HOST}:{port}/metrics", timeout=30) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("opsstack_receiver_spool_pending_bytes "):
-                return float(line.split()[1])
-    return 0.0
-
-
 def wait_drained(url: str, port: int | None = None) -> float:
     """Seconds until no notification waits to be applied, neither stored in the database nor in
     the receiver's spool (inf: still some after --drain-timeout)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < DRAIN_TIMEOUT[0]:
         if q(url, "select count(*) from ticket_payloads where processed_at is null")[0][0] == 0 \
-                and spool_pending(port) == 0:
+                and rb.spool_pending(port) == 0:
             return time.monotonic() - t0
         time.sleep(0.25)
     left = q(url, "select count(*) from ticket_payloads where processed_at is null")[0][0]

@@ -221,6 +221,9 @@ MIGRATIONS: list[tuple[int, str]] = [
         loaded_to bigint not null,
         updated_at timestamptz not null default now()
     );
+    -- an alert's firing episodes (tickets._SUPERSEDE on every notification): a flapping alert
+    -- gathers a resolved episode per re-fire, and finding the firing ones read them all
+    create index if not exists ticket_alerts_firing on ticket_alerts (fingerprint, starts_at) where status = 'firing';
     """),
 ]
 

@@ -58,7 +58,7 @@ HEADER = struct.Struct(">2sIIq")  # magic, body length, crc32 of the body, recei
 SUFFIX = ".seg"
 LOCK_NAME = ".loader.lock"
 LOAD_RECORDS = 500          # records per loading transaction
-READ_BYTES = 8 << 20        # bytes read from one segment per pass
+READ_BYTES = 8 << 20        # bytes read from one segment per pass (or its next record whole)
 
 
 class SpoolFull(Exception):
@@ -87,6 +87,18 @@ def fsync_wanted(cfg: dict) -> bool:
     cluster's database.embedded.durable: stack/runtime.py)."""
     v = cfg["receiver"].get("spool", {}).get("fsync")
     return True if v is None else bool(v)
+
+
+def ensure_dir(path: Path) -> None:
+    """The spool folder, made 0700 and ours: whoever can write into it could make the loader
+    turn a file of theirs into alerts."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.geteuid():
+        raise PermissionError(f"the spool folder {path} belongs to uid {st.st_uid}, not to this receiver "
+                              f"(uid {os.geteuid()}): set receiver.spool.dir to a folder of its own")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def _host() -> str:
@@ -148,7 +160,7 @@ class SpoolWriter:
         self._usage_at = 0.0
 
     def _open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.dir)
         name = f"{_host()}-{self.pid}-{time.time_ns():020d}{SUFFIX}"
         fd = os.open(self.dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         if self.fsync:  # the new name itself must survive a crash
@@ -222,6 +234,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_warned: set[str] = set()
+
+
 def _segments(directory: Path) -> list[tuple[str, int, int]]:
     """(name, size, sealed) of the segments, by name."""
     out = []
@@ -235,18 +250,25 @@ def _segments(directory: Path) -> list[tuple[str, int, int]]:
     for n in names:
         w, _, start = n[:-len(SUFFIX)].rpartition("-")
         newest[w] = max(newest.get(w, 0), int(start) if start.isdigit() else 0)
+    me = os.geteuid()
     for e in entries:
         if not e.name.endswith(SUFFIX):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if st.st_uid != me or not e.is_file(follow_symlinks=False):
+            # not a file this receiver's user wrote (a link, someone else's): never loaded
+            if e.name not in _warned:
+                _warned.add(e.name)
+                log.warning("event=spool_foreign_file file=%s action=ignored", e.name)
             continue
         w, _, start = e.name[:-len(SUFFIX)].rpartition("-")
         h, _, pid = w.rpartition("-")
         newer = newest.get(w, 0) > (int(start) if start.isdigit() else 0)
         gone = h == host and pid.isdigit() and not _alive(int(pid))
-        try:
-            size = e.stat().st_size
-        except FileNotFoundError:
-            continue
-        out.append((e.name, size, newer or gone or h != host))
+        out.append((e.name, st.st_size, newer or gone or h != host))
     return sorted(out)
 
 
@@ -314,7 +336,7 @@ class Loader:
     def _hold_lock(self) -> bool:
         if self._lock_fd is not None:
             return True
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.dir)
         fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -355,6 +377,13 @@ class Loader:
             with open(self.dir / name, "rb") as f:
                 f.seek(start)
                 buf = f.read(min(READ_BYTES, size - start))
+                if len(buf) >= HEADER.size and buf[:2] == MAGIC:
+                    # one record larger than a pass reads (a storm's notification can be tens of
+                    # MB): read that record whole
+                    need = HEADER.size + HEADER.unpack_from(buf)[1]
+                    if len(buf) < need <= size - start:
+                        f.seek(start)
+                        buf = f.read(need)
             recs, stop, why = decode(buf)
             later = False
             for end, stamp, meta, text in recs:

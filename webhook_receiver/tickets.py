@@ -593,12 +593,16 @@ _INSERT_EVENTS = """
 _TOUCH = "update ticket_alerts set last_seen = %s where id = any(%s::bigint[])"
 # an alert has one firing episode at a time: a newer startsAt of a fingerprint ends its older ones
 # (Alertmanager moved on; their resolved notification may never come)
+# (each fingerprint's newest startsAt is one backward step of the unique (fingerprint, starts_at)
+# index, and its firing episodes come from the partial index of firing episodes: a flapping alert
+# gathers an episode per re-fire, and reading them all on every notification was the costliest
+# statement of the storm bench after a few runs)
 _SUPERSEDE = """
     update ticket_alerts a set status = 'resolved', ends_at = coalesce(a.ends_at, n.starts_at), last_seen = %(now)s
-    from (select fingerprint, max(starts_at) starts_at from ticket_alerts
-          where fingerprint = any(%(fps)s::text[]) group by 1) n
-    where a.fingerprint = any(%(fps)s::text[]) and a.fingerprint = n.fingerprint and a.status = 'firing'
-      and a.starts_at < n.starts_at
+    from (select f.fp as fingerprint,
+                 (select max(x.starts_at) from ticket_alerts x where x.fingerprint = f.fp) as starts_at
+          from unnest(%(fps)s::text[]) as f(fp)) n
+    where a.fingerprint = n.fingerprint and a.status = 'firing' and a.starts_at < n.starts_at
     returning a.ticket_id, a.fingerprint"""
 # An incident's counts after a change, without reading its whole history (a flapping incident
 # gathers an episode per re-fire): firing_count from its firing episodes only (the index on

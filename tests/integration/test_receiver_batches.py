@@ -236,3 +236,29 @@ def test_jobs_commit_with_the_ticket_change_or_not_at_all(pg_db):
         assert sorted(j["kind"] for j in rows(pg_db, "select kind from automation_jobs")) == ["remediation", "restore"]
     finally:
         close_app(app)
+
+
+def test_superseding_reads_an_alerts_firing_episodes_only(pg_db):
+    """Every notification ends the older firing episodes of its alerts (tickets._SUPERSEDE). A
+    flapping alert gathers a resolved episode per re-fire: the statement must find the newest
+    start and the firing episodes through indexes, not by reading the alert's whole history."""
+    from webhook_receiver.db import connect, migrate
+
+    with connect(pg_db, autocommit=True) as c:
+        migrate(c)
+        tid = c.execute("""insert into tickets (fingerprint, status, alertname, incident_key, starts_at)
+                           values ('x', 'open', 'a', 'k', now()) returning id""").fetchone()["id"]
+        c.execute("""insert into ticket_alerts (ticket_id, fingerprint, starts_at, status)
+                     select %s, 'fp' || f, now() - e * interval '1 minute',
+                            case when e <= 1 then 'firing' else 'resolved' end
+                     from generate_series(1, 200) f, generate_series(0, 99) e""", (tid,))
+        c.execute("analyze ticket_alerts")
+        fps = [f"fp{i}" for i in range(1, 51)]
+        plan = str(c.execute("explain (format json) " + tickets._SUPERSEDE, {"now": "now", "fps": fps}).fetchall())
+        assert "ticket_alerts_firing" in plan and "Seq Scan" not in plan, plan
+        # and what it does: the older of each alert's two firing episodes is ended at the newer's start
+        got = c.execute(tickets._SUPERSEDE, {"now": datetime.now(timezone.utc), "fps": fps}).fetchall()
+        assert len(got) == 50 and {r["fingerprint"] for r in got} == set(fps)
+        n = c.execute("""select count(*) n from ticket_alerts where status = 'firing'
+                         and fingerprint = any(%s)""", (fps,)).fetchone()["n"]
+        assert n == 50

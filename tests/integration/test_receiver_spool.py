@@ -255,3 +255,38 @@ def test_a_real_receiver_applies_from_the_spool_and_restarts_without_loss(pg_db,
         # the first run's segments: sealed (their processes are gone), loaded, deleted
         wait_for(lambda: len(list(spool_dir.rglob("*.seg"))) <= 2, timeout=120, what="old segments removed")
     assert one(pg_db, "select count(*) from ticket_payloads")[0] == 21
+
+
+def test_only_files_the_receiver_wrote_are_loaded(sapp, pg_db, tmp_path):
+    """The folder is the receiver's alone (0700); a link or a file of another user in it is never
+    turned into alerts, however well-formed."""
+    import stat
+
+    st = state(sapp)
+    c = sapp.test_client()
+    assert post(c, T.payload([T.alert(instance="real")], group_key="real")).status_code == 200
+    d = spool.default_dir(st.cfg, st.ctx.db_url)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    forged = tmp_path / "forged.bin"
+    forged.write_bytes(spool.encode(*item(T.payload([T.alert(instance="forged")], group_key="forged")), 1))
+    os.symlink(forged, d / "elsewhere-1-1.seg")
+    if os.geteuid() == 0:  # a file of another user (only root can give one away)
+        other = d / "elsewhere-2-2.seg"
+        other.write_bytes(forged.read_bytes())
+        os.chown(other, 65534, 65534)
+    assert process_pending(st) == 1
+    assert [r[0] for r in psycopg.connect(pg_db).execute("select incident_key from tickets")] == ["real"]
+    assert forged.exists()  # never touched
+
+
+def test_a_record_larger_than_one_read_loads_whole(sapp, pg_db, monkeypatch):
+    """A storm's notification (10,000 alerts: megabytes) is larger than what one pass reads of a
+    segment: it is read whole, not left waiting for ever."""
+    monkeypatch.setattr(spool, "READ_BYTES", 512)
+    c = sapp.test_client()
+    big = T.payload([T.alert(instance=f"i{i}") for i in range(50)], group_key="big")
+    small = T.payload([T.alert(instance="s")], group_key="small")
+    assert post(c, big).status_code == 200 and post(c, small).status_code == 200
+    assert len(json.dumps(big)) > 10 * 512
+    assert process_pending(state(sapp)) == 2
+    assert one(pg_db, "select count(*) from ticket_alerts")[0] == 51

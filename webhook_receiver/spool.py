@@ -24,7 +24,10 @@ the earlier one was visible and loaded before it (payloads of one group apply in
 
 Exactly once: the loaded offset of each segment is kept in PostgreSQL
 (``ticket_spool_segments``) and moves in the same transaction that inserts the records; a
-crash between the two loads nothing twice. A segment is sealed when its process is gone or
+crash between the two loads nothing twice. Those transactions commit without waiting for the WAL
+flush (the spool still holds the records): any later synchronous commit makes them durable (the
+processor's, or the one before a segment file is deleted), and a crash before that rolls rows and
+offsets back together, to be loaded again from the spool. A segment is sealed when its process is gone or
 the process started a newer one (at ``segment_bytes``); a sealed segment fully loaded is
 deleted. A torn record at the end of a sealed segment (the process died inside a write: it
 was never answered) is dropped with a warning.
@@ -427,6 +430,10 @@ class Loader:
 
         def tx(conn):
             with conn.transaction():
+                # no WAL flush wait here: until a later synchronous commit flushed this one (the
+                # processor's, which applies these rows, or _remove's before any file goes), the
+                # records are still in the spool, and a crash rolls rows and offsets back together
+                conn.execute("set local synchronous_commit = off")
                 for name, end in sorted(ends.items()):
                     cur = conn.execute(
                         """insert into ticket_spool_segments as s (name, loaded_to) values (%s, %s)
@@ -453,6 +460,10 @@ class Loader:
         return max(1, n)
 
     def _remove(self, names: list[str]) -> None:
+        # a synchronous commit first: it flushes the WAL through the (asynchronous) commits that
+        # recorded these segments as loaded, so no file goes before its rows are durable
+        self.db.run(lambda conn: conn.execute(
+            "update ticket_spool_segments set updated_at = now() where name = any(%s)", (names,)))
         for name in names:
             try:
                 os.unlink(self.dir / name)

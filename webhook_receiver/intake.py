@@ -132,10 +132,7 @@ class Writer:
                 for it in batch:
                     self._finish(it, error=exc)
                 return
-            self.batches += 1
-            self.stored += len(batch)
-            for it, stamp in zip(batch, stamps):
-                self._finish(it, payload_id=stamp)
+            self._stored(batch, stamps)
             return
         try:
             ids = self.db.run(lambda conn: enqueue_payloads(conn, [(it.note, it.text) for it in batch]))
@@ -156,6 +153,9 @@ class Writer:
             for it in batch:
                 self._finish(it, error=exc)
             return
+        self._stored(batch, ids)
+
+    def _stored(self, batch: list[_Item], ids: list[int]) -> None:
         self.batches += 1
         self.stored += len(batch)
         for it, pid in zip(batch, ids):

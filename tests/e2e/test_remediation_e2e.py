@@ -105,11 +105,14 @@ def test_region_outage_is_rerouted_then_restored(native_stack):
         assert (run["playbook"], run["status"]) == ("region-outage", "recovered"), run
         assert run["attempts"][0]["action"] == "reroute"
         assert "tokyo" not in requests.get(route, timeout=5).json()["healthy"] or run["restored_at"]
-        # the fault heals itself after 60s; the alert resolves; the routes are restored
-        wait_for(lambda: sorted(requests.get(route, timeout=5).json()["healthy"]) == ["seoul", "singapore", "tokyo"]
-                 and [r for r in runs_of(s, t["id"]) if r["id"] == run["id"]][0]["restored_at"], 600,
-                 what="routes restored")
-        phases = [a["phase"] for a in [r for r in runs_of(s, t["id"]) if r["id"] == run["id"]][0]["attempts"]]
-        assert phases == ["ladder", "on_resolved"]
+        # the alert resolves (the reroute itself can end it, or the fault healing after 60 s); the
+        # routes are restored, and the restore is recorded on the run. The attempt row commits just
+        # after the restore call returns: the routes can look restored a moment before it is there
+        def restored():
+            this = [r for r in runs_of(s, t["id"]) if r["id"] == run["id"]][0]
+            healthy = sorted(requests.get(route, timeout=5).json()["healthy"])
+            return (healthy == ["seoul", "singapore", "tokyo"] and this["restored_at"]
+                    and [a["phase"] for a in this["attempts"]] == ["ladder", "on_resolved"])
+        wait_for(restored, 600, what="routes restored and the restore recorded on the run")
     finally:
         s.cli("demo", "heal", check=False)

@@ -84,29 +84,20 @@ def test_alerts_are_kept_while_the_database_refuses_them(pg_db, tmp_path):
     with connect(pg_db) as conn:  # the tables, made by their owner
         migrate(conn)
         conn.commit()
-    role = "opsstack_spl_" + pg_db.rsplit("/", 1)[1][-10:]
-    with psycopg.connect(pg_db, autocommit=True) as c:
-        c.execute(f"create role {role} login")
-        c.execute(f"grant select on all tables in schema public to {role}")
-        c.execute(f"grant usage on all sequences in schema public to {role}")
-    url = pg_db.replace("postgres@", f"{role}@")
-    app = create_app(T.config(url, receiver={"processing": "queued", "spool": {"dir": str(tmp_path / "sp")}}))
-    try:
-        c = app.test_client()
-        assert post(c, T.payload([T.alert()])).status_code == 200
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            process_pending(state(app))
-        assert one(pg_db, "select count(*) from ticket_payloads")[0] == 0
-        assert len(segments(app)) == 1  # still on disk
-        with psycopg.connect(pg_db, autocommit=True) as conn:
-            conn.execute(f"grant insert, update, delete on all tables in schema public to {role}")
-        assert process_pending(state(app)) == 1
-        assert one(pg_db, "select count(*) from tickets")[0] == 1
-    finally:
-        close_app(app)
-        with psycopg.connect(pg_db, autocommit=True) as conn:
-            conn.execute(f"drop owned by {role}")
-            conn.execute(f"drop role {role}")
+    with T.read_only_role(pg_db, "opsstack_spl_") as (url, grant_writes):
+        app = create_app(T.config(url, receiver={"processing": "queued", "spool": {"dir": str(tmp_path / "sp")}}))
+        try:
+            c = app.test_client()
+            assert post(c, T.payload([T.alert()])).status_code == 200
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                process_pending(state(app))
+            assert one(pg_db, "select count(*) from ticket_payloads")[0] == 0
+            assert len(segments(app)) == 1  # still on disk
+            grant_writes()
+            assert process_pending(state(app)) == 1
+            assert one(pg_db, "select count(*) from tickets")[0] == 1
+        finally:
+            close_app(app)
 
 
 def item(body: dict) -> tuple[str, str]:
@@ -123,6 +114,16 @@ def _writer_of_a_gone_process(directory: Path) -> spool.SpoolWriter:
     w = spool.SpoolWriter(directory, fsync=False)
     w.pid = int(p.stdout)
     return w
+
+
+def _sealed_segment(app, n: int) -> Path:
+    """A segment of ``n`` notifications (groups g0..), left by a process that has exited."""
+    st = state(app)
+    gone = _writer_of_a_gone_process(spool.default_dir(st.cfg, st.ctx.db_url))
+    gone.append([item(T.payload([T.alert(instance=f"i{i}")], group_key=f"g{i}")) for i in range(n)])
+    gone.close()
+    [seg] = segments(app)
+    return seg
 
 
 def test_two_processes_one_group_loads_in_arrival_order(sapp, pg_db):
@@ -152,11 +153,7 @@ def test_a_torn_tail_is_dropped_and_the_rest_loaded(sapp, pg_db, caplog):
     """A process that died inside a write left half a record (never answered): the whole records
     before it load, the rest is dropped with a warning, and the segment goes."""
     st = state(sapp)
-    d = spool.default_dir(st.cfg, st.ctx.db_url)
-    gone = _writer_of_a_gone_process(d)
-    gone.append([item(T.payload([T.alert(instance=f"i{i}")], group_key=f"g{i}")) for i in range(3)])
-    gone.close()
-    [seg] = segments(sapp)
+    seg = _sealed_segment(sapp, 3)
     with open(seg, "ab") as f:
         f.write(spool.encode(*item(T.payload([T.alert(instance="torn")])), 1)[:30])
     with caplog.at_level(logging.WARNING, logger="webhook_receiver.spool"):
@@ -169,11 +166,7 @@ def test_a_torn_tail_is_dropped_and_the_rest_loaded(sapp, pg_db, caplog):
 
 def test_a_damaged_record_in_a_sealed_segment_drops_only_what_follows_it(sapp, pg_db):
     st = state(sapp)
-    d = spool.default_dir(st.cfg, st.ctx.db_url)
-    gone = _writer_of_a_gone_process(d)
-    gone.append([item(T.payload([T.alert(instance=f"i{i}")], group_key=f"g{i}")) for i in range(4)])
-    gone.close()
-    [seg] = segments(sapp)
+    seg = _sealed_segment(sapp, 4)
     data = bytearray(seg.read_bytes())
     recs, _, _ = spool.decode(bytes(data))
     data[recs[1][0] + spool.HEADER.size + 5] ^= 0xFF  # a flipped byte in the third record's body

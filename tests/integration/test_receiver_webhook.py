@@ -306,32 +306,23 @@ def test_health_ready_metrics(client):
 @pytest.mark.parametrize("mode", ["inline", "queued"])
 def test_database_not_writable_is_503_then_retry_succeeds(app, client, pg_db, mode):
     """Revoke the receiver's privileges for real: 503 (Alertmanager retries), then it works."""
-    role = "opsstack_rcv_" + pg_db.rsplit("/", 1)[1][-10:]
-    with psycopg.connect(pg_db, autocommit=True) as c:
-        c.execute(f"create role {role} login")
-        c.execute(f"grant select on all tables in schema public to {role}")
-        c.execute(f"grant usage on all sequences in schema public to {role}")
-    url = pg_db.replace("postgres@", f"{role}@")
-    app2 = create_app(T.config(url, receiver={"processing": mode, "intake": "database"}))
-    try:
-        c2 = app2.test_client()
-        r = post(c2, T.payload([T.alert()]))
-        assert r.status_code == 503 and r.get_json()["error"] == "database_unavailable"
-        assert rows(pg_db, "select count(*) from ticket_payloads")[0][0] == 0
-        with psycopg.connect(pg_db, autocommit=True) as c:
-            c.execute(f"grant insert, update, delete on all tables in schema public to {role}")
-        assert post(c2, T.payload([T.alert()])).status_code == 200
-        if mode == "queued":
-            from webhook_receiver.app import state
-            from webhook_receiver.scheduler import process_pending
+    with T.read_only_role(pg_db, "opsstack_rcv_") as (url, grant_writes):
+        app2 = create_app(T.config(url, receiver={"processing": mode, "intake": "database"}))
+        try:
+            c2 = app2.test_client()
+            r = post(c2, T.payload([T.alert()]))
+            assert r.status_code == 503 and r.get_json()["error"] == "database_unavailable"
+            assert rows(pg_db, "select count(*) from ticket_payloads")[0][0] == 0
+            grant_writes()
+            assert post(c2, T.payload([T.alert()])).status_code == 200
+            if mode == "queued":
+                from webhook_receiver.app import state
+                from webhook_receiver.scheduler import process_pending
 
-            assert process_pending(state(app2)) == 1
-        assert rows(pg_db, "select count(*) from tickets")[0][0] == 1
-    finally:
-        close_app(app2)
-        with psycopg.connect(pg_db, autocommit=True) as c:
-            c.execute(f"drop owned by {role}")
-            c.execute(f"drop role {role}")
+                assert process_pending(state(app2)) == 1
+            assert rows(pg_db, "select count(*) from tickets")[0][0] == 1
+        finally:
+            close_app(app2)
 
 
 def test_database_down_is_503_and_not_ready(make_pg_db, tmp_path):

@@ -3,6 +3,7 @@ receiver process. (Was webhook_receiver/testing.py; tests import
 import it as ``T``.)"""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -89,6 +90,29 @@ def _merge(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+@contextlib.contextmanager
+def read_only_role(db_url: str, prefix: str):
+    """A login role that may read every table of ``db_url`` (made already) but write none: yields
+    (its URL, grant_writes()); dropped afterwards. The database refuses writes for real."""
+    import psycopg
+
+    role = prefix + db_url.rsplit("/", 1)[1][-10:]
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(f"create role {role} login")
+        c.execute(f"grant select on all tables in schema public to {role}")
+        c.execute(f"grant usage on all sequences in schema public to {role}")
+
+    def grant_writes():
+        with psycopg.connect(db_url, autocommit=True) as c:
+            c.execute(f"grant insert, update, delete on all tables in schema public to {role}")
+    try:
+        yield db_url.replace("postgres@", f"{role}@"), grant_writes
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as c:
+            c.execute(f"drop owned by {role}")
+            c.execute(f"drop role {role}")
 
 
 def auth(token: str = TOKEN) -> dict:

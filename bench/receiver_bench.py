@@ -179,18 +179,23 @@ def fixed_rate(port: int, path: str, bodies: Bodies, rate: float, duration: floa
             "client_late_p50_ms": pct(0.50, late), "client_late_p99_ms": pct(0.99, late)}
 
 
+def scrape(port: int):
+    """The receiver's /metrics, parsed: its sample objects (name, labels, value)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return [smp for fam in text_string_to_metric_families(text) for smp in fam.samples]
+
+
 def spool_pending(port: int | None) -> float:
     """Bytes the receiver answered from its spool and has not loaded into the database yet (its
     /metrics; 0 with receiver.intake: database, or without a port)."""
     if port is None:
         return 0.0
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=30) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("opsstack_receiver_spool_pending_bytes "):
-                return float(line.split()[1])
-    return 0.0
+    return next((smp.value for smp in scrape(port) if smp.name == "opsstack_receiver_spool_pending_bytes"), 0.0)
 
 
 def drain(url: str, since: float = 0.0, timeout: float = 600, port: int | None = None) -> dict:

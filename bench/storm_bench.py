@@ -269,21 +269,12 @@ def handler_buckets(port: int, route: str = "/webhook/alertmanager") -> dict[str
     """The receiver's own histograms (cumulative counts by upper bound, from its /metrics):
     "handler", the request duration of ``route`` (inside the handler, without the client or the
     socket), and "store", the time its payloads waited to be stored (turn + commit)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://{rb.HOST}:{port}/metrics", timeout=30) as r:
-        text = r.read().decode()
     out: dict[str, dict[float, float]] = {"handler": {}, "store": {}}
-    for fam in text_string_to_metric_families(text):
-        for smp in fam.samples:
-            if not smp.name.endswith("_bucket"):
-                continue
-            if fam.name == "opsstack_receiver_request_duration_seconds" and smp.labels.get("route") == route:
-                out["handler"][float(smp.labels["le"])] = smp.value
-            elif fam.name == "opsstack_receiver_intake_store_seconds":
-                out["store"][float(smp.labels["le"])] = smp.value
+    for smp in rb.scrape(port):
+        if smp.name == "opsstack_receiver_request_duration_seconds_bucket" and smp.labels.get("route") == route:
+            out["handler"][float(smp.labels["le"])] = smp.value
+        elif smp.name == "opsstack_receiver_intake_store_seconds_bucket":
+            out["store"][float(smp.labels["le"])] = smp.value
     return out
 
 

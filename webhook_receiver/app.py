@@ -147,7 +147,7 @@ def start_scheduler(app, scheduler: bool = True, force: bool = False, processor:
         if st.receiver.intake == "spool" and st.loader is None:
             # moves what the web processes spooled into the database (one loader per folder at
             # a time: a file lock), then wakes this process's processor
-            st.loader = spool.Loader(st.db, spool.default_dir(st.cfg, st.ctx.db_url), wake=st.processor.kick)
+            st.loader = spool.Loader(st.db, spool.folder(st), wake=st.processor.kick)
         st.processor.start()
         if st.loader is not None:
             st.loader.start()

@@ -32,7 +32,7 @@ import psycopg
 
 from core.logs import first_line
 from webhook_receiver.spool import SpoolFull, SpoolWriter, fsync_wanted, meta_of
-from webhook_receiver.spool import default_dir as spool_dir
+from webhook_receiver.spool import folder as spool_folder
 from webhook_receiver.tickets import enqueue_payloads
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def writer(app, st) -> Writer:
             timeout = 2 * float(r.db_timeout) + 1.0
             sp = None
             if r.intake == "spool":
-                sp = SpoolWriter(spool_dir(st.cfg, st.ctx.db_url), fsync=fsync_wanted(st.cfg), max_bytes=r.spool.max_bytes,
+                sp = SpoolWriter(spool_folder(st), fsync=fsync_wanted(st.cfg), max_bytes=r.spool.max_bytes,
                                  segment_bytes=r.spool.segment_bytes)
             w = Writer(st.db, timeout=timeout, spool=sp)
             app.extensions[EXT] = w

@@ -85,6 +85,11 @@ def default_dir(cfg: dict, db_url: str) -> Path:
     return Path(cfg["stack"]["run_dir"]) / "receiver-spool" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def folder(st) -> Path:
+    """The spool folder of a receiver app's State (default_dir of its config and database)."""
+    return default_dir(st.cfg, st.ctx.db_url)
+
+
 def fsync_wanted(cfg: dict) -> bool:
     """receiver.spool.fsync; null is true here (`opsstack up` resolves it to the embedded
     cluster's database.embedded.durable: stack/runtime.py)."""
@@ -240,20 +245,14 @@ def _alive(pid: int) -> bool:
 _warned: set[str] = set()
 
 
-def _segments(directory: Path) -> list[tuple[str, int, int]]:
+def _segments(directory: Path) -> list[tuple[str, int, bool]]:
     """(name, size, sealed) of the segments, by name."""
-    out = []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return []
-    host = _host()
-    names = sorted(e.name for e in entries if e.name.endswith(SUFFIX))
-    newest: dict[str, int] = {}  # writer (host-pid) -> its newest segment's start
-    for n in names:
-        w, _, start = n[:-len(SUFFIX)].rpartition("-")
-        newest[w] = max(newest.get(w, 0), int(start) if start.isdigit() else 0)
-    me = os.geteuid()
+    me, host = os.geteuid(), _host()
+    files = []  # (name, size, writer (host-pid), its start)
     for e in entries:
         if not e.name.endswith(SUFFIX):
             continue
@@ -268,11 +267,24 @@ def _segments(directory: Path) -> list[tuple[str, int, int]]:
                 log.warning("event=spool_foreign_file file=%s action=ignored", e.name)
             continue
         w, _, start = e.name[:-len(SUFFIX)].rpartition("-")
+        files.append((e.name, st.st_size, w, int(start) if start.isdigit() else 0))
+    newest: dict[str, int] = {}  # writer -> its newest segment's start
+    for _, _, w, start in files:
+        newest[w] = max(newest.get(w, 0), start)
+    out = []
+    for name, size, w, start in files:
         h, _, pid = w.rpartition("-")
-        newer = newest.get(w, 0) > (int(start) if start.isdigit() else 0)
         gone = h == host and pid.isdigit() and not _alive(int(pid))
-        out.append((e.name, st.st_size, newer or gone or h != host))
+        out.append((name, size, newest[w] > start or gone or h != host))
     return sorted(out)
+
+
+def _loaded(db, names: list[str]) -> dict[str, int]:
+    """How far each of these segments was loaded, as the database has it (absent: not at all)."""
+    if not names:
+        return {}
+    return {r["name"]: r["loaded_to"] for r in db.run(lambda conn: conn.execute(
+        "select name, loaded_to from ticket_spool_segments where name = any(%s)", (names,)).fetchall())}
 
 
 # one multi-row insert (plain text parameters: the body is not escaped into another JSON document)
@@ -305,8 +317,6 @@ class Loader:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._done: dict[str, int] | None = None  # loaded offsets as last committed by this loader
-        self.loaded = 0
-        self.dropped = 0
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -354,9 +364,7 @@ class Loader:
         read again from the database for a segment it does not know (or after any failure)."""
         if self._done is None or any(n not in self._done for n in names):
             self.db.ensure_migrated()  # ticket_spool_segments
-            rows = self.db.run(lambda conn: conn.execute(
-                "select name, loaded_to from ticket_spool_segments where name = any(%s)", (names,)).fetchall())
-            self._done = {n: 0 for n in names} | {r["name"]: r["loaded_to"] for r in rows}
+            self._done = {n: 0 for n in names} | _loaded(self.db, names)
         return {n: self._done[n] for n in names}
 
     # ------------------------------------------------------------------ one pass
@@ -411,7 +419,6 @@ class Loader:
                 continue  # the whole records before the damage go first
             log.warning("event=spool_damaged segment=%s offset=%s bytes_dropped=%s error=%r", name, offset,
                         size_of[name] - offset, why)
-            self.dropped += 1
             ends[name] = size_of[name]
         if not ends:
             if finished:
@@ -423,7 +430,6 @@ class Loader:
                 group_key, receiver, status, alert_count = json.loads(meta)
             except (ValueError, TypeError) as exc:  # written by SpoolWriter: cannot happen
                 log.error("event=spool_record_invalid segment=%s error=%r", name, first_line(exc))
-                self.dropped += 1
                 continue
             params += (len(params) // 7, _when(stamp), group_key, receiver, status, alert_count, text)
         n = len(params) // 7
@@ -454,7 +460,6 @@ class Loader:
             self._done = None
             raise
         self._done.update(ends)
-        self.loaded += n
         if n and self.wake is not None:
             self.wake()
         return max(1, n)
@@ -470,8 +475,8 @@ class Loader:
             except FileNotFoundError:
                 pass
         self.db.run(lambda conn: conn.execute("delete from ticket_spool_segments where name = any(%s)", (names,)))
-        for name in names:
-            if self._done is not None:
+        if self._done is not None:
+            for name in names:
                 self._done.pop(name, None)
         log.info("event=spool_segments_removed segments=%s", len(names))
 
@@ -500,13 +505,8 @@ class Collector:
         limit.add_metric([], float(self.max_bytes))
         yield limit
         try:
-            names = [s[0] for s in segs]
-            done = dict(self.db.run(lambda conn: [(r["name"], r["loaded_to"]) for r in conn.execute(
-                "select name, loaded_to from ticket_spool_segments where name = any(%s)", (names,))])) if names else {}
-        except (psycopg.Error, OSError) as exc:
-            log.debug("event=spool_metrics_no_database error=%r", first_line(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. PoolTimeout: the gauge is left out
+            done = _loaded(self.db, [s[0] for s in segs])
+        except Exception as exc:  # noqa: BLE001 - database errors, PoolTimeout: the gauge is left out
             log.debug("event=spool_metrics_no_database error=%r", first_line(exc))
             return
         pending = GaugeMetricFamily("opsstack_receiver_spool_pending_bytes",
@@ -518,7 +518,7 @@ class Collector:
 
 def collector_factory(st):
     """For State.metrics_collectors: ``f(db) -> Collector`` of this app's spool."""
-    directory, limit = default_dir(st.cfg, st.ctx.db_url), st.receiver.spool.max_bytes
+    directory, limit = folder(st), st.receiver.spool.max_bytes
     return lambda db: Collector(directory, db, limit)
 
 
@@ -529,20 +529,19 @@ class _Raced(Exception):
 def load_pending(st) -> int:
     """Load everything spooled now, in this thread (scheduler.process_pending: an app without
     a loader thread, e.g. a test or `receiver process`). With a loader thread in this process
-    it is that thread's work: nothing is done here. Returns how many records were loaded."""
+    it is that thread's work: nothing is done here. Returns how many passes loaded or dropped
+    something."""
     r = st.receiver
     if r.processing != "queued" or r.intake != "spool" or st.loader is not None:
         return 0
-    loader = Loader(st.db, default_dir(st.cfg, st.ctx.db_url))
+    loader = Loader(st.db, folder(st))
     if not loader._hold_lock():
         return 0  # another process loads this folder
     try:
         n = 0
-        while True:
-            k = loader.load_once()
-            if not k:
-                return n
-            n += k
+        while loader.load_once():
+            n += 1
+        return n
     finally:
         loader.stop()
 

@@ -142,7 +142,7 @@ def alertmanager():
         return _err(503, "database_unavailable", "could not store the notification; retry later", retry=True)
     metrics.WEBHOOK.labels("stored").inc()
     if queued:
-        st.wakeup.set()  # this worker's processor (or spool loader) applies it now; any worker may
+        st.wakeup.set()  # this worker's processor applies it now; any worker may (spooled: once loaded)
         if spooled:  # on this host's disk; in the database right after
             return jsonify(status="accepted", spooled=True)
         return jsonify(status="accepted", payload_id=payload_id)

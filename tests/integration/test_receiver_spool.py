@@ -34,7 +34,7 @@ def one(url, sql, *args):
 
 def segments(app) -> list[Path]:
     st = state(app)
-    return sorted(spool.default_dir(st.cfg, st.ctx.db_url).glob("*" + spool.SUFFIX))
+    return sorted(spool.folder(st).glob("*" + spool.SUFFIX))
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def _writer_of_a_gone_process(directory: Path) -> spool.SpoolWriter:
 def _sealed_segment(app, n: int) -> Path:
     """A segment of ``n`` notifications (groups g0..), left by a process that has exited."""
     st = state(app)
-    gone = _writer_of_a_gone_process(spool.default_dir(st.cfg, st.ctx.db_url))
+    gone = _writer_of_a_gone_process(spool.folder(st))
     gone.append([item(T.payload([T.alert(instance=f"i{i}")], group_key=f"g{i}")) for i in range(n)])
     gone.close()
     [seg] = segments(app)
@@ -130,7 +130,7 @@ def test_two_processes_one_group_loads_in_arrival_order(sapp, pg_db):
     """A group's firing written by one (since gone) process and its resolve by another load in
     the order they were answered, and the gone process's segment is deleted once loaded."""
     st = state(sapp)
-    d = spool.default_dir(st.cfg, st.ctx.db_url)
+    d = spool.folder(st)
     a = T.alert()
     gone = _writer_of_a_gone_process(d)
     gone.append([item(T.payload([a]))])
@@ -182,7 +182,7 @@ def test_two_loaders_on_one_folder_load_each_record_once(sapp, pg_db):
     c = sapp.test_client()
     for i in range(5):
         post(c, T.payload([T.alert(instance=f"i{i}")], group_key=f"g{i}"))
-    d = spool.default_dir(st.cfg, st.ctx.db_url)
+    d = spool.folder(st)
     first, second = spool.Loader(st.db, d), spool.Loader(st.db, d)
     # both read the same offsets; the first commits, the second finds its offset moved
     orig = second.db.run
@@ -258,7 +258,7 @@ def test_only_files_the_receiver_wrote_are_loaded(sapp, pg_db, tmp_path):
     st = state(sapp)
     c = sapp.test_client()
     assert post(c, T.payload([T.alert(instance="real")], group_key="real")).status_code == 200
-    d = spool.default_dir(st.cfg, st.ctx.db_url)
+    d = spool.folder(st)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     forged = tmp_path / "forged.bin"
     forged.write_bytes(spool.encode(*item(T.payload([T.alert(instance="forged")], group_key="forged")), 1))

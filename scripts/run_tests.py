@@ -16,7 +16,9 @@ own, the e2e stack its own embedded PostgreSQL, Redis and ports ('auto'), and ea
 that is doing other work, as a user's host does.
 
 Each lane's output is streamed line by line with its name in front, and kept whole in
-<basetemp>/<lane>.log. The exit status is the first failing lane's (0 when both pass); a lane that
+<basetemp>/<lane>.log; a failed lane's failures (pytest's FAILED/ERROR lines and each failure's
+first ``E`` line) are printed again at the very end, so a log that keeps only the tail shows them.
+The exit status is the first failing lane's (0 when both pass); a lane that
 collects no test fails. --serial runs the lanes one after the other (e2e last, as before).
 SIGINT/SIGTERM are passed on to both pytests, so their fixtures still stop what they started.
 """
@@ -94,8 +96,31 @@ def run(lanes: dict[str, list[str]], basetemp: Path, extra: list[str], serial: b
         what = "passed" if codes[name] == 0 else f"FAILED (pytest exit {codes[name]})"
         print(f"lane {name}: {what} in {ended[name] - started[name]:.0f}s; its whole output: "
               f"{basetemp / (name + '.log')}")
+    for name in order:
+        if codes[name] != 0:
+            for line in failures(basetemp / f"{name}.log"):
+                print(f"  [{name}] {line}")
     bad = [codes[n] for n in order if codes[n] != 0]
     return bad[0] if bad else 0
+
+
+def failures(log: Path, limit: int = 40) -> list[str]:
+    """What a failed lane's log says failed, printed again at the very end: CI keeps only the tail
+    of the output, and the other lane's lines would push this lane's summary out of it. The
+    FAILED/ERROR lines of pytest's short summary (-ra) and each failure's first ``E`` line; a lane
+    that died before its summary gives its last lines instead."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        return [f"(its log cannot be read: {e})"]
+    summary = [l for l in lines if l.startswith(("FAILED ", "ERROR "))]
+    firsts = []
+    for i, l in enumerate(lines):  # a failure's ____ name ____ header, then its first E line
+        if l.startswith("____") and l.endswith("____"):
+            e = next((x.strip() for x in lines[i + 1:i + 400] if x.startswith("E   ")), None)
+            if e:
+                firsts.append(f"{l.strip('_ ')}: {e[:300]}")
+    return (summary[:limit] + firsts[:limit]) or lines[-limit:]
 
 
 def main(argv=None) -> int:

@@ -185,6 +185,7 @@ def resolve(cfg: dict, persist: bool = True) -> dict:
             urls[f"demo_{svc}"] = f"http://{host}:{d['admin']}"
     if cfg["demo"]["enabled"] and cfg["demo"]["mailsink"]:
         urls["mailbox"] = default_mailbox(out, host, ports)
+        default_direct_route(out, host, ports)
     if out["receiver"]["reconcile"]["alertmanager_urls"] is None:  # the stack's one Alertmanager
         out["receiver"]["reconcile"]["alertmanager_urls"] = [urls["alertmanager"]]
     spool = out["receiver"]["spool"]
@@ -212,6 +213,17 @@ def _admin_hash(rdir: Path, pw: str) -> str:
     except (OSError, yaml.YAMLError, KeyError, TypeError, StopIteration, ValueError):
         pass
     return generate_password_hash(pw)
+
+
+def default_direct_route(out: dict, host: str, ports: dict) -> None:
+    """With the demo mail sink running and no direct route configured, Alertmanager e-mails the
+    alerts about the alert path itself (route="direct": the receiver down, ...) to the sink, not
+    only through the receiver they are about (stack/alertmanager_config.py)."""
+    direct = out["alertmanager"]["direct"]
+    if not direct["email_to"]:
+        smtp = f"[{host}]" if ":" in host else host
+        direct.update(email_to=["oncall@opsstack.localhost"], smarthost=f"{smtp}:{ports['mailsink_smtp']}",
+                      require_tls=False)
 
 
 def default_mailbox(out: dict, host: str, ports: dict) -> str:

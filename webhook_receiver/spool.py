@@ -514,6 +514,27 @@ class Collector:
                                     "(left out while the database cannot be read).")
         pending.add_metric([], float(sum(max(0, size - done.get(name, 0)) for name, size, _ in segs)))
         yield pending
+        age = GaugeMetricFamily("opsstack_receiver_spool_pending_age_seconds",
+                                "Age of the oldest notification answered from the spool and not in the database "
+                                "yet (0 when none; left out while the database cannot be read).")
+        stamps = [t for t in (_stamp_at(self.dir / name, done.get(name, 0)) for name, size, _ in segs
+                              if size > done.get(name, 0)) if t is not None]
+        age.add_metric([], max(0.0, time.time() - min(stamps) / 1e9) if stamps else 0.0)
+        yield age
+
+
+def _stamp_at(path: Path, offset: int) -> int | None:
+    """received_at (ns) of the record at ``offset`` of a segment; None when no whole header of
+    ours is there (gone, torn, damaged)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            head = f.read(HEADER.size)
+    except OSError:
+        return None
+    if len(head) < HEADER.size or head[:2] != MAGIC:
+        return None
+    return HEADER.unpack(head)[3]
 
 
 def collector_factory(st):

@@ -84,3 +84,84 @@ def test_inhibition_of_warnings_by_critical_on_same_service():
     doc = amc.build(defaults(), "http://x/", "/tmp/x")
     assert doc["inhibit_rules"] == [{"source_matchers": ['severity="critical"'],
                                      "target_matchers": ['severity="warning"'], "equal": ["service"]}]
+
+
+# ------------------------------------------------------------------ the direct route
+
+DIRECT = {"email_to": ["oncall@example.test", "sre@example.test"], "smarthost": "127.0.0.1:2525",
+          "require_tls": False, "repeat_interval": "30m"}
+
+
+@pytest.fixture(scope="module")
+def direct_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("am-direct")
+    tok = d / "receiver_token"
+    tok.write_text("secret\n")
+    p = d / "alertmanager.yml"
+    p.write_text(amc.render(load_data({"alertmanager": {"direct": DIRECT}}),
+                            "http://127.0.0.1:9095/webhook/alertmanager", str(tok)))
+    return p
+
+
+DIRECT_ROUTES = [
+    ({"alertname": "ReceiverDown", "severity": "critical", "tier": "1", "route": "direct"},
+     "opsstack-direct,opsstack-critical"),
+    ({"alertname": "AlertDeliveryFailing", "severity": "critical", "tier": "3", "route": "direct"},
+     "opsstack-direct,opsstack-critical-tier3"),
+    ({"alertname": "X", "severity": "warning", "tier": "2", "route": "direct"},
+     "opsstack-direct,opsstack-warning-tier2"),
+    ({"alertname": "ServiceDown", "severity": "critical", "tier": "1"}, "opsstack-critical"),
+    ({"alertname": "X", "severity": "critical", "route": "directly"}, "opsstack-critical"),
+    ({"alertname": "Watchdog", "severity": "info", "tier": "3"}, "opsstack-watchdog"),
+]
+
+
+def test_amtool_check_config_with_a_direct_route(direct_file):
+    res = subprocess.run([binary("amtool"), "check-config", str(direct_file)], capture_output=True, text=True)
+    assert res.returncode == 0 and "SUCCESS" in res.stdout, res.stdout + res.stderr
+    doc = yaml.safe_load(direct_file.read_text())
+    first = doc["route"]["routes"][0]
+    assert first["receiver"] == "opsstack-direct" and first["continue"] is True
+    assert first["repeat_interval"] == "30m"
+    email = next(r for r in doc["receivers"] if r["name"] == "opsstack-direct")["email_configs"][0]
+    assert email["to"] == "oncall@example.test, sre@example.test"
+    assert (email["smarthost"], email["require_tls"], email["send_resolved"]) == ("127.0.0.1:2525", False, True)
+    assert "auth_username" not in email and "auth_password_file" not in email
+
+
+@pytest.mark.parametrize("labels,receivers", DIRECT_ROUTES, ids=[r for _, r in DIRECT_ROUTES])
+def test_amtool_direct_routes(direct_file, labels, receivers):
+    res = subprocess.run([binary("amtool"), "config", "routes", "test", f"--config.file={direct_file}",
+                          *[f"{k}={v}" for k, v in labels.items()]], capture_output=True, text=True)
+    assert res.stdout.strip() == receivers, res.stdout + res.stderr
+
+
+def test_no_direct_route_without_an_address_and_smtp_credentials_from_a_file(tmp_path):
+    doc = amc.build(defaults(), "http://x/", "/tmp/x")
+    assert "opsstack-direct" not in {r["name"] for r in doc["receivers"]}
+    assert all(r["receiver"] != "opsstack-direct" for r in doc["route"]["routes"])
+    pw = tmp_path / "smtp_password"
+    pw.write_text("s3cret\n")
+    cfg = load_data({"alertmanager": {"direct": {"email_to": ["a@example.test"], "smarthost": "smtp.example.test:587",
+                                                 "auth_username": "am", "auth_password_file": str(pw)}}})
+    p = tmp_path / "alertmanager.yml"
+    p.write_text(amc.render(cfg, "http://127.0.0.1:9095/webhook/alertmanager", str(pw)))
+    assert "s3cret" not in p.read_text()
+    email = yaml.safe_load(p.read_text())["receivers"][-1]["email_configs"][0]
+    assert (email["auth_username"], email["auth_password_file"], email["require_tls"]) == ("am", str(pw), True)
+    res = subprocess.run([binary("amtool"), "check-config", str(p)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("direct,problem", [
+    ({"email_to": ["a@example.test"]}, "alertmanager.direct.smarthost: required"),
+    ({"email_to": ["not an address"], "smarthost": "x:25"}, "alertmanager.direct.email_to[0]"),
+    ({"email_to": ["a@example.test"], "smarthost": "mail.example.test"}, "alertmanager.direct.smarthost: host:port"),
+    ({"from": "alertmanager"}, "alertmanager.direct.from"),
+])
+def test_a_bad_direct_route_is_refused_with_the_key(direct, problem):
+    from core.spec import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_data({"alertmanager": {"direct": direct}})
+    assert problem in str(e.value)

@@ -137,3 +137,64 @@ def test_the_sms_gateway_keeps_valid_texts_and_refuses_the_rest(sink):
     with urllib.request.urlopen(sink.url("/api/sms"), timeout=10) as r:
         texts = json.loads(r.read())["messages"]
     assert [(t["to"], t["body"]) for t in texts] == [("+821012345678", "hello <b>")]
+
+
+# ------------------------------------------------------------------ the direct route (alert path down)
+
+def test_up_gives_alertmanager_a_direct_route_to_the_sink_unless_one_is_configured(sink):
+    cfg = load_data({})
+    runtime.default_direct_route(cfg, "127.0.0.1", {"mailsink_smtp": sink.smtp_port})
+    d = cfg["alertmanager"]["direct"]
+    assert (d["email_to"], d["smarthost"], d["require_tls"]) == (["oncall@opsstack.localhost"],
+                                                                 f"127.0.0.1:{sink.smtp_port}", False)
+    v6 = load_data({})
+    runtime.default_direct_route(v6, "::1", {"mailsink_smtp": 2525})
+    assert v6["alertmanager"]["direct"]["smarthost"] == "[::1]:2525"
+    own = load_data({"alertmanager": {"direct": {"email_to": ["sre@example.test"],
+                                                 "smarthost": "mail.example.test:587"}}})
+    runtime.default_direct_route(own, "127.0.0.1", {"mailsink_smtp": sink.smtp_port})
+    assert own["alertmanager"]["direct"]["smarthost"] == "mail.example.test:587"
+    assert own["alertmanager"]["direct"]["require_tls"] is True
+
+
+def test_alertmanager_emails_a_direct_alert_while_the_receiver_fails_and_only_that_one(sink, tmp_path):
+    """The real Alertmanager with the generated config; the receiver answers every notification
+    503 (its database is down): the route="direct" alert reaches the sink by e-mail, its
+    attacker-written annotation escaped, and is offered to the receiver too; a page of the same
+    severity without the label goes to the receiver only."""
+    from stack import alertmanager_config as amc
+    from tests.support.fakehttp import FakeHTTP
+    from tests.support.servers import Alertmanager
+
+    cfg = load_data({"alertmanager": {"critical_group_wait": "0s",
+                                      "direct": {"email_to": ["oncall@example.test"], "require_tls": False,
+                                                 "smarthost": f"127.0.0.1:{sink.smtp_port}"}}})
+    token = tmp_path / "token"
+    token.write_text("t")
+    tag = f"run-{tmp_path.name}"  # this test's alerts, told apart from other mail in the module's sink
+    base = {"severity": "critical", "tier": "1", "team": "ops", "run": tag}
+    direct = {"labels": {**base, "alertname": "ReceiverDown", "service": "opsstack", "route": "direct",
+                         "instance": "127.0.0.1:9095"},
+              "annotations": {"summary": "The webhook receiver is down.", "description": ATTACK}}
+    page = {"labels": {**base, "alertname": "ServiceDown", "service": "user-app"},
+            "annotations": {"summary": "A service is down.", "description": "user-app down"}}
+
+    def offered() -> set[str]:  # alertnames the receiver was offered
+        return {a["labels"]["alertname"] for r in hook.find("POST") for a in json.loads(r.body)["alerts"]}
+
+    with FakeHTTP({"POST /webhook/alertmanager": (503, {"error": "database_unavailable"})}) as hook, \
+            Alertmanager(amc.build(cfg, hook.url + "/webhook/alertmanager", str(token)), tmp_path / "am") as am:
+        req = urllib.request.Request(am.url + "/api/v2/alerts", data=json.dumps([page, direct]).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        mine = lambda: [m for m in sink.messages() if tag in m["body"]]  # noqa: E731
+        got = wait_for(mine, timeout=120, what="the direct alert e-mailed to the sink")
+        assert got[0]["to"] == "oncall@example.test"
+        assert "ReceiverDown" in got[0]["subject"] + got[0]["body"]
+        assert "<script>" not in got[0]["body"] and "<img src=x" not in got[0]["body"]
+        # the direct alert went on down the tree to the receiver too (continue), the page only there
+        wait_for(lambda: offered() == {"ReceiverDown", "ServiceDown"}, timeout=120,
+                 what="both alerts offered to the receiver")
+        assert all("ServiceDown" not in m["subject"] + m["body"] for m in mine())
+        assert len(mine()) == 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -48,7 +49,9 @@ def test_answered_from_disk_then_loaded_and_applied(sapp, pg_db):
     c = sapp.test_client()
     before = datetime.now(timezone.utc)
     a = T.alert()
+    t0 = time.time()
     r = post(c, T.payload([a]))
+    t1 = time.time()  # the record's stamp is between t0 and t1
     assert r.status_code == 200 and r.get_json() == {"status": "accepted", "spooled": True}
     # on disk, not yet in the database (no loader thread in this app)
     assert one(pg_db, "select count(*) from ticket_payloads")[0] == 0
@@ -59,17 +62,28 @@ def test_answered_from_disk_then_loaded_and_applied(sapp, pg_db):
     assert json.loads(recs[0][2])[2:] == ["firing", 1]  # the loader's metadata: group, receiver, status, alerts
     post(c, T.payload([T.resolved(a)]))
     size = seg.stat().st_size
+    # the first record as if written an hour ago (its header's stamp; the CRC covers the body only)
+    with open(seg, "r+b") as f:
+        magic, length, crc, stamp = spool.HEADER.unpack(f.read(spool.HEADER.size))
+        assert t0 * 1e9 - 1e7 <= stamp <= t1 * 1e9 + 1e7  # stamped when written (wall clock, ns)
+        f.seek(0)
+        f.write(spool.HEADER.pack(magic, length, crc, stamp - 3600 * 10**9))
+    s0 = time.time()
     m = T.samples(c.get("/metrics").get_data(as_text=True))
+    s1 = time.time()
     assert m[("opsstack_receiver_spool_bytes", ())] == size
     assert m[("opsstack_receiver_spool_pending_bytes", ())] == size
+    # the oldest record not loaded is the first one: its age at the scrape, by its stamp
+    assert 3600 + s0 - t1 - 0.01 <= m[("opsstack_receiver_spool_pending_age_seconds", ())] <= 3600 + s1 - t0 + 0.01
     assert process_pending(state(sapp)) == 2
     m = T.samples(c.get("/metrics").get_data(as_text=True))
     assert m[("opsstack_receiver_spool_pending_bytes", ())] == 0
+    assert m[("opsstack_receiver_spool_pending_age_seconds", ())] == 0
     assert m[("opsstack_receiver_spool_bytes", ())] == size  # this process still writes it
     n, first, status = one(pg_db, "select count(*), min(received_at), (select status from tickets) from ticket_payloads")
     assert n == 2 and status == "resolved"
-    # received_at is when the spool took it, not when it was loaded
-    assert before <= first <= datetime.now(timezone.utc)
+    # received_at is when the spool took it (its stamp, moved an hour back above), not when it was loaded
+    assert before - timedelta(hours=1) <= first <= datetime.now(timezone.utc) - timedelta(hours=1)
     assert one(pg_db, "select loaded_to from ticket_spool_segments where name = %s", seg.name)[0] == seg.stat().st_size
     # loaded once only
     assert process_pending(state(sapp)) == 0

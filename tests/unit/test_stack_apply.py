@@ -80,3 +80,31 @@ def test_the_same_config_renders_the_same_files(base):
     assert {"prometheus.yml", "alertmanager.yml", "supervisord.conf", RESOLVED_NAME} <= {p.name for p in first}
     assert any(p.parent.name == "rules" for p in first)
     assert render() == first
+
+
+def test_the_demo_stack_alertmanager_e_mails_the_alert_path_alerts_to_the_sink(base):
+    """`up` on the default (demo) stack renders a direct route to the mail sink, checked by amtool;
+    the rules it renders have the alert path's alerts on the job names its Prometheus scrapes."""
+    import subprocess
+
+    from core.procs import binary
+
+    cfg = load_data(copy.deepcopy(base))
+    r = runtime.resolve(cfg)
+    runtime.write_resolved(r)
+    st = Stack(cfg)
+    st.render(r, st.programs(r))
+    rd = runtime.run_dir(cfg)
+    am = yaml.safe_load((rd / "alertmanager.yml").read_text())
+    assert am["route"]["routes"][0]["receiver"] == "opsstack-direct"
+    email = next(x for x in am["receivers"] if x["name"] == "opsstack-direct")["email_configs"][0]
+    assert email["smarthost"] == f"{r['stack']['host']}:{r['runtime']['ports']['mailsink_smtp']}"
+    res = subprocess.run([binary("amtool"), "check-config", str(rd / "alertmanager.yml")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    jobs = {j["job_name"] for j in yaml.safe_load((rd / "prometheus.yml").read_text())["scrape_configs"]}
+    assert {"opsstack_receiver", "alertmanager"} <= jobs
+    rules = {x["alert"]: x for f in (rd / "rules").glob("*.yml") for g in yaml.safe_load(f.read_text())["groups"]
+             for x in g["rules"] if "alert" in x}
+    assert 'job="opsstack_receiver"' in rules["ReceiverDown"]["expr"]
+    assert {rules[n]["labels"]["route"] for n in ("ReceiverDown", "ReceiverDatabaseDown", "ReceiverBacklog",
+                                                    "AlertDeliveryFailing")} == {"direct"}

@@ -99,7 +99,8 @@ def test_the_demo_stack_alertmanager_e_mails_the_alert_path_alerts_to_the_sink(b
     assert am["route"]["routes"][0]["receiver"] == "opsstack-direct"
     email = next(x for x in am["receivers"] if x["name"] == "opsstack-direct")["email_configs"][0]
     assert email["smarthost"] == f"{r['stack']['host']}:{r['runtime']['ports']['mailsink_smtp']}"
-    res = subprocess.run([binary("amtool"), "check-config", str(rd / "alertmanager.yml")], capture_output=True, text=True)
+    res = subprocess.run([binary("amtool"), "check-config", str(rd / "alertmanager.yml")],
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = {j["job_name"] for j in yaml.safe_load((rd / "prometheus.yml").read_text())["scrape_configs"]}
     assert {"opsstack_receiver", "alertmanager"} <= jobs

@@ -145,9 +145,11 @@ class Automation:
                 ("ticket_updated", self.on_updated), ("ticket_resolved", self.on_resolved))
 
     def on_opened(self, event: str, ticket_id: int, **payload) -> None:
+        payload.pop("alert_labels", None)  # the incident's alerts' labels (for wanted_jobs): not forwarded
         self._forward(event, ticket_id, payload)
 
     def on_reopened(self, event: str, ticket_id: int, **payload) -> None:
+        payload.pop("alert_labels", None)
         self._forward(event, ticket_id, payload)
 
     def on_updated(self, event: str, ticket_id: int, **payload) -> None:
@@ -161,27 +163,39 @@ class Automation:
     def job_kinds(self) -> set[str]:
         return jobs.wanted(self.enrichment, self.remediation, self.playbooks, self.prometheus_url, self.loki_url)
 
-    def wanted_jobs(self, calls: list) -> list[tuple[int, str, str | None, bool]]:
+    def wanted_jobs(self, calls: list) -> list[tuple[int, str, str | None, bool, str | None]]:
         """The jobs these ticket changes queue (pure but for the config): (ticket_id, kind, extra,
-        unless_pending) for jobs.enqueue_many.
+        unless_pending, skipped) for jobs.enqueue_many; ``skipped``: why the job is recorded done
+        without running (None: it runs).
 
         | change          | jobs                                                                  |
         |-----------------|-----------------------------------------------------------------------|
-        | opened/reopened | enrichment, remediation (once per episode: the dedup key)             |
+        | opened/reopened | enrichment, remediation (once per episode: the dedup key); remediation |
+        |                 | is recorded skipped when no playbook matches any of its alerts         |
         | alert_attached  | remediation for the new alerts when a playbook matches one of them    |
         |                 | and no remediation job of the incident waits (it covers them already) |
-        | resolved        | restore (on_resolved actions)                                         |"""
+        | resolved        | restore (on_resolved actions; enqueue_many records it skipped when    |
+        |                 | the incident's remediation never ran: nothing to restore)             |
+
+        In a storm of alerts no playbook knows (thousands of incidents), nothing then waits for a
+        remediation worker: the skipped jobs are rows written done in the same statement, so the
+        sweep (same dedup key) does not queue them again either."""
         kinds = self.job_kinds()
-        out: list[tuple[int, str, str | None, bool]] = []
+        out: list[tuple[int, str, str | None, bool, str | None]] = []
         for event, p in calls:
             tid = p.get("ticket_id")
             if tid is None:
                 continue
             if event in ("ticket_opened", "ticket_reopened"):
-                out += [(tid, k, None, False) for k in ("enrichment", "remediation") if k in kinds]
+                if "enrichment" in kinds:
+                    out.append((tid, "enrichment", None, False, None))
+                if "remediation" in kinds:
+                    labels = p.get("alert_labels")
+                    known = labels is None or any(find_playbook(self.playbooks, lb) for lb in labels)
+                    out.append((tid, "remediation", None, False, None if known else jobs.NO_PLAYBOOK))
             elif event == "ticket_resolved":
                 if "restore" in kinds:
-                    out.append((tid, "restore", None, False))
+                    out.append((tid, "restore", None, False, None))
             elif (event == "ticket_updated" and p.get("change") == "alert_attached" and "remediation" in kinds
                   and p.get("status") != "resolved"):
                 # alerts joined the incident and a playbook matches one of them: the playbook acts for
@@ -190,7 +204,7 @@ class Automation:
                 # acts for every firing alert of the incident when it runs
                 labels = p.get("attached_labels")
                 if labels is None or any(find_playbook(self.playbooks, lb) for lb in labels):
-                    out.append((tid, "remediation", f"a{p.get('event_id') or 0}", True))
+                    out.append((tid, "remediation", f"a{p.get('event_id') or 0}", True, None))
         return out
 
     def stage_jobs(self, conn, calls: list):
@@ -201,7 +215,7 @@ class Automation:
         if not want:
             return None
         self.ensure_migrated()
-        rows = jobs.enqueue_many(conn, want)
+        rows = [r for r in jobs.enqueue_many(conn, want) if r["status"] == "pending"]  # not the skipped
         if not rows or not self.run_jobs:
             return None
         lanes = sorted({r["lane"] for r in rows})

@@ -91,27 +91,46 @@ def enqueue(conn, ticket_id: int, kind: str, payload: dict | None = None, extra:
 
 
 _ENQUEUE_MANY = """
-    insert into automation_jobs (ticket_id, kind, lane, dedup_key, payload)
+    insert into automation_jobs (ticket_id, kind, lane, dedup_key, payload, status, done_at)
     select t.id, u.kind, u.lane, u.kind || ':' || t.id || ':' || t.reopened_count || coalesce(':' || u.extra, ''),
-           '{}'::jsonb
-    from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bool[]) with ordinality
-         u(ticket_id, kind, lane, extra, unless_pending, ord)
+           case when s.why is null then '{{}}'::jsonb else jsonb_build_object('skipped', s.why) end,
+           case when s.why is null then 'pending' else 'done' end,
+           case when s.why is null then null else now() end
+    from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bool[], %s::text[]) with ordinality
+         u(ticket_id, kind, lane, extra, unless_pending, skipped, ord)
     join tickets t on t.id = u.ticket_id
+    cross join lateral (select {why} why) s
     where not (u.unless_pending and exists (select 1 from automation_jobs j where j.ticket_id = t.id
                                             and j.kind = u.kind and j.status = 'pending' for update skip locked))
     order by u.ord
-    on conflict (dedup_key) do nothing returning id, ticket_id, kind, lane"""
+    on conflict (dedup_key) do nothing returning id, ticket_id, kind, lane, status"""
+
+# why a restore is recorded skipped: an incident whose remediation never ran nor waits to (only in a
+# batch with a restore: opening tickets never reads remediation_runs)
+_RESTORE_WHY = """coalesce(u.skipped, case
+    when u.kind = 'restore'
+     and not exists (select 1 from remediation_runs r where r.ticket_id = t.id)
+     and not exists (select 1 from automation_jobs j where j.ticket_id = t.id and j.kind in ('remediation', 'scheduled')
+                     and not (j.status = 'done' and j.payload ? 'skipped'))
+    then %s end)"""
+NO_PLAYBOOK = "no playbook matches the incident's alerts"
+NOTHING_TO_RESTORE = "the incident's remediation never ran: nothing to restore"
 
 
-def enqueue_many(conn, items: list[tuple[int, str, str | None, bool]]) -> list[dict]:
+def enqueue_many(conn, items: list[tuple[int, str, str | None, bool, str | None]]) -> list[dict]:
     """``enqueue`` for many jobs in ONE statement (inside the ticket transaction that wants them:
-    Automation.stage_jobs): ``items`` are (ticket_id, kind, extra, unless_pending); returns the
-    rows inserted (id, ticket_id, kind, lane). Same dedup keys as ``enqueue``."""
+    Automation.stage_jobs): ``items`` are (ticket_id, kind, extra, unless_pending, skipped);
+    returns the rows inserted (id, ticket_id, kind, lane, status). Same dedup keys as ``enqueue``.
+    A job with a ``skipped`` reason, and a restore of an incident whose remediation never ran and
+    none waits, is written ``done`` with ``payload.skipped`` saying why: no worker takes it, and its
+    dedup key keeps the sweep from queueing it again."""
     if not items:
         return []
-    tids, kinds, extras, unless = zip(*items)
-    return conn.execute(_ENQUEUE_MANY, (list(tids), list(kinds), [LANES[k] for k in kinds], list(extras),
-                                        list(unless))).fetchall()
+    tids, kinds, extras, unless, skipped = zip(*items)
+    args = [list(tids), list(kinds), [LANES[k] for k in kinds], list(extras), list(unless), list(skipped)]
+    if "restore" in kinds:
+        return conn.execute(_ENQUEUE_MANY.format(why=_RESTORE_WHY), (*args, NOTHING_TO_RESTORE)).fetchall()
+    return conn.execute(_ENQUEUE_MANY.format(why="u.skipped"), args).fetchall()
 
 
 def sweep(conn, kinds: set[str]) -> int:

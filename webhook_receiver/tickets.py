@@ -816,11 +816,14 @@ def apply_units(ctx: Context, conn, units: list[_Unit], now: datetime, emits: Em
             for r in conn.execute(_INSERT_EVENTS, {"actor": SYSTEM_ACTOR, "now": now, "rows": Jsonb(events)}):
                 event_ids[(r["ticket_id"], r["kind"])] = r["id"]
         notify.enqueue_many(ctx, conn, [(t, "opened") for _, t, _ in opened] + [(t, "reopened") for _, t, _ in reopened])
+        # alert_labels: for the jobs stager (does a playbook match?), not forwarded (Automation.on_opened)
         for u, t, new in opened:
-            emits.add("ticket_opened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new)))
+            emits.add("ticket_opened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new),
+                                                      alert_labels=[dict(a.labels) for a in new]))
             u.res.opened.append(t["id"])
         for u, t, new in reopened:
-            emits.add("ticket_reopened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new)))
+            emits.add("ticket_reopened", **hook_payload(ctx, t, SYSTEM_ACTOR, alerts=len(new),
+                                                        alert_labels=[dict(a.labels) for a in new]))
             u.res.reopened.append(t["id"])
         for u, t, new in attached:  # recorded on the open incident: no page
             emits.add("ticket_updated", **hook_payload(ctx, t, SYSTEM_ACTOR, change="alert_attached", alerts=len(new),

@@ -171,3 +171,50 @@ def test_alerts_joining_an_incident_queue_remediation_only_for_a_playbook_and_on
         assert len(jobs) == 2 and jobs[1]["status"] == "pending" and jobs[1]["dedup_key"].startswith(f"remediation:{tid}:0:a")
     finally:
         close_app(app)
+
+
+def test_incidents_no_playbook_knows_queue_no_remediation_and_no_restore(pg_db):
+    """A storm of alerts no playbook matches: each incident's remediation job is written done and
+    skipped (no worker runs it, no run is recorded), the sweep does not queue it again, and its
+    resolve writes the restore skipped too; an incident a playbook knows is remediated, then restored."""
+    restoring = {**PLAYBOOK, "on_resolved": [{"name": "restore", "backend": "command",
+                                               "params": {"argv": ["echo", "restored demo-{service}"]}}]}
+    cfg = T.config(pg_db, enrichment={"enabled": False},
+                   remediation={"playbooks": [restoring], "verify_interval": "0.05s"})
+    app = create_app(cfg)
+    try:
+        st, c = state(app), app.test_client()
+        storm = [T.alert("DiskAlmostFull", service=f"svc-{i}") for i in range(20)]
+        r = c.post("/webhook/alertmanager", json=T.payload(storm[:10], group_key="storm-a"), headers=T.auth())
+        assert r.status_code == 200
+        r = c.post("/webhook/alertmanager", json=T.payload(storm[10:], group_key="storm-b"), headers=T.auth())
+        assert r.status_code == 200
+        known = fire(c)  # ServiceDown: the playbook's
+        incidents = [x["id"] for x in rows(pg_db, "select id from tickets where id <> %s order by id", known)]
+        assert len(incidents) == 2
+        skipped = rows(pg_db, "select ticket_id, status, payload->>'skipped' why from automation_jobs "
+                              "where kind = 'remediation' and ticket_id <> %s order by ticket_id", known)
+        assert [(j["ticket_id"], j["status"], j["why"]) for j in skipped] == \
+            [(t, "done", "no playbook matches the incident's alerts") for t in incidents]
+        wait_for(lambda: rows(pg_db, "select 1 from automation_jobs where kind = 'remediation' and ticket_id = %s "
+                                     "and status = 'done'", known), what="the known incident's remediation ran")
+        assert rows(pg_db, "select playbook from remediation_runs where ticket_id = %s", known) == \
+            [{"playbook": "restart-service"}]
+        scheduler.tick(st)  # the sweep: the skipped jobs keep their dedup keys
+        assert rows(pg_db, "select count(*) n from automation_jobs where kind = 'remediation'")[0]["n"] == 3
+        assert rows(pg_db, "select count(*) n from remediation_runs where ticket_id <> %s", known)[0]["n"] == 0
+        for group, alerts in (("storm-a", storm[:10]), ("storm-b", storm[10:])):
+            r = c.post("/webhook/alertmanager", json=T.payload([T.resolved(a) for a in alerts], group_key=group),
+                       headers=T.auth())
+            assert r.status_code == 200
+        r = c.post("/webhook/alertmanager", json=T.payload([T.resolved(T.alert())]), headers=T.auth())
+        assert r.status_code == 200
+        restores = {j["ticket_id"]: j for j in rows(pg_db, "select ticket_id, status, payload->>'skipped' why "
+                                                          "from automation_jobs where kind = 'restore'")}
+        assert {t: (restores[t]["status"], restores[t]["why"]) for t in incidents} == \
+            {t: ("done", "the incident's remediation never ran: nothing to restore") for t in incidents}
+        assert restores[known]["why"] is None
+        wait_for(lambda: rows(pg_db, "select 1 from automation_jobs where kind = 'restore' and ticket_id = %s "
+                                     "and status = 'done'", known), what="the known incident restored")
+    finally:
+        close_app(app)

@@ -25,8 +25,21 @@ def test_changes_queue_their_jobs_once_per_change():
              ("ticket_updated", {"ticket_id": 6, "change": "alert_attached", "status": "resolved", "event_id": 11,
                                  "attached_labels": [{"alertname": "ServiceDown"}]}),
              ("ticket_updated", {"ticket_id": 7, "change": "acknowledged", "status": "acknowledged"})]
-    assert a.wanted_jobs(calls) == [(1, "remediation", None, False), (2, "remediation", None, False),
-                                    (3, "restore", None, False), (4, "remediation", "a9", True)]
+    assert a.wanted_jobs(calls) == [(1, "remediation", None, False, None), (2, "remediation", None, False, None),
+                                    (3, "restore", None, False, None), (4, "remediation", "a9", True, None)]
+
+
+def test_an_incident_no_playbook_knows_has_its_remediation_recorded_skipped():
+    a = auto(enrichment={"enabled": False}, remediation={"playbooks": [PLAYBOOK]})
+    calls = [("ticket_opened", {"ticket_id": 1, "alert_labels": [{"alertname": "DiskFull"}]}),
+             ("ticket_opened", {"ticket_id": 2, "alert_labels": [{"alertname": "DiskFull"},
+                                                                 {"alertname": "ServiceDown", "service": "x"}]}),
+             ("ticket_reopened", {"ticket_id": 3, "alert_labels": [{"alertname": "Other"}]}),
+             ("ticket_opened", {"ticket_id": 4})]  # labels not given (an older caller): it runs
+    assert a.wanted_jobs(calls) == [(1, "remediation", None, False, "no playbook matches the incident's alerts"),
+                                    (2, "remediation", None, False, None),
+                                    (3, "remediation", None, False, "no playbook matches the incident's alerts"),
+                                    (4, "remediation", None, False, None)]
 
 
 def test_nothing_when_automation_is_off():

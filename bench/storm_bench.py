@@ -635,7 +635,8 @@ def main(argv=None) -> int:
                                     "cpu_seconds": {k: round(v, 1) for k, v in cpu_by_program(cpu0, cpu1, own).items()
                                                     if v >= 0.05},
                                     "top_statements": top_statements(db)}
-            jobs = q(db, "select kind, status, count(*) from automation_jobs group by 1, 2 order by 1, 2") \
+            jobs = q(db, "select kind, case when payload ? 'skipped' then 'skipped' else status end, count(*) "
+                         "from automation_jobs group by 1, 2 order by 1, 2") \
                 if q(db, "select to_regclass('automation_jobs') is not null")[0][0] else []
             results["automation_jobs"] = [{"kind": k, "status": s, "n": n} for k, s, n in jobs]
             print(f"open loop: {fr['ok']} sent at {args.rate:g}/s, intake p99 {fr['p99_ms']:.1f} ms; applied p99 "

@@ -7,7 +7,9 @@ Events: ticket_opened, ticket_updated, ticket_resolved, ticket_reopened. ticket_
 ``change`` = acknowledged | escalated | comment | reassigned | alert_attached. They are emitted after the database commit, in the process that made the
 change, with keyword arguments ``event``, ``ticket_id``, ``db_url`` (a libpq URL the
 subscriber may connect to), ``actor`` and event-specific extras (``alertname``, ``service``,
-``severity``, ``level``...). A subscriber that raises is logged and ignored: it never breaks
+``severity``, ``level``...; ticket_opened and ticket_reopened carry ``alert_labels``, the labels of
+the incident's alerts, and alert_attached ``attached_labels``, those of the alerts that joined:
+what Automation.wanted_jobs matches playbooks on; not forwarded to ITSM). A subscriber that raises is logged and ignored: it never breaks
 ticket handling. Subscribers run synchronously in the request thread, so slow work belongs in
 a thread or queue of the subscriber's own.
 

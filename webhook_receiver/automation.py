@@ -190,8 +190,7 @@ class Automation:
                 if "enrichment" in kinds:
                     out.append((tid, "enrichment", None, False, None))
                 if "remediation" in kinds:
-                    labels = p.get("alert_labels")
-                    known = labels is None or any(find_playbook(self.playbooks, lb) for lb in labels)
+                    known = self._may_match(p.get("alert_labels"))
                     out.append((tid, "remediation", None, False, None if known else jobs.NO_PLAYBOOK))
             elif event == "ticket_resolved":
                 if "restore" in kinds:
@@ -202,10 +201,13 @@ class Automation:
                 # them too (their own targets); enrichment and paging stay once per incident. A
                 # remediation job of the incident still pending (not running) covers them already: it
                 # acts for every firing alert of the incident when it runs
-                labels = p.get("attached_labels")
-                if labels is None or any(find_playbook(self.playbooks, lb) for lb in labels):
+                if self._may_match(p.get("attached_labels")):
                     out.append((tid, "remediation", f"a{p.get('event_id') or 0}", True, None))
         return out
+
+    def _may_match(self, labels: list[dict] | None) -> bool:
+        """A playbook matches one of these alerts' labels, or they are not known (None: the job runs)."""
+        return labels is None or any(find_playbook(self.playbooks, lb) for lb in labels)
 
     def stage_jobs(self, conn, calls: list):
         """The hooks stager (tickets' Emits.stage): queue the jobs of these ticket changes on ``conn``,
